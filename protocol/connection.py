@@ -14,13 +14,13 @@ from .errors import LocalProtocolError, RemoteProtocolError
 from .frames import Body, FrameReader, pack_frame
 from .limits import DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_TRANSFER_SIZE, MAX_STYLE_IMAGES
 from .limits import MIN_MAX_FRAME_SIZE as _MIN_FRAME
-from .messages import Bye, Limits, Message, Ping, Pong, Reject, Welcome
+from .messages import Bye, Limits, Message, Reject, Welcome
 from .state import ConnectionState, Role, StateMachine
 from .transfers import TransferReader, TransferWriter
 
 _LIVE = (ConnectionState.ESTABLISHED, ConnectionState.DRAINING)
 # Messages that may arrive between the chunks of a transfer and do not claim transfers.
-_BETWEEN_CHUNKS = (Ping, Pong, Bye)
+_BETWEEN_CHUNKS = ("ping", "pong", "bye")
 
 
 class Connection:
@@ -146,12 +146,13 @@ class Connection:
             else:
                 self._transfers.end(body)
             return None
-        message = decode(body, self._transfers.claim)
-        if not isinstance(message, _BETWEEN_CHUNKS) and (
-            self._transfers.open or self._transfers.unclaimed
-        ):
+        transfers = self._transfers
+        if transfers.open and kind not in _BETWEEN_CHUNKS:
+            raise RemoteProtocolError(f"a {kind!r} message arrived in the middle of a transfer")
+        message = decode(body, transfers.claim)
+        if transfers.unclaimed and kind not in _BETWEEN_CHUNKS:
             raise RemoteProtocolError(
-                f"{type(message).__name__} arrived while a transfer was open or unclaimed"
+                f"the {kind} message left {transfers.unclaimed} transfer(s) unclaimed"
             )
         self._machine.received(message)
         if type(message) is Welcome:

@@ -52,7 +52,6 @@ class FrameReader:
             "max_str_len": min(_MAX_STR_BYTES, max_frame_size),
             "max_array_len": MAX_ITEMS,
             "max_map_len": MAX_ITEMS,
-            "max_ext_len": 0,
         }
 
     @property
