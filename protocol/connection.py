@@ -147,13 +147,16 @@ class Connection:
                 self._transfers.end(body)
             return None
         transfers = self._transfers
-        if transfers.open and kind not in _BETWEEN_CHUNKS:
-            raise RemoteProtocolError(f"a {kind!r} message arrived in the middle of a transfer")
-        message = decode(body, transfers.claim)
-        if transfers.unclaimed and kind not in _BETWEEN_CHUNKS:
-            raise RemoteProtocolError(
-                f"the {kind} message left {transfers.unclaimed} transfer(s) unclaimed"
-            )
+        if not transfers.busy or kind in _BETWEEN_CHUNKS:
+            message = decode(body, transfers.claim)
+        else:
+            if transfers.open:
+                raise RemoteProtocolError(f"a {kind!r} message arrived in the middle of a transfer")
+            message = decode(body, transfers.claim)
+            if transfers.unclaimed:
+                raise RemoteProtocolError(
+                    f"the {kind} message left {transfers.unclaimed} transfer(s) unclaimed"
+                )
         self._machine.received(message)
         if type(message) is Welcome:
             self.peer_limits = message.limits

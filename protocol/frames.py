@@ -27,6 +27,9 @@ Body = dict[str, Any]
 _MAX_STR_BYTES = 4 * MAX_TEXT_LEN
 
 
+_COPY_BELOW = 4096
+
+
 def _refuse_ext(code: int, data: bytes) -> object:
     raise RemoteProtocolError(f"msgpack extension types are not allowed (got ext type {code})")
 
@@ -79,30 +82,35 @@ class FrameReader:
         end = len(data)
         pos = 0
         limit = self.max_frame_size
-        with memoryview(data) as view:
-            while end - pos >= 4:
-                (size,) = HEADER.unpack_from(view, pos)
-                if size > limit:
-                    raise RemoteProtocolError(
-                        f"frame of {size} bytes exceeds the limit of {limit} bytes"
-                    )
-                if size == 0:
-                    raise RemoteProtocolError("empty frame: a frame body must be a msgpack map")
-                stop = pos + 4 + size
-                if stop > end:
-                    break
-                with view[pos + 4 : stop] as body:
-                    bodies.append(self._decode(body))
-                pos = stop
+        while end - pos >= 4:
+            (size,) = HEADER.unpack_from(data, pos)
+            if size > limit:
+                raise RemoteProtocolError(
+                    f"frame of {size} bytes exceeds the limit of {limit} bytes"
+                )
+            if size == 0:
+                raise RemoteProtocolError("empty frame: a frame body must be a msgpack map")
+            stop = pos + 4 + size
+            if stop > end:
+                break
+            # Small bodies decode fastest from a copy; large ones are read in place.
+            if size <= _COPY_BELOW:
+                bodies.append(self._decode(data[pos + 4 : stop]))
+            else:
+                bodies.append(self._decode(memoryview(data)[pos + 4 : stop]))
+            pos = stop
         return pos
 
-    def _decode(self, body: memoryview) -> Body:
+    def _decode(self, body: bytes | bytearray | memoryview) -> Body:
         try:
             value = msgpack.unpackb(body, **self._unpack_options)
         except ProtocolError:
             raise
         except Exception as error:  # msgpack raises a dozen unrelated types
             raise RemoteProtocolError(f"frame body is not valid msgpack: {error}") from None
+        finally:
+            if type(body) is memoryview:
+                body.release()  # so that the caller's buffer may be resized afterwards
         if type(value) is not dict:
             raise RemoteProtocolError(
                 f"frame body must be a msgpack map, got {type(value).__name__}"

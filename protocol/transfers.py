@@ -78,6 +78,8 @@ class TransferReader:
         self._last_id = 0
         self._open: _Open | None = None
         self._done: dict[int, Received] = {}
+        self.busy = False
+        """Whether a transfer is open or finished but unclaimed (kept as a flag for speed)."""
 
     @property
     def open(self) -> bool:
@@ -127,12 +129,14 @@ class TransferReader:
             )
         self._open = None
         self._done[transfer.id] = Received(b"".join(transfer.parts), actual)
+        self.busy = True
 
     def claim(self, transfer_id: object) -> Received:
         """Hand over a finished transfer to the message that names it (once)."""
         received = self._done.pop(transfer_id, None) if type(transfer_id) is int else None
         if received is None:
             raise RemoteProtocolError(f"message names unknown transfer {transfer_id!r}")
+        self.busy = self._open is not None or bool(self._done)
         return received
 
     def _transfer_for(self, body: Body) -> _Open:
@@ -157,4 +161,5 @@ class TransferReader:
             )
         self._last_id = transfer_id
         self._open = _Open(transfer_id)
+        self.busy = True
         return self._open
