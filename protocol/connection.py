@@ -39,6 +39,8 @@ class Connection:
             raise LocalProtocolError("max_transfer_size must be positive")
         self.max_frame_size = max_frame_size
         self.max_transfer_size = max_transfer_size
+        # Every peer accepts 1 MiB frames, so we never send larger, whatever we accept.
+        self._send_limit = min(max_frame_size, DEFAULT_MAX_FRAME_SIZE)
         self.peer_limits: Limits | None = None
         """The relay's limits from its Welcome (node side), once received."""
         self.frames_received = 0
@@ -82,10 +84,10 @@ class Connection:
             frame = pack_frame(self._packer, body)
         except (TypeError, ValueError, OverflowError) as error:
             raise LocalProtocolError(f"cannot encode {type(message).__name__}: {error}") from None
-        if len(frame) - 4 > self.max_frame_size:
+        if len(frame) - 4 > self._send_limit:
             raise LocalProtocolError(
                 f"{type(message).__name__} needs a frame of {len(frame) - 4} bytes, "
-                f"over the limit of {self.max_frame_size}"
+                f"over the limit of {self._send_limit}"
             )
         self._machine.sent(message)
         if type(message) is Bye or type(message) is Reject:
