@@ -8,8 +8,8 @@
 2. A 10 MB Result: chunk frames + digest + reassembly against `packb` + `unpackb` of the same
    bytes. Bare msgpack does not hash; the sha256 both ends must compute is timed alone too.
 
-Each figure is the best of several rounds, to keep other processes' noise out. The goal is
-a ratio (ours / bare) of at most 1.5.
+Each figure is the best of several interleaved rounds, to keep other processes' noise out.
+The goal is a ratio (ours / bare) of at most 1.5.
 """
 
 from __future__ import annotations
@@ -41,9 +41,11 @@ from protocol import (
 from protocol.codec import encode
 
 
-def best(rounds: int, run: Callable[[], float]) -> float:
-    """The shortest of `rounds` timings."""
-    return min(run() for _ in range(rounds))
+def best(rounds: int, *runs: Callable[[], float]) -> list[float]:
+    """The shortest of `rounds` timings of each run; rounds interleave the runs, so that a
+    busy spell on the machine hits them alike."""
+    timings = [[run() for run in runs] for _ in range(rounds)]
+    return [min(column) for column in zip(*timings, strict=True)]
 
 
 def connected() -> tuple[Connection, Connection]:
@@ -86,7 +88,8 @@ def bench_progress(count: int, rounds: int) -> tuple[float, float]:
             unpackb(packb(body))
         return time.perf_counter() - start
 
-    return best(rounds, ours) / count, best(rounds, bare) / count
+    ours_time, bare_time = best(rounds, ours, bare)
+    return ours_time / count, bare_time / count
 
 
 def bench_result(size: int, rounds: int) -> tuple[float, float, float]:
@@ -117,7 +120,8 @@ def bench_result(size: int, rounds: int) -> tuple[float, float, float]:
     check = results.pop()
     if relay.receive_data(node.send(check)) != [check]:
         raise SystemExit("the Result did not come back intact")
-    return best(rounds, ours), best(rounds, bare), best(rounds, hashing)
+    ours_time, bare_time, hash_time = best(rounds, ours, bare, hashing)
+    return ours_time, bare_time, hash_time
 
 
 def row(label: str, value: str) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgpack
 
+from .chunks import parse_chunk
 from .errors import ProtocolError, RemoteProtocolError
 from .limits import MAX_ITEMS, MAX_TEXT_LEN
 
@@ -56,6 +57,10 @@ class FrameReader:
             "max_array_len": MAX_ITEMS,
             "max_map_len": MAX_ITEMS,
         }
+        # Small bodies go through one reused Unpacker: unpackb parses its nine options on
+        # every call, which costs more than decoding a small map. A failed decode leaves it
+        # in a bad state, but then the connection is over anyway.
+        self._unpacker = msgpack.Unpacker(max_buffer_size=_COPY_BELOW, **self._unpack_options)
 
     @property
     def buffered(self) -> int:
@@ -68,17 +73,22 @@ class FrameReader:
         buffer = self._buffer
         if not buffer:
             # Fast path: decode straight out of the caller's bytes; keep only the tail.
-            used = self._split(data, bodies)
+            used = self._split(data, bodies, stable=type(data) is bytes)
             if used < len(data):
                 buffer += memoryview(data)[used:]
             return bodies
         buffer += data
-        used = self._split(buffer, bodies)
+        used = self._split(buffer, bodies, stable=False)
         del buffer[:used]
         return bodies
 
-    def _split(self, data: bytes | bytearray | memoryview, bodies: list[Body]) -> int:
-        """Decode every complete frame at the start of `data`; return the bytes consumed."""
+    def _split(
+        self, data: bytes | bytearray | memoryview, bodies: list[Body], *, stable: bool
+    ) -> int:
+        """Decode every complete frame at the start of `data`; return the bytes consumed.
+
+        `stable`: `data` is immutable, so chunk bodies may keep views into it.
+        """
         end = len(data)
         pos = 0
         limit = self.max_frame_size
@@ -93,15 +103,42 @@ class FrameReader:
             stop = pos + 4 + size
             if stop > end:
                 break
-            # Small bodies decode fastest from a copy; large ones are read in place.
             if size <= _COPY_BELOW:
-                bodies.append(self._decode(data[pos + 4 : stop]))
+                bodies.append(self._decode_small(data[pos + 4 : stop]))
             else:
-                bodies.append(self._decode(memoryview(data)[pos + 4 : stop]))
+                bodies.append(self._decode_large(memoryview(data)[pos + 4 : stop], stable))
             pos = stop
         return pos
 
-    def _decode(self, body: bytes | bytearray | memoryview) -> Body:
+    def _decode_small(self, body: bytes | bytearray | memoryview) -> Body:
+        unpacker = self._unpacker
+        try:
+            start = unpacker.tell()
+            unpacker.feed(body)
+            value = unpacker.unpack()
+            if unpacker.tell() - start != len(body):
+                raise ValueError("the frame holds more than one msgpack value")
+        except ProtocolError:
+            raise
+        except Exception as error:  # msgpack raises a dozen unrelated types
+            raise RemoteProtocolError(f"frame body is not valid msgpack: {error}") from None
+        if type(value) is not dict:
+            raise RemoteProtocolError(
+                f"frame body must be a msgpack map, got {type(value).__name__}"
+            )
+        return value
+
+    def _decode_large(self, body: memoryview, stable: bool) -> Body:
+        chunk = parse_chunk(body)
+        if chunk is None:
+            return self._decode(body)
+        transfer, seq, data = chunk
+        if not stable:
+            data = data.tobytes()  # type: ignore[assignment]  # the buffer will change
+            body.release()
+        return {"type": "chunk", "transfer": transfer, "seq": seq, "data": data}
+
+    def _decode(self, body: memoryview) -> Body:
         try:
             value = msgpack.unpackb(body, **self._unpack_options)
         except ProtocolError:
