@@ -72,6 +72,11 @@ class Connection:
         """The protocol version chosen in Welcome, once sent or received."""
         return self._machine.version
 
+    @property
+    def open_leases(self) -> int:
+        """Leases offered or accepted and not yet ended (a draining node leaves at 0)."""
+        return self._machine.open_leases
+
     def advertised_limits(self, max_epochs: int, max_pixels: int) -> Limits:
         """Limits for the relay's Welcome, with this connection's receive limits filled in."""
         return Limits(max_epochs, max_pixels, self.max_frame_size, self.max_transfer_size)
