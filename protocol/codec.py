@@ -170,7 +170,7 @@ def _offer(b: Body, take: Take) -> Offer:
 
 def _progress(b: Body, take: Take) -> Progress:
     losses = b["losses"]
-    if type(losses) is dict:
+    if type(losses) is dict and int in map(type, losses.values()):  # rare: copy only then
         losses = {k: float(v) if type(v) is int else v for k, v in losses.items()}
     return Progress(b["job_id"], b["lease_id"], b["epoch"], b["max_epochs"], losses,
                     _float(b["elapsed"]))  # fmt: skip
