@@ -346,6 +346,13 @@ def test_a_stream_ending_mid_transfer_is_an_error() -> None:
         relay.receive_data(b"")
 
 
+def test_a_bye_may_abandon_a_transfer() -> None:
+    relay, _ = accepted()
+    bye = frame({"type": "bye", "reason": "shutdown", "message": "power off"})
+    assert len(relay.receive_data(chunk_frames(1, PNG)[0] + bye)) == 1
+    assert relay.receive_data(b"") == []
+
+
 def test_chunks_before_the_handshake_are_refused() -> None:
     refuses(
         Connection(Role.RELAY),
