@@ -206,9 +206,6 @@ _DECODERS: dict[str, Callable[[Body, Take], Message]] = {
 }
 # fmt: on
 
-MESSAGE_TYPES = frozenset(_DECODERS)
-"""The wire names of all messages (`chunk` and `chunk_end` frames are not messages)."""
-
 
 def decode(body: Body, take: Take) -> Message:
     """The message a frame body encodes; binaries are claimed through `take`."""
