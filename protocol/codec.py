@@ -15,27 +15,22 @@ from typing import Any
 from .codes import ByeReason, DeclineReason, FailureCode, RejectReason
 from .errors import LocalProtocolError, RemoteProtocolError
 from .frames import Body
+from .handshake import Capabilities, Hello, Limits, Reject, StyleInfo, Welcome
 from .messages import (
     Accept,
     Bye,
     Cancel,
-    Capabilities,
     Decline,
     Drain,
     Failure,
-    Hello,
-    Limits,
     Message,
     Offer,
     Ping,
     Pong,
     Preview,
     Progress,
-    Reject,
     Result,
     StyleImage,
-    StyleInfo,
-    Welcome,
 )
 from .transfers import Received
 

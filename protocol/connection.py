@@ -12,9 +12,10 @@ import msgpack
 from .codec import decode, encode
 from .errors import LocalProtocolError, RemoteProtocolError
 from .frames import Body, FrameReader, pack_frame
+from .handshake import Limits, Reject, Welcome
 from .limits import DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_TRANSFER_SIZE, MAX_STYLE_IMAGES
 from .limits import MIN_MAX_FRAME_SIZE as _MIN_FRAME
-from .messages import Bye, Limits, Message, Reject, Welcome
+from .messages import Bye, Message
 from .state import ConnectionState, Role, StateMachine
 from .transfers import TransferReader, TransferWriter
 
