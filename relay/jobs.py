@@ -256,7 +256,8 @@ class JobService:
         self.store.update(job.id, state=state, finished=now, **fields)
         done = replace(job, state=state, finished=now, **fields)
         log.info("job %s %s%s", job.id, state, f": {done.error}" if done.error else "")
-        event: dict[str, Any] = {"type": str(state), "job": job_view(done, live=live)}
+        view = job_view(done, live=live, ttl=self.config.result_ttl)
+        event: dict[str, Any] = {"type": str(state), "job": view}
         if state is JobState.FAILED:
             event["error"] = done.error
         self.bus.publish(job.id, event)
