@@ -176,9 +176,11 @@ async def post_job(request: web.Request) -> web.Response:
     total_cap = request.app[CONFIG].max_upload_bytes * (orders.MAX_STYLES + 1) * 4 // 3
     if (request.content_length or 0) > total_cap + 1024 * 1024:
         raise orders.too_large_body(config.max_upload_bytes)
-    if request.content_type == "multipart/form-data":
+    # The bare media type; aiohttp's full Content-Type parser is slow for this hot path.
+    media = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    if media == "multipart/form-data":
         raw = await orders.read_multipart(request, config.max_upload_bytes)
-    elif request.content_type == "application/json":
+    elif media == "application/json":
         raw = await orders.read_json(request, config.max_upload_bytes)
     else:
         raise BadRequest("Send the job as multipart/form-data or application/json.")

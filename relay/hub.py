@@ -15,16 +15,15 @@ replaced by a newer connection of the same node name is ignored the same way.
 """
 
 import asyncio
-import io
 import logging
 import math
+import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image, UnidentifiedImageError
-
 from relay.dispatch import NodeInfo
 from relay.model import JobRecord, JobState
+from relay.offload import off_loop
 from relay.views import iso, job_url
 
 if TYPE_CHECKING:
@@ -82,13 +81,11 @@ class NodeHandle:
 
 
 def _png_size(data: bytes) -> tuple[int, int] | None:
-    if not data.startswith(PNG_MAGIC):
+    """Width and height from a PNG's IHDR chunk, which the format requires first."""
+    if len(data) < 24 or not data.startswith(PNG_MAGIC) or data[12:16] != b"IHDR":
         return None
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.width, img.height
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return int(width), int(height)
 
 
 def _clean_losses(losses: dict[str, float]) -> dict[str, float]:
@@ -200,14 +197,12 @@ class NodeHub:
                 handle, job_id, lease, f"node {handle.name} sent an unreadable result", retry=True
             )
         preview = service.live[job_id].preview
-        result_file = await asyncio.to_thread(service.blobs.put, png)
-        preview_file = await asyncio.to_thread(service.blobs.put, preview) if preview else None
+        result_file = await off_loop(len(png), service.blobs.put, png)
+        preview_file = await off_loop(len(preview), service.blobs.put, preview) if preview else None
         # The lease may have ended while the files were written.
         if not self._holds(handle, job_id, lease):
             return False
-        job = service.store.get(job_id)
-        assert job is not None
-        service.finish_done(job, result_file, preview_file)
+        service.finish_done(service.get(job_id), result_file, preview_file)
         service.apply(service.scheduler.finished(handle.name, job_id, lease, service.clock()))
         return True
 
@@ -230,7 +225,7 @@ class NodeHub:
             return False
         log.info("node %s declined job %s: %s", handle.name, job_id, reason)
         self._service.live.pop(job_id, None)
-        self._service.store.update(job_id, state=JobState.QUEUED, node=None)
+        self._service.update(job_id, persist=False, state=JobState.QUEUED, node=None)
         now = self._service.clock()
         self._service.apply(
             self._service.scheduler.declined(handle.name, job_id, lease, reason, now)
@@ -247,11 +242,11 @@ class NodeHub:
 
     async def _offer(self, node: str, job_id: str, lease: str) -> None:
         service = self._service
-        job = service.store.get(job_id)
-        if job is None:
-            return
+        job = service.get(job_id)
         try:
-            offer = await asyncio.to_thread(self._build_offer, job, lease)
+            # The stored PNGs are about 3 bytes a pixel at most, per image.
+            cost = job.pixels * 3 * (1 + len(job.style_files))
+            offer = await off_loop(cost, self._build_offer, job, lease)
         except OSError as exc:
             log.error("job %s: its stored images cannot be read: %s", job_id, exc)
             actions = service.scheduler.failed(
