@@ -175,6 +175,15 @@ async def test_bad_uploads_multipart(start: Start, content: bytes, status: int, 
     assert says in await error(resp, status)
 
 
+async def test_too_many_style_images_are_refused_while_reading(start: Start) -> None:
+    client = await start()
+    data = form(method="gatys")
+    for _ in range(5):
+        data.add_field("style_image", io.BytesIO(png()), filename="s.png")
+    resp = await client.post("/api/jobs", data=data)
+    assert "At most 4 styles can be blended" in await error(resp, 400)
+
+
 async def test_bad_uploads_json(start: Start) -> None:
     client = await start()
     big = json.dumps(json_order(b"\x00" * (1024 * 1024 + 10), style="painting:udnie"))
