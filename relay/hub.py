@@ -67,12 +67,21 @@ NodeCommand = Offer | CancelJob
 
 @dataclass(eq=False)
 class NodeHandle:
-    """One node connection: what it advertised, and its outbox of commands."""
+    """One node connection: what it advertised, its outbox of commands, and `dropped`, set
+    when the relay gives up on it (silent too long, or replaced by a newer connection): the
+    connection's owner then closes it, saying `drop_reason`."""
 
     info: NodeInfo
     connected_since: float
     last_seen: float
     outbox: asyncio.Queue[NodeCommand] = field(default_factory=asyncio.Queue)
+    dropped: asyncio.Event = field(default_factory=asyncio.Event)
+    drop_reason: str = ""
+
+    def drop(self, reason: str) -> None:
+        """Mark the connection as finished with, for its owner to close."""
+        self.drop_reason = reason
+        self.dropped.set()
 
     @property
     def name(self) -> str:
@@ -112,6 +121,8 @@ class NodeHub:
         """A node authenticated: register it (replacing an older connection of that name)."""
         now = self._service.clock()
         old = self._handles.get(info.name)
+        if old is not None:
+            old.drop("replaced by a newer connection of the same node")
         handle = NodeHandle(info, now, now)
         self._handles[info.name] = handle
         self.known_fast |= info.styles
@@ -131,6 +142,7 @@ class NodeHub:
         if not self._current(handle):
             return
         del self._handles[handle.name]
+        handle.drop(reason or "connection lost")
         log.info("node %s lost%s", handle.name, f": {reason}" if reason else "")
         now = self._service.clock()
         self._service.apply(self._service.scheduler.node_down(handle.name, now, reason))
@@ -138,6 +150,14 @@ class NodeHub:
     def seen(self, handle: NodeHandle) -> None:
         """The node said something (a heartbeat, say): it is alive now."""
         handle.last_seen = self._service.clock()
+
+    def check_silence(self, heartbeat: float, misses: int = 3) -> None:
+        """Drop nodes that have said nothing for `misses` heartbeat intervals."""
+        now = self._service.clock()
+        for handle in list(self._handles.values()):
+            silent = now - handle.last_seen
+            if silent > misses * heartbeat:
+                self.node_lost(handle, f"missed {misses} heartbeats ({silent:.0f} s silent)")
 
     def _current(self, handle: NodeHandle) -> bool:
         return self._handles.get(handle.name) is handle

@@ -200,7 +200,8 @@ class JobService:
         return self.get(job_id)
 
     def tick(self) -> None:
-        """Periodic: end leases that timed out; forget idle rate-limit buckets."""
+        """Periodic: drop silent nodes, end leases that timed out, forget idle buckets."""
+        self.hub.check_silence(self.config.heartbeat_interval)
         self.apply(self.scheduler.tick(self.clock()))
         self.limiter.prune()
 

@@ -353,6 +353,7 @@ async def test_silent_node_times_out_and_job_returns_to_queue(
     node = FakeNode.connect(service(client).hub)
     offer = await node.offer()
     clock.advance(31)
+    node.hub.seen(node.handle)  # heartbeats keep coming; progress does not
     service(client).tick()
     cancel = await node.cancel()
     assert (cancel.job_id, cancel.lease) == (offer.job_id, offer.lease)
@@ -360,6 +361,38 @@ async def test_silent_node_times_out_and_job_returns_to_queue(
     assert retry.lease != offer.lease
     body = await (await client.get(f"/api/jobs/{job['id']}")).json()
     assert (body["state"], body["attempts"]) == ("running", 1)
+
+
+async def test_node_missing_three_heartbeats_is_dropped(start: Start, clock: FakeClock) -> None:
+    client = await start(heartbeat_interval=5.0)
+    job = await create(client)
+    hub = service(client).hub
+    node = FakeNode.connect(hub)
+    await node.offer()
+    clock.advance(14)
+    hub.seen(node.handle)  # a heartbeat
+    clock.advance(14)
+    service(client).tick()
+    assert not node.handle.dropped.is_set()
+    clock.advance(2)
+    service(client).tick()
+    assert node.handle.dropped.is_set()
+    assert node.handle.drop_reason == "missed 3 heartbeats (16 s silent)"
+    body = await (await client.get(f"/api/jobs/{job['id']}")).json()
+    assert (body["state"], body["attempts"]) == ("queued", 1)
+    assert (await client.get("/api/nodes")).status == 200
+    assert (await (await client.get("/api/nodes")).json())["nodes"] == []
+
+
+async def test_reconnecting_node_replaces_its_old_connection(start: Start) -> None:
+    client = await start()
+    hub = service(client).hub
+    old = FakeNode.connect(hub, name="gpu")
+    new = FakeNode.connect(hub, name="gpu")
+    assert old.handle.dropped.is_set()
+    assert not new.handle.dropped.is_set()
+    old.lost()  # the old connection closing later must not remove the new one
+    assert [n["name"] for n in (await (await client.get("/api/nodes")).json())["nodes"]] == ["gpu"]
 
 
 async def test_cancel_queued_and_running(start: Start) -> None:
