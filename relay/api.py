@@ -76,14 +76,14 @@ def styles_view(service: JobService) -> dict[str, Any]:
         }
         for p in gallery.PAINTINGS
     ]
-    for name, thumb in sorted(service.hub.fast_styles().items()):
+    for name, style in sorted(service.hub.fast_styles().items()):
         styles.append(
             {
                 "id": f"fast:{name}",
                 "kind": "fast",
-                "name": name.replace("_", " "),
+                "name": style.title,
                 "methods": ["fast"],
-                "thumbnail_url": f"/api/styles/fast:{name}/thumbnail" if thumb else None,
+                "thumbnail_url": f"/api/styles/fast:{name}/thumbnail" if style.thumbnail else None,
             }
         )
     methods = []
@@ -129,9 +129,9 @@ async def get_style_image(request: web.Request) -> web.StreamResponse:
     if painting is not None:
         path = painting.thumbnail_path if kind == "thumbnail" else painting.image_path
         return web.FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
-    thumb = _service(request).hub.fast_styles().get(style_id.removeprefix("fast:"))
-    if style_id.startswith("fast:") and kind == "thumbnail" and thumb:
-        return web.Response(body=thumb, content_type="image/jpeg")
+    style = _service(request).hub.fast_styles().get(style_id.removeprefix("fast:"))
+    if style_id.startswith("fast:") and kind == "thumbnail" and style and style.thumbnail:
+        return web.Response(body=style.thumbnail, content_type="image/jpeg")
     raise NotFound(f"No picture for style {style_id!r}.")
 
 

@@ -65,6 +65,15 @@ class CancelJob:
 NodeCommand = Offer | CancelJob
 
 
+@dataclass(frozen=True)
+class FastStyle:
+    """A fast style some connected node serves, for the gallery."""
+
+    name: str
+    title: str
+    thumbnail: bytes | None
+
+
 @dataclass(eq=False)
 class NodeHandle:
     """One node connection: what it advertised, its outbox of commands, and `dropped`, set
@@ -317,14 +326,16 @@ class NodeHub:
 
     # ---- views -----------------------------------------------------------------------
 
-    def fast_styles(self) -> dict[str, bytes | None]:
-        """Fast style names offered by connected nodes, with a thumbnail where one was sent."""
-        styles: dict[str, bytes | None] = {}
+    def fast_styles(self) -> dict[str, FastStyle]:
+        """Fast styles offered by connected nodes, by name."""
+        styles: dict[str, FastStyle] = {}
         for handle in self._handles.values():
-            for name in handle.info.styles:
-                thumb = handle.info.thumbnails.get(name)
-                if styles.get(name) is None:
-                    styles[name] = thumb
+            info = handle.info
+            for name in info.styles:
+                known = styles.get(name)
+                title = info.titles.get(name) or (known.title if known else "")
+                thumb = info.thumbnails.get(name) or (known.thumbnail if known else None)
+                styles[name] = FastStyle(name, title or name.replace("_", " "), thumb)
         return styles
 
     def infos(self) -> list[NodeInfo]:

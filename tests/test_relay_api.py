@@ -74,10 +74,11 @@ async def test_styles_list_paintings_limits_and_node_styles(start: Start) -> Non
     assert thumb.status == 200
     with Image.open(io.BytesIO(await thumb.read())) as img:
         assert max(img.size) == 256
-    FakeNode.connect(service(client).hub, max_epochs=300, thumbnails={"candy": jpeg()})
+    hub = service(client).hub
+    FakeNode.connect(hub, max_epochs=300, thumbnails={"candy": jpeg()}, titles={"candy": "Candy"})
     body = await (await client.get("/help")).json()
     fast = [s for s in body["styles"] if s["id"] == "fast:candy"]
-    assert fast[0]["methods"] == ["fast"]
+    assert (fast[0]["methods"], fast[0]["name"]) == (["fast"], "Candy")
     assert (await client.get(fast[0]["thumbnail_url"])).status == 200
     gatys = next(m for m in body["methods"] if m["id"] == "gatys")
     assert (gatys["available"], gatys["max_epochs"]) == (True, 300)
