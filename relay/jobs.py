@@ -210,11 +210,15 @@ class JobService:
         now = self.clock()
         expired = self.store.expired(now - self.config.result_ttl)
         self.store.delete(job.id for job in expired)
-        keep = self.store.referenced_files()
+        keep = await asyncio.to_thread(self.store.referenced_files)
         removed = await asyncio.to_thread(self.blobs.collect, keep, now - ORPHAN_GRACE)
         if expired or removed:
             log.info("swept %d expired job(s), %d file(s)", len(expired), removed)
         return len(expired)
+
+    async def checkpoint(self) -> None:
+        """Periodic: fold the database's write-ahead log into it, off the loop."""
+        await asyncio.to_thread(self.store.checkpoint)
 
     def apply(self, actions: Iterable[Action]) -> None:
         """Carry out the scheduler's decisions: store, tell subscribers, tell nodes."""
