@@ -227,7 +227,7 @@ class JobService:
             match action:
                 case SendOffer(node, job_id, lease):
                     # Memory only: after a restart a running job is queued again anyway,
-                    # and one write fewer per job is a fifth of a job's cost (bench).
+                    # so the row need not say "running"; one write fewer per job.
                     self.update(
                         job_id, persist=False, state=JobState.RUNNING, started=now, node=node
                     )
