@@ -12,7 +12,8 @@ class NodeInfo:
     """What a node advertises when it connects.
 
     `styles` are the bare names of its fast styles (`candy` serves style id `fast:candy`);
-    `thumbnails` optionally maps such a name to JPEG bytes for the gallery.
+    `thumbnails` optionally maps such a name to JPEG bytes for the gallery, and
+    `style_names` to a display name.
     """
 
     name: str
@@ -24,6 +25,7 @@ class NodeInfo:
     max_pixels: int = 4_000_000
     slots: int = 1
     thumbnails: dict[str, bytes] = field(default_factory=dict, compare=False, hash=False)
+    style_names: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(frozen=True)

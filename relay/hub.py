@@ -138,6 +138,11 @@ class NodeHub:
         now = self._service.clock()
         self._service.apply(self._service.scheduler.node_down(handle.name, now, reason))
 
+    def draining(self, handle: NodeHandle) -> None:
+        """The node is leaving: it finishes its jobs but is offered no new ones."""
+        if self._current(handle):
+            self._service.scheduler.node_draining(handle.name)
+
     def seen(self, handle: NodeHandle) -> None:
         """The node said something (a heartbeat, say): it is alive now."""
         handle.last_seen = self._service.clock()
@@ -334,7 +339,7 @@ class NodeHub:
                     "max_epochs": info.max_epochs,
                     "max_pixels": info.max_pixels,
                     "slots": info.slots,
-                    "state": "busy" if view.jobs else "idle",
+                    "state": "draining" if view.draining else "busy" if view.jobs else "idle",
                     "busy_slots": len(view.jobs),
                     # A short tag, not the id: a job id is the key to its result.
                     "current_jobs": sorted(j[:6] for j in view.jobs),
