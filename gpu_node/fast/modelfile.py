@@ -71,18 +71,18 @@ def read_info(path: Path) -> ModelInfo:
     try:
         size = path.stat().st_size
     except OSError as exc:
-        raise WeightsError(f"{path.name}: cannot be read ({exc.strerror or exc})") from None
+        raise WeightsError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if size > MAX_FILE_BYTES:
-        raise WeightsError(f"{path.name}: {size:,} bytes is too large for a fast-style model")
+        raise WeightsError(f"{path}: {size:,} bytes is too large for a fast-style model")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
             shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(f"{path.name}: not a readable safetensors file ({exc})") from None
+        raise WeightsError(f"{path}: not a readable safetensors file ({exc})") from None
     if metadata.get("format") != FORMAT:
         raise WeightsError(
-            f"{path.name}: not a Stylerelay fast-style model (format tag "
+            f"{path}: not a Stylerelay fast-style model (format tag "
             f"{metadata.get('format')!r}, expected {FORMAT!r})"
         )
     want = expected_shapes()
@@ -91,14 +91,14 @@ def read_info(path: Path) -> ModelInfo:
         extra = sorted(set(shapes) - set(want))[:3]
         wrong = sorted(k for k in set(want) & set(shapes) if want[k] != shapes[k])[:3]
         raise WeightsError(
-            f"{path.name}: tensors do not fit the network (missing {missing}, "
+            f"{path}: tensors do not fit the network (missing {missing}, "
             f"unexpected {extra}, wrong shape {wrong})"
         )
     try:
         thumbnail = base64.b64decode(metadata.get("thumbnail", ""), validate=True)
         params = json.loads(metadata.get("params", "{}"))
     except (binascii.Error, json.JSONDecodeError) as exc:
-        raise WeightsError(f"{path.name}: damaged metadata ({exc})") from None
+        raise WeightsError(f"{path}: damaged metadata ({exc})") from None
     name = metadata.get("name", "").strip() or path.stem
     return ModelInfo(
         name=name, source=metadata.get("source", ""), thumbnail=thumbnail, params=params
@@ -112,9 +112,9 @@ def load_model(path: Path, device: torch.device) -> JohnsonNet:
         with safe_open(str(path), framework="pt") as f:
             state = {k: f.get_tensor(k).float() for k in f.keys()}  # noqa: SIM118
     except (SafetensorError, OSError, ValueError) as exc:
-        raise WeightsError(f"{path.name}: weights cannot be read ({exc})") from None
+        raise WeightsError(f"{path}: weights cannot be read ({exc})") from None
     if not all(torch.isfinite(t).all() for t in state.values()):
-        raise WeightsError(f"{path.name}: weights contain NaN or infinity")
+        raise WeightsError(f"{path}: weights contain NaN or infinity")
     net = JohnsonNet()
     net.load_state_dict(state)
     return net.to(device).eval().requires_grad_(False)

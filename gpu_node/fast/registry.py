@@ -7,6 +7,7 @@ advertises to the relay: id, display name, method, source and a JPEG thumbnail.
 """
 
 import logging
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -123,7 +124,7 @@ def trained_entries(models_dir: Path) -> list[StyleEntry]:
         try:
             info = read_info(path)
         except WeightsError as exc:
-            log.warning("refused %s: %s", path, exc)
+            log.warning("refused %s", exc)
             continue
         style_id = TRAINED_PREFIX + slugify(path.stem)
         if style_id in entries:
@@ -145,3 +146,12 @@ def build_registry(models_dir: Path | None = None) -> StyleRegistry:
     """The built-in styles plus those trained ones in `models_dir` that check out."""
     trained = trained_entries(models_dir) if models_dir is not None else []
     return StyleRegistry([*builtin_entries(), *trained])
+
+
+MODELS_DIR_ENV = "STYLERELAY_MODELS_DIR"
+
+
+def default_models_dir() -> Path | None:
+    """The models dir named by $STYLERELAY_MODELS_DIR, if any."""
+    value = os.environ.get(MODELS_DIR_ENV, "").strip()
+    return Path(value) if value else None
