@@ -1,4 +1,85 @@
 """The relay–node wire protocol, sans-IO: bytes in, messages out; messages in, bytes out.
 
 Needs only the standard library and msgpack. See docs/protocol.md for the spec.
+
+    conn = Connection(Role.NODE)
+    sock.sendall(conn.send(Hello(...)))
+    for message in conn.receive_data(sock.recv(65536)):
+        ...
 """
+
+from .codes import ByeReason, DeclineReason, FailureCode, RejectReason
+from .connection import Connection
+from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from .limits import (
+    CHUNK_SIZE,
+    DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_MAX_TRANSFER_SIZE,
+    MAX_STYLE_IMAGES,
+)
+from .messages import (
+    Accept,
+    Bye,
+    Cancel,
+    Capabilities,
+    Decline,
+    Drain,
+    Failure,
+    Hello,
+    Limits,
+    Message,
+    Offer,
+    Ping,
+    Pong,
+    Preview,
+    Progress,
+    Reject,
+    Result,
+    Scalar,
+    StyleImage,
+    StyleInfo,
+    Welcome,
+)
+from .state import ConnectionState, Role
+from .versions import PROTOCOL_VERSION, SUPPORTED_VERSIONS, choose_version
+
+__all__ = [
+    "CHUNK_SIZE",
+    "DEFAULT_MAX_FRAME_SIZE",
+    "DEFAULT_MAX_TRANSFER_SIZE",
+    "MAX_STYLE_IMAGES",
+    "PROTOCOL_VERSION",
+    "SUPPORTED_VERSIONS",
+    "Accept",
+    "Bye",
+    "ByeReason",
+    "Cancel",
+    "Capabilities",
+    "Connection",
+    "ConnectionState",
+    "Decline",
+    "DeclineReason",
+    "Drain",
+    "Failure",
+    "FailureCode",
+    "Hello",
+    "Limits",
+    "LocalProtocolError",
+    "Message",
+    "Offer",
+    "Ping",
+    "Pong",
+    "Preview",
+    "Progress",
+    "ProtocolError",
+    "Reject",
+    "RejectReason",
+    "RemoteProtocolError",
+    "Result",
+    "Role",
+    "Scalar",
+    "StyleImage",
+    "StyleInfo",
+    "Welcome",
+    "choose_version",
+]

@@ -1,0 +1,174 @@
+"""`Connection`: one end of a relay–node connection, sans-IO.
+
+Bytes from the socket go into `receive_data`, which returns the messages they complete;
+`send` turns a message into the bytes to write. There are no sockets, tasks or clocks here:
+the caller does I/O and keeps time (heartbeats: docs/protocol.md, "Liveness").
+"""
+
+from __future__ import annotations
+
+import msgpack
+
+from .codec import decode, encode
+from .errors import LocalProtocolError, RemoteProtocolError
+from .frames import Body, FrameReader, pack_frame
+from .limits import DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_TRANSFER_SIZE, MAX_STYLE_IMAGES
+from .limits import MIN_MAX_FRAME_SIZE as _MIN_FRAME
+from .messages import Bye, Limits, Message, Reject, Welcome
+from .state import ConnectionState, Role, StateMachine
+from .transfers import TransferReader, TransferWriter
+
+_LIVE = (ConnectionState.ESTABLISHED, ConnectionState.DRAINING)
+# Messages that may arrive between the chunks of a transfer and do not claim transfers.
+_BETWEEN_CHUNKS = ("ping", "pong", "bye")
+
+
+class Connection:
+    """One end (relay or node) of a connection: bytes in, messages out; messages in, bytes out."""
+
+    def __init__(
+        self,
+        role: Role,
+        *,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        max_transfer_size: int = DEFAULT_MAX_TRANSFER_SIZE,
+    ) -> None:
+        if max_frame_size < _MIN_FRAME:
+            raise LocalProtocolError(f"max_frame_size must be at least {_MIN_FRAME} bytes")
+        if max_transfer_size < 1:
+            raise LocalProtocolError("max_transfer_size must be positive")
+        self.max_frame_size = max_frame_size
+        self.max_transfer_size = max_transfer_size
+        self.peer_limits: Limits | None = None
+        """The relay's limits from its Welcome (node side), once received."""
+        self.frames_received = 0
+        """Count of complete frames received, chunks included: the caller's liveness signal."""
+        self._machine = StateMachine(role)
+        self._packer = msgpack.Packer()
+        self._reader = FrameReader(max_frame_size)
+        self._writer = TransferWriter(self._packer)
+        # The node's messages carry at most one binary; the relay's Offer up to 1 + styles.
+        pending = 1 if role is Role.RELAY else 1 + MAX_STYLE_IMAGES
+        self._transfers = TransferReader(max_transfer_size, pending)
+        self._out: list[bytes | memoryview] = []
+        self._error: RemoteProtocolError | None = None
+        self._eof = False
+        self._closed_by_us = False
+
+    @property
+    def role(self) -> Role:
+        """Which end this is."""
+        return self._machine.role
+
+    @property
+    def state(self) -> ConnectionState:
+        """Where the connection stands."""
+        return self._machine.state
+
+    @property
+    def version(self) -> int | None:
+        """The protocol version chosen in Welcome, once sent or received."""
+        return self._machine.version
+
+    def advertised_limits(self, max_epochs: int, max_pixels: int) -> Limits:
+        """Limits for the relay's Welcome, with this connection's receive limits filled in."""
+        return Limits(max_epochs, max_pixels, self.max_frame_size, self.max_transfer_size)
+
+    def send(self, message: Message) -> bytes:
+        """The bytes that send `message` (chunk frames first); LocalProtocolError if illegal."""
+        out = self._out = []
+        body = encode(message, self._put)
+        try:
+            frame = pack_frame(self._packer, body)
+        except (TypeError, ValueError, OverflowError) as error:
+            raise LocalProtocolError(f"cannot encode {type(message).__name__}: {error}") from None
+        if len(frame) - 4 > self.max_frame_size:
+            raise LocalProtocolError(
+                f"{type(message).__name__} needs a frame of {len(frame) - 4} bytes, "
+                f"over the limit of {self.max_frame_size}"
+            )
+        self._machine.sent(message)
+        if type(message) is Bye or type(message) is Reject:
+            self._closed_by_us = True
+        if not out:
+            return frame
+        out.append(frame)
+        self._out = []
+        return b"".join(out)
+
+    def _put(self, data: bytes) -> tuple[int, str]:
+        limits = self.peer_limits
+        if limits is not None and len(data) > limits.max_transfer_size:
+            raise LocalProtocolError(
+                f"binary of {len(data)} bytes exceeds the peer's limit of "
+                f"{limits.max_transfer_size} bytes"
+            )
+        return self._writer.write(data, self._out)
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> list[Message]:
+        """Feed bytes from the peer; an empty piece means end of stream. Returns new messages.
+
+        Raises RemoteProtocolError if the peer broke the protocol (messages decoded earlier in
+        the same call are dropped: the connection is over); after that, only Bye may be sent.
+        """
+        if self._error is not None:
+            raise RemoteProtocolError(f"the connection already failed: {self._error}")
+        if self._eof:
+            raise LocalProtocolError("receive_data called after the end of the stream")
+        try:
+            if not data:
+                self._end_of_stream()
+                return []
+            if self._closed_by_us:
+                return []  # we said Bye or Reject: whatever was in flight no longer matters
+            bodies = self._reader.feed(data)
+            self.frames_received += len(bodies)
+            messages: list[Message] = []
+            for body in bodies:
+                message = self._body(body)
+                if message is not None:
+                    messages.append(message)
+            return messages
+        except RemoteProtocolError as error:
+            self._error = error
+            self._machine.fail()
+            raise
+
+    def _body(self, body: Body) -> Message | None:
+        kind = body.get("type")
+        if kind in ("chunk", "chunk_end"):  # a tuple: `kind` may be unhashable
+            if self._machine.state not in _LIVE:
+                raise RemoteProtocolError(
+                    f"{kind} frame while the connection is {self._machine.state.value}"
+                )
+            if kind == "chunk":
+                self._transfers.chunk(body)
+            else:
+                self._transfers.end(body)
+            return None
+        transfers = self._transfers
+        if transfers.open and kind not in _BETWEEN_CHUNKS:
+            raise RemoteProtocolError(f"a {kind!r} message arrived in the middle of a transfer")
+        message = decode(body, transfers.claim)
+        if transfers.unclaimed and kind not in _BETWEEN_CHUNKS:
+            raise RemoteProtocolError(
+                f"the {kind} message left {transfers.unclaimed} transfer(s) unclaimed"
+            )
+        self._machine.received(message)
+        if type(message) is Welcome:
+            self.peer_limits = message.limits
+        return message
+
+    def _end_of_stream(self) -> None:
+        self._eof = True
+        closed_by_us = self._closed_by_us
+        self._machine.close()
+        if closed_by_us:
+            return
+        if self._reader.buffered:
+            raise RemoteProtocolError(
+                f"the stream ended in the middle of a frame ({self._reader.buffered} bytes "
+                "of it received)"
+            )
+        if self._transfers.open or self._transfers.unclaimed:
+            raise RemoteProtocolError("the stream ended in the middle of a transfer")

@@ -1,0 +1,369 @@
+"""The messages of protocol version 1, one frozen dataclass each.
+
+A message object that exists is valid: `__post_init__` checks every field (types and the
+limits of `limits.py`) and raises `LocalProtocolError`. The decoder builds messages through
+the same constructors, so a peer's bad field becomes a `RemoteProtocolError` there.
+Binary fields are plain `bytes` here; how they travel (chunked transfers) is the
+connection's business.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+from . import checks
+from .codes import ByeReason, DeclineReason, FailureCode, RejectReason
+from .limits import (
+    MAX_ITEMS,
+    MAX_NAME_LEN,
+    MAX_STYLE_IMAGES,
+    MAX_TEXT_LEN,
+    MAX_THUMBNAIL_SIZE,
+    MAX_TOKEN_LEN,
+    MAX_UINT,
+    MIN_MAX_FRAME_SIZE,
+)
+
+Scalar = bool | int | float | str
+"""The value types allowed in `Offer.params`."""
+
+_HEX = frozenset("0123456789abcdef")
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class StyleInfo:
+    """A built-in or trained style a node serves, with an optional small JPEG thumbnail."""
+
+    id: str
+    name: str
+    method: str
+    thumbnail_jpeg: bytes | None = None
+
+    def __post_init__(self) -> None:
+        checks.ident(self, "id", self.id)
+        checks.text(self, "name", self.name, MAX_NAME_LEN)
+        checks.ident(self, "method", self.method)
+        if self.thumbnail_jpeg is not None:
+            checks.blob(self, "thumbnail_jpeg", self.thumbnail_jpeg, MAX_THUMBNAIL_SIZE)
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a node can do: its device, methods, styles and per-job limits."""
+
+    device_name: str
+    device_memory: int
+    methods: tuple[str, ...]
+    styles: tuple[StyleInfo, ...]
+    max_epochs: int
+    max_pixels: int
+    slots: int
+
+    def __post_init__(self) -> None:
+        checks.text(self, "device_name", self.device_name, MAX_NAME_LEN)
+        checks.uint(self, "device_memory", self.device_memory)
+        checks.items(self, "methods", self.methods, str)
+        for method in self.methods:
+            checks.ident(self, "methods", method)
+        checks.items(self, "styles", self.styles, StyleInfo)
+        checks.uint(self, "max_epochs", self.max_epochs, lo=1)
+        checks.uint(self, "max_pixels", self.max_pixels, lo=1)
+        checks.uint(self, "slots", self.slots, lo=1, hi=MAX_ITEMS)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The relay's limits, sent in Welcome: per-job bounds and what its receiver accepts."""
+
+    max_epochs: int
+    max_pixels: int
+    max_frame_size: int
+    max_transfer_size: int
+
+    def __post_init__(self) -> None:
+        checks.uint(self, "max_epochs", self.max_epochs, lo=1)
+        checks.uint(self, "max_pixels", self.max_pixels, lo=1)
+        checks.uint(self, "max_frame_size", self.max_frame_size, lo=MIN_MAX_FRAME_SIZE)
+        checks.uint(self, "max_transfer_size", self.max_transfer_size, lo=1)
+
+
+@dataclass(frozen=True, slots=True)
+class StyleImage:
+    """One style image of an Offer and its blending weight."""
+
+    data: bytes
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        checks.blob(self, "data", self.data)
+        checks.real(self, "weight", self.weight, positive=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """Node -> relay, first message: who the node is and what it can do."""
+
+    versions: tuple[int, ...]
+    node_name: str
+    token: str
+    software_version: str
+    capabilities: Capabilities
+
+    def __post_init__(self) -> None:
+        checks.items(self, "versions", self.versions, int)
+        if not self.versions:
+            raise checks.bad(self, "versions", "a non-empty tuple", self.versions)
+        for version in self.versions:
+            checks.uint(self, "versions", version, lo=1, hi=65535)
+        checks.text(self, "node_name", self.node_name, MAX_NAME_LEN)
+        checks.text(self, "token", self.token, MAX_TOKEN_LEN, empty=True)
+        checks.text(self, "software_version", self.software_version, MAX_NAME_LEN, empty=True)
+        if type(self.capabilities) is not Capabilities:
+            raise checks.bad(self, "capabilities", "Capabilities", self.capabilities)
+
+
+@dataclass(frozen=True, slots=True)
+class Welcome:
+    """Relay -> node: the handshake succeeded; chosen version, session and limits."""
+
+    version: int
+    session_id: str
+    heartbeat_interval: float
+    limits: Limits
+
+    def __post_init__(self) -> None:
+        checks.uint(self, "version", self.version, lo=1, hi=65535)
+        checks.ident(self, "session_id", self.session_id)
+        checks.real(self, "heartbeat_interval", self.heartbeat_interval, positive=True)
+        if type(self.limits) is not Limits:
+            raise checks.bad(self, "limits", "Limits", self.limits)
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """Relay -> node: the handshake failed; the relay closes the connection."""
+
+    reason: RejectReason
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        checks.code(self, "reason", self.reason, RejectReason)
+        checks.text(self, "message", self.message, MAX_TEXT_LEN, empty=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    """Relay -> node: a job under a lease; the node answers Accept or Decline."""
+
+    job_id: str
+    lease_id: str
+    method: str
+    params: dict[str, Scalar]
+    style_id: str | None
+    style_images: tuple[StyleImage, ...]
+    content: bytes
+
+    def __post_init__(self) -> None:
+        checks.job(self, self.job_id, self.lease_id)
+        checks.ident(self, "method", self.method)
+        if type(self.params) is not dict or len(self.params) > MAX_ITEMS:
+            raise checks.bad(self, "params", f"a dict of at most {MAX_ITEMS} entries", self.params)
+        for key, value in self.params.items():
+            checks.ident(self, "params key", key)
+            _check_scalar(self, key, value)
+        if self.style_id is not None:
+            checks.ident(self, "style_id", self.style_id)
+        checks.items(self, "style_images", self.style_images, StyleImage, MAX_STYLE_IMAGES)
+        checks.blob(self, "content", self.content)
+
+
+def _check_scalar(owner: Offer, key: str, value: object) -> None:
+    kind = type(value)
+    if (
+        (kind is int and _INT64[0] <= value <= _INT64[1])  # type: ignore[operator]
+        or kind is bool
+        or (kind is float and math.isfinite(value))  # type: ignore[arg-type]
+        or (kind is str and len(value) <= MAX_TEXT_LEN)  # type: ignore[arg-type]
+    ):
+        return
+    raise checks.bad(owner, f"params[{key!r}]", "a bool, int64, finite float or string", value)
+
+
+@dataclass(frozen=True, slots=True)
+class Accept:
+    """Node -> relay: the node takes the offered job."""
+
+    job_id: str
+    lease_id: str
+
+    def __post_init__(self) -> None:
+        checks.job(self, self.job_id, self.lease_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Decline:
+    """Node -> relay: the node refuses the offered job (or gives back a cancelled offer)."""
+
+    job_id: str
+    lease_id: str
+    reason: DeclineReason
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        checks.job(self, self.job_id, self.lease_id)
+        checks.code(self, "reason", self.reason, DeclineReason)
+        checks.text(self, "message", self.message, MAX_TEXT_LEN, empty=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Node -> relay: an accepted job reached `epoch` of `max_epochs`."""
+
+    job_id: str
+    lease_id: str
+    epoch: int
+    max_epochs: int
+    losses: dict[str, float]
+    elapsed: float
+
+    def __post_init__(self) -> None:
+        checks.job(self, self.job_id, self.lease_id)
+        max_epochs = self.max_epochs
+        if type(max_epochs) is not int or not 0 < max_epochs <= MAX_UINT:
+            checks.uint(self, "max_epochs", max_epochs, lo=1)
+        if type(self.epoch) is not int or not 0 <= self.epoch <= max_epochs:
+            checks.uint(self, "epoch", self.epoch, hi=max_epochs)
+        losses = self.losses
+        if type(losses) is not dict or len(losses) > MAX_ITEMS:
+            raise checks.bad(self, "losses", f"a dict of at most {MAX_ITEMS} entries", losses)
+        for key, value in losses.items():
+            if type(key) is not str or type(value) is not float:
+                raise checks.bad(self, "losses", "a dict of str to float", (key, value))
+        if type(self.elapsed) is not float or not 0.0 <= self.elapsed < math.inf:
+            checks.real(self, "elapsed", self.elapsed)
+
+
+@dataclass(frozen=True, slots=True)
+class Preview:
+    """Node -> relay: a small JPEG of the image at `epoch`."""
+
+    job_id: str
+    lease_id: str
+    epoch: int
+    jpeg: bytes
+
+    def __post_init__(self) -> None:
+        checks.job(self, self.job_id, self.lease_id)
+        checks.uint(self, "epoch", self.epoch)
+        checks.blob(self, "jpeg", self.jpeg)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """Node -> relay: the finished image as PNG; ends the lease."""
+
+    job_id: str
+    lease_id: str
+    png: bytes
+    width: int
+    height: int
+    sha256: str
+
+    def __post_init__(self) -> None:
+        checks.job(self, self.job_id, self.lease_id)
+        checks.blob(self, "png", self.png)
+        checks.uint(self, "width", self.width, lo=1)
+        checks.uint(self, "height", self.height, lo=1)
+        if type(self.sha256) is not str or len(self.sha256) != 64 or not set(self.sha256) <= _HEX:
+            raise checks.bad(self, "sha256", "64 lowercase hex digits", self.sha256)
+
+    @classmethod
+    def for_png(cls, job_id: str, lease_id: str, png: bytes, width: int, height: int) -> Result:
+        """Build a Result, computing the PNG's sha256."""
+        return cls(job_id, lease_id, png, width, height, hashlib.sha256(png).hexdigest())
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """Node -> relay: an accepted job ended without a result; ends the lease."""
+
+    job_id: str
+    lease_id: str
+    code: FailureCode
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        checks.job(self, self.job_id, self.lease_id)
+        checks.code(self, "code", self.code, FailureCode)
+        checks.text(self, "message", self.message, MAX_TEXT_LEN, empty=True)
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """Relay -> node: stop the job; the node answers Decline, Failure or its Result."""
+
+    job_id: str
+    lease_id: str
+
+    def __post_init__(self) -> None:
+        checks.job(self, self.job_id, self.lease_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Ping:
+    """Either side: are you there? The peer answers Pong with the same nonce."""
+
+    nonce: int
+
+    def __post_init__(self) -> None:
+        checks.uint(self, "nonce", self.nonce)
+
+
+@dataclass(frozen=True, slots=True)
+class Pong:
+    """Either side: the answer to Ping, echoing its nonce."""
+
+    nonce: int
+
+    def __post_init__(self) -> None:
+        checks.uint(self, "nonce", self.nonce)
+
+
+@dataclass(frozen=True, slots=True)
+class Drain:
+    """Node -> relay: the node is leaving; no new offers, running jobs may finish."""
+
+
+@dataclass(frozen=True, slots=True)
+class Bye:
+    """Either side: the sender closes the connection now and sends nothing more."""
+
+    reason: ByeReason
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        checks.code(self, "reason", self.reason, ByeReason)
+        checks.text(self, "message", self.message, MAX_TEXT_LEN, empty=True)
+
+
+Message = (
+    Hello
+    | Welcome
+    | Reject
+    | Offer
+    | Accept
+    | Decline
+    | Progress
+    | Preview
+    | Result
+    | Failure
+    | Cancel
+    | Ping
+    | Pong
+    | Drain
+    | Bye
+)
+"""Any message of protocol version 1."""
