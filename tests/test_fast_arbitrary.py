@@ -4,9 +4,9 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from fast_helpers import DATA, mad, one_thread, photo
 from PIL import Image
 
-from fast_helpers import DATA, mad, one_thread, photo
 from gpu_node.fast.engine import FastEngine
 from gpu_node.fast.registry import build_registry
 from gpu_node.tensors import tensor_to_image
@@ -57,4 +57,4 @@ def test_runs_at_the_photo_own_resolution(
     x = torch.nn.functional.interpolate(photo(), size=size, mode="bilinear")
     out = engine.stylize_arbitrary(x, scream, preserve_colors=True)
     assert out.shape == x.shape
-    assert 0.0 <= float(out.min()) and float(out.max()) <= 1.0
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0

@@ -4,8 +4,8 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-
 from fast_helpers import mad, one_thread, photo
+
 from gpu_node.errors import BadInputError
 from gpu_node.fast.engine import FastEngine
 from gpu_node.fast.multistyle import NUM_STYLES

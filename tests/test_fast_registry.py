@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from fast_helpers import mad, one_thread, photo
 from PIL import Image
 from safetensors.torch import save_file
 
-from fast_helpers import mad, one_thread, photo
 from gpu_node.errors import BadInputError
 from gpu_node.fast.engine import FastEngine
 from gpu_node.fast.gallery import BUILTIN_STYLES
