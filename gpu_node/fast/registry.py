@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 TRAINED_PREFIX = "trained:"
 MODEL_SUFFIX = ".safetensors"
+CHECKPOINT_SUFFIX = ".ckpt"  # what `train` leaves beside its output
 
 
 class StyleKind(Enum):
@@ -117,6 +118,9 @@ def trained_entries(models_dir: Path) -> list[StyleEntry]:
     entries: dict[str, StyleEntry] = {}
     for path in sorted(models_dir.iterdir()):
         if path.name.startswith(".") or not path.is_file():
+            continue
+        if path.suffix == CHECKPOINT_SUFFIX:
+            log.debug("ignoring training checkpoint %s", path)
             continue
         if path.suffix != MODEL_SUFFIX:
             log.warning("refused %s: not a %s fast-style model", path, MODEL_SUFFIX)
