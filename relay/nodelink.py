@@ -80,7 +80,7 @@ def node_info(name: str, hello: Hello) -> NodeInfo:
         max_pixels=caps.max_pixels,
         slots=caps.slots,
         thumbnails={i: s.thumbnail_jpeg for i, s in styles.items() if s.thumbnail_jpeg},
-        style_names={i: s.name for i, s in styles.items()},
+        titles={i: s.name for i, s in styles.items()},
     )
 
 
@@ -136,6 +136,7 @@ class NodeLink:
         self.last_heard = clock()
         self._write_lock = asyncio.Lock()
         self._pending: list[Message] = []
+        self._handle: NodeHandle | None = None
         self._closing = False
 
     # ---- plumbing --------------------------------------------------------------------
@@ -151,7 +152,10 @@ class NodeLink:
         while True:
             data = await self.reader.read(READ_SIZE)
             messages = self.conn.receive_data(data)
+            # Any bytes are a sign of life, the chunks of a long transfer included.
             self.last_heard = self.clock()
+            if self._handle is not None:
+                self.hub.seen(self._handle)
             if messages or not data:
                 return messages
 
@@ -191,7 +195,8 @@ class NodeLink:
         )
         if hello.node_name != name:
             log.info("node %s calls itself %r", name, hello.node_name)
-        return self.hub.node_connected(node_info(name, hello))
+        self._handle = self.hub.node_connected(node_info(name, hello))
+        return self._handle
 
     async def _reject(self, reason: RejectReason, message: str) -> None:
         await self.send(Reject(reason, message))
@@ -200,11 +205,12 @@ class NodeLink:
     # ---- established -----------------------------------------------------------------
 
     async def serve(self, handle: NodeHandle) -> str:
-        """Run the reader, the outbox writer and the heartbeat until one ends; say why."""
+        """Run the reader, the outbox writer, the heartbeat and the drop watch until one ends."""
         tasks = [
             asyncio.create_task(self._read_loop(handle), name="node-read"),
             asyncio.create_task(self._write_loop(handle), name="node-write"),
             asyncio.create_task(self._heartbeat(handle), name="node-heartbeat"),
+            asyncio.create_task(self._dropped(handle), name="node-dropped"),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -218,7 +224,6 @@ class NodeLink:
         messages, self._pending = self._pending, []
         while True:
             for message in messages:
-                self.hub.seen(handle)
                 if isinstance(message, Bye):
                     return f"said goodbye ({message.reason.value})"
                 await self._dispatch(handle, message)
@@ -287,6 +292,13 @@ class NodeLink:
                 return f"missed {MISSED_HEARTBEATS} heartbeats ({silent:.0f} s silent)"
             nonce += 1
             await self.send(Ping(nonce))
+
+    async def _dropped(self, handle: NodeHandle) -> str:
+        """The hub let go of this node (a newer connection of the same name, say)."""
+        await handle.dropped.wait()
+        replaced = self.hub.replaced(handle)
+        await self._say_bye(ByeReason.REPLACED if replaced else ByeReason.HEARTBEAT_TIMEOUT)
+        return handle.drop_reason or "dropped by the relay"
 
     async def _say_bye(self, reason: ByeReason) -> None:
         with contextlib.suppress(TimeoutError, ConnectionError, ProtocolError):

@@ -357,3 +357,16 @@ async def test_invalid_input_failure_is_final(start: Start) -> None:
     )
     failed = await relay.wait_for(job_id, "failed")
     assert "cannot read the photo" in failed["error"]
+
+
+async def test_a_newer_connection_of_the_same_node_replaces_the_old(start: Start) -> None:
+    relay = await start()
+    old = await relay.node("gpu-a")
+    new = await relay.node("gpu-a")
+    bye = await old.expect(Bye)
+    assert bye.reason is ByeReason.REPLACED
+    assert await old.closed_by_relay()
+    [listed] = await relay.nodes()
+    assert listed["name"] == "gpu-a"
+    job_id = await relay.job()
+    assert (await accept(new)).job_id == job_id
