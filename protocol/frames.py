@@ -14,6 +14,7 @@ from typing import Any
 
 import msgpack
 
+from .chunks import parse_chunk
 from .errors import ProtocolError, RemoteProtocolError
 from .limits import MAX_ITEMS, MAX_TEXT_LEN
 
@@ -25,6 +26,9 @@ Body = dict[str, Any]
 
 # Strings are counted in bytes by msgpack; a text of MAX_TEXT_LEN characters may need 4x that.
 _MAX_STR_BYTES = 4 * MAX_TEXT_LEN
+
+
+_COPY_BELOW = 4096
 
 
 def _refuse_ext(code: int, data: bytes) -> object:
@@ -53,6 +57,10 @@ class FrameReader:
             "max_array_len": MAX_ITEMS,
             "max_map_len": MAX_ITEMS,
         }
+        # Small bodies go through one reused Unpacker: unpackb parses its nine options on
+        # every call, which costs more than decoding a small map. A failed decode leaves it
+        # in a bad state, but then the connection is over anyway.
+        self._unpacker = msgpack.Unpacker(max_buffer_size=_COPY_BELOW, **self._unpack_options)
 
     @property
     def buffered(self) -> int:
@@ -65,36 +73,70 @@ class FrameReader:
         buffer = self._buffer
         if not buffer:
             # Fast path: decode straight out of the caller's bytes; keep only the tail.
-            used = self._split(data, bodies)
+            used = self._split(data, bodies, stable=type(data) is bytes)
             if used < len(data):
                 buffer += memoryview(data)[used:]
             return bodies
         buffer += data
-        used = self._split(buffer, bodies)
+        used = self._split(buffer, bodies, stable=False)
         del buffer[:used]
         return bodies
 
-    def _split(self, data: bytes | bytearray | memoryview, bodies: list[Body]) -> int:
-        """Decode every complete frame at the start of `data`; return the bytes consumed."""
+    def _split(
+        self, data: bytes | bytearray | memoryview, bodies: list[Body], *, stable: bool
+    ) -> int:
+        """Decode every complete frame at the start of `data`; return the bytes consumed.
+
+        `stable`: `data` is immutable, so chunk bodies may keep views into it.
+        """
         end = len(data)
         pos = 0
         limit = self.max_frame_size
-        with memoryview(data) as view:
-            while end - pos >= 4:
-                (size,) = HEADER.unpack_from(view, pos)
-                if size > limit:
-                    raise RemoteProtocolError(
-                        f"frame of {size} bytes exceeds the limit of {limit} bytes"
-                    )
-                if size == 0:
-                    raise RemoteProtocolError("empty frame: a frame body must be a msgpack map")
-                stop = pos + 4 + size
-                if stop > end:
-                    break
-                with view[pos + 4 : stop] as body:
-                    bodies.append(self._decode(body))
-                pos = stop
+        while end - pos >= 4:
+            (size,) = HEADER.unpack_from(data, pos)
+            if size > limit:
+                raise RemoteProtocolError(
+                    f"frame of {size} bytes exceeds the limit of {limit} bytes"
+                )
+            if size == 0:
+                raise RemoteProtocolError("empty frame: a frame body must be a msgpack map")
+            stop = pos + 4 + size
+            if stop > end:
+                break
+            if size <= _COPY_BELOW:
+                bodies.append(self._decode_small(data[pos + 4 : stop]))
+            else:
+                bodies.append(self._decode_large(memoryview(data)[pos + 4 : stop], stable))
+            pos = stop
         return pos
+
+    def _decode_small(self, body: bytes | bytearray | memoryview) -> Body:
+        unpacker = self._unpacker
+        try:
+            start = unpacker.tell()
+            unpacker.feed(body)
+            value = unpacker.unpack()
+            if unpacker.tell() - start != len(body):
+                raise ValueError("the frame holds more than one msgpack value")
+        except ProtocolError:
+            raise
+        except Exception as error:  # msgpack raises a dozen unrelated types
+            raise RemoteProtocolError(f"frame body is not valid msgpack: {error}") from None
+        if type(value) is not dict:
+            raise RemoteProtocolError(
+                f"frame body must be a msgpack map, got {type(value).__name__}"
+            )
+        return value
+
+    def _decode_large(self, body: memoryview, stable: bool) -> Body:
+        chunk = parse_chunk(body)
+        if chunk is None:
+            return self._decode(body)
+        transfer, seq, data = chunk
+        if not stable:
+            data = data.tobytes()  # type: ignore[assignment]  # the buffer will change
+            body.release()
+        return {"type": "chunk", "transfer": transfer, "seq": seq, "data": data}
 
     def _decode(self, body: memoryview) -> Body:
         try:
@@ -103,6 +145,9 @@ class FrameReader:
             raise
         except Exception as error:  # msgpack raises a dozen unrelated types
             raise RemoteProtocolError(f"frame body is not valid msgpack: {error}") from None
+        finally:
+            if type(body) is memoryview:
+                body.release()  # so that the caller's buffer may be resized afterwards
         if type(value) is not dict:
             raise RemoteProtocolError(
                 f"frame body must be a msgpack map, got {type(value).__name__}"

@@ -52,7 +52,9 @@ class ConnectionState(Enum):
 
 
 _S = ConnectionState
-_LIVE = frozenset({_S.ESTABLISHED, _S.DRAINING})
+# Tuples, not sets: membership then tests identity and skips Enum's slow __hash__.
+_LIVE = (_S.ESTABLISHED, _S.DRAINING)
+_ANY_BUT_CLOSED = (_S.AWAITING_HELLO, _S.AWAITING_WELCOME, _S.ESTABLISHED, _S.DRAINING, _S.ERROR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,28 +62,29 @@ class Rule:
     """Who may send a message type, when, and what state follows."""
 
     sender: Role | None  # None: either side
-    states: frozenset[ConnectionState]
+    states: tuple[ConnectionState, ...]
     # States where the receiver also takes it: it crossed the other side's Drain in flight.
-    crossing: frozenset[ConnectionState] = frozenset()
+    crossing: tuple[ConnectionState, ...] = ()
     next_state: ConnectionState | None = None
+    lease: bool = False  # a job message: it must fit the life of its lease
 
 
 RULES: dict[type, Rule] = {
-    Hello: Rule(Role.NODE, frozenset({_S.AWAITING_HELLO}), next_state=_S.AWAITING_WELCOME),
-    Welcome: Rule(Role.RELAY, frozenset({_S.AWAITING_WELCOME}), next_state=_S.ESTABLISHED),
-    Reject: Rule(Role.RELAY, frozenset({_S.AWAITING_WELCOME}), next_state=_S.CLOSED),
-    Offer: Rule(Role.RELAY, frozenset({_S.ESTABLISHED}), crossing=frozenset({_S.DRAINING})),
-    Cancel: Rule(Role.RELAY, _LIVE),
-    Accept: Rule(Role.NODE, frozenset({_S.ESTABLISHED})),
-    Decline: Rule(Role.NODE, _LIVE),
-    Progress: Rule(Role.NODE, _LIVE),
-    Preview: Rule(Role.NODE, _LIVE),
-    Result: Rule(Role.NODE, _LIVE),
-    Failure: Rule(Role.NODE, _LIVE),
-    Drain: Rule(Role.NODE, frozenset({_S.ESTABLISHED}), next_state=_S.DRAINING),
+    Hello: Rule(Role.NODE, (_S.AWAITING_HELLO,), next_state=_S.AWAITING_WELCOME),
+    Welcome: Rule(Role.RELAY, (_S.AWAITING_WELCOME,), next_state=_S.ESTABLISHED),
+    Reject: Rule(Role.RELAY, (_S.AWAITING_WELCOME,), next_state=_S.CLOSED),
+    Offer: Rule(Role.RELAY, (_S.ESTABLISHED,), crossing=(_S.DRAINING,), lease=True),
+    Cancel: Rule(Role.RELAY, _LIVE, lease=True),
+    Accept: Rule(Role.NODE, (_S.ESTABLISHED,), lease=True),
+    Decline: Rule(Role.NODE, _LIVE, lease=True),
+    Progress: Rule(Role.NODE, _LIVE, lease=True),
+    Preview: Rule(Role.NODE, _LIVE, lease=True),
+    Result: Rule(Role.NODE, _LIVE, lease=True),
+    Failure: Rule(Role.NODE, _LIVE, lease=True),
+    Drain: Rule(Role.NODE, (_S.ESTABLISHED,), next_state=_S.DRAINING),
     Ping: Rule(None, _LIVE),
     Pong: Rule(None, _LIVE),
-    Bye: Rule(None, frozenset(set(_S) - {_S.CLOSED}), next_state=_S.CLOSED),
+    Bye: Rule(None, _ANY_BUT_CLOSED, next_state=_S.CLOSED),
 }
 """The legal order: the table of docs/protocol.md, as code."""
 
@@ -90,6 +93,10 @@ RULES: dict[type, Rule] = {
 class _Lease:
     job_id: str
     accepted: bool = False
+
+
+JobMessage = Offer | Accept | Decline | Progress | Preview | Result | Failure | Cancel
+"""The messages that name a job and its lease."""
 
 
 class StateMachine:
@@ -127,65 +134,78 @@ class StateMachine:
         self.state = ConnectionState.CLOSED
 
     def _apply(self, message: Message, sender: Role, error: type[ProtocolError]) -> None:
-        rule = RULES[type(message)]
-        name = type(message).__name__
+        kind = type(message)
+        rule = RULES[kind]
+        if (rule.sender is not sender and rule.sender is not None) or (
+            self.state not in rule.states
+        ):
+            self._check_exception(kind, rule, sender, error)
+        if rule.lease:
+            self._lease(message, sender, error)  # type: ignore[arg-type]
+        elif kind is Hello:
+            self._offered_versions = message.versions  # type: ignore[union-attr]
+        elif kind is Welcome:
+            self._choose(message.version, error)  # type: ignore[union-attr]
+        if rule.next_state is not None:
+            self.state = rule.next_state
+
+    def _check_exception(
+        self, kind: type, rule: Rule, sender: Role, error: type[ProtocolError]
+    ) -> None:
+        """Allow the two legal exceptions to RULES, or raise."""
+        name = kind.__name__
         if rule.sender is not None and rule.sender is not sender:
             raise error(
                 f"the {sender.value} may not send {name}: only the {rule.sender.value} does"
             )
         state = self.state
-        if state not in rule.states and not (
-            (sender is self.peer and state in rule.crossing)
-            or (type(message) is Reject and state is _S.ERROR and self._failed_in_handshake)
-        ):
-            raise error(
-                f"the {sender.value} may not send {name} while the connection is {state.value}"
-            )
-        match message:
-            case Hello(versions=versions):
-                self._offered_versions = versions
-            case Welcome(version=version):
-                if version not in self._offered_versions or version not in SUPPORTED_VERSIONS:
-                    raise error(
-                        f"Welcome chooses version {version}, but the node offered "
-                        f"{list(self._offered_versions)} and we speak {list(SUPPORTED_VERSIONS)}"
-                    )
-                self.version = version
-            case Offer() | Accept() | Decline() | Progress() | Preview() | Result() | Failure():
-                self._lease(message, error)
-            case Cancel():
-                # A Cancel may cross the node's final answer in flight: the node ignores those.
-                if message.lease_id in self._leases or sender is self.role:
-                    self._lease(message, error)
-        if rule.next_state is not None:
-            self.state = rule.next_state
+        if sender is self.peer and state in rule.crossing:
+            return
+        if kind is Reject and state is _S.ERROR and self._failed_in_handshake:
+            return
+        raise error(f"the {sender.value} may not send {name} while the connection is {state.value}")
 
-    def _lease(
-        self,
-        message: Offer | Accept | Decline | Progress | Preview | Result | Failure | Cancel,
-        error: type[ProtocolError],
-    ) -> None:
+    def _choose(self, version: int, error: type[ProtocolError]) -> None:
+        if version not in self._offered_versions or version not in SUPPORTED_VERSIONS:
+            raise error(
+                f"Welcome chooses version {version}, but the node offered "
+                f"{list(self._offered_versions)} and we speak {list(SUPPORTED_VERSIONS)}"
+            )
+        self.version = version
+
+    def _lease(self, message: JobMessage, sender: Role, error: type[ProtocolError]) -> None:
+        kind = type(message)
         lease_id = message.lease_id
         lease = self._leases.get(lease_id)
-        name = type(message).__name__
-        if type(message) is Offer:
+        if (
+            (kind is Progress or kind is Preview)
+            and lease is not None
+            and lease.accepted
+            and lease.job_id == message.job_id
+        ):
+            return  # the common case, first
+        name = kind.__name__
+        if kind is Offer:
             if lease is not None:
                 raise error(f"Offer reuses lease {lease_id!r}, which is still open")
             self._leases[lease_id] = _Lease(message.job_id)
             return
         if lease is None:
+            if kind is Cancel and sender is not self.role:
+                return  # it crossed the node's last word on the lease in flight: ignored
             raise error(f"{name} names lease {lease_id!r}, which is not open")
         if lease.job_id != message.job_id:
             raise error(
                 f"{name} names job {message.job_id!r}, but lease {lease_id!r} "
                 f"is for job {lease.job_id!r}"
             )
-        match message:
-            case Accept() | Decline() if lease.accepted:
-                raise error(f"{name} for lease {lease_id!r}, which was already accepted")
-            case Progress() | Preview() | Result() | Failure() if not lease.accepted:
-                raise error(f"{name} for lease {lease_id!r} before its Accept")
-            case Accept():
-                lease.accepted = True
-            case Decline() | Result() | Failure():
-                del self._leases[lease_id]
+        if kind is Cancel:
+            return
+        if (kind is Accept or kind is Decline) and lease.accepted:
+            raise error(f"{name} for lease {lease_id!r}, which was already accepted")
+        if kind is not Accept and kind is not Decline and not lease.accepted:
+            raise error(f"{name} for lease {lease_id!r} before its Accept")
+        if kind is Accept:
+            lease.accepted = True
+        elif kind is not Progress and kind is not Preview:
+            del self._leases[lease_id]  # Decline, Result, Failure end the lease

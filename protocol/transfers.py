@@ -15,15 +15,10 @@ from typing import Any
 
 import msgpack
 
+from .chunks import chunk_fields
 from .errors import RemoteProtocolError
 from .frames import HEADER, Body, pack_frame
 from .limits import CHUNK_SIZE, MAX_UINT
-
-# A chunk frame is packed by hand so the data is never copied into an intermediate body:
-# {"type": "chunk", "transfer": id, "seq": n, "data": <bin 32>}, "data" last.
-_CHUNK_START = b"\x84\xa4type\xa5chunk\xa8transfer"
-_SEQ_KEY = b"\xa3seq"
-_DATA_KEY = b"\xa4data\xc6"
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,15 +41,12 @@ class TransferWriter:
         transfer_id = self._next_id
         self._next_id += 1
         digest = hashlib.sha256(data).hexdigest()
-        pack = self._packer.pack
-        head = _CHUNK_START + pack(transfer_id) + _SEQ_KEY
-        with memoryview(data) as view:
-            for seq, start in enumerate(range(0, len(data), CHUNK_SIZE)):
-                piece = view[start : start + CHUNK_SIZE]
-                fields = head + pack(seq) + _DATA_KEY
-                size = len(piece)
-                out.append(HEADER.pack(len(fields) + 4 + size) + fields + HEADER.pack(size))
-                out.append(piece)
+        view = memoryview(data)
+        for seq, start in enumerate(range(0, len(data), CHUNK_SIZE)):
+            piece = view[start : start + CHUNK_SIZE]
+            fields = chunk_fields(self._packer, transfer_id, seq, len(piece))
+            out.append(HEADER.pack(len(fields) + len(piece)) + fields)
+            out.append(piece)  # joined by the caller: the data is copied once
         end = {"type": "chunk_end", "transfer": transfer_id, "size": len(data), "sha256": digest}
         out.append(pack_frame(self._packer, end))
         return transfer_id, digest
@@ -66,7 +58,7 @@ class _Open:
     next_seq: int = 0
     size: int = 0
     sha: Any = field(default_factory=hashlib.sha256)
-    parts: list[bytes] = field(default_factory=list)
+    parts: list[bytes | memoryview] = field(default_factory=list)
 
 
 class TransferReader:
@@ -78,6 +70,8 @@ class TransferReader:
         self._last_id = 0
         self._open: _Open | None = None
         self._done: dict[int, Received] = {}
+        self.busy = False
+        """Whether a transfer is open or finished but unclaimed (kept as a flag for speed)."""
 
     @property
     def open(self) -> bool:
@@ -98,7 +92,10 @@ class TransferReader:
             raise RemoteProtocolError(
                 f"transfer {transfer.id}: expected chunk {transfer.next_seq}, got {seq!r}"
             )
-        if type(data) is not bytes or not 0 < len(data) <= CHUNK_SIZE:
+        # A memoryview comes from chunks.parse_chunk: a slice of the peer's bytes, not a copy.
+        if (type(data) is not bytes and type(data) is not memoryview) or not (
+            0 < len(data) <= CHUNK_SIZE
+        ):
             raise RemoteProtocolError(
                 f"transfer {transfer.id}: chunk data must be 1 to {CHUNK_SIZE} bytes"
             )
@@ -127,12 +124,14 @@ class TransferReader:
             )
         self._open = None
         self._done[transfer.id] = Received(b"".join(transfer.parts), actual)
+        self.busy = True
 
     def claim(self, transfer_id: object) -> Received:
         """Hand over a finished transfer to the message that names it (once)."""
         received = self._done.pop(transfer_id, None) if type(transfer_id) is int else None
         if received is None:
             raise RemoteProtocolError(f"message names unknown transfer {transfer_id!r}")
+        self.busy = self._open is not None or bool(self._done)
         return received
 
     def _transfer_for(self, body: Body) -> _Open:
@@ -157,4 +156,5 @@ class TransferReader:
             )
         self._last_id = transfer_id
         self._open = _Open(transfer_id)
+        self.busy = True
         return self._open

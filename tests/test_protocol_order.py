@@ -170,6 +170,13 @@ def test_a_cancel_crossing_the_nodes_result_is_legal() -> None:
     assert relay.receive_data(result) == [RESULT]
 
 
+def test_both_sides_count_open_leases() -> None:
+    relay, node = running()
+    assert relay.open_leases == node.open_leases == 1
+    relay.receive_data(node.send(RESULT))
+    assert relay.open_leases == node.open_leases == 0
+
+
 def test_a_cancelled_job_ends_with_failure() -> None:
     relay, node = running()
     node.receive_data(relay.send(Cancel("job-1", "lease-1")))
@@ -264,9 +271,12 @@ def test_sending_respects_the_peers_transfer_limit() -> None:
 
 def test_a_message_too_big_for_a_frame() -> None:
     thumbs = tuple(StyleInfo(f"s{i}", "S", "fast", b"j" * 32 * 1024) for i in range(40))
-    caps = Capabilities("cpu", 0, ("fast",), thumbs, 1, 1, 1)
+    hello = Hello((1,), "n", "", "", Capabilities("cpu", 0, ("fast",), thumbs, 1, 1, 1))
     with pytest.raises(LocalProtocolError, match=r"needs a frame of 13\d{5} bytes, over the limit"):
-        Connection(Role.NODE).send(Hello((1,), "n", "", "", caps))
+        Connection(Role.NODE).send(hello)
+    # Accepting larger frames does not mean sending them: peers only promise 1 MiB.
+    with pytest.raises(LocalProtocolError, match="over the limit of 1048576"):
+        Connection(Role.NODE, max_frame_size=4 * 2**20).send(hello)
 
 
 def test_only_messages_can_be_sent() -> None:
