@@ -328,7 +328,9 @@ class Session:
                 continue
             silent += 1
             if silent >= MISSED_HEARTBEATS:
-                log.warning("the relay has been silent for %.0f s", silent * interval)
+                quiet = f"no frame from the relay for {silent * interval:.0f} s"
+                log.warning("%s; dropping the connection", quiet)
+                self._send(Bye(ByeReason.HEARTBEAT_TIMEOUT, quiet))
                 self._finish(Outcome.DISCONNECTED)
                 return
             if self.conn.state in _LIVE:
