@@ -39,18 +39,21 @@ async def test_sigterm_drains_says_bye_and_exits_0() -> None:
             "--token", "t", "--device", "cpu", "--name", "sigterm-node",
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
+        assert proc.stderr is not None
+        # read the log as it comes, so a full pipe never blocks the daemon
+        log_task = asyncio.create_task(proc.stderr.read())
         try:
-            side = await relay.next_session(timeout=90)
+            side = await relay.next_session(timeout=100)
             assert side.hello is not None and side.hello.node_name == "sigterm-node"
             proc.send_signal(signal.SIGTERM)
             rest = await side.until_closed()
-            status = await asyncio.wait_for(proc.wait(), 30)
+            status = await asyncio.wait_for(proc.wait(), 60)
         finally:
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()
-        assert proc.stderr is not None
-        log = (await proc.stderr.read()).decode()
+            log = (await log_task).decode()
+            print(log)  # shown by pytest when the test fails
     assert [type(m) for m in rest] == [Drain, Bye]
     bye = rest[-1]
     assert isinstance(bye, Bye) and bye.reason is ByeReason.DRAINED
