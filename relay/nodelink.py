@@ -376,6 +376,10 @@ class NodeListener:
         self._links.add(task)
         try:
             await NodeLink(self.config, self.tokens, self.hub, reader, writer).run()
+        except asyncio.CancelledError:
+            # `close` cancels the links; a connection handler that ends cancelled makes
+            # asyncio log a spurious error, so this one ends normally.
+            pass
         finally:
             self._links.discard(task)
 
