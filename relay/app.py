@@ -1,8 +1,8 @@
 """The relay's web application: `init(config) -> web.Application`.
 
 Background work runs in `cleanup_ctx`: the job service (database open, recovery, close), a
-ticker for lease timeouts and a sweeper for expired results. The node listener will join
-them there.
+ticker for lease timeouts, a sweeper for expired results, and the node listener on the
+node port.
 """
 
 import asyncio
@@ -18,7 +18,9 @@ from relay import api
 from relay.config import Config
 from relay.errors import ApiError, NotFound
 from relay.jobs import JobService
+from relay.nodelink import NodeListener
 from relay.orders import too_large_body
+from relay.tokens import TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 WEB = web.AppKey("web_dir", Path)
+NODE_LISTENER = web.AppKey("node_listener", NodeListener)
 _TYPES = {".mjs": "text/javascript", ".js": "text/javascript", ".webmanifest": "application/json"}
 
 
@@ -99,6 +102,9 @@ def init(config: Config, clock: Callable[[], float] = time.time) -> web.Applicat
         service = JobService(config, clock)
         service.recover()
         app[api.SERVICE] = service
+        listener = NodeListener(config, TokenStore(config.data_dir), service.hub)
+        await listener.start()
+        app[NODE_LISTENER] = listener
         tasks = [
             asyncio.create_task(_every(config.tick_interval, service.tick, "tick")),
             asyncio.create_task(_every(config.sweep_interval, service.sweep, "sweep")),
@@ -108,6 +114,7 @@ def init(config: Config, clock: Callable[[], float] = time.time) -> web.Applicat
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await listener.close()
         await service.hub.close()
         service.close()
 

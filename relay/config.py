@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from protocol import DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_TRANSFER_SIZE
 from relay.errors import ConfigError
 
 ENV_PREFIX = "STYLERELAY_"
@@ -108,6 +109,9 @@ class Config:
     tick_interval: float = 1.0
     sweep_interval: float = 60.0
     trusted_proxy: bool = False
+    handshake_timeout: float = 10.0
+    node_max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
+    node_max_transfer_size: int = DEFAULT_MAX_TRANSFER_SIZE
 
     @property
     def max_upload_bytes(self) -> int:
@@ -163,6 +167,12 @@ SETTINGS: dict[str, tuple[Cast, str]] = {
     "tick_interval": (_duration, "how often timeouts are checked (default 1s)"),
     "sweep_interval": (_duration, "how often expired results are deleted (default 60s)"),
     "trusted_proxy": (_bool, "trust X-Forwarded-For from a reverse proxy (default no)"),
+    "handshake_timeout": (_duration, "seconds a new node connection has to say Hello (default 10)"),
+    "node_max_frame_size": (_positive_int, "largest frame a node may send, bytes (default 1 MiB)"),
+    "node_max_transfer_size": (
+        _positive_int,
+        "largest image a node may send, bytes (default 64 MiB)",
+    ),
 }
 
 

@@ -156,6 +156,11 @@ class NodeHub:
         now = self._service.clock()
         self._service.apply(self._service.scheduler.node_down(handle.name, now, reason))
 
+    def draining(self, handle: NodeHandle) -> None:
+        """The node is leaving: it finishes its jobs but is offered no new ones."""
+        if self._current(handle):
+            self._service.scheduler.node_draining(handle.name)
+
     def seen(self, handle: NodeHandle) -> None:
         """The node said something (a heartbeat, say): it is alive now."""
         handle.last_seen = self._service.clock()
@@ -170,6 +175,11 @@ class NodeHub:
 
     def _current(self, handle: NodeHandle) -> bool:
         return self._handles.get(handle.name) is handle
+
+    def replaced(self, handle: NodeHandle) -> bool:
+        """True if a newer connection of the same node name took this one's place."""
+        newer = self._handles.get(handle.name)
+        return newer is not None and newer is not handle
 
     def _holds(self, handle: NodeHandle, job_id: str, lease: str) -> bool:
         if not self._current(handle):
@@ -360,7 +370,7 @@ class NodeHub:
                     "max_epochs": info.max_epochs,
                     "max_pixels": info.max_pixels,
                     "slots": info.slots,
-                    "state": "busy" if view.jobs else "idle",
+                    "state": "draining" if view.draining else "busy" if view.jobs else "idle",
                     "busy_slots": len(view.jobs),
                     # A short tag, not the id: a job id is the key to its result.
                     "current_jobs": sorted(j[:6] for j in view.jobs),

@@ -53,10 +53,12 @@ class _Node:
     info: NodeInfo
     jobs: set[str] = field(default_factory=set)
     jobs_done: int = 0
+    draining: bool = False
 
     @property
     def free(self) -> int:
-        return self.info.slots - len(self.jobs)
+        # A draining node finishes what it has and takes nothing new.
+        return 0 if self.draining else self.info.slots - len(self.jobs)
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,7 @@ class NodeView:
     info: NodeInfo
     jobs: frozenset[str]
     jobs_done: int
+    draining: bool = False
 
 
 class Scheduler:
@@ -97,7 +100,8 @@ class Scheduler:
     def nodes(self) -> list[NodeView]:
         """Every connected node, by name."""
         return [
-            NodeView(n.info, frozenset(n.jobs), n.jobs_done) for _, n in sorted(self._nodes.items())
+            NodeView(n.info, frozenset(n.jobs), n.jobs_done, n.draining)
+            for _, n in sorted(self._nodes.items())
         ]
 
     def lease_of(self, job_id: str) -> tuple[str, str] | None:
@@ -134,7 +138,7 @@ class Scheduler:
         if entry is None or entry.lease is not None:
             return None
         job = entry.spec
-        infos = [n.info for n in self._nodes.values()]
+        infos = [n.info for n in self._nodes.values() if not n.draining]
         if not infos:
             return "No node is online; the job starts when one connects."
         if not any(job.method in i.methods for i in infos):
@@ -180,6 +184,12 @@ class Scheduler:
             actions += self.node_down(info.name, now, f"node {info.name} reconnected")
         self._nodes[info.name] = _Node(info)
         return actions + self._dispatch(now)
+
+    def node_draining(self, name: str) -> None:
+        """A node is leaving: it keeps its running jobs but gets no new ones."""
+        node = self._nodes.get(name)
+        if node is not None:
+            node.draining = True
 
     def node_down(self, name: str, now: float, reason: str | None = None) -> list[Action]:
         """A node is gone: its jobs go back to the queue (or fail after too many tries)."""

@@ -33,6 +33,8 @@ def make_config(tmp_path: Path, **changes: Any) -> Config:
     """A config on a temporary data dir; periodic tasks effectively off (tests call them)."""
     base = Config(
         data_dir=tmp_path / "data",
+        host="127.0.0.1",
+        node_port=0,
         max_upload_mb=1.0,
         max_pixels=1_000_000,
         max_epochs=500,

@@ -1,0 +1,162 @@
+"""`Daemon`: dial the relay, serve a session, and when it ends dial again, forever.
+
+Between attempts it waits with full-jitter backoff. It stops for good only when the relay
+refuses this node for a reason a retry cannot cure (exit status 2), or when it is asked to
+drain (SIGTERM, SIGINT) and has finished or handed back its jobs (exit status 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import random
+import signal
+import time
+from importlib import metadata
+
+from gpu_node.daemon.backoff import Backoff
+from gpu_node.daemon.capabilities import build_capabilities, installed_methods
+from gpu_node.daemon.config import NodeConfig
+from gpu_node.daemon.params import NodeCaps
+from gpu_node.daemon.runner import JobRunner
+from gpu_node.daemon.session import FatalReject, Outcome, Session
+from gpu_node.device import pick_device
+from gpu_node.fast.registry import build_registry
+from protocol import Capabilities
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 10.0
+EXIT_OK = 0
+EXIT_REFUSED = 2
+
+
+def software_version() -> str:
+    """This node's package version, for Hello."""
+    try:
+        return f"stylerelay-node {metadata.version('stylerelay')}"
+    except metadata.PackageNotFoundError:
+        return "stylerelay-node (source)"
+
+
+class Daemon:
+    """The node's connection to its relay, kept up until it is told to stop."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        capabilities: Capabilities,
+        runner: JobRunner,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.capabilities = capabilities
+        self.runner = runner
+        self.backoff = Backoff(
+            config.backoff_min, config.backoff_max, stable_after=config.stable_after, rng=rng
+        )
+        self.session: Session | None = None
+        self.connections = 0
+        """How many times a connection was opened (for tests and logs)."""
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=config.slots, thread_name_prefix="job"
+        )
+        self._stopping = False
+        self._wake: asyncio.Event | None = None
+
+    async def serve(self) -> int:
+        """Keep a session with the relay until drained (0) or refused for good (2)."""
+        self._wake = asyncio.Event()
+        # on a worker thread, while we dial: the first job then starts at once
+        warm_up = asyncio.get_running_loop().run_in_executor(self._executor, self.runner.warm_up)
+        try:
+            while not self._stopping:
+                outcome = await self._attempt()
+                if outcome is Outcome.DRAINED or self._stopping:
+                    break
+                delay = self.backoff.failure()
+                log.info("backing off %.1f s before reconnecting", delay)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+            log.info("stopped")
+            return EXIT_OK
+        except FatalReject as exc:
+            log.error("%s; not retrying", exc)
+            return EXIT_REFUSED
+        finally:
+            warm_up.cancel()
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _attempt(self) -> Outcome:
+        config = self.config
+        log.info("connecting to the relay at %s", config.relay)
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(config.relay_host, config.relay_port), CONNECT_TIMEOUT
+            )
+        except (OSError, TimeoutError) as exc:
+            log.warning("cannot reach the relay at %s: %s", config.relay, exc or "timed out")
+            return Outcome.DISCONNECTED
+        self.connections += 1
+        if self._stopping:  # asked to stop while we were dialling
+            writer.close()
+            return Outcome.DRAINED
+        session = self.session = Session(
+            config,
+            self.capabilities,
+            self.runner,
+            self._executor,
+            software_version=software_version(),
+        )
+        started = time.monotonic()
+        try:
+            outcome = await session.run(reader, writer)
+        finally:
+            self.session = None
+        uptime = time.monotonic() - started
+        self.backoff.connection_ended(uptime)
+        log.info("disconnected from the relay after %.0f s (%s)", uptime, outcome.value)
+        return outcome
+
+    def drain(self) -> None:
+        """Finish or hand back running jobs, say Bye and stop (a second call: hand back now)."""
+        if not self._stopping:
+            log.info("asked to stop: draining")
+        self._stopping = True
+        if self.session is not None:
+            self.session.drain()
+        if self._wake is not None:
+            self._wake.set()
+
+    def install_signal_handlers(self) -> None:
+        """Drain on SIGTERM and SIGINT (where the platform lets asyncio catch them)."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.drain)
+
+
+def create_daemon(config: NodeConfig, *, rng: random.Random | None = None) -> Daemon:
+    """A daemon for `config`: its device set up, styles found, engines ready to load."""
+    device = pick_device(None if config.device == "auto" else config.device)
+    registry = build_registry(config.models_dir)
+    runner = JobRunner(
+        NodeCaps(config.max_epochs, config.max_pixels), registry, device, installed_methods()
+    )
+    capabilities = build_capabilities(config, registry, device, runner.methods)
+    log.info(
+        "node %r on %s (%s): %s; %d style(s); max %d epochs, %d pixels, %d slot(s)",
+        config.name, device, capabilities.device_name, ", ".join(runner.methods) or "no methods",
+        len(capabilities.styles), config.max_epochs, config.max_pixels, config.slots,
+    )  # fmt: skip
+    return Daemon(config, capabilities, runner, rng=rng)
+
+
+async def serve(daemon: Daemon) -> int:
+    """Run `daemon` with SIGTERM/SIGINT draining it; return the exit status."""
+    daemon.install_signal_handlers()
+    return await daemon.serve()

@@ -1,0 +1,223 @@
+"""Gatys et al. style transfer: optimise a picture until its VGG19 features match the
+content image's and its Gram matrices match the style images'.
+
+`stylize_gatys` is the one entry point for the CLI and the node daemon. It runs on the
+caller's thread, reports every epoch, and checks the cancel flag before each epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from gpu_node.engine import color
+from gpu_node.engine.capacity import check_fits
+from gpu_node.engine.losses import content_loss, gram, style_loss, tv_loss
+from gpu_node.engine.params import GatysParams, Init, Optimizer
+from gpu_node.engine.progress import PreviewFn, Progress, ProgressFn, check_cancel
+from gpu_node.engine.vgg import VGG19Features
+from gpu_node.engine.weights import VGGWeights, load_weights
+from gpu_node.errors import BadInputError
+from gpu_node.images import resize_long_side
+from gpu_node.tensors import image_to_tensor, tensor_to_image
+
+log = logging.getLogger(__name__)
+
+# The picture is optimised in pixel units (0..255), as in the original Caffe work: the
+# step sizes and L-BFGS tolerances were tuned for that scale.
+_PIXEL = 255.0
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What stays fixed across the scales of one job."""
+
+    params: GatysParams
+    net: VGG19Features
+    device: torch.device
+    memory_format: torch.memory_format
+    progress: ProgressFn | None
+    preview: PreviewFn | None
+    cancel: threading.Event | None
+    started: float
+    finish: Callable[[torch.Tensor], torch.Tensor]
+
+
+def stylize_gatys(
+    content: Image.Image,
+    styles: Sequence[tuple[Image.Image, float]],
+    params: GatysParams,
+    *,
+    device: torch.device | None = None,
+    weights: VGGWeights | None = None,
+    progress: ProgressFn | None = None,
+    preview: PreviewFn | None = None,
+    cancel: threading.Event | None = None,
+) -> Image.Image:
+    """Paint `content` in the blended manner of `styles` ((image, blend weight) pairs).
+
+    Raises BadInputError for unusable arguments, CapacityError when the output would not
+    fit the device, WeightsError for missing weights, and Cancelled when `cancel` is set.
+    """
+    started = time.perf_counter()
+    blends = _blend_weights(styles)
+    device = device or torch.device("cpu")
+    vgg = weights if weights is not None else load_weights()
+    final_w, final_h = _fitted(content.size, params.size)
+    check_fits(final_h, final_w, params.deepest_layer, params.lbfgs_history, device)
+
+    memory_format = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    net = VGG19Features(vgg, params.pooling, up_to=params.deepest_layer)
+    net = net.to(device).to(memory_format=memory_format)
+    full_content = image_to_tensor(resize_long_side(content, params.size), device)
+    job = _Job(
+        params=params,
+        net=net,
+        device=device,
+        memory_format=memory_format,
+        progress=progress,
+        preview=preview,
+        cancel=cancel,
+        started=started,
+        finish=_finisher(full_content, params.preserve_colors),
+    )
+    log.debug("gatys %dx%d on %s, scales %s", final_w, final_h, device, params.scales())
+
+    canvas: torch.Tensor | None = None
+    done = 0
+    for size, epochs in zip(params.scales(), params.epochs_per_scale(), strict=True):
+        content_t = (
+            full_content
+            if size == params.size
+            else image_to_tensor(resize_long_side(content, size), device)
+        )
+        style_size = max(16, round(size * params.style_scale))
+        style_ts = [
+            (image_to_tensor(resize_long_side(img, style_size), device), blend)
+            for (img, _), blend in zip(styles, blends, strict=True)
+        ]
+        if params.preserve_colors:
+            style_ts = [(color.match_luminance(s, content_t), b) for s, b in style_ts]
+            content_t = color.luminance_as_rgb(content_t)
+        start = _initial(params, content_t, style_ts[0][0]) if canvas is None else canvas
+        canvas = _optimise(
+            job, content_t, style_ts, _resized(start, content_t), epochs=epochs, done=done
+        )
+        done += epochs
+    assert canvas is not None
+    return tensor_to_image(job.finish(canvas))
+
+
+def _blend_weights(styles: Sequence[tuple[Image.Image, float]]) -> list[float]:
+    if not styles:
+        raise BadInputError("at least one style image is needed")
+    weights = [float(w) for _, w in styles]
+    if any(not (w >= 0 and w < float("inf")) for w in weights) or sum(weights) <= 0:
+        raise BadInputError("style blend weights must be zero or positive, and not all zero")
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+def _fitted(size: tuple[int, int], long_side: int) -> tuple[int, int]:
+    width, height = size
+    scale = long_side / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def _initial(params: GatysParams, content: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    match params.init:
+        case Init.CONTENT:
+            return content.clone()
+        case Init.STYLE:
+            return _resized(style, content)
+        case Init.NOISE:
+            # Drawn on the CPU so a seed gives the same start on every device.
+            generator = torch.Generator().manual_seed(params.seed)
+            noise = torch.rand(content.shape, generator=generator)
+            return noise.to(content.device)
+
+
+def _resized(image: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    if image.shape[-2:] == like.shape[-2:]:
+        return image
+    resized = F.interpolate(image, size=like.shape[-2:], mode="bicubic", align_corners=False)
+    return resized.clamp(0.0, 1.0)
+
+
+def _finisher(content: torch.Tensor, preserve: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    def finish(picture: torch.Tensor) -> torch.Tensor:
+        image = picture.detach().float().clamp(0.0, 1.0)
+        if not preserve:
+            return image
+        return color.with_chroma_of(image, _resized(content, image))
+
+    return finish
+
+
+def _optimise(
+    job: _Job,
+    content: torch.Tensor,
+    styles: list[tuple[torch.Tensor, float]],
+    start: torch.Tensor,
+    *,
+    epochs: int,
+    done: int,
+) -> torch.Tensor:
+    """Run `epochs` evaluations at this scale from `start`; return the picture (both 0..1)."""
+    params, net = job.params, job.net
+    content_names = [name for name, _ in params.content_layers]
+    style_names = [name for name, _ in params.style_layers]
+    with torch.no_grad():
+        content_targets = net(content.contiguous(memory_format=job.memory_format), content_names)
+        style_grams = [
+            (blend, {k: gram(v) for k, v in net(s, style_names).items()}) for s, blend in styles
+        ]
+    names = list(dict.fromkeys(content_names + style_names))
+    canvas = (start.detach() * _PIXEL).contiguous(memory_format=job.memory_format)
+    canvas.requires_grad_(True)
+    optimizer = _optimizer(params, canvas)
+    terms: dict[str, float] = {}
+
+    def closure() -> float:
+        optimizer.zero_grad(set_to_none=True)
+        features = net(canvas * (1.0 / _PIXEL), names)
+        content_term = params.content_weight * content_loss(
+            features, content_targets, params.content_layers
+        )
+        style_term = params.style_weight * style_loss(features, style_grams, params.style_layers)
+        total = content_term + style_term
+        if params.tv_weight > 0:
+            tv_term = params.tv_weight * tv_loss(canvas)
+            total = total + tv_term
+            terms["tv"] = tv_term.item()
+        total.backward()  # type: ignore[no-untyped-call]
+        terms.update(content=content_term.item(), style=style_term.item(), total=total.item())
+        return terms["total"]
+
+    for epoch in range(done + 1, done + epochs + 1):
+        check_cancel(job.cancel)
+        optimizer.step(closure)
+        if job.progress is not None:
+            elapsed = time.perf_counter() - job.started
+            job.progress(Progress(epoch, params.epochs, dict(terms), elapsed))
+        if job.preview is not None and params.preview_every and epoch % params.preview_every == 0:
+            job.preview(tensor_to_image(job.finish(canvas.detach() / _PIXEL)), epoch)
+    return canvas.detach().div(_PIXEL).clamp(0.0, 1.0)
+
+
+def _optimizer(params: GatysParams, canvas: torch.Tensor) -> torch.optim.Optimizer:
+    match params.optimizer:
+        case Optimizer.LBFGS:
+            # max_iter=1: each step() is exactly one evaluation, so an epoch is one too.
+            return torch.optim.LBFGS(
+                [canvas], lr=params.learning_rate, max_iter=1, history_size=params.lbfgs_history
+            )
+        case Optimizer.ADAM:
+            return torch.optim.Adam([canvas], lr=params.learning_rate)

@@ -1,0 +1,154 @@
+"""Parameters of a Gatys job: one frozen, validated object.
+
+Loss:  L = content_weight * L_content + style_weight * L_style + tv_weight * L_tv
+
+with L_content the weighted MSE of features at `content_layers`, L_style the weighted MSE
+of size-normalised Gram matrices at `style_layers` (blended over the style images), and
+L_tv the mean absolute difference of neighbouring pixels, all with pixels in 0..255.
+
+The paper's content layer "conv4_2" and style layers "conv1_1 ... conv5_1" are blobs of
+Caffe's VGG, whose ReLUs work in place: what the paper used are the rectified outputs,
+named relu4_2 and relu1_1 ... relu5_1 here, and those are the defaults. Any layer, conv
+outputs included, can be named instead.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass
+
+from gpu_node.engine.vgg import LAYER_INDEX, Pooling, check_layers
+from gpu_node.errors import BadInputError
+
+LayerWeights = tuple[tuple[str, float], ...]
+
+DEFAULT_CONTENT_LAYERS: LayerWeights = (("relu4_2", 1.0),)
+DEFAULT_STYLE_LAYERS: LayerWeights = (
+    ("relu1_1", 1.0),
+    ("relu2_1", 1.0),
+    ("relu3_1", 1.0),
+    ("relu4_1", 1.0),
+    ("relu5_1", 1.0),
+)
+MAX_SIZE = 8192
+
+
+class Optimizer(enum.Enum):
+    """How the picture is optimised; one epoch is one loss-and-gradient evaluation."""
+
+    LBFGS = "lbfgs"
+    ADAM = "adam"
+
+
+class Init(enum.Enum):
+    """What the optimisation starts from."""
+
+    CONTENT = "content"
+    NOISE = "noise"
+    STYLE = "style"
+
+
+@dataclass(frozen=True)
+class GatysParams:
+    """Everything that shapes a Gatys job; invalid values raise BadInputError on creation."""
+
+    size: int = 512
+    """Long side of the output in pixels."""
+    epochs: int = 300
+    """Loss-and-gradient evaluations to run (over all scales)."""
+    max_epochs: int = 1000
+    """The caller's cap on `epochs`; asking for more is an error, never a silent clamp."""
+    content_weight: float = 1e-3
+    style_weight: float = 1.0
+    tv_weight: float = 0.0
+    content_layers: LayerWeights = DEFAULT_CONTENT_LAYERS
+    style_layers: LayerWeights = DEFAULT_STYLE_LAYERS
+    optimizer: Optimizer = Optimizer.LBFGS
+    learning_rate: float = 1.0
+    """Step size in pixel units (0..255); L-BFGS scales its steps itself and uses 1."""
+    lbfgs_history: int = 50
+    init: Init = Init.CONTENT
+    seed: int = 0
+    pooling: Pooling = Pooling.MAX
+    style_scale: float = 1.0
+    """Style images are sized to this fraction of the output's long side."""
+    preserve_colors: bool = False
+    """Transfer luminance only and keep the content's chroma (YIQ)."""
+    preview_every: int = 0
+    """Hand a preview to the preview callback every this many epochs (0: never)."""
+    multiscale_above: int = 1024
+    """Outputs larger than this start at half size (or less) and are refined upwards."""
+
+    def __post_init__(self) -> None:
+        _whole("size", self.size, 16, MAX_SIZE)
+        _whole("max_epochs", self.max_epochs, 1, None)
+        _whole("epochs", self.epochs, 1, None)
+        if self.epochs > self.max_epochs:
+            raise BadInputError(
+                f"epochs {self.epochs} is over the cap of max_epochs={self.max_epochs}"
+            )
+        for name in ("content_weight", "style_weight", "tv_weight"):
+            _finite(name, getattr(self, name), allow_zero=True)
+        _finite("learning_rate", self.learning_rate, allow_zero=False)
+        _finite("style_scale", self.style_scale, allow_zero=False)
+        if not 0.05 <= self.style_scale <= 4.0:
+            raise BadInputError(f"style_scale must be between 0.05 and 4, not {self.style_scale}")
+        _whole("lbfgs_history", self.lbfgs_history, 1, 1000)
+        _whole("preview_every", self.preview_every, 0, None)
+        _whole("multiscale_above", self.multiscale_above, 64, None)
+        _whole("seed", self.seed, 0, 2**63 - 1)
+        if not self.style_layers:
+            raise BadInputError("at least one style layer is needed")
+        for name, layers in (("content", self.content_layers), ("style", self.style_layers)):
+            check_layers([layer for layer, _ in layers])
+            for layer, weight in layers:
+                _finite(f"{name} layer {layer} weight", weight, allow_zero=True)
+            if len({layer for layer, _ in layers}) != len(layers):
+                raise BadInputError(f"a {name} layer is named twice")
+        for field_name, kind in (
+            ("optimizer", Optimizer),
+            ("init", Init),
+            ("pooling", Pooling),
+        ):
+            if not isinstance(getattr(self, field_name), kind):
+                raise BadInputError(f"{field_name} must be a {kind.__name__}")
+
+    @property
+    def deepest_layer(self) -> str:
+        """The deepest VGG layer the losses read; the forward pass stops there."""
+        names = [n for n, _ in self.content_layers + self.style_layers]
+        return max(names, key=LAYER_INDEX.__getitem__)
+
+    def scales(self) -> list[int]:
+        """Long sides to optimise at, coarse to fine, ending at `size`."""
+        sizes = [self.size]
+        while sizes[0] > self.multiscale_above:
+            sizes.insert(0, (sizes[0] + 1) // 2)
+        return sizes
+
+    def epochs_per_scale(self) -> list[int]:
+        """How the epochs are shared among `scales()` (the spare ones go to the coarsest)."""
+        count = len(self.scales())
+        if self.epochs < count:
+            raise BadInputError(
+                f"{self.epochs} epochs cannot cover {count} scales for size {self.size}; "
+                f"ask for at least {count}"
+            )
+        share, spare = divmod(self.epochs, count)
+        return [share + (spare if i == 0 else 0) for i in range(count)]
+
+
+def _whole(name: str, value: object, low: int, high: int | None) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadInputError(f"{name} must be a whole number, not {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise BadInputError(f"{name} must be {bound}, not {value}")
+
+
+def _finite(name: str, value: object, *, allow_zero: bool) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise BadInputError(f"{name} must be a finite number, not {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise BadInputError(f"{name} must be {'zero or ' if allow_zero else ''}positive")

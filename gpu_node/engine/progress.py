@@ -1,0 +1,44 @@
+"""The contract every engine shares with its caller: progress, previews and cancelling.
+
+An engine reports a `Progress` after every epoch through a `ProgressFn`, hands a preview
+image to a `PreviewFn` every so often, and checks a `threading.Event` at least once per
+epoch, raising `Cancelled` when it is set. Callbacks run on the engine's own thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+from gpu_node.errors import Cancelled
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a job stands after one epoch; `losses` maps each loss term to its value."""
+
+    epoch: int
+    max_epochs: int
+    losses: dict[str, float] = field(default_factory=dict)
+    elapsed: float = 0.0
+
+    @property
+    def fraction(self) -> float:
+        """How much of the job is done, 0..1."""
+        return min(1.0, self.epoch / self.max_epochs) if self.max_epochs > 0 else 1.0
+
+
+ProgressFn = Callable[[Progress], None]
+"""Called after every epoch with the job's progress."""
+
+PreviewFn = Callable[[Image.Image, int], None]
+"""Called every few epochs with the current picture and the epoch it shows."""
+
+
+def check_cancel(cancel: threading.Event | None) -> None:
+    """Raise Cancelled if the flag is set."""
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("the job was cancelled")

@@ -1,0 +1,133 @@
+"""VGG19 as a frozen feature network with named layers.
+
+Layers are named as in the paper: conv1_1, relu1_1, conv1_2, relu1_2, pool1, ... relu5_4,
+pool5. `forward` takes RGB images in 0..1 (the weights' own normalisation is applied
+inside), returns only the layers asked for, and stops after the deepest of them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from gpu_node.engine.conv import FrozenConv3x3
+from gpu_node.engine.weights import BLOCKS, Normalization, VGGWeights
+from gpu_node.errors import BadInputError
+
+
+class Pooling(enum.Enum):
+    """How VGG19 halves its feature maps between blocks."""
+
+    MAX = "max"
+    AVG = "avg"
+
+
+def _layer_names() -> tuple[str, ...]:
+    names: list[str] = []
+    for block, convs in BLOCKS:
+        for conv in range(1, convs + 1):
+            names += [f"conv{block}_{conv}", f"relu{block}_{conv}"]
+        names.append(f"pool{block}")
+    return tuple(names)
+
+
+LAYER_NAMES = _layer_names()
+LAYER_INDEX = {name: i for i, name in enumerate(LAYER_NAMES)}
+
+
+def check_layers(layers: Collection[str]) -> None:
+    """Raise BadInputError naming any layer VGG19 does not have."""
+    unknown = sorted(set(layers) - LAYER_INDEX.keys())
+    if unknown:
+        raise BadInputError(
+            f"unknown VGG19 layer(s) {', '.join(unknown)}; layers are named like "
+            "conv4_2, relu4_2, pool4"
+        )
+
+
+class _Normalize(nn.Module):
+    """x * scale - mean, per channel, in RGB order (the first convolution takes BGR
+    weights reordered, so no channel shuffle runs per image)."""
+
+    scale: torch.Tensor
+    shift: torch.Tensor
+
+    def __init__(self, norm: Normalization) -> None:
+        super().__init__()
+        order = [2, 1, 0] if norm.bgr else [0, 1, 2]
+        mean = [norm.mean[i] for i in order]
+        std = [norm.std[i] for i in order]
+        scale = torch.tensor([norm.scale / s for s in std]).view(1, 3, 1, 1)
+        shift = torch.tensor([-m / s for m, s in zip(mean, std, strict=True)]).view(1, 3, 1, 1)
+        self.register_buffer("scale", scale)
+        self.register_buffer("shift", shift)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.shift, x, self.scale)
+
+
+class VGG19Features(nn.Module):
+    """Frozen VGG19 convolutional features, cut after `up_to` (default: all of them).
+
+    `winograd` allows the faster CPU convolution of `gpu_node.engine.conv`.
+    """
+
+    def __init__(
+        self,
+        weights: VGGWeights,
+        pooling: Pooling = Pooling.MAX,
+        up_to: str | None = None,
+        *,
+        winograd: bool = True,
+    ) -> None:
+        super().__init__()
+        last = LAYER_INDEX[up_to] if up_to is not None else len(LAYER_NAMES) - 1
+        self.normalize = _Normalize(weights.normalization)
+        self.convs = nn.ModuleList()
+        self.pooling = pooling
+        self.names = LAYER_NAMES[: last + 1]
+        pairs = iter(weights.convs)
+        for name in self.names:
+            if name.startswith("conv"):
+                weight, bias = next(pairs)
+                if name == "conv1_1" and weights.normalization.bgr:
+                    weight = weight.flip(1)  # BGR -> RGB input channels
+                self.convs.append(FrozenConv3x3(weight, bias, winograd=winograd))
+        self.eval()
+
+    def train(self, mode: bool = True) -> VGG19Features:
+        """Always stays in eval mode: the network is a fixed measuring instrument."""
+        return super().train(False)
+
+    def forward(self, image: torch.Tensor, layers: Collection[str]) -> dict[str, torch.Tensor]:
+        """Features of `image` (RGB, 0..1, [N, 3, H, W]) at each of `layers`."""
+        wanted = set(layers)
+        missing = wanted - set(self.names)
+        if missing:
+            check_layers(missing)
+            raise BadInputError(f"layer(s) {', '.join(sorted(missing))} are cut off this network")
+        deepest = max((LAYER_INDEX[name] for name in wanted), default=-1)
+        out: dict[str, torch.Tensor] = {}
+        x = self.normalize(image)
+        convs = iter(self.convs)
+        for name in self.names[: deepest + 1]:
+            match name[:4]:
+                case "conv":
+                    x = next(convs)(x)
+                case "relu":
+                    # In place saves a copy per layer, unless the conv output was asked for.
+                    keep = "conv" + name[4:] in wanted
+                    x = F.relu(x) if keep else F.relu_(x)
+                case _:
+                    x = (
+                        F.max_pool2d(x, 2, 2)
+                        if self.pooling is Pooling.MAX
+                        else F.avg_pool2d(x, 2, 2)
+                    )
+            if name in wanted:
+                out[name] = x
+        return out

@@ -1,0 +1,129 @@
+"""Running fast-style requests: built-in blends, trained styles and arbitrary style images.
+
+`FastEngine` owns the loaded networks of one device and turns a request into a picture.
+Networks load on first use and stay loaded; trained models are cached by id. Like the
+Gatys engine it takes tensors and a cancel flag and knows nothing of the wire.
+"""
+
+import threading
+
+import torch
+from PIL import Image
+
+from gpu_node.engine.progress import check_cancel
+from gpu_node.errors import BadInputError
+from gpu_node.fast.arbitrary import ArbitraryTransformer, StylePredictor, load_arbitrary_transformer
+from gpu_node.fast.johnson import JohnsonNet
+from gpu_node.fast.modelfile import load_model
+from gpu_node.fast.multistyle import NUM_STYLES, MultiStyleNet, load_multistyle
+from gpu_node.fast.post import keep_colors, mix
+from gpu_node.fast.registry import StyleKind, StyleRegistry
+from gpu_node.fast.spec import StyleMix, check_strength
+from gpu_node.tensors import tensor_to_image
+
+
+class FastEngine:
+    """Loaded fast-style networks on one device."""
+
+    def __init__(self, registry: StyleRegistry, device: torch.device) -> None:
+        self.registry = registry
+        self.device = device
+        self._multistyle: MultiStyleNet | None = None
+        self._trained: dict[str, JohnsonNet] = {}
+        self._arbitrary: ArbitraryTransformer | None = None
+        self._predictor: StylePredictor | None = None
+
+    @property
+    def multistyle(self) -> MultiStyleNet:
+        """The 26-style network, loaded on first use."""
+        if self._multistyle is None:
+            self._multistyle = load_multistyle().to(self.device)
+        return self._multistyle
+
+    def style_weights(self, request: StyleMix) -> torch.Tensor:
+        """The 26 weights of a blend of built-in styles; BadInputError for anything else."""
+        weights = torch.zeros(NUM_STYLES)
+        for style_id, weight in request.parts:
+            entry = self.registry.get(style_id)
+            if entry.kind is not StyleKind.BUILTIN or entry.index is None:
+                raise BadInputError(
+                    f"{entry.id} is a trained style; only built-in styles can be blended"
+                )
+            weights[entry.index] += weight
+        return weights
+
+    def _trained_net(self, style_id: str) -> JohnsonNet:
+        entry = self.registry.get(style_id)
+        assert entry.path is not None
+        if entry.id not in self._trained:
+            self._trained[entry.id] = load_model(entry.path, self.device)
+        return self._trained[entry.id]
+
+    def stylize(
+        self,
+        photo: torch.Tensor,
+        request: StyleMix,
+        *,
+        strength: float = 1.0,
+        preserve_colors: bool = False,
+        cancel: threading.Event | None = None,
+    ) -> torch.Tensor:
+        """Stylise `photo` [1, 3, H, W] in 0..1 with built-in blends or one trained style."""
+        strength = check_strength(strength)
+        check_cancel(cancel)
+        photo = photo.to(self.device)
+        first = self.registry.get(request.ids[0])
+        with torch.inference_mode():
+            if first.kind is StyleKind.TRAINED:
+                if len(request.parts) > 1:
+                    raise BadInputError(f"{first.id} is a trained style; it cannot be blended")
+                out = self._trained_net(first.id).stylize(photo)
+            else:
+                weights = self.style_weights(request).to(self.device)
+                out = self.multistyle.stylize(photo, weights)
+            if preserve_colors:
+                out = keep_colors(out, photo)
+            return mix(out, photo, strength)
+
+    def _arbitrary_nets(self) -> tuple[ArbitraryTransformer, StylePredictor]:
+        if self._arbitrary is None or self._predictor is None:
+            self._arbitrary = load_arbitrary_transformer().to(self.device)
+            self._predictor = StylePredictor(_onnx_providers(self.device))
+        return self._arbitrary, self._predictor
+
+    def style_vector(
+        self, photo: torch.Tensor, style_image: Image.Image, strength: float
+    ) -> torch.Tensor:
+        """The style image's vector, moved toward the photo's own as strength falls to 0."""
+        _, predictor = self._arbitrary_nets()
+        vector = predictor.predict(style_image)
+        if strength < 1.0:
+            own = predictor.predict(tensor_to_image(photo))
+            vector = torch.lerp(own, vector, strength)
+        return vector
+
+    def stylize_arbitrary(
+        self,
+        photo: torch.Tensor,
+        style_image: Image.Image,
+        *,
+        strength: float = 1.0,
+        preserve_colors: bool = False,
+        cancel: threading.Event | None = None,
+    ) -> torch.Tensor:
+        """Stylise `photo` [1, 3, H, W] after any picture, at the photo's full resolution."""
+        strength = check_strength(strength)
+        check_cancel(cancel)
+        transformer, _ = self._arbitrary_nets()
+        vector = self.style_vector(photo, style_image, strength)
+        check_cancel(cancel)
+        photo = photo.to(self.device)
+        with torch.inference_mode():
+            out = transformer.stylize(photo, vector.to(self.device))
+            return keep_colors(out, photo) if preserve_colors else out
+
+
+def _onnx_providers(device: torch.device) -> tuple[str, ...]:
+    if device.type == "cuda":
+        return ("CUDAExecutionProvider", "CPUExecutionProvider")
+    return ("CPUExecutionProvider",)

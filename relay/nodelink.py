@@ -1,0 +1,394 @@
+"""The node listener: GPU nodes dial in on the node port and speak the wire protocol.
+
+    listener = NodeListener(config, tokens, hub)
+    await listener.start()          # in the app's cleanup_ctx
+    ...
+    await listener.close()
+
+One `NodeLink` per TCP connection. Before the node has authenticated, a handshake
+deadline and the protocol's frame-size cap apply; a wrong or revoked token gets `Reject`
+and the connection closes. After `Welcome` the link turns frames into calls on the hub
+(`relay.hub`) and the hub's commands into frames, pings the node every heartbeat interval
+and drops it after three silent intervals (any frame counts as a sign of life, so a long
+result transfer never looks like a dead node).
+"""
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import ssl
+import time
+from collections.abc import Callable
+
+from protocol import (
+    Accept,
+    Bye,
+    ByeReason,
+    Cancel,
+    Connection,
+    Decline,
+    Drain,
+    Failure,
+    FailureCode,
+    Hello,
+    Message,
+    Offer,
+    Ping,
+    Pong,
+    Preview,
+    Progress,
+    ProtocolError,
+    Reject,
+    RejectReason,
+    Result,
+    Role,
+    Scalar,
+    StyleImage,
+    Welcome,
+    choose_version,
+)
+from relay.config import Config
+from relay.dispatch import NodeInfo
+from relay.hub import CancelJob, NodeCommand, NodeHandle, NodeHub
+from relay.hub import Offer as HubOffer
+from relay.tokens import TokenStore
+
+log = logging.getLogger(__name__)
+
+READ_SIZE = 256 * 1024
+MISSED_HEARTBEATS = 3
+# A node whose job failed for one of these reasons may succeed elsewhere.
+_RETRYABLE = frozenset({FailureCode.OUT_OF_MEMORY, FailureCode.TIMEOUT, FailureCode.INTERNAL})
+
+
+class HandshakeFailed(Exception):
+    """The peer did not complete a valid handshake; the message says why (for the log)."""
+
+
+def node_info(name: str, hello: Hello) -> NodeInfo:
+    """What the scheduler needs of a node, from its Hello; the name is the token's name."""
+    caps = hello.capabilities
+    styles = {s.id: s for s in caps.styles if s.method == "fast"}
+    return NodeInfo(
+        name=name,
+        device_name=caps.device_name,
+        device_memory=caps.device_memory,
+        methods=frozenset(caps.methods),
+        styles=frozenset(styles),
+        max_epochs=caps.max_epochs,
+        max_pixels=caps.max_pixels,
+        slots=caps.slots,
+        thumbnails={i: s.thumbnail_jpeg for i, s in styles.items() if s.thumbnail_jpeg},
+        titles={i: s.name for i, s in styles.items()},
+    )
+
+
+def wire_offer(offer: HubOffer) -> Offer:
+    """The hub's offer as a protocol message (docs/protocol.md, "Offer parameters").
+
+    The images are already scaled to the job's size; `size` tells the engine the long side.
+    One fast style travels as `style_id`, a blend of several as the `style_mix` parameter.
+    """
+    params: dict[str, Scalar] = dict(offer.params)
+    params.update(epochs=offer.epochs, size=max(offer.width, offer.height))
+    style_id: str | None = None
+    if len(offer.fast_styles) == 1:
+        style_id = offer.fast_styles[0][0]
+    elif offer.fast_styles:
+        params["style_mix"] = ",".join(f"{name}:{w:g}" for name, w in offer.fast_styles)
+    return Offer(
+        job_id=offer.job_id,
+        lease_id=offer.lease,
+        method=offer.method,
+        params=params,
+        style_id=style_id,
+        style_images=tuple(StyleImage(data, float(w)) for data, w in offer.style_images),
+        content=offer.content_png,
+    )
+
+
+class NodeLink:
+    """One node connection, from handshake to goodbye."""
+
+    def __init__(
+        self,
+        config: Config,
+        tokens: TokenStore,
+        hub: NodeHub,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.config = config
+        self.tokens = tokens
+        self.hub = hub
+        self.reader = reader
+        self.writer = writer
+        self.clock = clock
+        self.conn = Connection(
+            Role.RELAY,
+            max_frame_size=config.node_max_frame_size,
+            max_transfer_size=config.node_max_transfer_size,
+        )
+        self.peer = str(writer.get_extra_info("peername"))
+        self.last_heard = clock()
+        self._write_lock = asyncio.Lock()
+        self._pending: list[Message] = []
+        self._handle: NodeHandle | None = None
+        self._closing = False
+
+    # ---- plumbing --------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        """Encode and write one message; the lock keeps frames of two messages apart."""
+        async with self._write_lock:
+            self.writer.write(self.conn.send(message))
+            await self.writer.drain()
+
+    async def receive(self) -> list[Message]:
+        """The next complete messages; [] at a clean end of the stream."""
+        while True:
+            data = await self.reader.read(READ_SIZE)
+            messages = self.conn.receive_data(data)
+            # Any bytes are a sign of life, the chunks of a long transfer included.
+            self.last_heard = self.clock()
+            if self._handle is not None:
+                self.hub.seen(self._handle)
+            if messages or not data:
+                return messages
+
+    # ---- handshake -------------------------------------------------------------------
+
+    async def handshake(self) -> NodeHandle:
+        """Read the Hello, check version and token, answer Welcome or Reject."""
+        try:
+            async with asyncio.timeout(self.config.handshake_timeout):
+                messages = await self.receive()
+        except TimeoutError:
+            raise HandshakeFailed(
+                f"said no Hello within {self.config.handshake_timeout:g} s"
+            ) from None
+        if not messages:
+            raise HandshakeFailed("closed the connection before its Hello")
+        hello, self._pending = messages[0], messages[1:]
+        assert isinstance(hello, Hello)  # the state machine allows nothing else first
+        version = choose_version(hello.versions)
+        if version is None:
+            await self._reject(RejectReason.UNSUPPORTED_VERSION, "no protocol version in common")
+        name = self.tokens.verify(hello.token)
+        if name is None:
+            await self._reject(
+                RejectReason.BAD_TOKEN,
+                "unknown or revoked token; ask the relay's operator for one "
+                "(python -m relay tokens add NAME)",
+            )
+        assert version is not None and name is not None
+        await self.send(
+            Welcome(
+                version=version,
+                session_id=secrets.token_hex(8),
+                heartbeat_interval=self.config.heartbeat_interval,
+                limits=self.conn.advertised_limits(self.config.max_epochs, self.config.max_pixels),
+            )
+        )
+        if hello.node_name != name:
+            log.info("node %s calls itself %r", name, hello.node_name)
+        self._handle = self.hub.node_connected(node_info(name, hello))
+        return self._handle
+
+    async def _reject(self, reason: RejectReason, message: str) -> None:
+        await self.send(Reject(reason, message))
+        raise HandshakeFailed(f"rejected: {reason.value}: {message}")
+
+    # ---- established -----------------------------------------------------------------
+
+    async def serve(self, handle: NodeHandle) -> str:
+        """Run the reader, the outbox writer, the heartbeat and the drop watch until one ends."""
+        tasks = [
+            asyncio.create_task(self._read_loop(handle), name="node-read"),
+            asyncio.create_task(self._write_loop(handle), name="node-write"),
+            asyncio.create_task(self._heartbeat(handle), name="node-heartbeat"),
+            asyncio.create_task(self._dropped(handle), name="node-dropped"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            return next(iter(done)).result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _read_loop(self, handle: NodeHandle) -> str:
+        messages, self._pending = self._pending, []
+        while True:
+            for message in messages:
+                if isinstance(message, Bye):
+                    return f"said goodbye ({message.reason.value})"
+                await self._dispatch(handle, message)
+            messages = await self.receive()
+            if not messages and self.reader.at_eof():
+                return "closed the connection"
+
+    async def _dispatch(self, handle: NodeHandle, message: Message) -> None:
+        hub = self.hub
+        match message:
+            case Accept(job_id=job_id):
+                log.debug("node %s accepted job %s", handle.name, job_id)
+            case Decline(job_id=job_id, lease_id=lease_id, reason=reason, message=text):
+                hub.declined(handle, job_id, lease_id, text or reason.value)
+            case Progress(job_id=job_id, lease_id=lease_id, epoch=epoch, max_epochs=top):
+                hub.progress(
+                    handle,
+                    job_id,
+                    lease_id,
+                    epoch=epoch,
+                    max_epochs=top,
+                    losses=message.losses,
+                )
+            case Preview(job_id=job_id, lease_id=lease_id, jpeg=jpeg):
+                hub.preview(handle, job_id, lease_id, jpeg)
+            case Result(job_id=job_id, lease_id=lease_id, png=png):
+                # The protocol checked the PNG against its sha256 on the way in.
+                await hub.result(
+                    handle, job_id, lease_id, png, width=message.width, height=message.height
+                )
+            case Failure(job_id=job_id, lease_id=lease_id, code=code, message=text):
+                hub.failed(
+                    handle,
+                    job_id,
+                    lease_id,
+                    text or code.value,
+                    retry=code in _RETRYABLE,
+                )
+            case Ping(nonce=nonce):
+                await self.send(Pong(nonce))
+            case Pong():
+                pass
+            case Drain():
+                log.info("node %s is draining: no new jobs for it", handle.name)
+                hub.draining(handle)
+            case _:
+                log.warning("node %s sent an unexpected %s", handle.name, type(message).__name__)
+
+    async def _write_loop(self, handle: NodeHandle) -> str:
+        while True:
+            command: NodeCommand = await handle.outbox.get()
+            match command:
+                case HubOffer():
+                    await self.send(wire_offer(command))
+                case CancelJob(job_id=job_id, lease=lease):
+                    await self.send(Cancel(job_id, lease))
+
+    async def _heartbeat(self, handle: NodeHandle) -> str:
+        interval = self.config.heartbeat_interval
+        nonce = 0
+        while True:
+            await asyncio.sleep(interval)
+            silent = self.clock() - self.last_heard
+            if silent > MISSED_HEARTBEATS * interval:
+                await self._say_bye(ByeReason.HEARTBEAT_TIMEOUT)
+                return f"missed {MISSED_HEARTBEATS} heartbeats ({silent:.0f} s silent)"
+            nonce += 1
+            await self.send(Ping(nonce))
+
+    async def _dropped(self, handle: NodeHandle) -> str:
+        """The hub let go of this node (a newer connection of the same name, say)."""
+        await handle.dropped.wait()
+        replaced = self.hub.replaced(handle)
+        await self._say_bye(ByeReason.REPLACED if replaced else ByeReason.HEARTBEAT_TIMEOUT)
+        return handle.drop_reason or "dropped by the relay"
+
+    async def _say_bye(self, reason: ByeReason) -> None:
+        with contextlib.suppress(TimeoutError, ConnectionError, ProtocolError):
+            async with asyncio.timeout(1.0):
+                await self.send(Bye(reason))
+
+    # ---- the whole life --------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Handshake, serve, and always tell the hub when the node is gone."""
+        handle: NodeHandle | None = None
+        reason = "closed"
+        try:
+            handle = await self.handshake()
+            reason = await self.serve(handle)
+        except HandshakeFailed as exc:
+            log.info("node connection from %s %s", self.peer, exc)
+        except ProtocolError as exc:
+            reason = f"protocol error: {exc}"
+            log.warning("node %s: %s", handle.name if handle else self.peer, reason)
+            await self._say_bye(ByeReason.PROTOCOL_ERROR)
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError) as exc:
+            reason = f"connection lost: {exc}"
+        finally:
+            if handle is not None:
+                self.hub.node_lost(handle, reason)
+            self.writer.close()
+            with contextlib.suppress(ConnectionError, ssl.SSLError):
+                await self.writer.wait_closed()
+
+
+class NodeListener:
+    """The TCP server on the node port; one `NodeLink` task per connection."""
+
+    def __init__(
+        self,
+        config: Config,
+        tokens: TokenStore,
+        hub: NodeHub,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.config = config
+        self.tokens = tokens
+        self.hub = hub
+        self.ssl_context = ssl_context
+        self._server: asyncio.Server | None = None
+        self._links: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Listen on the configured host and node port."""
+        self._server = await asyncio.start_server(
+            self._accept,
+            self.config.host,
+            self.config.node_port,
+            ssl=self.ssl_context,
+            limit=READ_SIZE,
+        )
+        log.info("listening for nodes on %s", ", ".join(self.addresses()))
+
+    def addresses(self) -> list[str]:
+        """Where the listener is bound, as host:port strings."""
+        if self._server is None:
+            return []
+        return [f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in self._server.sockets]
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when the config asked for port 0)."""
+        assert self._server is not None, "the listener has not started"
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._links.add(task)
+        try:
+            await NodeLink(self.config, self.tokens, self.hub, reader, writer).run()
+        except asyncio.CancelledError:
+            # `close` cancels the links; a connection handler that ends cancelled makes
+            # asyncio log a spurious error, so this one ends normally.
+            pass
+        finally:
+            self._links.discard(task)
+
+    async def close(self) -> None:
+        """Stop listening and end every node connection."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._links):
+            task.cancel()
+        await asyncio.gather(*self._links, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()

@@ -1,0 +1,372 @@
+"""The node listener over real TCP: a fake node speaking the real protocol dials the relay."""
+
+import asyncio
+import base64
+import io
+import struct
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from PIL import Image
+from pytest_aiohttp import AiohttpClient
+from relay_harness import form, jpeg, make_config, png
+from wire_node import WireNode
+
+from protocol import (
+    Accept,
+    Bye,
+    ByeReason,
+    Cancel,
+    Decline,
+    DeclineReason,
+    Drain,
+    Failure,
+    FailureCode,
+    Offer,
+    Ping,
+    Pong,
+    Preview,
+    Progress,
+    Reject,
+    RejectReason,
+    Result,
+    StyleInfo,
+    Welcome,
+)
+from relay.app import NODE_LISTENER, init
+from relay.tokens import TokenStore
+
+Client = TestClient[web.Request, web.Application]
+
+
+class Relay:
+    """A running relay app, its node port and a token store on its data dir."""
+
+    def __init__(self, client: Client, data_dir: Path) -> None:
+        self.client = client
+        self.port = client.app[NODE_LISTENER].port
+        self.tokens = TokenStore(data_dir)
+        self.dialled: list[WireNode] = []
+        self.issued: dict[str, str] = {}
+
+    async def dial(self) -> WireNode:
+        """A bare connection to the node port (closed when the test ends)."""
+        node = await WireNode.dial(self.port)
+        self.dialled.append(node)
+        return node
+
+    async def node(self, name: str = "gpu-1", **caps: object) -> WireNode:
+        """A node that said Hello with a fresh token and was welcomed."""
+        node = await self.dial()
+        if name not in self.issued:
+            self.issued[name] = self.tokens.add(name)
+        await node.hello(self.issued[name], name, **caps)
+        await node.expect(Welcome)
+        return node
+
+    async def close(self) -> None:
+        for node in self.dialled:
+            await node.close()
+
+    async def job(self, **fields: str) -> str:
+        fields.setdefault("style", "fast:builtin:candy")
+        fields.setdefault("size", "40")
+        resp = await self.client.post("/api/jobs", data=form(png((64, 48)), **fields))
+        body = await resp.json()
+        assert resp.status == 202, body
+        job_id: str = body["id"]
+        return job_id
+
+    async def state(self, job_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = await (await self.client.get(f"/api/jobs/{job_id}")).json()
+        return body
+
+    async def nodes(self) -> list[dict[str, Any]]:
+        body = await (await self.client.get("/api/nodes")).json()
+        nodes: list[dict[str, Any]] = body["nodes"]
+        return nodes
+
+    async def wait_for(self, job_id: str, state: str, timeout: float = 5.0) -> dict[str, Any]:
+        async with asyncio.timeout(timeout):
+            while (body := await self.state(job_id))["state"] != state:
+                await asyncio.sleep(0.02)
+        return body
+
+
+Start = Callable[..., Awaitable[Relay]]
+
+
+@pytest.fixture
+async def start(aiohttp_client: AiohttpClient, tmp_path: Path) -> AsyncIterator[Start]:
+    relays: list[Relay] = []
+
+    async def go(**changes: Any) -> Relay:
+        config = make_config(tmp_path, **changes)
+        relay = Relay(await aiohttp_client(init(config)), config.data_dir)
+        relays.append(relay)
+        return relay
+
+    yield go
+    for relay in relays:
+        await relay.close()
+
+
+async def accept(node: WireNode) -> Offer:
+    """The next offer, accepted."""
+    offer = await node.expect(Offer)
+    await node.send(Accept(offer.job_id, offer.lease_id))
+    return offer
+
+
+def result_for(offer: Offer, color: tuple[int, int, int] = (250, 200, 10)) -> Result:
+    size = offer.params["size"]
+    assert isinstance(size, int)
+    with Image.open(io.BytesIO(offer.content)) as img:
+        width, height = img.size
+    assert max(width, height) == size
+    return Result.for_png(offer.job_id, offer.lease_id, png((width, height), color), width, height)
+
+
+# ---- handshake ---------------------------------------------------------------------------
+
+
+async def test_good_token_is_welcomed_and_listed_without_secrets(start: Start) -> None:
+    relay = await start()
+    node = await relay.node("gpu-home", device_name="NVIDIA H100")
+    [listed] = await relay.nodes()
+    assert (listed["name"], listed["device"], listed["state"]) == (
+        "gpu-home",
+        "NVIDIA H100",
+        "idle",
+    )
+    assert "builtin:candy" in str(listed["styles"])
+    assert "token" not in str(listed).lower()
+    styles = await (await relay.client.get("/api/styles")).json()
+    assert any(s["id"] == "fast:builtin:candy" for s in styles["styles"])
+    await node.close()
+
+
+async def test_wrong_and_revoked_tokens_are_rejected_and_closed(start: Start) -> None:
+    relay = await start()
+    node = await relay.dial()
+    await node.hello("not-a-token")
+    reject = await node.expect(Reject)
+    assert reject.reason is RejectReason.BAD_TOKEN
+    assert "tokens add" in reject.message
+    assert await node.closed_by_relay()
+
+    token = relay.tokens.add("gpu-2")
+    relay.tokens.revoke("gpu-2")
+    node = await relay.dial()
+    await node.hello(token, "gpu-2")
+    assert (await node.expect(Reject)).reason is RejectReason.BAD_TOKEN
+    assert await relay.nodes() == []
+
+
+async def test_silent_connection_is_closed_at_the_handshake_deadline(start: Start) -> None:
+    relay = await start(handshake_timeout=0.3)
+    node = await relay.dial()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    assert await node.closed_by_relay(timeout=3.0)
+    assert 0.25 <= loop.time() - began < 2.0
+
+
+async def test_oversized_frame_before_hello_closes_at_once(start: Start) -> None:
+    relay = await start()
+    node = await relay.dial()
+    # A 4 GiB length prefix and no body: refused before any body is buffered.
+    await node.send_raw(struct.pack(">I", 0xFFFF_FFFF))
+    assert await node.closed_by_relay(timeout=2.0)
+
+
+async def test_anything_but_hello_first_is_refused(start: Start) -> None:
+    relay = await start()
+    node = await relay.dial()
+    body = msgpack.packb({"type": "ping", "nonce": 1})
+    await node.send_raw(struct.pack(">I", len(body)) + body)
+    assert await node.closed_by_relay(timeout=2.0)
+    assert await relay.nodes() == []
+
+
+# ---- jobs ----------------------------------------------------------------------------------
+
+
+async def test_a_job_runs_over_the_wire_to_a_downloadable_result(start: Start) -> None:
+    relay = await start()
+    node = await relay.node()
+    job_id = await relay.job(epochs="1", keep_colors="true")
+    offer = await node.expect(Offer)
+    assert (offer.job_id, offer.method, offer.style_id) == (job_id, "fast", "builtin:candy")
+    assert offer.params["keep_colors"] is True
+    assert offer.params["size"] == 40
+    await node.send(Accept(offer.job_id, offer.lease_id))
+    await node.send(Progress(offer.job_id, offer.lease_id, 1, 1, {"style": 2.5}, 0.1))
+    await node.send(Preview(offer.job_id, offer.lease_id, 1, jpeg()))
+    result = result_for(offer)
+    await node.send(result)
+    done = await relay.wait_for(job_id, "done")
+    assert done["node"] == "gpu-1"
+    downloaded = await relay.client.get(done["result_url"])
+    assert await downloaded.read() == result.png
+    [listed] = await relay.nodes()
+    assert listed["jobs_done"] == 1
+
+
+async def test_a_blend_of_fast_styles_travels_as_style_mix(start: Start) -> None:
+    relay = await start()
+    mix = [("builtin:candy", "Candy", "fast"), ("builtin:wave", "Wave", "fast")]
+    node = await relay.node(styles=tuple(StyleInfo(*s) for s in mix))
+    resp = await relay.client.post(
+        "/api/jobs",
+        json={
+            "image": base64.b64encode(png()).decode(),
+            "style": [
+                {"id": "fast:builtin:candy", "weight": 3},
+                {"id": "fast:builtin:wave", "weight": 1},
+            ],
+        },
+    )
+    assert resp.status == 202, await resp.text()
+    offer = await node.expect(Offer)
+    assert offer.style_id is None
+    assert offer.params["style_mix"] == "builtin:candy:0.75,builtin:wave:0.25"
+
+
+async def test_lost_node_requeues_to_another_node(start: Start) -> None:
+    relay = await start()
+    first = await relay.node("gpu-a")
+    job_id = await relay.job()
+    offer = await accept(first)
+    await first.close()
+    second = await relay.node("gpu-b")
+    retry = await accept(second)
+    assert retry.job_id == job_id and retry.lease_id != offer.lease_id
+    state = await relay.state(job_id)
+    assert (state["node"], state["attempts"]) == ("gpu-b", 1)
+    winner = result_for(retry)
+    await second.send(winner)
+    done = await relay.wait_for(job_id, "done")
+    assert await (await relay.client.get(done["result_url"])).read() == winner.png
+
+
+async def test_a_result_that_crosses_a_cancel_is_ignored(start: Start) -> None:
+    relay = await start()
+    node = await relay.node()
+    job_id = await relay.job()
+    offer = await accept(node)
+    assert (await relay.client.delete(f"/api/jobs/{job_id}")).status in (200, 202)
+    await node.expect(Cancel)
+    # The node had already finished: its result for the void lease arrives anyway.
+    await node.send(result_for(offer))
+    await asyncio.sleep(0.2)
+    state = await relay.state(job_id)
+    assert state["state"] == "cancelled"
+    assert state["result_url"] is None
+    assert [n["jobs_done"] for n in await relay.nodes()] == [0]
+
+
+async def test_node_that_misses_heartbeats_is_dropped(start: Start) -> None:
+    relay = await start(heartbeat_interval=0.1)
+    node = await relay.node()
+    job_id = await relay.job()
+    await accept(node)
+    ping = await node.expect(Ping, timeout=1.0)
+    assert ping.nonce >= 1
+    # Say nothing more: three silent intervals later the relay says goodbye.
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    while True:
+        message = await node.next(timeout=2.0)
+        if isinstance(message, Bye):
+            assert message.reason is ByeReason.HEARTBEAT_TIMEOUT
+            break
+    assert loop.time() - began < 1.5
+    assert await node.closed_by_relay()
+    assert await relay.nodes() == []
+    assert (await relay.state(job_id))["state"] == "queued"
+
+
+async def test_pongs_keep_a_busy_node_alive(start: Start) -> None:
+    relay = await start(heartbeat_interval=0.05)
+    node = await relay.node()
+    await relay.job()
+    await accept(node)
+    for _ in range(12):  # 0.6 s of pings answered: well past three intervals
+        ping = await node.expect(Ping, timeout=1.0)
+        await node.send(Pong(ping.nonce))
+    assert [n["state"] for n in await relay.nodes()] == ["busy"]
+
+
+async def test_drain_finishes_the_job_but_takes_no_new_one(start: Start) -> None:
+    relay = await start()
+    node = await relay.node()
+    first = await relay.job()
+    offer = await accept(node)
+    await node.send(Drain())
+    await asyncio.sleep(0.1)
+    second = await relay.job()
+    assert [n["state"] for n in await relay.nodes()] == ["draining"]
+    await node.send(result_for(offer))
+    await relay.wait_for(first, "done")
+    await asyncio.sleep(0.1)
+    waiting = await relay.state(second)
+    assert waiting["state"] == "queued"
+    await node.send(Bye(ByeReason.DRAINED))
+    assert await node.closed_by_relay()
+    assert await relay.nodes() == []
+
+
+async def test_cancel_reaches_the_node(start: Start) -> None:
+    relay = await start()
+    node = await relay.node()
+    job_id = await relay.job()
+    offer = await accept(node)
+    resp = await relay.client.delete(f"/api/jobs/{job_id}")
+    assert resp.status in (200, 202)
+    cancel = await node.expect(Cancel)
+    assert (cancel.job_id, cancel.lease_id) == (offer.job_id, offer.lease_id)
+    await node.send(Failure(offer.job_id, offer.lease_id, FailureCode.CANCELLED, "stopped"))
+    assert (await relay.wait_for(job_id, "cancelled"))["state"] == "cancelled"
+
+
+async def test_decline_over_the_cap_says_why_the_job_waits(start: Start) -> None:
+    relay = await start()
+    job_id = await relay.job(style="painting:starry_night", epochs="50")
+    node = await relay.node()
+    offer = await node.expect(Offer)
+    await node.send(
+        Decline(offer.job_id, offer.lease_id, DeclineReason.TOO_LARGE, "epochs 50 is above 10")
+    )
+    state = await relay.wait_for(job_id, "queued")
+    assert "epochs 50 is above 10" in str(state)
+
+
+async def test_invalid_input_failure_is_final(start: Start) -> None:
+    relay = await start()
+    node = await relay.node()
+    job_id = await relay.job()
+    offer = await accept(node)
+    await node.send(
+        Failure(offer.job_id, offer.lease_id, FailureCode.INVALID_INPUT, "cannot read the photo")
+    )
+    failed = await relay.wait_for(job_id, "failed")
+    assert "cannot read the photo" in failed["error"]
+
+
+async def test_a_newer_connection_of_the_same_node_replaces_the_old(start: Start) -> None:
+    relay = await start()
+    old = await relay.node("gpu-a")
+    new = await relay.node("gpu-a")
+    bye = await old.expect(Bye)
+    assert bye.reason is ByeReason.REPLACED
+    assert await old.closed_by_relay()
+    [listed] = await relay.nodes()
+    assert listed["name"] == "gpu-a"
+    job_id = await relay.job()
+    assert (await accept(new)).job_id == job_id
