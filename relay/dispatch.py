@@ -47,6 +47,10 @@ class Timeouts:
     stall: float = 120.0
     epoch_budget: float = 30.0
     max_attempts: int = 3
+    stop_grace: float = 60.0
+    """How long a node may take to confirm a cancel before its slot counts as free."""
+    busy_pause: float = 2.0
+    """How long a slot rests after its node declined an offer as busy."""
 
     def stall_limit(self, job: JobSpec) -> float:
         """Seconds allowed between two progress reports: longer for bigger images."""

@@ -176,6 +176,12 @@ class NodeHub:
     def _current(self, handle: NodeHandle) -> bool:
         return self._handles.get(handle.name) is handle
 
+    def _lease_ended(self, handle: NodeHandle, lease: str) -> None:
+        """The node's last word on a lease: if it was told to stop it, its slot is free."""
+        if self._current(handle):
+            service = self._service
+            service.apply(service.scheduler.lease_closed(handle.name, lease, service.clock()))
+
     def replaced(self, handle: NodeHandle) -> bool:
         """True if a newer connection of the same node name took this one's place."""
         newer = self._handles.get(handle.name)
@@ -228,6 +234,7 @@ class NodeHub:
         self, handle: NodeHandle, job_id: str, lease: str, png: bytes, *, width: int, height: int
     ) -> bool:
         """The node delivers the finished PNG; False if the lease is not current."""
+        self._lease_ended(handle, lease)
         if not self._holds(handle, job_id, lease):
             return False
         service = self._service
@@ -249,6 +256,7 @@ class NodeHub:
         self, handle: NodeHandle, job_id: str, lease: str, reason: str, *, retry: bool
     ) -> bool:
         """The node could not finish the job: try elsewhere (`retry`) or fail it."""
+        self._lease_ended(handle, lease)
         if not self._holds(handle, job_id, lease):
             return False
         now = self._service.clock()
@@ -258,8 +266,11 @@ class NodeHub:
         self._service.apply(actions)
         return True
 
-    def declined(self, handle: NodeHandle, job_id: str, lease: str, reason: str) -> bool:
+    def declined(
+        self, handle: NodeHandle, job_id: str, lease: str, reason: str, *, busy: bool = False
+    ) -> bool:
         """The node refused the offer (over its own caps, say): offer it elsewhere."""
+        self._lease_ended(handle, lease)
         if not self._holds(handle, job_id, lease):
             return False
         log.info("node %s declined job %s: %s", handle.name, job_id, reason)
@@ -267,7 +278,7 @@ class NodeHub:
         self._service.update(job_id, persist=False, state=JobState.QUEUED, node=None)
         now = self._service.clock()
         self._service.apply(
-            self._service.scheduler.declined(handle.name, job_id, lease, reason, now)
+            self._service.scheduler.declined(handle.name, job_id, lease, reason, now, busy=busy)
         )
         return True
 

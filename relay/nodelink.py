@@ -28,6 +28,7 @@ from protocol import (
     Cancel,
     Connection,
     Decline,
+    DeclineReason,
     Drain,
     Failure,
     FailureCode,
@@ -237,7 +238,8 @@ class NodeLink:
             case Accept(job_id=job_id):
                 log.debug("node %s accepted job %s", handle.name, job_id)
             case Decline(job_id=job_id, lease_id=lease_id, reason=reason, message=text):
-                hub.declined(handle, job_id, lease_id, text or reason.value)
+                busy = reason is DeclineReason.BUSY
+                hub.declined(handle, job_id, lease_id, text or reason.value, busy=busy)
             case Progress(job_id=job_id, lease_id=lease_id, epoch=epoch, max_epochs=top):
                 hub.progress(
                     handle,

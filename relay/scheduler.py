@@ -54,11 +54,16 @@ class _Node:
     jobs: set[str] = field(default_factory=set)
     jobs_done: int = 0
     draining: bool = False
+    stopping: dict[str, float] = field(default_factory=dict)
+    """Leases the node was told to stop, until it ends them (or the deadline passes):
+    their slots are still busy on the node."""
 
     @property
     def free(self) -> int:
         # A draining node finishes what it has and takes nothing new.
-        return 0 if self.draining else self.info.slots - len(self.jobs)
+        if self.draining:
+            return 0
+        return self.info.slots - len(self.jobs) - len(self.stopping)
 
 
 @dataclass(frozen=True)
@@ -229,12 +234,18 @@ class Scheduler:
         self._forget(job_id)
         return [Failed(job_id, reason), *self._dispatch(now)]
 
-    def declined(self, node: str, job_id: str, lease: str, reason: str, now: float) -> list[Action]:
-        """The node refused the offer: not an attempt, but never offer it this job again."""
+    def declined(
+        self, node: str, job_id: str, lease: str, reason: str, now: float, *, busy: bool = False
+    ) -> list[Action]:
+        """The node refused the offer: not an attempt, and never offered this job again,
+        unless it was only `busy` (then its slot rests a moment and it may get it later)."""
         if not self.is_current(node, job_id, lease):
             return []
         entry = self._jobs[job_id]
-        entry.declined_by[node] = reason
+        if busy:
+            self._stopping(node, lease, now, self.timeouts.busy_pause)
+        else:
+            entry.declined_by[node] = reason
         self._release(job_id)
         self._requeue_front(entry)
         return self._dispatch(now)
@@ -245,10 +256,25 @@ class Scheduler:
         if entry is None:
             return None
         lease = entry.lease
+        if lease is not None:
+            self._stopping(lease.node, lease.id, now)
         self._forget(job_id)
         if lease is None:
             return []
         return [SendCancel(lease.node, job_id, lease.id), *self._dispatch(now)]
+
+    def lease_closed(self, node: str, lease: str, now: float) -> list[Action]:
+        """The node ended a lease it was told to stop (a late result, a failure, a decline):
+        its slot is free again."""
+        entry = self._nodes.get(node)
+        if entry is None or entry.stopping.pop(lease, None) is None:
+            return []
+        return self._dispatch(now)
+
+    def _stopping(self, node: str, lease: str, now: float, grace: float | None = None) -> None:
+        entry = self._nodes.get(node)
+        if entry is not None:
+            entry.stopping[lease] = now + (self.timeouts.stop_grace if grace is None else grace)
 
     def tick(self, now: float) -> list[Action]:
         """Check the clock: end leases that went silent or ran past their deadline."""
@@ -266,8 +292,16 @@ class Scheduler:
             else:
                 continue
             actions.append(SendCancel(lease.node, job_id, lease.id))
+            self._stopping(lease.node, lease.id, now)
             actions += self._end_lease(job_id, reason, now)
-        if actions:
+        freed = False
+        for node in self._nodes.values():
+            # A node that never confirms a stop gets its slot back after a grace period.
+            expired = [lease for lease, until in node.stopping.items() if now > until]
+            for lease_id in expired:
+                del node.stopping[lease_id]
+            freed = freed or bool(expired)
+        if actions or freed:
             actions += self._dispatch(now)
         return actions
 

@@ -358,6 +358,8 @@ async def test_silent_node_times_out_and_job_returns_to_queue(
     service(client).tick()
     cancel = await node.cancel()
     assert (cancel.job_id, cancel.lease) == (offer.job_id, offer.lease)
+    # The node confirms the stop; its slot is free again and the job comes back to it.
+    assert not node.hub.failed(node.handle, offer.job_id, offer.lease, "stopped", retry=True)
     retry = await node.offer()
     assert retry.lease != offer.lease
     body = await (await client.get(f"/api/jobs/{job['id']}")).json()
@@ -413,9 +415,9 @@ async def test_cancel_queued_and_running(start: Start) -> None:
     assert (await resp.json())["state"] == "cancelled"
     cmd = await node.command()
     assert cmd == CancelJob(running["id"], offer.lease)
-    # The freed slot goes to the next job; the cancelled job's late result is ignored.
-    assert (await node.offer()).job_id == waiting["id"]
+    # The cancelled job's late result is ignored; it frees the slot for the next job.
     assert not (await node.finish(offer))[0]
+    assert (await node.offer()).job_id == waiting["id"]
 
 
 async def test_declined_offer_is_offered_to_another_node(start: Start) -> None:

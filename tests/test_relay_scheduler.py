@@ -179,8 +179,9 @@ def test_silent_node_times_out_scaled_to_size() -> None:
     actions = s.tick(19.5)
     assert actions[0] == SendCancel("n1", "small", small.lease)
     assert actions[1] == Requeued("small", 1, "node n1 showed no progress for 10 s")
-    # Re-offered under a new lease (the node is still connected).
-    assert offers(actions) == ["small"]
+    # Re-offered under a new lease once the node confirms the stop (it is still connected).
+    assert offers(actions) == []
+    assert offers(s.lease_closed("n1", small.lease, 20.0)) == ["small"]
     # Four megapixels get four times the silence.
     s2 = Scheduler(Timeouts(stall=10.0, epoch_budget=100.0))
     s2.node_up(node(max_pixels=10**7), 0.0)
@@ -214,11 +215,36 @@ def test_cancel_queued_and_running() -> None:
     assert s.position("wait2") == 1
     assert isinstance(run, SendOffer)
     actions = s.cancel("run", 2.0)
-    assert actions is not None
-    assert actions[0] == SendCancel("n1", "run", run.lease)
-    assert offers(actions) == ["wait2"]
-    assert s.cancel("run", 3.0) is None
+    assert actions == [SendCancel("n1", "run", run.lease)]
+    # The node's slot stays busy until it confirms the stop; then the next job goes.
+    assert s.lease_closed("n1", "some-other-lease", 2.5) == []
+    assert offers(s.lease_closed("n1", run.lease, 3.0)) == ["wait2"]
+    assert s.lease_closed("n1", run.lease, 3.5) == []
+    assert s.cancel("run", 4.0) is None
     assert s.open_jobs("alice") == 1
+
+
+def test_a_node_that_never_confirms_a_stop_gets_its_slot_back_after_a_grace() -> None:
+    s = Scheduler(Timeouts(stop_grace=10.0))
+    s.node_up(node(), 0.0)
+    [run] = s.submit(job("run"), 0.0)
+    s.submit(job("next"), 0.0)
+    assert isinstance(run, SendOffer)
+    s.cancel("run", 1.0)
+    assert offers(s.tick(5.0)) == []
+    assert offers(s.tick(11.5)) == ["next"]
+
+
+def test_busy_decline_rests_the_slot_and_offers_again_later() -> None:
+    s = Scheduler(Timeouts(busy_pause=2.0))
+    s.node_up(node("only"), 0.0)
+    [offer] = s.submit(job("j"), 1.0)
+    assert isinstance(offer, SendOffer)
+    assert s.declined("only", "j", offer.lease, "all slots busy", 1.5, busy=True) == []
+    assert s.why_waiting("j") is None
+    assert offers(s.tick(2.0)) == []
+    [again] = s.tick(4.0)
+    assert isinstance(again, SendOffer) and again.lease != offer.lease
 
 
 def test_declined_offer_goes_elsewhere_and_not_back() -> None:
