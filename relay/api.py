@@ -1,0 +1,325 @@
+"""The public HTTP and WebSocket API (documented in docs/api.md)."""
+
+import asyncio
+import logging
+import re
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from relay import gallery, orders, uploads
+from relay.config import Config
+from relay.errors import BadRequest, NotFound
+from relay.events import FINAL_TYPES
+from relay.jobs import JobService, Order
+from relay.model import JobRecord, JobState
+from relay.uploads import PreparedImage
+
+log = logging.getLogger(__name__)
+
+SERVICE = web.AppKey("service", JobService)
+CONFIG = web.AppKey("config", Config)
+SOCKETS = web.AppKey("sockets", set[web.WebSocketResponse])
+
+METHOD_NOTES = {
+    "gatys": "Quality: optimises the picture for a number of epochs (minutes).",
+    "fast": "Fast: one pass through a trained network (seconds); built-in styles.",
+    "arbitrary": "Arbitrary: any style image in one pass (seconds).",
+}
+ENDPOINTS = [
+    "GET    /api/styles                  styles, methods available now, limits",
+    "POST   /api/jobs                    create a job (multipart or JSON); also /transform",
+    "GET    /api/jobs/{id}               a job's state",
+    "GET    /api/jobs/{id}/events        WebSocket of the job's events",
+    "GET    /api/jobs/{id}/result        the result PNG",
+    "GET    /api/jobs/{id}/preview       the latest preview JPEG",
+    "GET    /api/jobs/{id}/content       the photo as sent to the node",
+    "GET    /api/jobs/{id}/style/{n}     style image n as sent to the node",
+    "DELETE /api/jobs/{id}               cancel a job",
+    "GET    /api/nodes                   connected nodes",
+    "GET    /healthz                     liveness",
+]
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def client_key(request: web.Request, config: Config) -> str:
+    """Who is asking: the peer address, or the proxy's X-Forwarded-For when trusted."""
+    if config.trusted_proxy:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        # The rightmost entry is the one our own proxy appended; the rest a client can forge.
+        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+        if hops:
+            return hops[-1]
+    return request.remote or "unknown"
+
+
+def _service(request: web.Request) -> JobService:
+    return request.app[SERVICE]
+
+
+# ---- styles ------------------------------------------------------------------------------
+
+
+def styles_view(service: JobService) -> dict[str, Any]:
+    """Gallery paintings, fast styles of connected nodes, methods and limits."""
+    config, infos = service.config, service.hub.infos()
+    styles: list[dict[str, Any]] = [
+        {
+            "id": p.id,
+            "kind": "painting",
+            "name": p.title,
+            "artist": p.artist,
+            "year": p.year,
+            "methods": list(gallery.METHODS),
+            "thumbnail_url": f"/api/styles/{p.id}/thumbnail",
+            "image_url": f"/api/styles/{p.id}/image",
+        }
+        for p in gallery.PAINTINGS
+    ]
+    for name, thumb in sorted(service.hub.fast_styles().items()):
+        styles.append(
+            {
+                "id": f"fast:{name}",
+                "kind": "fast",
+                "name": name.replace("_", " "),
+                "methods": ["fast"],
+                "thumbnail_url": f"/api/styles/fast:{name}/thumbnail" if thumb else None,
+            }
+        )
+    methods = []
+    for method, note in METHOD_NOTES.items():
+        able = [i for i in infos if method in i.methods]
+        node_cap = max((i.max_epochs for i in able), default=config.max_epochs)
+        methods.append(
+            {
+                "id": method,
+                "description": note,
+                "available": bool(able),
+                "nodes": len(able),
+                "max_epochs": min(config.max_epochs, node_cap) if method == "gatys" else 1,
+            }
+        )
+    limits = {
+        "max_epochs": config.max_epochs,
+        "default_epochs": min(orders.DEFAULT_EPOCHS, config.max_epochs),
+        "max_pixels": config.max_pixels,
+        "max_upload_bytes": config.max_upload_bytes,
+        "max_size": config.max_size,
+        "default_size": config.default_size,
+        "max_styles": orders.MAX_STYLES,
+        "formats": ["png", "jpeg", "webp"],
+    }
+    return {"styles": styles, "methods": methods, "limits": limits}
+
+
+async def get_styles(request: web.Request) -> web.Response:
+    """GET /api/styles."""
+    return web.json_response(styles_view(_service(request)))
+
+
+async def get_help(request: web.Request) -> web.Response:
+    """GET /help: the classic overview, the styles view plus a list of endpoints."""
+    return web.json_response({"endpoints": ENDPOINTS, **styles_view(_service(request))})
+
+
+async def get_style_image(request: web.Request) -> web.StreamResponse:
+    """GET /api/styles/{id}/thumbnail and /image."""
+    style_id, kind = request.match_info["style"], request.match_info["kind"]
+    painting = gallery.find(style_id)
+    if painting is not None:
+        path = painting.thumbnail_path if kind == "thumbnail" else painting.image_path
+        return web.FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
+    thumb = _service(request).hub.fast_styles().get(style_id.removeprefix("fast:"))
+    if style_id.startswith("fast:") and kind == "thumbnail" and thumb:
+        return web.Response(body=thumb, content_type="image/jpeg")
+    raise NotFound(f"No picture for style {style_id!r}.")
+
+
+# ---- jobs --------------------------------------------------------------------------------
+
+
+async def _prepare(service: JobService, raw: orders.RawOrder, checked: orders.Checked) -> Order:
+    config = service.config
+    assert raw.content is not None
+
+    async def upload(data: bytes, what: str) -> PreparedImage:
+        return await uploads.load(
+            data,
+            max_bytes=config.max_upload_bytes,
+            max_pixels=config.max_pixels,
+            size=checked.size,
+            what=what,
+        )
+
+    content = await upload(raw.content, "The photo")
+    styles = [await upload(d, f"Style image {i + 1}") for i, d in enumerate(raw.style_images)]
+    styles += [await service.painting(p, checked.size) for p in checked.paintings]
+    return Order(
+        method=checked.method,
+        styles=checked.styles,
+        content=content,
+        style_images=tuple(styles),
+        epochs=checked.epochs,
+        params=checked.params,
+        email=checked.email,
+        filename=checked.filename,
+    )
+
+
+async def post_job(request: web.Request) -> web.Response:
+    """POST /api/jobs (and /transform): create a job from multipart or JSON."""
+    service = _service(request)
+    config = service.config
+    client = client_key(request, config)
+    service.check_admission(client)
+    service.check_rate(client)
+    total_cap = request.app[CONFIG].max_upload_bytes * (orders.MAX_STYLES + 1) * 4 // 3
+    if (request.content_length or 0) > total_cap + 1024 * 1024:
+        raise orders.too_large_body(config.max_upload_bytes)
+    if request.content_type == "multipart/form-data":
+        raw = await orders.read_multipart(request, config.max_upload_bytes)
+    elif request.content_type == "application/json":
+        raw = await orders.read_json(request, config.max_upload_bytes)
+    else:
+        raise BadRequest("Send the job as multipart/form-data or application/json.")
+    checked = orders.check(raw, config, service.hub.known_fast)
+    job = await service.submit(client, await _prepare(service, raw, checked))
+    return web.json_response(
+        service.view(job), status=202, headers={"Location": f"/api/jobs/{job.id}"}
+    )
+
+
+def _job(request: web.Request) -> JobRecord:
+    return _service(request).get(request.match_info["id"])
+
+
+async def get_job(request: web.Request) -> web.Response:
+    """GET /api/jobs/{id}."""
+    return web.json_response(_service(request).view(_job(request)))
+
+
+async def delete_job(request: web.Request) -> web.Response:
+    """DELETE /api/jobs/{id}: cancel."""
+    service = _service(request)
+    return web.json_response(service.view(service.cancel(request.match_info["id"])))
+
+
+def _download_name(job: JobRecord) -> str:
+    stem = (job.filename or "").rsplit(".", 1)[0]
+    stem = _SAFE_NAME.sub("_", stem).strip("._-")[:80]
+    return f"{stem or 'stylerelay-' + job.id[:8]}-stylized.png"
+
+
+async def get_result(request: web.Request) -> web.StreamResponse:
+    """GET /api/jobs/{id}/result: the PNG, as a download."""
+    job = _job(request)
+    if job.state is not JobState.DONE or job.result_file is None:
+        raise NotFound(f"The job has no result ({job.state}).")
+    headers = {
+        "Content-Type": "image/png",
+        "Content-Disposition": f'attachment; filename="{_download_name(job)}"',
+        "Cache-Control": "private, max-age=86400, immutable",
+    }
+    return web.FileResponse(_service(request).blobs.path(job.result_file), headers=headers)
+
+
+async def get_preview(request: web.Request) -> web.StreamResponse:
+    """GET /api/jobs/{id}/preview: the latest preview JPEG."""
+    service, job = _service(request), _job(request)
+    live = service.live.get(job.id)
+    headers = {"Cache-Control": "no-store"}
+    if live is not None and live.preview is not None:
+        return web.Response(body=live.preview, content_type="image/jpeg", headers=headers)
+    if job.preview_file is not None:
+        path = service.blobs.path(job.preview_file)
+        return web.FileResponse(path, headers={**headers, "Content-Type": "image/jpeg"})
+    raise NotFound("No preview yet.")
+
+
+async def get_input(request: web.Request) -> web.StreamResponse:
+    """GET /api/jobs/{id}/content and /style/{n}: the images as sent to the node."""
+    service, job = _service(request), _job(request)
+    if "n" in request.match_info:
+        index = int(request.match_info["n"])
+        if not 0 <= index < len(job.style_files):
+            raise NotFound(f"The job has no style image {index}.")
+        sha = job.style_files[index]
+    else:
+        sha = job.content_file
+    headers = {"Content-Type": "image/png", "Cache-Control": "private, max-age=86400"}
+    return web.FileResponse(service.blobs.path(sha), headers=headers)
+
+
+async def job_events(request: web.Request) -> web.StreamResponse:
+    """GET /api/jobs/{id}/events: a WebSocket of JSON events, the current state first."""
+    service = _service(request)
+    job = _job(request)
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
+    await ws.prepare(request)
+    request.app[SOCKETS].add(ws)
+    sub = service.bus.subscribe(job.id)
+    # Subscribed before reading the state: an event in between arrives twice, never not.
+    await ws.send_json({"type": "state", "job": service.view(service.get(job.id))})
+
+    async def forward() -> None:
+        if service.get(job.id).state.final:
+            await ws.close()
+            return
+        while True:
+            event = await sub.get()
+            await ws.send_json(event)
+            if event["type"] in FINAL_TYPES:
+                await ws.close()
+                return
+
+    sender = asyncio.get_running_loop().create_task(forward())
+    try:
+        async for msg in ws:
+            if msg.type is WSMsgType.TEXT and msg.data == "ping":
+                await ws.send_str("pong")
+    finally:
+        request.app[SOCKETS].discard(ws)
+        sub.close()
+        sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
+    return ws
+
+
+# ---- nodes, health, page -----------------------------------------------------------------
+
+
+async def get_nodes(request: web.Request) -> web.Response:
+    """GET /api/nodes: connected nodes, no secrets."""
+    return web.json_response({"nodes": _service(request).hub.views()})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """GET /healthz: the relay is up; a few counts."""
+    service = _service(request)
+    scheduler = service.scheduler
+    body = {
+        "status": "ok",
+        "nodes": len(scheduler.nodes()),
+        "queued": scheduler.queued,
+        "running": scheduler.running,
+    }
+    return web.json_response(body)
+
+
+def add_routes(app: web.Application) -> None:
+    """Register every API route (the page's static files are added by `relay.app`)."""
+    r = app.router
+    r.add_get("/api/styles", get_styles)
+    r.add_get("/api/styles/{style}/{kind:thumbnail|image}", get_style_image)
+    r.add_get("/help", get_help)
+    r.add_post("/api/jobs", post_job)
+    r.add_post("/transform", post_job)
+    r.add_get("/api/jobs/{id}", get_job)
+    r.add_delete("/api/jobs/{id}", delete_job)
+    r.add_get("/api/jobs/{id}/events", job_events)
+    r.add_get("/api/jobs/{id}/result", get_result)
+    r.add_get("/api/jobs/{id}/preview", get_preview)
+    r.add_get("/api/jobs/{id}/content", get_input)
+    r.add_get("/api/jobs/{id}/style/{n:\\d+}", get_input)
+    r.add_get("/api/nodes", get_nodes)
+    r.add_get("/healthz", healthz)

@@ -1,0 +1,133 @@
+"""The relay's web application: `init(config) -> web.Application`.
+
+Background work runs in `cleanup_ctx`: the job service (database open, recovery, close), a
+ticker for lease timeouts and a sweeper for expired results. The node listener will join
+them there.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+from aiohttp import WSCloseCode, web
+
+import web as web_package
+from relay import api
+from relay.config import Config
+from relay.errors import ApiError, NotFound
+from relay.jobs import JobService
+from relay.orders import too_large_body
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+WEB_DIR = Path(web_package.__file__).parent
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer every error as JSON `{"error": "..."}` a person can read; never a traceback."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _error(exc.status, exc.message, exc.headers)
+    except web.HTTPRequestEntityTooLarge:
+        exc413 = too_large_body(request.app[api.CONFIG].max_upload_bytes)
+        return _error(exc413.status, exc413.message)
+    except web.HTTPMethodNotAllowed as exc:
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return _error(405, f"{request.method} is not allowed on {request.path}; use {allowed}.")
+    except web.HTTPNotFound:
+        return _error(404, f"Nothing here: {request.path}. The API is described at /help.")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, exc.reason)
+    except (asyncio.CancelledError, ConnectionResetError):
+        raise
+    except Exception:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return _error(500, "Something went wrong on the relay; the error was logged.")
+
+
+WEB = web.AppKey("web_dir", Path)
+_TYPES = {".mjs": "text/javascript", ".js": "text/javascript", ".webmanifest": "application/json"}
+
+
+async def _page(request: web.Request) -> web.StreamResponse:
+    """The page's static files from the web dir; `index.html` at `/`.
+
+    Hidden files, `__pycache__` and Python sources (the dir is also a package) stay private.
+    """
+    root: Path = request.app[WEB].resolve()
+    rel = request.match_info.get("path", "") or "index.html"
+    target = (root / rel).resolve()
+    hidden = any(p.startswith((".", "__")) for p in Path(rel).parts) or target.suffix == ".py"
+    if not hidden and target.is_relative_to(root) and target.is_file():
+        content_type = _TYPES.get(target.suffix)
+        headers = {"Content-Type": content_type} if content_type else None
+        return web.FileResponse(target, headers=headers)
+    if rel == "index.html":
+        return web.Response(
+            text="Stylerelay relay is running. The API is described at /help.\n",
+            content_type="text/plain",
+        )
+    raise NotFound(f"Nothing here: {request.path}. The API is described at /help.")
+
+
+def init(config: Config, clock: Callable[[], float] = time.time) -> web.Application:
+    """Build the relay's web app; `clock` (wall time, seconds) is injectable for tests."""
+    # Each image may be base64 in JSON (4/3 larger), the photo plus up to four styles.
+    body_cap = config.max_upload_bytes * 5 * 4 // 3 + 1024 * 1024
+    app = web.Application(middlewares=[json_errors], client_max_size=body_cap)
+    app[api.CONFIG] = config
+    app[api.SOCKETS] = set[web.WebSocketResponse]()
+    app[WEB] = config.web_dir or WEB_DIR
+    api.add_routes(app)
+    app.router.add_get("/{path:.*}", _page)
+
+    async def service_ctx(app: web.Application) -> AsyncIterator[None]:
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        service = JobService(config, clock)
+        service.recover()
+        app[api.SERVICE] = service
+        tasks = [
+            asyncio.create_task(_every(config.tick_interval, service.tick, "tick")),
+            asyncio.create_task(_every(config.sweep_interval, service.sweep, "sweep")),
+        ]
+        yield
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await service.hub.close()
+        service.close()
+
+    async def close_sockets(app: web.Application) -> None:
+        sockets = app[api.SOCKETS]
+        for ws in list(sockets):
+            await ws.close(code=WSCloseCode.GOING_AWAY, message=b"relay shutting down")
+
+    app.cleanup_ctx.append(service_ctx)
+    app.on_shutdown.append(close_sockets)
+    return app
+
+
+async def _every(interval: float, work: Callable[[], object], name: str) -> None:
+    """Run `work` (sync or async) every `interval` seconds; log and go on if it fails."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            result = work()
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception:
+            log.exception("periodic %s failed", name)
+
+
+__all__ = ["init"]

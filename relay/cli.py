@@ -1,0 +1,81 @@
+"""Command line of the relay: `python -m relay` serves; `python -m relay tokens ...` manages
+node tokens. Errors a person caused end with exit status 2 and one line on stderr.
+"""
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+from relay import config as config_module
+from relay.config import Config
+from relay.errors import ConfigError, TokenError
+from relay.server import serve
+from relay.tokens import TokenStore
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The relay's parser: serving flags at the top, `tokens` as the one subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="stylerelay-relay",
+        description="Stylerelay relay: the web page and API, and the port GPU nodes dial.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    config_module.add_arguments(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    tokens = sub.add_parser("tokens", help="add, list or revoke node tokens")
+    # SUPPRESS keeps a --data-dir given before `tokens` from being reset by this one.
+    tokens.add_argument(
+        "--data-dir", dest="data_dir", default=argparse.SUPPRESS, help="the relay's data dir"
+    )
+    verbs = tokens.add_subparsers(dest="verb", metavar="VERB", required=True)
+    add = verbs.add_parser("add", help="create a token for a new node and print it")
+    add.add_argument("name", help="the node's name (letters, digits, '.', '_', '-')")
+    listing = verbs.add_parser("list", help="list nodes holding a token")
+    revoke = verbs.add_parser("revoke", help="revoke a node's token")
+    revoke.add_argument("name")
+    for verb in (add, listing, revoke):
+        verb.add_argument("--data-dir", dest="data_dir", default=argparse.SUPPRESS)
+    return parser
+
+
+def _tokens(args: argparse.Namespace, config: Config) -> int:
+    store = TokenStore(config.data_dir)
+    match args.verb:
+        case "add":
+            token = store.add(args.name)
+            sys.stdout.write(token + "\n")
+            sys.stderr.write(
+                f"Token for node {args.name!r} saved (hashed) in {store.path}.\n"
+                "Give it to the node's owner now; it is not shown again.\n"
+            )
+        case "list":
+            for info in store.list():
+                created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(info.created))
+                sys.stdout.write(f"{info.name}\t{created} UTC\n")
+        case "revoke":
+            store.revoke(args.name)
+            sys.stderr.write(f"Token of node {args.name!r} revoked.\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse arguments, then serve or manage tokens; return the exit status."""
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    flags = {name: getattr(args, name, None) for name in config_module.SETTINGS}
+    try:
+        config = Config.load(flags, os.environ)
+        if args.command == "tokens":
+            return _tokens(args, config)
+        serve(config)
+    except (ConfigError, TokenError) as exc:
+        sys.stderr.write(f"stylerelay-relay: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0

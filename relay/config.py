@@ -1,0 +1,178 @@
+"""The relay's one configuration object, built once from flags and `STYLERELAY_*` variables.
+
+A flag wins over its environment variable, which wins over the default. Every value is cast
+and checked here, so a typo stops the relay at start-up with a message naming the setting.
+"""
+
+import argparse
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from relay.errors import ConfigError
+
+ENV_PREFIX = "STYLERELAY_"
+# Pillow refuses images above twice this as decompression bombs; staying below its warning
+# threshold keeps every image we accept out of Pillow's bomb handling altogether.
+PIXEL_CEILING = 89_478_485
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text) if text.strip() != "0" else 0
+    if value > 65535:
+        raise ValueError(f"a port is 0..65535, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _duration(text: str) -> float:
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"expected seconds or a duration like 90s, 15m, 24h, 7d; got {text!r}")
+    scale = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2) or "s"]
+    value = float(match.group(1)) * scale
+    if value <= 0:
+        raise ValueError(f"must be longer than zero, got {text!r}")
+    return value
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(f"expected yes/no (1/0, true/false, on/off), got {text!r}")
+
+
+def _pixels(text: str) -> int:
+    value = _positive_int(text)
+    if value > PIXEL_CEILING:
+        raise ValueError(f"at most {PIXEL_CEILING} pixels, got {value}")
+    return value
+
+
+def _path(text: str) -> Path:
+    if not text.strip():
+        raise ValueError("expected a path, got an empty string")
+    return Path(text).expanduser()
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of the relay; immutable, passed down explicitly."""
+
+    host: str = "0.0.0.0"
+    http_port: int = 1337
+    node_port: int = 5678
+    data_dir: Path = Path("data")
+    web_dir: Path | None = None
+    max_epochs: int = 1000
+    max_pixels: int = 24_000_000
+    max_size: int = 2048
+    default_size: int = 512
+    max_upload_mb: float = 10.0
+    result_ttl: float = 24 * 3600.0
+    queue_capacity: int = 500
+    max_open_jobs: int = 3
+    rate_per_minute: int = 20
+    retry_after: int = 30
+    heartbeat_interval: float = 5.0
+    stall_timeout: float = 120.0
+    epoch_budget: float = 30.0
+    tick_interval: float = 1.0
+    sweep_interval: float = 60.0
+    trusted_proxy: bool = False
+
+    @property
+    def max_upload_bytes(self) -> int:
+        """The byte cap of one uploaded image."""
+        return int(self.max_upload_mb * 1024 * 1024)
+
+    def __post_init__(self) -> None:
+        if self.default_size > self.max_size:
+            raise ConfigError(f"default size {self.default_size} is above max size {self.max_size}")
+
+    @classmethod
+    def load(cls, flags: Mapping[str, str | None], environ: Mapping[str, str]) -> "Config":
+        """Build from parsed flags (name -> raw text or None) and an environment."""
+        values: dict[str, Any] = {}
+        for name, (cast, _help) in SETTINGS.items():
+            env_name = ENV_PREFIX + name.upper()
+            raw, origin = flags.get(name), "--" + name.replace("_", "-")
+            if raw is None and env_name in environ:
+                raw, origin = environ[env_name], env_name
+            if raw is None:
+                continue
+            try:
+                values[name] = cast(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{origin}: {exc}") from None
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> "Config":
+        """A copy with some settings changed (tests and benchmarks)."""
+        return dataclasses.replace(self, **changes)
+
+
+Cast = Callable[[str], Any]
+SETTINGS: dict[str, tuple[Cast, str]] = {
+    "host": (str, "address to listen on (default 0.0.0.0)"),
+    "http_port": (_port, "web and API port (default 1337)"),
+    "node_port": (_port, "port GPU nodes dial (default 5678)"),
+    "data_dir": (_path, "jobs database, uploads, results and node tokens (default ./data)"),
+    "web_dir": (_path, "static files of the page (default: the installed web/ package)"),
+    "max_epochs": (_positive_int, "highest epochs a job may ask for (default 1000)"),
+    "max_pixels": (_pixels, "most pixels an uploaded image may have (default 24000000)"),
+    "max_size": (_positive_int, "longest side of a job's output in pixels (default 2048)"),
+    "default_size": (_positive_int, "output size when a job names none (default 512)"),
+    "max_upload_mb": (_positive_float, "byte cap of one uploaded image in MiB (default 10)"),
+    "result_ttl": (_duration, "how long results are kept, e.g. 24h (default 24h)"),
+    "queue_capacity": (_positive_int, "most jobs waiting at once (default 500)"),
+    "max_open_jobs": (_positive_int, "most queued or running jobs per client (default 3)"),
+    "rate_per_minute": (_positive_int, "most new jobs per client per minute (default 20)"),
+    "retry_after": (_positive_int, "seconds a client is told to wait when full (default 30)"),
+    "heartbeat_interval": (_duration, "seconds between node heartbeats (default 5)"),
+    "stall_timeout": (_duration, "silence allowed from a busy node per job (default 120s)"),
+    "epoch_budget": (_duration, "seconds allowed per epoch per megapixel (default 30)"),
+    "tick_interval": (_duration, "how often timeouts are checked (default 1s)"),
+    "sweep_interval": (_duration, "how often expired results are deleted (default 60s)"),
+    "trusted_proxy": (_bool, "trust X-Forwarded-For from a reverse proxy (default no)"),
+}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add one `--flag` per setting; each also reads `STYLERELAY_<NAME>`."""
+    for name, (_cast, help_text) in SETTINGS.items():
+        parser.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            default=None,
+            metavar=name.upper(),
+            help=f"{help_text}; env {ENV_PREFIX}{name.upper()}",
+        )

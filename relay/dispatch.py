@@ -1,0 +1,103 @@
+"""The scheduler's vocabulary: what a node offers, what a job needs, and the actions.
+
+The future node listener builds `NodeInfo` from a node's hello and carries out `SendOffer`
+and `SendCancel`; nothing here knows about sockets or the wire format.
+"""
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What a node advertises when it connects.
+
+    `styles` are the bare names of its fast styles (`candy` serves style id `fast:candy`);
+    `thumbnails` optionally maps such a name to JPEG bytes for the gallery.
+    """
+
+    name: str
+    device_name: str = "cpu"
+    device_memory: int = 0
+    methods: frozenset[str] = frozenset()
+    styles: frozenset[str] = frozenset()
+    max_epochs: int = 1000
+    max_pixels: int = 4_000_000
+    slots: int = 1
+    thumbnails: dict[str, bytes] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """What the scheduler needs to know of a job to place it."""
+
+    id: str
+    client: str
+    method: str
+    epochs: int
+    pixels: int
+    fast_styles: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long a running job may stay silent or run, and how often it may be retried."""
+
+    stall: float = 120.0
+    epoch_budget: float = 30.0
+    max_attempts: int = 3
+
+    def stall_limit(self, job: JobSpec) -> float:
+        """Seconds allowed between two progress reports: longer for bigger images."""
+        return self.stall * max(1.0, job.pixels / 1e6)
+
+    def run_limit(self, job: JobSpec) -> float:
+        """Seconds allowed for the whole run: scaled to epochs and megapixels."""
+        return self.stall_limit(job) + job.epochs * max(0.1, job.pixels / 1e6) * self.epoch_budget
+
+
+@dataclass(frozen=True)
+class SendOffer:
+    """Offer `job` to `node` under a new lease."""
+
+    node: str
+    job: str
+    lease: int
+
+
+@dataclass(frozen=True)
+class SendCancel:
+    """Tell `node` to stop `job`; its lease is void."""
+
+    node: str
+    job: str
+    lease: int
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """`job` lost its node and waits again; `attempts` abnormal ends so far."""
+
+    job: str
+    attempts: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Failed:
+    """`job` cannot be finished; `reason` says why in words a person can read."""
+
+    job: str
+    reason: str
+
+
+Action = SendOffer | SendCancel | Requeued | Failed
+
+
+def fits(node: NodeInfo, job: JobSpec) -> bool:
+    """Whether `node` can run `job` at all (ignoring how busy it is)."""
+    return (
+        job.method in node.methods
+        and job.fast_styles <= node.styles
+        and job.epochs <= node.max_epochs
+        and job.pixels <= node.max_pixels
+    )

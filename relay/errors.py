@@ -1,0 +1,78 @@
+"""Errors of the relay, drawn as a tree.
+
+    RelayError                 base: every error the relay reports to a person
+    ├── ConfigError            a flag or STYLERELAY_* variable is missing or malformed
+    ├── TokenError             a node token cannot be added, found or revoked
+    └── ApiError               an HTTP request is refused; carries the status code
+        ├── BadRequest         400: unknown style or method, bad parameter, unusable image
+        ├── NotFound           404: no such job (or its result has expired)
+        ├── Conflict           409: the job is not in a state that allows this
+        ├── TooLarge           413: an upload is over the byte cap
+        ├── TooManyRequests    429: rate limit or too many open jobs from one client
+        └── QueueFull          503: the queue is at capacity; carries Retry-After
+
+Each carries a message a person can read; the API answers it as JSON `{"error": "..."}`.
+"""
+
+
+class RelayError(Exception):
+    """Base of every error the relay reports."""
+
+
+class ConfigError(RelayError):
+    """A flag or environment variable is missing or malformed."""
+
+
+class TokenError(RelayError):
+    """A node token cannot be added, found or revoked."""
+
+
+class ApiError(RelayError):
+    """An HTTP request is refused; `status` is the response code."""
+
+    status = 500
+
+    def __init__(self, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.headers = headers or {}
+
+
+class BadRequest(ApiError):
+    """400: the request names something unknown or carries an unusable value."""
+
+    status = 400
+
+
+class NotFound(ApiError):
+    """404: no such job, or its result has expired."""
+
+    status = 404
+
+
+class Conflict(ApiError):
+    """409: the job is not in a state that allows the request."""
+
+    status = 409
+
+
+class TooLarge(ApiError):
+    """413: an upload is over the byte cap."""
+
+    status = 413
+
+
+class TooManyRequests(ApiError):
+    """429: too many requests, or too many open jobs, from one client."""
+
+    status = 429
+
+
+class QueueFull(ApiError):
+    """503: the queue is full; the client should retry after `retry_after` seconds."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, {"Retry-After": str(retry_after)})
+        self.retry_after = retry_after

@@ -1,0 +1,346 @@
+"""The node side of the relay: where a node connection (the future protocol listener, or a
+test's fake node) calls in, and where it picks up the offers and cancels meant for it.
+
+    handle = hub.node_connected(NodeInfo(...))     # after the node authenticated
+    command = await handle.outbox.get()            # Offer or CancelJob, in order
+    hub.progress(handle, job_id, lease, epoch=3, max_epochs=100, losses={"style": 1.5})
+    hub.preview(handle, job_id, lease, jpeg_bytes)
+    await hub.result(handle, job_id, lease, png_bytes, width=w, height=h)
+    hub.failed(handle, job_id, lease, reason, retry=True)
+    hub.node_lost(handle)
+
+Every report names its lease; reports for a lease that is no longer current (the job was
+cancelled, timed out or handed to another node) are ignored and answer False. A handle
+replaced by a newer connection of the same node name is ignored the same way.
+"""
+
+import asyncio
+import io
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image, UnidentifiedImageError
+
+from relay.dispatch import NodeInfo
+from relay.model import JobRecord, JobState
+from relay.views import iso, job_url
+
+if TYPE_CHECKING:
+    from relay.jobs import JobService
+
+log = logging.getLogger(__name__)
+
+MAX_RESULT_BYTES = 256 * 1024 * 1024
+MAX_PREVIEW_BYTES = 4 * 1024 * 1024
+MAX_LOSSES = 16
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
+
+
+@dataclass(frozen=True)
+class Offer:
+    """A job for a node: its images at the job's size, its method and parameters."""
+
+    job_id: str
+    lease: int
+    method: str
+    epochs: int
+    width: int
+    height: int
+    params: dict[str, Any]
+    content_png: bytes
+    style_images: tuple[tuple[bytes, float], ...]
+    fast_styles: tuple[tuple[str, float], ...]
+
+
+@dataclass(frozen=True)
+class CancelJob:
+    """Stop working on a job; its lease is void."""
+
+    job_id: str
+    lease: int
+
+
+NodeCommand = Offer | CancelJob
+
+
+@dataclass(eq=False)
+class NodeHandle:
+    """One node connection: what it advertised, and its outbox of commands."""
+
+    info: NodeInfo
+    connected_since: float
+    last_seen: float
+    outbox: asyncio.Queue[NodeCommand] = field(default_factory=asyncio.Queue)
+
+    @property
+    def name(self) -> str:
+        """The node's name."""
+        return self.info.name
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    if not data.startswith(PNG_MAGIC):
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.width, img.height
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return None
+
+
+def _clean_losses(losses: dict[str, float]) -> dict[str, float]:
+    clean: dict[str, float] = {}
+    for name, value in list(losses.items())[:MAX_LOSSES]:
+        if isinstance(value, int | float) and math.isfinite(value):
+            clean[str(name)[:32]] = float(value)
+    return clean
+
+
+class NodeHub:
+    """Connected nodes and their reports; owned by the `JobService`."""
+
+    def __init__(self, service: "JobService") -> None:
+        self._service = service
+        self._handles: dict[str, NodeHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.known_fast: set[str] = set()
+        """Every fast style a node has offered since the relay started."""
+
+    # ---- connections -----------------------------------------------------------------
+
+    def node_connected(self, info: NodeInfo) -> NodeHandle:
+        """A node authenticated: register it (replacing an older connection of that name)."""
+        now = self._service.clock()
+        old = self._handles.get(info.name)
+        handle = NodeHandle(info, now, now)
+        self._handles[info.name] = handle
+        self.known_fast |= info.styles
+        log.info(
+            "node %s connected%s: %s, methods %s, %d slot(s)",
+            info.name,
+            " (replacing its older connection)" if old else "",
+            info.device_name,
+            ",".join(sorted(info.methods)),
+            info.slots,
+        )
+        self._service.apply(self._service.scheduler.node_up(info, now))
+        return handle
+
+    def node_lost(self, handle: NodeHandle, reason: str | None = None) -> None:
+        """The connection ended: its jobs go back to the queue."""
+        if not self._current(handle):
+            return
+        del self._handles[handle.name]
+        log.info("node %s lost%s", handle.name, f": {reason}" if reason else "")
+        now = self._service.clock()
+        self._service.apply(self._service.scheduler.node_down(handle.name, now, reason))
+
+    def seen(self, handle: NodeHandle) -> None:
+        """The node said something (a heartbeat, say): it is alive now."""
+        handle.last_seen = self._service.clock()
+
+    def _current(self, handle: NodeHandle) -> bool:
+        return self._handles.get(handle.name) is handle
+
+    def _holds(self, handle: NodeHandle, job_id: str, lease: int) -> bool:
+        if not self._current(handle):
+            return False
+        self.seen(handle)
+        return self._service.scheduler.is_current(handle.name, job_id, lease)
+
+    # ---- reports from nodes ----------------------------------------------------------
+
+    def progress(
+        self,
+        handle: NodeHandle,
+        job_id: str,
+        lease: int,
+        *,
+        epoch: int,
+        max_epochs: int,
+        losses: dict[str, float],
+    ) -> bool:
+        """The node reports an epoch finished; False if the lease is not current."""
+        if not self._holds(handle, job_id, lease):
+            return False
+        service = self._service
+        service.scheduler.progress(handle.name, job_id, lease, service.clock())
+        live = service.live[job_id]
+        live.epoch, live.max_epochs, live.losses = epoch, max_epochs, _clean_losses(losses)
+        event = {"type": "progress", "epoch": epoch, "max_epochs": max_epochs}
+        service.bus.publish(job_id, {**event, "losses": live.losses})
+        return True
+
+    def preview(self, handle: NodeHandle, job_id: str, lease: int, jpeg: bytes) -> bool:
+        """The node sends a preview JPEG; kept in memory, the latest one only."""
+        if not self._holds(handle, job_id, lease):
+            return False
+        if len(jpeg) > MAX_PREVIEW_BYTES or not jpeg.startswith(JPEG_MAGIC):
+            log.warning("node %s sent an unusable preview for job %s", handle.name, job_id)
+            return False
+        live = self._service.live[job_id]
+        live.preview = jpeg
+        live.previews += 1
+        url = f"{job_url(job_id, '/preview')}?n={live.previews}"
+        self._service.bus.publish(job_id, {"type": "preview", "url": url})
+        return True
+
+    async def result(
+        self, handle: NodeHandle, job_id: str, lease: int, png: bytes, *, width: int, height: int
+    ) -> bool:
+        """The node delivers the finished PNG; False if the lease is not current."""
+        if not self._holds(handle, job_id, lease):
+            return False
+        service = self._service
+        if len(png) > MAX_RESULT_BYTES or _png_size(png) != (width, height):
+            return self.failed(
+                handle, job_id, lease, f"node {handle.name} sent an unreadable result", retry=True
+            )
+        preview = service.live[job_id].preview
+        result_file = await asyncio.to_thread(service.blobs.put, png)
+        preview_file = await asyncio.to_thread(service.blobs.put, preview) if preview else None
+        # The lease may have ended while the files were written.
+        if not self._holds(handle, job_id, lease):
+            return False
+        job = service.store.get(job_id)
+        assert job is not None
+        service.finish_done(job, result_file, preview_file)
+        service.apply(service.scheduler.finished(handle.name, job_id, lease, service.clock()))
+        return True
+
+    def failed(
+        self, handle: NodeHandle, job_id: str, lease: int, reason: str, *, retry: bool
+    ) -> bool:
+        """The node could not finish the job: try elsewhere (`retry`) or fail it."""
+        if not self._holds(handle, job_id, lease):
+            return False
+        now = self._service.clock()
+        actions = self._service.scheduler.failed(
+            handle.name, job_id, lease, now, reason=reason, retry=retry
+        )
+        self._service.apply(actions)
+        return True
+
+    def declined(self, handle: NodeHandle, job_id: str, lease: int, reason: str) -> bool:
+        """The node refused the offer (over its own caps, say): offer it elsewhere."""
+        if not self._holds(handle, job_id, lease):
+            return False
+        log.info("node %s declined job %s: %s", handle.name, job_id, reason)
+        self._service.live.pop(job_id, None)
+        self._service.store.update(job_id, state=JobState.QUEUED, node=None)
+        now = self._service.clock()
+        self._service.apply(
+            self._service.scheduler.declined(handle.name, job_id, lease, reason, now)
+        )
+        return True
+
+    # ---- commands to nodes -----------------------------------------------------------
+
+    def send_offer(self, node: str, job_id: str, lease: int) -> None:
+        """Read the job's images off the loop, then put the offer in the node's outbox."""
+        task = asyncio.get_running_loop().create_task(self._offer(node, job_id, lease))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _offer(self, node: str, job_id: str, lease: int) -> None:
+        service = self._service
+        job = service.store.get(job_id)
+        if job is None:
+            return
+        try:
+            offer = await asyncio.to_thread(self._build_offer, job, lease)
+        except OSError as exc:
+            log.error("job %s: its stored images cannot be read: %s", job_id, exc)
+            actions = service.scheduler.failed(
+                node,
+                job_id,
+                lease,
+                service.clock(),
+                reason="The job's images were lost.",
+                retry=False,
+            )
+            service.apply(actions)
+            return
+        handle = self._handles.get(node)
+        # A cancel or a lost node may have overtaken the read.
+        if handle is not None and service.scheduler.is_current(node, job_id, lease):
+            handle.outbox.put_nowait(offer)
+
+    def _build_offer(self, job: JobRecord, lease: int) -> Offer:
+        blobs = self._service.blobs
+        images = [s for s in job.styles if not s.id.startswith("fast:")]
+        fast = [s for s in job.styles if s.id.startswith("fast:")]
+        return Offer(
+            job_id=job.id,
+            lease=lease,
+            method=job.method,
+            epochs=job.epochs,
+            width=job.width,
+            height=job.height,
+            params=dict(job.params),
+            content_png=blobs.read(job.content_file),
+            style_images=tuple(
+                (blobs.read(sha), s.weight) for sha, s in zip(job.style_files, images, strict=True)
+            ),
+            fast_styles=tuple((s.id.removeprefix("fast:"), s.weight) for s in fast),
+        )
+
+    def send_cancel(self, node: str, job_id: str, lease: int) -> None:
+        """Tell a node to stop a job."""
+        handle = self._handles.get(node)
+        if handle is not None:
+            handle.outbox.put_nowait(CancelJob(job_id, lease))
+
+    async def close(self) -> None:
+        """Stop offers still being read."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # ---- views -----------------------------------------------------------------------
+
+    def fast_styles(self) -> dict[str, bytes | None]:
+        """Fast style names offered by connected nodes, with a thumbnail where one was sent."""
+        styles: dict[str, bytes | None] = {}
+        for handle in self._handles.values():
+            for name in handle.info.styles:
+                thumb = handle.info.thumbnails.get(name)
+                if styles.get(name) is None:
+                    styles[name] = thumb
+        return styles
+
+    def infos(self) -> list[NodeInfo]:
+        """What every connected node advertised."""
+        return [h.info for h in self._handles.values()]
+
+    def views(self) -> list[dict[str, Any]]:
+        """Connected nodes as public JSON: no tokens, no job ids beyond a short tag."""
+        out = []
+        for view in self._service.scheduler.nodes():
+            handle = self._handles.get(view.info.name)
+            if handle is None:
+                continue
+            info = view.info
+            out.append(
+                {
+                    "name": info.name,
+                    "device": info.device_name,
+                    "memory": info.device_memory,
+                    "methods": sorted(info.methods),
+                    "styles": sorted("fast:" + s for s in info.styles),
+                    "max_epochs": info.max_epochs,
+                    "max_pixels": info.max_pixels,
+                    "slots": info.slots,
+                    "state": "busy" if view.jobs else "idle",
+                    "busy_slots": len(view.jobs),
+                    # A short tag, not the id: a job id is the key to its result.
+                    "current_jobs": sorted(j[:6] for j in view.jobs),
+                    "jobs_done": view.jobs_done,
+                    "connected_since": iso(handle.connected_since),
+                    "last_seen": iso(handle.last_seen),
+                }
+            )
+        return out

@@ -1,0 +1,273 @@
+"""The relay's job service: admission, state, cancel, timeouts, expiry.
+
+It ties the parts together: `JobStore` rows and `BlobStore` files, the `Scheduler`'s
+decisions, and the `EventBus` that feeds WebSockets. The node side lives in `relay.hub`,
+which the service owns (`service.hub`) and which calls back into `apply`.
+"""
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from relay import gallery
+from relay.blobs import BlobStore
+from relay.config import Config
+from relay.dispatch import Action, Failed, JobSpec, Requeued, SendCancel, SendOffer, Timeouts
+from relay.errors import Conflict, NotFound, QueueFull, TooManyRequests
+from relay.events import EventBus
+from relay.hub import NodeHub
+from relay.limits import RateLimiter
+from relay.model import JobRecord, JobState, StyleChoice
+from relay.scheduler import Scheduler
+from relay.store import JobStore
+from relay.uploads import PreparedImage, prepare
+from relay.views import job_view
+
+log = logging.getLogger(__name__)
+
+# Unreferenced files younger than this are kept: their job row may not be written yet.
+ORPHAN_GRACE = 600.0
+PAINTING_CACHE = 32
+
+
+@dataclass(frozen=True)
+class Order:
+    """A checked job request, images already prepared at the job's size."""
+
+    method: str
+    styles: tuple[StyleChoice, ...]
+    content: PreparedImage
+    style_images: tuple[PreparedImage, ...]
+    epochs: int
+    params: dict[str, Any] = field(default_factory=dict)
+    email: str | None = None
+    filename: str | None = None
+
+
+@dataclass
+class Live:
+    """What a running job has reported so far (kept in memory, not in the database)."""
+
+    node: str
+    epoch: int | None = None
+    max_epochs: int | None = None
+    losses: dict[str, float] | None = None
+    preview: bytes | None = None
+    previews: int = 0
+
+
+def spec_of(job: JobRecord) -> JobSpec:
+    """What the scheduler needs of a stored job."""
+    fast = frozenset(s.id.removeprefix("fast:") for s in job.styles if s.id.startswith("fast:"))
+    return JobSpec(job.id, job.client, job.method, job.epochs, job.pixels, fast)
+
+
+class JobService:
+    """Everything the HTTP API asks of jobs, and the actions that follow from node events."""
+
+    def __init__(self, config: Config, clock: Callable[[], float]) -> None:
+        self.config = config
+        self.clock = clock
+        self.store = JobStore(config.data_dir / "jobs.sqlite3")
+        self.blobs = BlobStore(config.data_dir / "files")
+        self.bus = EventBus()
+        self.scheduler = Scheduler(Timeouts(config.stall_timeout, config.epoch_budget))
+        self.limiter = RateLimiter(config.rate_per_minute, clock)
+        self.live: dict[str, Live] = {}
+        self.hub = NodeHub(self)
+        self._positions: dict[str, int] = {}
+        self._paintings: dict[tuple[str, int], PreparedImage] = {}
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Put every job that was queued or running before a restart back in the queue."""
+        jobs = self.store.recover()
+        now = self.clock()
+        for job in jobs:
+            self.scheduler.submit(spec_of(job), now, attempts=job.attempts)
+        if jobs:
+            log.info("recovered %d queued job(s) from %s", len(jobs), self.config.data_dir)
+        return len(jobs)
+
+    def close(self) -> None:
+        """Close the database."""
+        self.store.close()
+
+    # ---- admission -------------------------------------------------------------------
+
+    def check_admission(self, client: str) -> None:
+        """Refuse early when this client may not add a job now (429) or the queue is full (503)."""
+        if self.scheduler.open_jobs(client) >= self.config.max_open_jobs:
+            raise TooManyRequests(
+                f"You already have {self.config.max_open_jobs} jobs queued or running; "
+                "wait for one to finish or cancel one."
+            )
+        if self.scheduler.queued >= self.config.queue_capacity:
+            raise QueueFull(
+                f"The queue is full ({self.config.queue_capacity} jobs waiting); "
+                f"try again in {self.config.retry_after} s.",
+                self.config.retry_after,
+            )
+
+    def check_rate(self, client: str) -> None:
+        """Take one new-job token for this client, or refuse with 429."""
+        wait = self.limiter.allow(client)
+        if wait > 0:
+            seconds = max(1, round(wait))
+            raise TooManyRequests(
+                f"Too many new jobs from your address (limit {self.config.rate_per_minute} "
+                f"a minute); try again in {seconds} s.",
+                {"Retry-After": str(seconds)},
+            )
+
+    async def submit(self, client: str, order: Order) -> JobRecord:
+        """Store a checked order's images and row, and queue it."""
+        images = [order.content.png, *(s.png for s in order.style_images)]
+        shas = await asyncio.to_thread(lambda: [self.blobs.put(data) for data in images])
+        # The queue may have filled while the images were written.
+        self.check_admission(client)
+        job = JobRecord(
+            id=secrets.token_urlsafe(16),
+            client=client,
+            method=order.method,
+            styles=order.styles,
+            style_files=tuple(shas[1:]),
+            content_file=shas[0],
+            width=order.content.width,
+            height=order.content.height,
+            epochs=order.epochs,
+            params=order.params,
+            email=order.email,
+            filename=order.filename,
+            created=self.clock(),
+        )
+        self.store.insert(job)
+        log.info("job %s queued: %s %dx%d", job.id, job.method, job.width, job.height)
+        self.apply(self.scheduler.submit(spec_of(job), self.clock()))
+        return job
+
+    async def painting(self, painting: gallery.Painting, size: int) -> PreparedImage:
+        """A gallery painting prepared at `size` (cached: the same few sizes recur)."""
+        key = (painting.key, size)
+        prepared = self._paintings.get(key)
+        if prepared is None:
+            data = await asyncio.to_thread(painting.image_path.read_bytes)
+            prepared = await asyncio.to_thread(prepare, data, size, painting.title)
+            if len(self._paintings) >= PAINTING_CACHE:
+                self._paintings.pop(next(iter(self._paintings)))
+            self._paintings[key] = prepared
+        return prepared
+
+    # ---- questions -------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobRecord:
+        """A job by id, or NotFound (404)."""
+        job = self.store.get(job_id)
+        if job is None:
+            raise NotFound("No such job. Its id is wrong, or the job and its result expired.")
+        return job
+
+    def view(self, job: JobRecord) -> dict[str, Any]:
+        """The job's public state as JSON."""
+        return job_view(
+            job,
+            live=self.live.get(job.id),
+            position=self.scheduler.position(job.id),
+            reason=self.scheduler.why_waiting(job.id),
+            ttl=self.config.result_ttl,
+        )
+
+    # ---- changes ---------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """Cancel a job: dequeue it, or tell its node to stop."""
+        job = self.get(job_id)
+        if job.state.final:
+            raise Conflict(f"The job has already ended ({job.state}); nothing to cancel.")
+        actions = self.scheduler.cancel(job_id, self.clock()) or []
+        self._finish(job, JobState.CANCELLED, error="Cancelled by request.")
+        self.apply(actions)
+        return self.get(job_id)
+
+    def tick(self) -> None:
+        """Periodic: end leases that timed out; forget idle rate-limit buckets."""
+        self.apply(self.scheduler.tick(self.clock()))
+        self.limiter.prune()
+
+    async def sweep(self) -> int:
+        """Delete finished jobs older than the result TTL and files nobody refers to."""
+        now = self.clock()
+        expired = self.store.expired(now - self.config.result_ttl)
+        self.store.delete(job.id for job in expired)
+        keep = self.store.referenced_files()
+        removed = await asyncio.to_thread(self.blobs.collect, keep, now - ORPHAN_GRACE)
+        if expired or removed:
+            log.info("swept %d expired job(s), %d file(s)", len(expired), removed)
+        return len(expired)
+
+    def apply(self, actions: Iterable[Action]) -> None:
+        """Carry out the scheduler's decisions: store, tell subscribers, tell nodes."""
+        now = self.clock()
+        for action in actions:
+            match action:
+                case SendOffer(node, job_id, lease):
+                    self.store.update(job_id, state=JobState.RUNNING, started=now, node=node)
+                    self.live[job_id] = Live(node)
+                    self._positions.pop(job_id, None)
+                    self.bus.publish(job_id, {"type": "started", "node": node})
+                    self.hub.send_offer(node, job_id, lease)
+                case SendCancel(node, job_id, lease):
+                    self.hub.send_cancel(node, job_id, lease)
+                case Requeued(job_id, attempts, reason):
+                    log.warning("job %s requeued (attempt %d): %s", job_id, attempts, reason)
+                    self.store.update(job_id, state=JobState.QUEUED, node=None, attempts=attempts)
+                    self.live.pop(job_id, None)
+                    position = self.scheduler.position(job_id)
+                    if position is not None:
+                        self._positions[job_id] = position
+                    self.bus.publish(
+                        job_id,
+                        {
+                            "type": "queued",
+                            "position": position,
+                            "reason": self.scheduler.why_waiting(job_id),
+                            "requeued": reason,
+                            "attempts": attempts,
+                        },
+                    )
+                case Failed(job_id, reason):
+                    job = self.store.get(job_id)
+                    if job is not None:
+                        self._finish(job, JobState.FAILED, error=reason)
+        self._publish_positions()
+
+    def finish_done(self, job: JobRecord, result_file: str, preview_file: str | None) -> None:
+        """Record a delivered result (the hub has stored the files)."""
+        self._finish(job, JobState.DONE, result_file=result_file, preview_file=preview_file)
+
+    def _finish(self, job: JobRecord, state: JobState, **fields: Any) -> None:
+        now = self.clock()
+        live = self.live.pop(job.id, None)
+        self._positions.pop(job.id, None)
+        self.store.update(job.id, state=state, finished=now, **fields)
+        done = replace(job, state=state, finished=now, **fields)
+        log.info("job %s %s%s", job.id, state, f": {done.error}" if done.error else "")
+        view = job_view(done, live=live, ttl=self.config.result_ttl)
+        event: dict[str, Any] = {"type": str(state), "job": view}
+        if state is JobState.FAILED:
+            event["error"] = done.error
+        self.bus.publish(job.id, event)
+
+    def _publish_positions(self) -> None:
+        """Tell subscribers of queued jobs their new place (only when it changed)."""
+        for job_id in self.bus.watched():
+            position = self.scheduler.position(job_id)
+            if position is None or self._positions.get(job_id) == position:
+                continue
+            self._positions[job_id] = position
+            reason = self.scheduler.why_waiting(job_id)
+            self.bus.publish(job_id, {"type": "queued", "position": position, "reason": reason})

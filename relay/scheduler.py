@@ -1,0 +1,355 @@
+"""The dispatcher: which job runs where. A plain class: events in, actions out.
+
+No sockets, no clock of its own (every call takes `now`), no I/O. The service applies the
+actions it returns: `SendOffer`/`SendCancel` go to a node, `Requeued`/`Failed` to the store
+and to the job's subscribers.
+
+- Queue: FIFO per client, clients served round-robin, so one client cannot starve others.
+  A job another node declined, or one handed back, goes to the front of its client's queue.
+- Capability: a job goes only to a node that offers its method, holds its fast styles, whose
+  `max_epochs` and `max_pixels` cover it, and that has a free slot.
+- Leases: every assignment has a new lease id; only the current lease's progress and result
+  count. A lease ends when its node is lost, when the job is silent longer than its stall
+  limit (scaled to its size) or runs past its deadline (scaled to size and epochs). The job
+  then goes back to the queue; after `max_attempts` such ends it fails.
+"""
+
+import itertools
+import secrets
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from relay.dispatch import (
+    Action,
+    Failed,
+    JobSpec,
+    NodeInfo,
+    Requeued,
+    SendCancel,
+    SendOffer,
+    Timeouts,
+    fits,
+)
+
+
+@dataclass
+class _Lease:
+    id: int
+    node: str
+    started: float
+    silent_until: float
+    deadline: float
+
+
+@dataclass
+class _Job:
+    spec: JobSpec
+    attempts: int = 0
+    lease: _Lease | None = None
+    declined_by: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Node:
+    info: NodeInfo
+    jobs: set[str] = field(default_factory=set)
+    jobs_done: int = 0
+
+    @property
+    def free(self) -> int:
+        return self.info.slots - len(self.jobs)
+
+
+@dataclass(frozen=True)
+class NodeView:
+    """A node as the scheduler sees it: what it offers, what runs there, what it finished."""
+
+    info: NodeInfo
+    jobs: frozenset[str]
+    jobs_done: int
+
+
+class Scheduler:
+    """Fair queue, capability matching and leases for every queued and running job."""
+
+    def __init__(self, timeouts: Timeouts | None = None, first_lease: int | None = None) -> None:
+        self.timeouts = timeouts or Timeouts()
+        # A random start keeps lease ids from repeating across relay restarts.
+        start = secrets.randbits(40) if first_lease is None else first_lease
+        self._lease_ids: Iterator[int] = itertools.count(start)
+        self._queues: OrderedDict[str, deque[str]] = OrderedDict()
+        self._jobs: dict[str, _Job] = {}
+        self._nodes: dict[str, _Node] = {}
+        self._open: dict[str, int] = {}
+
+    # ---- questions -------------------------------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for a node."""
+        return sum(len(q) for q in self._queues.values())
+
+    @property
+    def running(self) -> int:
+        """Jobs on a node now."""
+        return len(self._jobs) - self.queued
+
+    def open_jobs(self, client: str) -> int:
+        """Queued plus running jobs of one client."""
+        return self._open.get(client, 0)
+
+    def nodes(self) -> list[NodeView]:
+        """Every connected node, by name."""
+        return [
+            NodeView(n.info, frozenset(n.jobs), n.jobs_done) for _, n in sorted(self._nodes.items())
+        ]
+
+    def lease_of(self, job_id: str) -> tuple[str, int] | None:
+        """(node, lease) of a running job, or None."""
+        entry = self._jobs.get(job_id)
+        if entry is None or entry.lease is None:
+            return None
+        return entry.lease.node, entry.lease.id
+
+    def is_current(self, node: str, job_id: str, lease: int) -> bool:
+        """Whether `lease` is the live assignment of `job_id` to `node`."""
+        return self.lease_of(job_id) == (node, lease)
+
+    def position(self, job_id: str) -> int | None:
+        """1-based place in the fair order if no node were picky, or None if not queued."""
+        entry = self._jobs.get(job_id)
+        if entry is None or entry.lease is not None:
+            return None
+        client = entry.spec.client
+        index = self._queues[client].index(job_id)
+        ahead, earlier = 0, True
+        for other, queue in self._queues.items():
+            if other == client:
+                ahead += index
+                earlier = False
+            else:
+                # Round-robin: clients before ours in the rotation get one more turn first.
+                ahead += min(len(queue), index + 1 if earlier else index)
+        return ahead + 1
+
+    def why_waiting(self, job_id: str) -> str | None:
+        """Why no node has taken this queued job, in words; None if it is not queued."""
+        entry = self._jobs.get(job_id)
+        if entry is None or entry.lease is not None:
+            return None
+        job = entry.spec
+        infos = [n.info for n in self._nodes.values()]
+        if not infos:
+            return "No node is online; the job starts when one connects."
+        if not any(job.method in i.methods for i in infos):
+            return f"No connected node offers the {job.method} method."
+        missing = sorted(s for s in job.fast_styles if not any(s in i.styles for i in infos))
+        if missing:
+            return f"No connected node has the style {', '.join('fast:' + s for s in missing)}."
+        top_epochs = max(i.max_epochs for i in infos if job.method in i.methods)
+        if job.epochs > top_epochs:
+            return (
+                f"{job.epochs} epochs is above every connected node's cap "
+                f"(the highest is {top_epochs})."
+            )
+        top_pixels = max(i.max_pixels for i in infos if job.method in i.methods)
+        if job.pixels > top_pixels:
+            return (
+                f"The image has {job.pixels:,} pixels, more than any connected node takes "
+                f"(the most is {top_pixels:,})."
+            )
+        able = [i for i in infos if fits(i, job)]
+        if not able:
+            return "No single connected node offers everything this job needs."
+        if all(i.name in entry.declined_by for i in able):
+            reasons = "; ".join(f"{n}: {r}" for n, r in sorted(entry.declined_by.items()))
+            return f"Every node that could run it declined ({reasons})."
+        return None
+
+    # ---- events ----------------------------------------------------------------------
+
+    def submit(self, job: JobSpec, now: float, attempts: int = 0) -> list[Action]:
+        """A new (or recovered) job joins the back of its client's queue."""
+        if job.id in self._jobs:
+            raise ValueError(f"job {job.id} is already scheduled")
+        self._jobs[job.id] = _Job(job, attempts)
+        self._queues.setdefault(job.client, deque()).append(job.id)
+        self._open[job.client] = self._open.get(job.client, 0) + 1
+        return self._dispatch(now)
+
+    def node_up(self, info: NodeInfo, now: float) -> list[Action]:
+        """A node connected (a node of the same name connected before is replaced)."""
+        actions: list[Action] = []
+        if info.name in self._nodes:
+            actions += self.node_down(info.name, now, f"node {info.name} reconnected")
+        self._nodes[info.name] = _Node(info)
+        return actions + self._dispatch(now)
+
+    def node_down(self, name: str, now: float, reason: str | None = None) -> list[Action]:
+        """A node is gone: its jobs go back to the queue (or fail after too many tries)."""
+        node = self._nodes.pop(name, None)
+        if node is None:
+            return []
+        actions: list[Action] = []
+        for job_id in sorted(node.jobs):
+            actions += self._end_lease(job_id, reason or f"node {name} was lost", now)
+        return actions + self._dispatch(now)
+
+    def progress(self, node: str, job_id: str, lease: int, now: float) -> bool:
+        """The node reports progress; True if it counts (the lease is current)."""
+        if not self.is_current(node, job_id, lease):
+            return False
+        entry = self._jobs[job_id]
+        assert entry.lease is not None
+        entry.lease.silent_until = now + self.timeouts.stall_limit(entry.spec)
+        return True
+
+    def finished(self, node: str, job_id: str, lease: int, now: float) -> list[Action]:
+        """The current lease delivered its result: the job leaves, the slot frees up."""
+        if not self.is_current(node, job_id, lease):
+            raise ValueError(f"lease {lease} of job {job_id} on {node} is not current")
+        self._nodes[node].jobs_done += 1
+        self._forget(job_id)
+        return self._dispatch(now)
+
+    def failed(
+        self, node: str, job_id: str, lease: int, now: float, *, reason: str, retry: bool
+    ) -> list[Action]:
+        """The node could not run the job: retry elsewhere, or fail it if `retry` is False."""
+        if not self.is_current(node, job_id, lease):
+            return []
+        if retry:
+            return self._end_lease(job_id, reason, now) + self._dispatch(now)
+        self._forget(job_id)
+        return [Failed(job_id, reason), *self._dispatch(now)]
+
+    def declined(self, node: str, job_id: str, lease: int, reason: str, now: float) -> list[Action]:
+        """The node refused the offer: not an attempt, but never offer it this job again."""
+        if not self.is_current(node, job_id, lease):
+            return []
+        entry = self._jobs[job_id]
+        entry.declined_by[node] = reason
+        self._release(job_id)
+        self._requeue_front(entry)
+        return self._dispatch(now)
+
+    def cancel(self, job_id: str, now: float) -> list[Action] | None:
+        """Take a job away: dequeue it, or tell its node to stop. None if not scheduled."""
+        entry = self._jobs.get(job_id)
+        if entry is None:
+            return None
+        lease = entry.lease
+        self._forget(job_id)
+        if lease is None:
+            return []
+        return [SendCancel(lease.node, job_id, lease.id), *self._dispatch(now)]
+
+    def tick(self, now: float) -> list[Action]:
+        """Check the clock: end leases that went silent or ran past their deadline."""
+        actions: list[Action] = []
+        for job_id, entry in list(self._jobs.items()):
+            lease = entry.lease
+            if lease is None:
+                continue
+            if now > lease.silent_until:
+                limit = self.timeouts.stall_limit(entry.spec)
+                reason = f"node {lease.node} showed no progress for {limit:.0f} s"
+            elif now > lease.deadline:
+                limit = lease.deadline - lease.started
+                reason = f"node {lease.node} did not finish within {limit:.0f} s"
+            else:
+                continue
+            actions.append(SendCancel(lease.node, job_id, lease.id))
+            actions += self._end_lease(job_id, reason, now)
+        if actions:
+            actions += self._dispatch(now)
+        return actions
+
+    # ---- inside ----------------------------------------------------------------------
+
+    def _end_lease(self, job_id: str, reason: str, now: float) -> list[Action]:
+        entry = self._jobs[job_id]
+        entry.attempts += 1
+        if entry.attempts >= self.timeouts.max_attempts:
+            self._forget(job_id)
+            return [Failed(job_id, f"Gave up after {entry.attempts} attempts; last: {reason}.")]
+        self._release(job_id)
+        self._requeue_front(entry)
+        return [Requeued(job_id, entry.attempts, reason)]
+
+    def _release(self, job_id: str) -> None:
+        entry = self._jobs[job_id]
+        if entry.lease is not None:
+            node = self._nodes.get(entry.lease.node)
+            if node is not None:
+                node.jobs.discard(job_id)
+            entry.lease = None
+
+    def _requeue_front(self, entry: _Job) -> None:
+        client = entry.spec.client
+        queue = self._queues.get(client)
+        if queue is None:
+            queue = self._queues[client] = deque()
+            # It waited longest: its client gets the next turn.
+            self._queues.move_to_end(client, last=False)
+        queue.appendleft(entry.spec.id)
+
+    def _forget(self, job_id: str) -> None:
+        entry = self._jobs.pop(job_id)
+        if entry.lease is not None:
+            node = self._nodes.get(entry.lease.node)
+            if node is not None:
+                node.jobs.discard(job_id)
+        else:
+            queue = self._queues[entry.spec.client]
+            queue.remove(job_id)
+            if not queue:
+                del self._queues[entry.spec.client]
+        client = entry.spec.client
+        self._open[client] -= 1
+        if not self._open[client]:
+            del self._open[client]
+
+    def _pick_node(self, entry: _Job) -> _Node | None:
+        best: _Node | None = None
+        for node in self._nodes.values():
+            if node.free <= 0 or node.info.name in entry.declined_by:
+                continue
+            if fits(node.info, entry.spec) and (best is None or node.free > best.free):
+                best = node
+        return best
+
+    def _dispatch(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        while any(n.free > 0 for n in self._nodes.values()):
+            offer = self._assign_one(now)
+            if offer is None:
+                break
+            actions.append(offer)
+        return actions
+
+    def _assign_one(self, now: float) -> SendOffer | None:
+        for client, queue in self._queues.items():
+            for job_id in queue:
+                entry = self._jobs[job_id]
+                node = self._pick_node(entry)
+                if node is None:
+                    continue
+                queue.remove(job_id)
+                if queue:
+                    self._queues.move_to_end(client)
+                else:
+                    del self._queues[client]
+                lease_id = next(self._lease_ids)
+                stall = self.timeouts.stall_limit(entry.spec)
+                entry.lease = _Lease(
+                    lease_id,
+                    node.info.name,
+                    now,
+                    silent_until=now + stall,
+                    deadline=now + self.timeouts.run_limit(entry.spec),
+                )
+                node.jobs.add(job_id)
+                return SendOffer(node.info.name, job_id, lease_id)
+        return None

@@ -1,0 +1,143 @@
+"""Jobs in SQLite (standard library `sqlite3`), one row per job.
+
+The calls are synchronous on the event loop on purpose: each is a primary-key read or a
+one-row write on a WAL database with `synchronous=NORMAL`, which commits without an fsync
+(tens of microseconds). A thread hand-off would cost more than the work and would let
+writes of one job reorder. Large files never pass through here (see `relay.blobs`).
+"""
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from relay.model import JobRecord, JobState, StyleChoice
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           TEXT NOT NULL UNIQUE,
+    client       TEXT NOT NULL,
+    method       TEXT NOT NULL,
+    styles       TEXT NOT NULL,
+    style_files  TEXT NOT NULL,
+    content_file TEXT NOT NULL,
+    width        INTEGER NOT NULL,
+    height       INTEGER NOT NULL,
+    epochs       INTEGER NOT NULL,
+    params       TEXT NOT NULL,
+    email        TEXT,
+    filename     TEXT,
+    state        TEXT NOT NULL,
+    attempts     INTEGER NOT NULL,
+    created      REAL NOT NULL,
+    started      REAL,
+    finished     REAL,
+    node         TEXT,
+    error        TEXT,
+    result_file  TEXT,
+    preview_file TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, finished);
+"""
+_COLUMNS = (
+    *("id", "client", "method", "styles", "style_files", "content_file", "width", "height"),
+    *("epochs", "params", "email", "filename", "state", "attempts", "created", "started"),
+    *("finished", "node", "error", "result_file", "preview_file"),
+)
+_UPDATABLE = frozenset(_COLUMNS) - {"id", "client", "method", "styles", "style_files"}
+
+
+def _encode(name: str, value: Any) -> Any:
+    match name:
+        case "styles":
+            return json.dumps([[s.id, s.weight] for s in value])
+        case "style_files":
+            return json.dumps(list(value))
+        case "params":
+            return json.dumps(dict(value), sort_keys=True)
+        case "state":
+            return str(value)
+    return value
+
+
+def _decode(row: sqlite3.Row) -> JobRecord:
+    values = {name: row[name] for name in _COLUMNS}
+    values["styles"] = tuple(StyleChoice(i, float(w)) for i, w in json.loads(row["styles"]))
+    values["style_files"] = tuple(json.loads(row["style_files"]))
+    values["params"] = json.loads(row["params"])
+    values["state"] = JobState(row["state"])
+    return JobRecord(**values)
+
+
+class JobStore:
+    """The jobs table: insert, read, update one job; recover after a restart; expire."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def insert(self, job: JobRecord) -> None:
+        """Add a new job."""
+        marks = ", ".join("?" for _ in _COLUMNS)
+        self._db.execute(
+            f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({marks})",
+            [_encode(name, getattr(job, name)) for name in _COLUMNS],
+        )
+
+    def update(self, job_id: str, **fields: Any) -> None:
+        """Change some fields of one job."""
+        unknown = set(fields) - _UPDATABLE
+        if unknown:
+            raise ValueError(f"cannot update {sorted(unknown)}")
+        sets = ", ".join(f"{name} = ?" for name in fields)
+        values = [_encode(name, value) for name, value in fields.items()]
+        self._db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", [*values, job_id])
+
+    def get(self, job_id: str) -> JobRecord | None:
+        """One job by id, or None."""
+        row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _decode(row)
+
+    def recover(self) -> list[JobRecord]:
+        """After a restart: running jobs become queued; return every queued job, oldest first."""
+        self._db.execute(
+            "UPDATE jobs SET state = ?, node = NULL WHERE state = ?",
+            (str(JobState.QUEUED), str(JobState.RUNNING)),
+        )
+        rows = self._db.execute(
+            "SELECT * FROM jobs WHERE state = ? ORDER BY seq", (str(JobState.QUEUED),)
+        )
+        return [_decode(row) for row in rows]
+
+    def expired(self, finished_before: float) -> list[JobRecord]:
+        """Final jobs that finished before the given time."""
+        finals = [str(s) for s in JobState if s.final]
+        rows = self._db.execute(
+            "SELECT * FROM jobs WHERE state IN (?, ?, ?) AND finished < ?",
+            (*finals, finished_before),
+        )
+        return [_decode(row) for row in rows]
+
+    def delete(self, job_ids: Iterable[str]) -> None:
+        """Remove jobs by id."""
+        self._db.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in job_ids])
+
+    def referenced_files(self) -> set[str]:
+        """Every file digest some job still refers to."""
+        refs: set[str] = set()
+        query = "SELECT content_file, style_files, result_file, preview_file FROM jobs"
+        for content, styles, result, preview in self._db.execute(query):
+            refs.add(content)
+            refs.update(json.loads(styles))
+            refs.update(r for r in (result, preview) if r)
+        return refs

@@ -1,0 +1,130 @@
+"""Uploaded images: checked before decoding, then decoded and scaled off the event loop.
+
+Order of checks, cheapest first: the byte cap (413), then the pixel count read from the
+file header by Pillow's lazy `open` (400), the format (PNG, JPEG or WebP), and only then a
+full decode in a worker thread, with EXIF orientation applied and the image scaled to the
+job's size, re-encoded as PNG. Pillow's module-global pixel limit is left alone: our own cap
+sits below it (see `relay.config.PIXEL_CEILING`), and its bomb warning is caught as a refusal.
+"""
+
+import asyncio
+import io
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from relay.errors import BadRequest, TooLarge
+
+# MPO is how many phone cameras write JPEG; Pillow names it separately.
+FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP"}
+MIN_SIDE = 16
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What the header says: format and size, before any pixel is decoded."""
+
+    format: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image ready for a node: upright RGB PNG bytes at the job's size."""
+
+    png: bytes
+    width: int
+    height: int
+
+
+def _mb(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MB"
+
+
+def check_bytes(size: int, cap: int, what: str) -> None:
+    """Refuse an upload over the byte cap with 413."""
+    if size > cap:
+        raise TooLarge(f"{what} is {_mb(size)}; the limit is {_mb(cap)} per image.")
+
+
+def probe(data: bytes, max_pixels: int, what: str) -> ImageHeader:
+    """Read format and size from the header only; refuse non-images, other formats, bombs."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                header = ImageHeader(img.format or "", img.width, img.height)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadRequest(
+            f"{what} claims far more pixels than any real picture (a decompression bomb) "
+            "and was refused."
+        ) from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise BadRequest(f"{what} is not an image. Upload a PNG, JPEG or WebP file.") from None
+    if header.format not in FORMATS:
+        raise BadRequest(
+            f"{what} is a {header.format or 'unknown'} image; upload a PNG, JPEG or WebP file."
+        )
+    pixels = header.width * header.height
+    if pixels > max_pixels:
+        raise BadRequest(
+            f"{what} is {header.width}×{header.height} = {pixels:,} pixels; "
+            f"the limit is {max_pixels:,} pixels."
+        )
+    return header
+
+
+def _scaled(width: int, height: int, size: int) -> tuple[int, int]:
+    longest = max(width, height)
+    if longest <= size:
+        return width, height
+    scale = size / longest
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def prepare(data: bytes, size: int, what: str) -> PreparedImage:
+    """Decode, turn upright, flatten to RGB, scale the long side down to `size`, encode PNG.
+
+    Blocking and CPU-heavy: run it in a worker thread (see `load`).
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.format in ("JPEG", "MPO"):
+                # Let libjpeg decode at a reduced scale: far less work for big photos.
+                img.draft("RGB", (size, size))
+            upright = ImageOps.exif_transpose(img)
+            upright.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        raise BadRequest(
+            f"{what} could not be decoded: the file is damaged or cut short."
+        ) from None
+    if upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info:
+        rgba = upright.convert("RGBA")
+        flat = Image.new("RGB", rgba.size, (255, 255, 255))
+        flat.paste(rgba, mask=rgba.getchannel("A"))
+        upright = flat
+    elif upright.mode != "RGB":
+        upright = upright.convert("RGB")
+    width, height = _scaled(upright.width, upright.height, size)
+    if min(width, height) < MIN_SIDE:
+        raise BadRequest(
+            f"{what} is too small or too narrow ({width}×{height} at this size); "
+            f"each side needs at least {MIN_SIDE} pixels."
+        )
+    if (width, height) != upright.size:
+        upright = upright.resize((width, height), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    # Level 1: the node decodes it at once; speed matters more than a few bytes here.
+    upright.save(out, format="PNG", compress_level=1)
+    return PreparedImage(out.getvalue(), width, height)
+
+
+async def load(
+    data: bytes, *, max_bytes: int, max_pixels: int, size: int, what: str
+) -> PreparedImage:
+    """Check an upload cheaply on the loop, then decode and scale it in a worker thread."""
+    check_bytes(len(data), max_bytes, what)
+    probe(data, max_pixels, what)
+    return await asyncio.to_thread(prepare, data, size, what)

@@ -1,0 +1,95 @@
+"""Jobs in SQLite and files by digest: round trips, restart recovery, expiry."""
+
+import hashlib
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from relay.blobs import BlobStore
+from relay.model import JobRecord, JobState, StyleChoice
+from relay.store import JobStore
+
+
+def _job(job_id: str, created: float, **fields: object) -> JobRecord:
+    base = JobRecord(
+        id=job_id,
+        client="10.0.0.1",
+        method="gatys",
+        styles=(StyleChoice("painting:udnie", 0.25), StyleChoice("upload", 0.75)),
+        style_files=("a" * 64, "b" * 64),
+        content_file="c" * 64,
+        width=320,
+        height=200,
+        epochs=50,
+        params={"size": 320, "keep_colors": True},
+        email="me@example.org",
+        filename="cat.png",
+        created=created,
+    )
+    return JobRecord(**{**base.__dict__, **fields})
+
+
+def test_round_trip_and_update(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.db")
+    job = _job("j1", 100.0)
+    store.insert(job)
+    assert store.get("j1") == job
+    store.update("j1", state=JobState.DONE, finished=130.0, result_file="d" * 64)
+    done = store.get("j1")
+    assert done is not None
+    assert (done.state, done.finished, done.result_file) == (JobState.DONE, 130.0, "d" * 64)
+    assert store.get("nope") is None
+    with pytest.raises(ValueError, match="cannot update"):
+        store.update("j1", client="someone else")
+
+
+def test_recover_requeues_running_and_keeps_finished(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    store = JobStore(path)
+    store.insert(_job("q1", 1.0))
+    store.insert(_job("r1", 2.0, state=JobState.RUNNING, node="gpu", started=3.0))
+    store.insert(_job("d1", 3.0, state=JobState.DONE, finished=5.0, result_file="e" * 64))
+    store.insert(_job("q2", 4.0))
+    store.close()
+    again = JobStore(path)
+    assert [j.id for j in again.recover()] == ["q1", "r1", "q2"]
+    running = again.get("r1")
+    assert running is not None
+    assert (running.state, running.node) == (JobState.QUEUED, None)
+    done = again.get("d1")
+    assert done is not None
+    assert (done.state, done.result_file) == (JobState.DONE, "e" * 64)
+
+
+def test_expired_only_finds_final_jobs_older_than_the_cut(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.db")
+    store.insert(_job("old", 1.0, state=JobState.DONE, finished=10.0, result_file="e" * 64))
+    store.insert(_job("new", 2.0, state=JobState.FAILED, finished=50.0))
+    store.insert(_job("queued", 3.0))
+    assert [j.id for j in store.expired(20.0)] == ["old"]
+    store.delete(["old"])
+    assert store.get("old") is None
+    assert "e" * 64 not in store.referenced_files()
+    assert {"a" * 64, "b" * 64, "c" * 64} <= store.referenced_files()
+
+
+def test_blobs_are_named_by_digest_and_collected(tmp_path: Path) -> None:
+    blobs = BlobStore(tmp_path / "files")
+    sha = blobs.put(b"hello")
+    assert sha == hashlib.sha256(b"hello").hexdigest()
+    assert blobs.read(sha) == b"hello"
+    assert blobs.put(b"hello") == sha
+    other = blobs.put(b"other")
+    old = time.time() - 3600
+    os.utime(blobs.path(other), (old, old))
+    os.utime(blobs.path(sha), (old, old))
+    # Keep one, and spare files younger than the cut.
+    young = blobs.put(b"young")
+    assert blobs.collect(keep={sha}, older_than=time.time() - 60) == 1
+    assert blobs.exists(sha)
+    assert blobs.exists(young)
+    assert not blobs.exists(other)
+    with pytest.raises(ValueError, match="not a sha256"):
+        blobs.path("../../etc/passwd")
