@@ -61,7 +61,7 @@ class SendOffer:
 
     node: str
     job: str
-    lease: int
+    lease: str
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class SendCancel:
 
     node: str
     job: str
-    lease: int
+    lease: str
 
 
 @dataclass(frozen=True)

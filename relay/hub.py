@@ -44,7 +44,7 @@ class Offer:
     """A job for a node: its images at the job's size, its method and parameters."""
 
     job_id: str
-    lease: int
+    lease: str
     method: str
     epochs: int
     width: int
@@ -60,7 +60,7 @@ class CancelJob:
     """Stop working on a job; its lease is void."""
 
     job_id: str
-    lease: int
+    lease: str
 
 
 NodeCommand = Offer | CancelJob
@@ -145,7 +145,7 @@ class NodeHub:
     def _current(self, handle: NodeHandle) -> bool:
         return self._handles.get(handle.name) is handle
 
-    def _holds(self, handle: NodeHandle, job_id: str, lease: int) -> bool:
+    def _holds(self, handle: NodeHandle, job_id: str, lease: str) -> bool:
         if not self._current(handle):
             return False
         self.seen(handle)
@@ -157,7 +157,7 @@ class NodeHub:
         self,
         handle: NodeHandle,
         job_id: str,
-        lease: int,
+        lease: str,
         *,
         epoch: int,
         max_epochs: int,
@@ -174,7 +174,7 @@ class NodeHub:
         service.bus.publish(job_id, {**event, "losses": live.losses})
         return True
 
-    def preview(self, handle: NodeHandle, job_id: str, lease: int, jpeg: bytes) -> bool:
+    def preview(self, handle: NodeHandle, job_id: str, lease: str, jpeg: bytes) -> bool:
         """The node sends a preview JPEG; kept in memory, the latest one only."""
         if not self._holds(handle, job_id, lease):
             return False
@@ -189,7 +189,7 @@ class NodeHub:
         return True
 
     async def result(
-        self, handle: NodeHandle, job_id: str, lease: int, png: bytes, *, width: int, height: int
+        self, handle: NodeHandle, job_id: str, lease: str, png: bytes, *, width: int, height: int
     ) -> bool:
         """The node delivers the finished PNG; False if the lease is not current."""
         if not self._holds(handle, job_id, lease):
@@ -212,7 +212,7 @@ class NodeHub:
         return True
 
     def failed(
-        self, handle: NodeHandle, job_id: str, lease: int, reason: str, *, retry: bool
+        self, handle: NodeHandle, job_id: str, lease: str, reason: str, *, retry: bool
     ) -> bool:
         """The node could not finish the job: try elsewhere (`retry`) or fail it."""
         if not self._holds(handle, job_id, lease):
@@ -224,7 +224,7 @@ class NodeHub:
         self._service.apply(actions)
         return True
 
-    def declined(self, handle: NodeHandle, job_id: str, lease: int, reason: str) -> bool:
+    def declined(self, handle: NodeHandle, job_id: str, lease: str, reason: str) -> bool:
         """The node refused the offer (over its own caps, say): offer it elsewhere."""
         if not self._holds(handle, job_id, lease):
             return False
@@ -239,13 +239,13 @@ class NodeHub:
 
     # ---- commands to nodes -----------------------------------------------------------
 
-    def send_offer(self, node: str, job_id: str, lease: int) -> None:
+    def send_offer(self, node: str, job_id: str, lease: str) -> None:
         """Read the job's images off the loop, then put the offer in the node's outbox."""
         task = asyncio.get_running_loop().create_task(self._offer(node, job_id, lease))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _offer(self, node: str, job_id: str, lease: int) -> None:
+    async def _offer(self, node: str, job_id: str, lease: str) -> None:
         service = self._service
         job = service.store.get(job_id)
         if job is None:
@@ -269,7 +269,7 @@ class NodeHub:
         if handle is not None and service.scheduler.is_current(node, job_id, lease):
             handle.outbox.put_nowait(offer)
 
-    def _build_offer(self, job: JobRecord, lease: int) -> Offer:
+    def _build_offer(self, job: JobRecord, lease: str) -> Offer:
         blobs = self._service.blobs
         images = [s for s in job.styles if not s.id.startswith("fast:")]
         fast = [s for s in job.styles if s.id.startswith("fast:")]
@@ -288,7 +288,7 @@ class NodeHub:
             fast_styles=tuple((s.id.removeprefix("fast:"), s.weight) for s in fast),
         )
 
-    def send_cancel(self, node: str, job_id: str, lease: int) -> None:
+    def send_cancel(self, node: str, job_id: str, lease: str) -> None:
         """Tell a node to stop a job."""
         handle = self._handles.get(node)
         if handle is not None:

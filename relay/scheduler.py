@@ -14,10 +14,8 @@ and to the job's subscribers.
   then goes back to the queue; after `max_attempts` such ends it fails.
 """
 
-import itertools
 import secrets
 from collections import OrderedDict, deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from relay.dispatch import (
@@ -35,7 +33,7 @@ from relay.dispatch import (
 
 @dataclass
 class _Lease:
-    id: int
+    id: str
     node: str
     started: float
     silent_until: float
@@ -73,11 +71,8 @@ class NodeView:
 class Scheduler:
     """Fair queue, capability matching and leases for every queued and running job."""
 
-    def __init__(self, timeouts: Timeouts | None = None, first_lease: int | None = None) -> None:
+    def __init__(self, timeouts: Timeouts | None = None) -> None:
         self.timeouts = timeouts or Timeouts()
-        # A random start keeps lease ids from repeating across relay restarts.
-        start = secrets.randbits(40) if first_lease is None else first_lease
-        self._lease_ids: Iterator[int] = itertools.count(start)
         self._queues: OrderedDict[str, deque[str]] = OrderedDict()
         self._jobs: dict[str, _Job] = {}
         self._nodes: dict[str, _Node] = {}
@@ -105,14 +100,14 @@ class Scheduler:
             NodeView(n.info, frozenset(n.jobs), n.jobs_done) for _, n in sorted(self._nodes.items())
         ]
 
-    def lease_of(self, job_id: str) -> tuple[str, int] | None:
+    def lease_of(self, job_id: str) -> tuple[str, str] | None:
         """(node, lease) of a running job, or None."""
         entry = self._jobs.get(job_id)
         if entry is None or entry.lease is None:
             return None
         return entry.lease.node, entry.lease.id
 
-    def is_current(self, node: str, job_id: str, lease: int) -> bool:
+    def is_current(self, node: str, job_id: str, lease: str) -> bool:
         """Whether `lease` is the live assignment of `job_id` to `node`."""
         return self.lease_of(job_id) == (node, lease)
 
@@ -196,7 +191,7 @@ class Scheduler:
             actions += self._end_lease(job_id, reason or f"node {name} was lost", now)
         return actions + self._dispatch(now)
 
-    def progress(self, node: str, job_id: str, lease: int, now: float) -> bool:
+    def progress(self, node: str, job_id: str, lease: str, now: float) -> bool:
         """The node reports progress; True if it counts (the lease is current)."""
         if not self.is_current(node, job_id, lease):
             return False
@@ -205,7 +200,7 @@ class Scheduler:
         entry.lease.silent_until = now + self.timeouts.stall_limit(entry.spec)
         return True
 
-    def finished(self, node: str, job_id: str, lease: int, now: float) -> list[Action]:
+    def finished(self, node: str, job_id: str, lease: str, now: float) -> list[Action]:
         """The current lease delivered its result: the job leaves, the slot frees up."""
         if not self.is_current(node, job_id, lease):
             raise ValueError(f"lease {lease} of job {job_id} on {node} is not current")
@@ -214,7 +209,7 @@ class Scheduler:
         return self._dispatch(now)
 
     def failed(
-        self, node: str, job_id: str, lease: int, now: float, *, reason: str, retry: bool
+        self, node: str, job_id: str, lease: str, now: float, *, reason: str, retry: bool
     ) -> list[Action]:
         """The node could not run the job: retry elsewhere, or fail it if `retry` is False."""
         if not self.is_current(node, job_id, lease):
@@ -224,7 +219,7 @@ class Scheduler:
         self._forget(job_id)
         return [Failed(job_id, reason), *self._dispatch(now)]
 
-    def declined(self, node: str, job_id: str, lease: int, reason: str, now: float) -> list[Action]:
+    def declined(self, node: str, job_id: str, lease: str, reason: str, now: float) -> list[Action]:
         """The node refused the offer: not an attempt, but never offer it this job again."""
         if not self.is_current(node, job_id, lease):
             return []
@@ -341,7 +336,8 @@ class Scheduler:
                     self._queues.move_to_end(client)
                 else:
                     del self._queues[client]
-                lease_id = next(self._lease_ids)
+                # Random, so lease ids never repeat, not even across relay restarts.
+                lease_id = secrets.token_hex(8)
                 stall = self.timeouts.stall_limit(entry.spec)
                 entry.lease = _Lease(
                     lease_id,
