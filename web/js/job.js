@@ -73,7 +73,7 @@ export class JobView {
     line.classList.toggle("is-ok", conn.kind === "open");
     if (conn.kind === "open") {
       line.textContent = t("job.reconnected");
-      setTimeout(() => (line.hidden = true), 2500);
+      setTimeout(() => (line.hidden = true), 4000);
     } else if (conn.kind === "offline") {
       line.textContent = t("job.offline");
     } else {
@@ -107,6 +107,7 @@ export class JobView {
         break;
       case "gone":
         job.state = "gone";
+        history.forget(job.id);
         break;
       default:
         return;

@@ -130,7 +130,7 @@ export class Settings {
     }
     const guess = estimate(this.method, gatys ? Number(epochs.value) : 1, pixels, this.nodes);
     const line = t(guess.measured ? "estimate.measured" : "estimate", { time: duration(guess.seconds) });
-    $("estimate").textContent = this.nodes.length ? line : `${line} ${t("estimate.wait")}`;
+    $("estimate").textContent = this.nodes.length ? line : `${line}\n${t("estimate.wait")}`;
   }
 
   /** Append method and parameters to the job's form; false (errors shown) if one is bad. */
