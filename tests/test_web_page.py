@@ -58,9 +58,13 @@ def shots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def context(browser: Browser) -> Iterator[BrowserContext]:
+    """A fresh profile; any uncaught script error on any of its pages fails the test."""
     ctx = new_context(browser)
+    errors: list[str] = []
+    ctx.on("page", lambda page: page.on("pageerror", lambda exc: errors.append(str(exc))))
     yield ctx
     ctx.close()
+    assert errors == []
 
 
 def set_range(page: Page, selector: str, value: int) -> None:

@@ -216,7 +216,8 @@ export class JobView {
     const pct = Math.min(100, Math.round((100 * epoch) / max));
     const bar = $("job-bar");
     bar.value = pct;
-    let text = t("job.progress", { epoch, max, pct });
+    // One-pass methods report a single step: the epoch count says nothing there.
+    let text = max > 1 ? t("job.progress", { epoch, max, pct }) : `${pct}%`;
     const left = job.state === "running" ? this.secondsLeft() : null;
     if (left !== null) text += ` · ${t("job.left", { time: duration(left) })}`;
     $("job-progress-text").textContent = text;

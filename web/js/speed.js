@@ -20,7 +20,7 @@ function measured() {
 }
 
 function isCpu(node) {
-  return /\bcpu\b/i.test(String(node.device || "cpu"));
+  return /\bcpu\b|xeon|epyc|ryzen|core\(tm\)/i.test(String(node.device || "cpu"));
 }
 
 /** Seconds a job should take: `{seconds, measured}`. */
