@@ -6,9 +6,15 @@
 
 import { $, el, showError } from "./dom.js";
 import { checkImage } from "./files.js";
-import { t } from "./i18n.js";
+import { credit, styleName, t } from "./i18n.js";
 
 const KINDS = ["painting", "fast", "upload"];
+
+/** A node's bare style slug ("ochre-sky") as a title ("Ochre Sky"); real names untouched. */
+function pretty(name) {
+  if (name !== name.toLowerCase()) return name;
+  return name.replace(/[-_]+/g, " ").replace(/\b\p{L}/gu, (c) => c.toUpperCase());
+}
 
 export class Gallery {
   constructor(onChange) {
@@ -37,8 +43,8 @@ export class Gallery {
       key: s.id,
       id: s.id,
       kind: s.kind === "fast" ? "fast" : "painting",
-      name: s.name,
-      credit: s.artist ? t("style.by", { artist: s.artist, year: s.year }) : "",
+      name: styleName(s.id, s.kind === "fast" ? pretty(s.name) : s.name),
+      credit: s.artist ? credit(s.artist, s.year) : "",
       thumb: s.thumbnail_url,
     }));
     return [...fromRelay, ...this.uploads];

@@ -305,6 +305,68 @@ const SERVER_ZH = [
   [/^Cancelled by request\.$/, "已按请求取消。"],
 ];
 
+// Chinese names of the gallery paintings, their painters, and the nodes' built-in fast
+// styles (keyed by slug and by English name, lower case with dashes).
+const NAMES_ZH = {
+  "painting:starry_night": "星月夜",
+  "painting:the_scream": "呐喊",
+  "painting:woman_with_a_hat": "戴帽子的女人",
+  "painting:great_wave": "神奈川冲浪里",
+  "painting:udnie": "乌德尼",
+  "Vincent van Gogh": "文森特·梵高",
+  "Edvard Munch": "爱德华·蒙克",
+  "Henri Matisse": "亨利·马蒂斯",
+  "Katsushika Hokusai": "葛饰北斋",
+  "Francis Picabia": "弗朗西斯·毕卡比亚",
+};
+const FAST_ZH = [
+  ["ochre-sky", "ochre-and-sky", "赭石与天空"],
+  ["yellow-ink", "yellow-and-ink", "明黄与墨"],
+  ["charcoal-outline", "charcoal-outline", "炭笔勾勒"],
+  ["carnival-swirls", "carnival-swirls", "狂欢漩涡"],
+  ["crimson-gold", "crimson-and-gold", "绯红与金"],
+  ["fiery-brushwork", "fiery-brushwork", "烈焰笔触"],
+  ["indigo-spots", "indigo-spots", "靛蓝斑点"],
+  ["cobalt-flame", "cobalt-and-flame", "钴蓝与火焰"],
+  ["pastel-lines", "pastel-line-art", "粉彩线描"],
+  ["teal-leaf-print", "teal-leaf-print", "青绿叶印"],
+  ["sepia-oil", "sepia-oil", "棕褐油画"],
+  ["ink-on-ochre", "ink-on-ochre", "赭底墨韵"],
+  ["lilac-haze", "lilac-haze", "丁香薄雾"],
+  ["green-cubist", "green-cubist", "绿色立体派"],
+  ["frosted-aqua", "frosted-aqua", "霜染水蓝"],
+  ["stained-glass", "stained-glass", "彩绘玻璃"],
+  ["blue-hatching", "blue-hatching", "蓝色排线"],
+  ["woven-blocks", "woven-blocks", "编织色块"],
+  ["sand-umber", "sand-and-umber", "沙色与赭褐"],
+  ["starry-blue", "starry-blue", "星空蓝"],
+  ["red-fauve", "red-fauve", "红色野兽派"],
+  ["pink-cutout", "pink-cutout", "粉色剪纸"],
+  ["slate-outline", "slate-outline", "石板灰勾勒"],
+  ["smoky-grey", "smoky-grey", "烟灰"],
+  ["blue-woodcut", "blue-woodcut", "蓝色木刻"],
+  ["tapestry-strokes", "tapestry-strokes", "挂毯笔触"],
+  ["candy", "candy", "糖果"],
+  ["mosaic", "mosaic", "马赛克"],
+];
+for (const [slug, english, zh] of FAST_ZH) NAMES_ZH[slug] = NAMES_ZH[english] = zh;
+
+function slugOf(text) {
+  return String(text).toLowerCase().replace(/^[a-z]+:/, "").replace(/[\s_]+/g, "-");
+}
+
+/** A style's name in the current language (`id` as in /api/styles, `name` its English one). */
+export function styleName(id, name) {
+  if (current === "en") return name;
+  return NAMES_ZH[id] || NAMES_ZH[slugOf(id)] || NAMES_ZH[slugOf(name)] || name;
+}
+
+/** A painter's name (and a year like "c. 1831") in the current language. */
+export function credit(artist, year) {
+  if (current === "en") return t("style.by", { artist, year });
+  return t("style.by", { artist: NAMES_ZH[artist] || artist, year: String(year).replace(/^c\. ?/, "约 ") });
+}
+
 export const LANGS = Object.keys(STRINGS);
 let current = "en";
 

@@ -30,10 +30,12 @@ const job = new JobView((id) => {
 });
 let nodes = null;
 let styleCount = -1;
+let retry = null;
 
 // ---- loading ------------------------------------------------------------------------------
 
 async function loadStyles() {
+  clearTimeout(retry);
   try {
     const data = await api.styles();
     $("load-error").hidden = true;
@@ -47,7 +49,7 @@ async function loadStyles() {
     const banner = $("load-error");
     banner.textContent = t("load.failed", { why: err.message || err.status });
     banner.hidden = false;
-    setTimeout(loadStyles, 5000);
+    retry = setTimeout(loadStyles, 5000);
     return false;
   }
 }
