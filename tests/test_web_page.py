@@ -226,11 +226,24 @@ def test_blend_of_paintings_and_own_style_image(
     page.locator("#photo").set_input_files(str(files["photo"]))
     set_range(page, "#epochs", 6)
     snap(page, shots, "07-blend", full=False)
+
+    # The advanced panel: a bad number is refused in the page, good ones reach the node.
+    page.locator("#advanced summary").click()
+    page.locator("#content-weight").fill("-1")
+    page.locator("#go").click()
+    expect(page.locator("#advanced-error")).to_have_text(
+        "“Content weight” must be a number of zero or more."
+    )
+    expect(page.locator("#content-weight")).to_be_focused()
+    page.locator("#content-weight").fill("0.5")
+    page.locator("#optimizer").select_option("adam")
     page.locator("#go").click()
     expect(page.locator("#job-download")).to_be_visible(timeout=15000)
     offer = node.offers[-1]
     weights = [round(w, 2) for _png, w in offer.style_images]
     assert weights == [0.6, 0.4]  # 75 and 50, normalised by the relay
+    assert offer.params["content_weight"] == 0.5
+    assert offer.params["optimizer"] == "adam"
     expect(page.locator("#job-styles img")).to_have_count(2)
 
     # One's own style image: uploaded in the gallery, and the "any image" method.

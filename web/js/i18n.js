@@ -85,6 +85,7 @@ const STRINGS = {
     "adv.lr": "Learning rate",
     "adv.seed": "Random seed",
     "adv.bad": "“{field}” must be a number of zero or more.",
+    "adv.seed.bad": "“Random seed” must be a whole number of zero or more.",
 
     "submit": "Paint it",
     "submit.busy": "Sending…",
@@ -230,6 +231,7 @@ const STRINGS = {
     "adv.lr": "学习率",
     "adv.seed": "随机种子",
     "adv.bad": "“{field}”必须是大于或等于零的数字。",
+    "adv.seed.bad": "“随机种子”必须是大于或等于零的整数。",
 
     "submit": "开始绘制",
     "submit.busy": "正在提交…",

@@ -156,8 +156,17 @@ export class Settings {
       form.append(field, raw);
     }
     if ($("optimizer").value) form.append("optimizer", $("optimizer").value);
-    const seed = $("seed").value.trim();
-    if (seed) form.append("seed", seed);
+    const seed = $("seed");
+    seed.removeAttribute("aria-invalid");
+    if (seed.value.trim() || seed.validity.badInput) {
+      if (!/^\d{1,18}$/.test(seed.value.trim())) {
+        $("advanced").open = true;
+        showError("advanced-error", t("adv.seed.bad"), seed);
+        seed.focus();
+        return false;
+      }
+      form.append("seed", seed.value.trim());
+    }
     return true;
   }
 }
