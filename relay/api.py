@@ -76,14 +76,14 @@ def styles_view(service: JobService) -> dict[str, Any]:
         }
         for p in gallery.PAINTINGS
     ]
-    for name, thumb in sorted(service.hub.fast_styles().items()):
+    for name, style in sorted(service.hub.fast_styles().items()):
         styles.append(
             {
                 "id": f"fast:{name}",
                 "kind": "fast",
-                "name": name.replace("_", " "),
+                "name": style.title,
                 "methods": ["fast"],
-                "thumbnail_url": f"/api/styles/fast:{name}/thumbnail" if thumb else None,
+                "thumbnail_url": f"/api/styles/fast:{name}/thumbnail" if style.thumbnail else None,
             }
         )
     methods = []
@@ -129,9 +129,9 @@ async def get_style_image(request: web.Request) -> web.StreamResponse:
     if painting is not None:
         path = painting.thumbnail_path if kind == "thumbnail" else painting.image_path
         return web.FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
-    thumb = _service(request).hub.fast_styles().get(style_id.removeprefix("fast:"))
-    if style_id.startswith("fast:") and kind == "thumbnail" and thumb:
-        return web.Response(body=thumb, content_type="image/jpeg")
+    style = _service(request).hub.fast_styles().get(style_id.removeprefix("fast:"))
+    if style_id.startswith("fast:") and kind == "thumbnail" and style and style.thumbnail:
+        return web.Response(body=style.thumbnail, content_type="image/jpeg")
     raise NotFound(f"No picture for style {style_id!r}.")
 
 
@@ -176,9 +176,11 @@ async def post_job(request: web.Request) -> web.Response:
     total_cap = request.app[CONFIG].max_upload_bytes * (orders.MAX_STYLES + 1) * 4 // 3
     if (request.content_length or 0) > total_cap + 1024 * 1024:
         raise orders.too_large_body(config.max_upload_bytes)
-    if request.content_type == "multipart/form-data":
+    # The bare media type; aiohttp's full Content-Type parser is slow for this hot path.
+    media = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
+    if media == "multipart/form-data":
         raw = await orders.read_multipart(request, config.max_upload_bytes)
-    elif request.content_type == "application/json":
+    elif media == "application/json":
         raw = await orders.read_json(request, config.max_upload_bytes)
     else:
         raise BadRequest("Send the job as multipart/form-data or application/json.")

@@ -24,6 +24,8 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 WEB_DIR = Path(web_package.__file__).parent
+# Seconds between database checkpoints: keeps the write-ahead log to a few MB at full load.
+CHECKPOINT_INTERVAL = 5.0
 
 
 def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -100,6 +102,7 @@ def init(config: Config, clock: Callable[[], float] = time.time) -> web.Applicat
         tasks = [
             asyncio.create_task(_every(config.tick_interval, service.tick, "tick")),
             asyncio.create_task(_every(config.sweep_interval, service.sweep, "sweep")),
+            asyncio.create_task(_every(CHECKPOINT_INTERVAL, service.checkpoint, "checkpoint")),
         ]
         yield
         for task in tasks:

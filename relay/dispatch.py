@@ -12,7 +12,8 @@ class NodeInfo:
     """What a node advertises when it connects.
 
     `styles` are the bare names of its fast styles (`candy` serves style id `fast:candy`);
-    `thumbnails` optionally maps such a name to JPEG bytes for the gallery.
+    `titles` and `thumbnails` optionally map such a name to a display name and to JPEG
+    bytes for the gallery.
     """
 
     name: str
@@ -23,6 +24,7 @@ class NodeInfo:
     max_epochs: int = 1000
     max_pixels: int = 4_000_000
     slots: int = 1
+    titles: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
     thumbnails: dict[str, bytes] = field(default_factory=dict, compare=False, hash=False)
 
 

@@ -15,16 +15,15 @@ replaced by a newer connection of the same node name is ignored the same way.
 """
 
 import asyncio
-import io
 import logging
 import math
+import struct
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image, UnidentifiedImageError
-
 from relay.dispatch import NodeInfo
 from relay.model import JobRecord, JobState
+from relay.offload import off_loop
 from relay.views import iso, job_url
 
 if TYPE_CHECKING:
@@ -66,14 +65,32 @@ class CancelJob:
 NodeCommand = Offer | CancelJob
 
 
+@dataclass(frozen=True)
+class FastStyle:
+    """A fast style some connected node serves, for the gallery."""
+
+    name: str
+    title: str
+    thumbnail: bytes | None
+
+
 @dataclass(eq=False)
 class NodeHandle:
-    """One node connection: what it advertised, and its outbox of commands."""
+    """One node connection: what it advertised, its outbox of commands, and `dropped`, set
+    when the relay gives up on it (silent too long, or replaced by a newer connection): the
+    connection's owner then closes it, saying `drop_reason`."""
 
     info: NodeInfo
     connected_since: float
     last_seen: float
     outbox: asyncio.Queue[NodeCommand] = field(default_factory=asyncio.Queue)
+    dropped: asyncio.Event = field(default_factory=asyncio.Event)
+    drop_reason: str = ""
+
+    def drop(self, reason: str) -> None:
+        """Mark the connection as finished with, for its owner to close."""
+        self.drop_reason = reason
+        self.dropped.set()
 
     @property
     def name(self) -> str:
@@ -82,13 +99,11 @@ class NodeHandle:
 
 
 def _png_size(data: bytes) -> tuple[int, int] | None:
-    if not data.startswith(PNG_MAGIC):
+    """Width and height from a PNG's IHDR chunk, which the format requires first."""
+    if len(data) < 24 or not data.startswith(PNG_MAGIC) or data[12:16] != b"IHDR":
         return None
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.width, img.height
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return int(width), int(height)
 
 
 def _clean_losses(losses: dict[str, float]) -> dict[str, float]:
@@ -115,6 +130,8 @@ class NodeHub:
         """A node authenticated: register it (replacing an older connection of that name)."""
         now = self._service.clock()
         old = self._handles.get(info.name)
+        if old is not None:
+            old.drop("replaced by a newer connection of the same node")
         handle = NodeHandle(info, now, now)
         self._handles[info.name] = handle
         self.known_fast |= info.styles
@@ -134,6 +151,7 @@ class NodeHub:
         if not self._current(handle):
             return
         del self._handles[handle.name]
+        handle.drop(reason or "connection lost")
         log.info("node %s lost%s", handle.name, f": {reason}" if reason else "")
         now = self._service.clock()
         self._service.apply(self._service.scheduler.node_down(handle.name, now, reason))
@@ -141,6 +159,14 @@ class NodeHub:
     def seen(self, handle: NodeHandle) -> None:
         """The node said something (a heartbeat, say): it is alive now."""
         handle.last_seen = self._service.clock()
+
+    def check_silence(self, heartbeat: float, misses: int = 3) -> None:
+        """Drop nodes that have said nothing for `misses` heartbeat intervals."""
+        now = self._service.clock()
+        for handle in list(self._handles.values()):
+            silent = now - handle.last_seen
+            if silent > misses * heartbeat:
+                self.node_lost(handle, f"missed {misses} heartbeats ({silent:.0f} s silent)")
 
     def _current(self, handle: NodeHandle) -> bool:
         return self._handles.get(handle.name) is handle
@@ -200,14 +226,12 @@ class NodeHub:
                 handle, job_id, lease, f"node {handle.name} sent an unreadable result", retry=True
             )
         preview = service.live[job_id].preview
-        result_file = await asyncio.to_thread(service.blobs.put, png)
-        preview_file = await asyncio.to_thread(service.blobs.put, preview) if preview else None
+        result_file = await off_loop(len(png), service.blobs.put, png)
+        preview_file = await off_loop(len(preview), service.blobs.put, preview) if preview else None
         # The lease may have ended while the files were written.
         if not self._holds(handle, job_id, lease):
             return False
-        job = service.store.get(job_id)
-        assert job is not None
-        service.finish_done(job, result_file, preview_file)
+        service.finish_done(service.get(job_id), result_file, preview_file)
         service.apply(service.scheduler.finished(handle.name, job_id, lease, service.clock()))
         return True
 
@@ -230,7 +254,7 @@ class NodeHub:
             return False
         log.info("node %s declined job %s: %s", handle.name, job_id, reason)
         self._service.live.pop(job_id, None)
-        self._service.store.update(job_id, state=JobState.QUEUED, node=None)
+        self._service.update(job_id, persist=False, state=JobState.QUEUED, node=None)
         now = self._service.clock()
         self._service.apply(
             self._service.scheduler.declined(handle.name, job_id, lease, reason, now)
@@ -247,11 +271,11 @@ class NodeHub:
 
     async def _offer(self, node: str, job_id: str, lease: str) -> None:
         service = self._service
-        job = service.store.get(job_id)
-        if job is None:
-            return
+        job = service.get(job_id)
         try:
-            offer = await asyncio.to_thread(self._build_offer, job, lease)
+            # The stored PNGs are about 3 bytes a pixel at most, per image.
+            cost = job.pixels * 3 * (1 + len(job.style_files))
+            offer = await off_loop(cost, self._build_offer, job, lease)
         except OSError as exc:
             log.error("job %s: its stored images cannot be read: %s", job_id, exc)
             actions = service.scheduler.failed(
@@ -302,14 +326,16 @@ class NodeHub:
 
     # ---- views -----------------------------------------------------------------------
 
-    def fast_styles(self) -> dict[str, bytes | None]:
-        """Fast style names offered by connected nodes, with a thumbnail where one was sent."""
-        styles: dict[str, bytes | None] = {}
+    def fast_styles(self) -> dict[str, FastStyle]:
+        """Fast styles offered by connected nodes, by name."""
+        styles: dict[str, FastStyle] = {}
         for handle in self._handles.values():
-            for name in handle.info.styles:
-                thumb = handle.info.thumbnails.get(name)
-                if styles.get(name) is None:
-                    styles[name] = thumb
+            info = handle.info
+            for name in info.styles:
+                known = styles.get(name)
+                title = info.titles.get(name) or (known.title if known else "")
+                thumb = info.thumbnails.get(name) or (known.thumbnail if known else None)
+                styles[name] = FastStyle(name, title or name.replace("_", " "), thumb)
         return styles
 
     def infos(self) -> list[NodeInfo]:

@@ -21,6 +21,7 @@ from relay.events import EventBus
 from relay.hub import NodeHub
 from relay.limits import RateLimiter
 from relay.model import JobRecord, JobState, StyleChoice
+from relay.offload import off_loop
 from relay.scheduler import Scheduler
 from relay.store import JobStore
 from relay.uploads import PreparedImage, prepare
@@ -80,6 +81,8 @@ class JobService:
         self.hub = NodeHub(self)
         self._positions: dict[str, int] = {}
         self._paintings: dict[tuple[str, int], PreparedImage] = {}
+        # Queued and running jobs, also kept here: nodes and pages ask about them often.
+        self._open: dict[str, JobRecord] = {}
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -88,6 +91,7 @@ class JobService:
         jobs = self.store.recover()
         now = self.clock()
         for job in jobs:
+            self._open[job.id] = job
             self.scheduler.submit(spec_of(job), now, attempts=job.attempts)
         if jobs:
             log.info("recovered %d queued job(s) from %s", len(jobs), self.config.data_dir)
@@ -127,7 +131,8 @@ class JobService:
     async def submit(self, client: str, order: Order) -> JobRecord:
         """Store a checked order's images and row, and queue it."""
         images = [order.content.png, *(s.png for s in order.style_images)]
-        shas = await asyncio.to_thread(lambda: [self.blobs.put(data) for data in images])
+        size = sum(len(data) for data in images)
+        shas = await off_loop(size, lambda: [self.blobs.put(data) for data in images])
         # The queue may have filled while the images were written.
         self.check_admission(client)
         job = JobRecord(
@@ -146,6 +151,7 @@ class JobService:
             created=self.clock(),
         )
         self.store.insert(job)
+        self._open[job.id] = job
         log.info("job %s queued: %s %dx%d", job.id, job.method, job.width, job.height)
         self.apply(self.scheduler.submit(spec_of(job), self.clock()))
         return job
@@ -166,7 +172,7 @@ class JobService:
 
     def get(self, job_id: str) -> JobRecord:
         """A job by id, or NotFound (404)."""
-        job = self.store.get(job_id)
+        job = self._open.get(job_id) or self.store.get(job_id)
         if job is None:
             raise NotFound("No such job. Its id is wrong, or the job and its result expired.")
         return job
@@ -194,7 +200,8 @@ class JobService:
         return self.get(job_id)
 
     def tick(self) -> None:
-        """Periodic: end leases that timed out; forget idle rate-limit buckets."""
+        """Periodic: drop silent nodes, end leases that timed out, forget idle buckets."""
+        self.hub.check_silence(self.config.heartbeat_interval)
         self.apply(self.scheduler.tick(self.clock()))
         self.limiter.prune()
 
@@ -203,11 +210,15 @@ class JobService:
         now = self.clock()
         expired = self.store.expired(now - self.config.result_ttl)
         self.store.delete(job.id for job in expired)
-        keep = self.store.referenced_files()
+        keep = await asyncio.to_thread(self.store.referenced_files)
         removed = await asyncio.to_thread(self.blobs.collect, keep, now - ORPHAN_GRACE)
         if expired or removed:
             log.info("swept %d expired job(s), %d file(s)", len(expired), removed)
         return len(expired)
+
+    async def checkpoint(self) -> None:
+        """Periodic: fold the database's write-ahead log into it, off the loop."""
+        await asyncio.to_thread(self.store.checkpoint)
 
     def apply(self, actions: Iterable[Action]) -> None:
         """Carry out the scheduler's decisions: store, tell subscribers, tell nodes."""
@@ -215,7 +226,11 @@ class JobService:
         for action in actions:
             match action:
                 case SendOffer(node, job_id, lease):
-                    self.store.update(job_id, state=JobState.RUNNING, started=now, node=node)
+                    # Memory only: after a restart a running job is queued again anyway,
+                    # so the row need not say "running"; one write fewer per job.
+                    self.update(
+                        job_id, persist=False, state=JobState.RUNNING, started=now, node=node
+                    )
                     self.live[job_id] = Live(node)
                     self._positions.pop(job_id, None)
                     self.bus.publish(job_id, {"type": "started", "node": node})
@@ -224,7 +239,7 @@ class JobService:
                     self.hub.send_cancel(node, job_id, lease)
                 case Requeued(job_id, attempts, reason):
                     log.warning("job %s requeued (attempt %d): %s", job_id, attempts, reason)
-                    self.store.update(job_id, state=JobState.QUEUED, node=None, attempts=attempts)
+                    self.update(job_id, state=JobState.QUEUED, node=None, attempts=attempts)
                     self.live.pop(job_id, None)
                     position = self.scheduler.position(job_id)
                     if position is not None:
@@ -240,10 +255,18 @@ class JobService:
                         },
                     )
                 case Failed(job_id, reason):
-                    job = self.store.get(job_id)
+                    job = self._open.get(job_id)
                     if job is not None:
                         self._finish(job, JobState.FAILED, error=reason)
         self._publish_positions()
+
+    def update(self, job_id: str, *, persist: bool = True, **fields: Any) -> None:
+        """Change an open job's fields in memory, and in the database if `persist`."""
+        if persist:
+            self.store.update(job_id, **fields)
+        job = self._open.get(job_id)
+        if job is not None:
+            self._open[job_id] = replace(job, **fields)
 
     def finish_done(self, job: JobRecord, result_file: str, preview_file: str | None) -> None:
         """Record a delivered result (the hub has stored the files)."""
@@ -253,7 +276,11 @@ class JobService:
         now = self.clock()
         live = self.live.pop(job.id, None)
         self._positions.pop(job.id, None)
-        self.store.update(job.id, state=state, finished=now, **fields)
+        # What was kept in memory only (start, node) is written now, with the outcome.
+        self.store.update(
+            job.id, state=state, finished=now, started=job.started, node=job.node, **fields
+        )
+        self._open.pop(job.id, None)
         done = replace(job, state=state, finished=now, **fields)
         log.info("job %s %s%s", job.id, state, f": {done.error}" if done.error else "")
         view = job_view(done, live=live, ttl=self.config.result_ttl)

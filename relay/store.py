@@ -4,8 +4,13 @@ The calls are synchronous on the event loop on purpose: each is a primary-key re
 one-row write on a WAL database with `synchronous=NORMAL`, which commits without an fsync
 (tens of microseconds). A thread hand-off would cost more than the work and would let
 writes of one job reorder. Large files never pass through here (see `relay.blobs`).
+
+The two slow things run in worker threads on connections of their own: checkpoints (which
+fsync; automatic ones are off, so no commit on the loop ever pays for one) and the scan of
+every job's files for the sweeper. WAL lets them read while the loop writes.
 """
 
+import contextlib
 import json
 import sqlite3
 from collections.abc import Iterable
@@ -76,11 +81,18 @@ class JobStore:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
         self._db = sqlite3.connect(path, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.executescript(_SCHEMA)
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file (blocking, fsyncs: call it in a thread)."""
+        with contextlib.closing(sqlite3.connect(self.path)) as db:
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
         """Close the database."""
@@ -133,11 +145,12 @@ class JobStore:
         self._db.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in job_ids])
 
     def referenced_files(self) -> set[str]:
-        """Every file digest some job still refers to."""
+        """Every file digest some job still refers to (blocking: call it in a thread)."""
         refs: set[str] = set()
         query = "SELECT content_file, style_files, result_file, preview_file FROM jobs"
-        for content, styles, result, preview in self._db.execute(query):
-            refs.add(content)
-            refs.update(json.loads(styles))
-            refs.update(r for r in (result, preview) if r)
+        with contextlib.closing(sqlite3.connect(self.path)) as db:
+            for content, styles, result, preview in db.execute(query):
+                refs.add(content)
+                refs.update(json.loads(styles))
+                refs.update(r for r in (result, preview) if r)
         return refs

@@ -7,7 +7,6 @@ job's size, re-encoded as PNG. Pillow's module-global pixel limit is left alone:
 sits below it (see `relay.config.PIXEL_CEILING`), and its bomb warning is caught as a refusal.
 """
 
-import asyncio
 import io
 import warnings
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from relay.errors import BadRequest, TooLarge
+from relay.offload import off_loop
 
 # MPO is how many phone cameras write JPEG; Pillow names it separately.
 FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP"}
@@ -87,44 +87,49 @@ def _scaled(width: int, height: int, size: int) -> tuple[int, int]:
 def prepare(data: bytes, size: int, what: str) -> PreparedImage:
     """Decode, turn upright, flatten to RGB, scale the long side down to `size`, encode PNG.
 
-    Blocking and CPU-heavy: run it in a worker thread (see `load`).
+    Blocking and CPU-heavy: run it through `load`, which keeps big images off the loop.
     """
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.format in ("JPEG", "MPO"):
                 # Let libjpeg decode at a reduced scale: far less work for big photos.
                 img.draft("RGB", (size, size))
-            upright = ImageOps.exif_transpose(img)
-            upright.load()
+            img.load()
+            # Only pictures with EXIF can carry an orientation, and parsing it costs time.
+            upright = ImageOps.exif_transpose(img) if "exif" in img.info else img
+            return _finish(upright, size, what)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
         raise BadRequest(
             f"{what} could not be decoded: the file is damaged or cut short."
         ) from None
-    if upright.mode in ("RGBA", "LA", "PA") or "transparency" in upright.info:
-        rgba = upright.convert("RGBA")
-        flat = Image.new("RGB", rgba.size, (255, 255, 255))
-        flat.paste(rgba, mask=rgba.getchannel("A"))
-        upright = flat
-    elif upright.mode != "RGB":
-        upright = upright.convert("RGB")
-    width, height = _scaled(upright.width, upright.height, size)
+
+
+def _finish(img: Image.Image, size: int, what: str) -> PreparedImage:
+    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        img = Image.new("RGB", rgba.size, (255, 255, 255))
+        img.paste(rgba, mask=rgba.getchannel("A"))
+    elif img.mode != "RGB":
+        img = img.convert("RGB")
+    width, height = _scaled(img.width, img.height, size)
     if min(width, height) < MIN_SIDE:
         raise BadRequest(
             f"{what} is too small or too narrow ({width}×{height} at this size); "
             f"each side needs at least {MIN_SIDE} pixels."
         )
-    if (width, height) != upright.size:
-        upright = upright.resize((width, height), Image.Resampling.LANCZOS)
+    if (width, height) != img.size:
+        img = img.resize((width, height), Image.Resampling.LANCZOS)
     out = io.BytesIO()
     # Level 1: the node decodes it at once; speed matters more than a few bytes here.
-    upright.save(out, format="PNG", compress_level=1)
+    img.save(out, format="PNG", compress_level=1)
     return PreparedImage(out.getvalue(), width, height)
 
 
 async def load(
     data: bytes, *, max_bytes: int, max_pixels: int, size: int, what: str
 ) -> PreparedImage:
-    """Check an upload cheaply on the loop, then decode and scale it in a worker thread."""
+    """Check an upload cheaply on the loop, then decode and scale it (in a worker thread
+    unless it is tiny)."""
     check_bytes(len(data), max_bytes, what)
-    probe(data, max_pixels, what)
-    return await asyncio.to_thread(prepare, data, size, what)
+    header = probe(data, max_pixels, what)
+    return await off_loop(header.width * header.height * 3, prepare, data, size, what)

@@ -74,10 +74,11 @@ async def test_styles_list_paintings_limits_and_node_styles(start: Start) -> Non
     assert thumb.status == 200
     with Image.open(io.BytesIO(await thumb.read())) as img:
         assert max(img.size) == 256
-    FakeNode.connect(service(client).hub, max_epochs=300, thumbnails={"candy": jpeg()})
+    hub = service(client).hub
+    FakeNode.connect(hub, max_epochs=300, thumbnails={"candy": jpeg()}, titles={"candy": "Candy"})
     body = await (await client.get("/help")).json()
     fast = [s for s in body["styles"] if s["id"] == "fast:candy"]
-    assert fast[0]["methods"] == ["fast"]
+    assert (fast[0]["methods"], fast[0]["name"]) == (["fast"], "Candy")
     assert (await client.get(fast[0]["thumbnail_url"])).status == 200
     gatys = next(m for m in body["methods"] if m["id"] == "gatys")
     assert (gatys["available"], gatys["max_epochs"]) == (True, 300)
@@ -173,6 +174,15 @@ async def test_bad_uploads_multipart(start: Start, content: bytes, status: int, 
     client = await start()
     resp = await client.post("/api/jobs", data=form(content, style="painting:udnie"))
     assert says in await error(resp, status)
+
+
+async def test_too_many_style_images_are_refused_while_reading(start: Start) -> None:
+    client = await start()
+    data = form(method="gatys")
+    for _ in range(5):
+        data.add_field("style_image", io.BytesIO(png()), filename="s.png")
+    resp = await client.post("/api/jobs", data=data)
+    assert "At most 4 styles can be blended" in await error(resp, 400)
 
 
 async def test_bad_uploads_json(start: Start) -> None:
@@ -344,6 +354,7 @@ async def test_silent_node_times_out_and_job_returns_to_queue(
     node = FakeNode.connect(service(client).hub)
     offer = await node.offer()
     clock.advance(31)
+    node.hub.seen(node.handle)  # heartbeats keep coming; progress does not
     service(client).tick()
     cancel = await node.cancel()
     assert (cancel.job_id, cancel.lease) == (offer.job_id, offer.lease)
@@ -351,6 +362,38 @@ async def test_silent_node_times_out_and_job_returns_to_queue(
     assert retry.lease != offer.lease
     body = await (await client.get(f"/api/jobs/{job['id']}")).json()
     assert (body["state"], body["attempts"]) == ("running", 1)
+
+
+async def test_node_missing_three_heartbeats_is_dropped(start: Start, clock: FakeClock) -> None:
+    client = await start(heartbeat_interval=5.0)
+    job = await create(client)
+    hub = service(client).hub
+    node = FakeNode.connect(hub)
+    await node.offer()
+    clock.advance(14)
+    hub.seen(node.handle)  # a heartbeat
+    clock.advance(14)
+    service(client).tick()
+    assert not node.handle.dropped.is_set()
+    clock.advance(2)
+    service(client).tick()
+    assert node.handle.dropped.is_set()
+    assert node.handle.drop_reason == "missed 3 heartbeats (16 s silent)"
+    body = await (await client.get(f"/api/jobs/{job['id']}")).json()
+    assert (body["state"], body["attempts"]) == ("queued", 1)
+    assert (await client.get("/api/nodes")).status == 200
+    assert (await (await client.get("/api/nodes")).json())["nodes"] == []
+
+
+async def test_reconnecting_node_replaces_its_old_connection(start: Start) -> None:
+    client = await start()
+    hub = service(client).hub
+    old = FakeNode.connect(hub, name="gpu")
+    new = FakeNode.connect(hub, name="gpu")
+    assert old.handle.dropped.is_set()
+    assert not new.handle.dropped.is_set()
+    old.lost()  # the old connection closing later must not remove the new one
+    assert [n["name"] for n in (await (await client.get("/api/nodes")).json())["nodes"]] == ["gpu"]
 
 
 async def test_cancel_queued_and_running(start: Start) -> None:

@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from relay.tokens import TokenStore
 
 
@@ -17,6 +19,7 @@ def _relay(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_cli_add_list_revoke(tmp_path: Path) -> None:
     data = str(tmp_path / "data")
     added = _relay("tokens", "add", "gpu-home", "--data-dir", data)

@@ -93,3 +93,15 @@ def test_blobs_are_named_by_digest_and_collected(tmp_path: Path) -> None:
     assert not blobs.exists(other)
     with pytest.raises(ValueError, match="not a sha256"):
         blobs.path("../../etc/passwd")
+
+
+def test_checkpoint_moves_the_log_into_the_database_file(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.db")
+    for i in range(200):
+        store.insert(_job(f"j{i}", float(i)))
+    wal = tmp_path / "jobs.db-wal"
+    before = (tmp_path / "jobs.db").stat().st_size
+    assert wal.stat().st_size > before  # automatic checkpoints are off: all still in the log
+    store.checkpoint()
+    assert (tmp_path / "jobs.db").stat().st_size > before
+    assert len(store.recover()) == 200
