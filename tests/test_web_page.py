@@ -178,6 +178,10 @@ def test_quality_job_from_gallery_to_downloaded_png(
 
     # The results list has it, and the job's link reopens it in another tab.
     expect(page.locator("#history .history__item")).to_have_count(1)
+    expect(page.locator("#history .badge")).to_have_text("Done")
+    expect(page.locator("#history .history__style")).to_have_attribute(
+        "src", f"/api/jobs/{node.offers[-1].job_id}/style/0"
+    )
     link = page.locator("#job-link").input_value()
     job_id = offer.job_id
     assert link == f"{relay.url}/#job={job_id}"

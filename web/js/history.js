@@ -44,10 +44,18 @@ function card(job) {
     : job.preview_url
       ? el("img", { src: job.preview_url, alt: t("job.alt.preview"), loading: "lazy" })
       : el("span", { class: "history__blank", "aria-hidden": "true" });
+  const first = (job.styles || [])[0];
+  const styleSrc =
+    (job.style_urls || [])[0] ||
+    (first && first.id.startsWith("fast:") ? `/api/styles/${first.id}/thumbnail` : null);
+  const style = styleSrc
+    ? el("img", { class: "history__style", src: styleSrc, alt: t("results.alt.style"), loading: "lazy" })
+    : null;
   return el("li", { class: "history__item", dataset: { job: job.id } }, [
     el("a", { class: "history__pics", href: open, "aria-label": `${t("results.open")} — ${date}` }, [
       el("img", { src: job.content_url, alt: t("results.alt.content", { date }), loading: "lazy" }),
       result,
+      style,
     ]),
     el("div", { class: "history__meta" }, [
       el("span", { class: `badge badge--${job.state}`, text: t(`job.state.${job.state}`) }),
@@ -71,25 +79,32 @@ function card(job) {
   ]);
 }
 
-let running = null;
+const POLL = 5000;
+let generation = 0;
+let timer = null;
 
-/** Reload the list from the relay. */
-export function refresh() {
-  running = (async () => {
-    const list = ids();
-    const jobs = await Promise.all(
-      list.map(async (id) => {
-        try {
-          return await api.job(id);
-        } catch (err) {
-          if (err.status === 404) forget(id);
-          return null;
-        }
-      }),
-    );
-    const shown = jobs.filter(Boolean);
-    $("history").replaceChildren(...shown.map(card));
-    $("results-empty").hidden = shown.length > 0;
-  })();
-  return running;
+/** Reload the list from the relay; while some job is unfinished, again every few seconds. */
+export async function refresh() {
+  generation += 1;
+  const mine = generation;
+  clearTimeout(timer);
+  const list = ids();
+  const jobs = await Promise.all(
+    list.map(async (id) => {
+      try {
+        return await api.job(id);
+      } catch (err) {
+        if (err.status === 404) forget(id);
+        return null;
+      }
+    }),
+  );
+  // A later refresh started meanwhile: its answer is the newer one.
+  if (mine !== generation) return;
+  const shown = jobs.filter(Boolean);
+  $("history").replaceChildren(...shown.map(card));
+  $("results-empty").hidden = shown.length > 0;
+  if (shown.some((job) => job.state === "queued" || job.state === "running")) {
+    timer = setTimeout(refresh, POLL);
+  }
 }

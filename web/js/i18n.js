@@ -138,6 +138,7 @@ const STRINGS = {
     "results.forget": "Remove from this list",
     "results.alt": "Result of a job from {date}",
     "results.alt.content": "Photo of a job from {date}",
+    "results.alt.style": "Its style",
 
     "err.server": "The relay refused the request: {why}",
     "err.network": "The relay could not be reached. Check your connection and try again.",
@@ -284,6 +285,7 @@ const STRINGS = {
     "results.forget": "从列表中移除",
     "results.alt": "{date} 的任务结果",
     "results.alt.content": "{date} 的任务照片",
+    "results.alt.style": "所用风格",
 
     "err.server": "中继服务器拒绝了请求：{why}",
     "err.network": "无法连接到中继服务器，请检查网络后重试。",
