@@ -64,16 +64,17 @@ export class JobView {
     $("job").hidden = true;
     window.history.replaceState(null, "", location.pathname + location.search);
     $("create").scrollIntoView({ behavior: "smooth" });
-    $("style-h").focus?.();
+    $("style-h").focus({ preventScroll: true });
   }
 
   onConn(conn) {
     const line = $("job-conn");
+    clearTimeout(this.connTimer);
     line.hidden = false;
     line.classList.toggle("is-ok", conn.kind === "open");
     if (conn.kind === "open") {
       line.textContent = t("job.reconnected");
-      setTimeout(() => (line.hidden = true), 4000);
+      this.connTimer = setTimeout(() => (line.hidden = true), 4000);
     } else if (conn.kind === "offline") {
       line.textContent = t("job.offline");
     } else {
