@@ -15,6 +15,8 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_play
 from web_browser import PHOTO_SIZE, launch, make_files, new_context, open_page, shots_dir, snap
 from web_relay import FakeNode, RelayThread, web_config
 
+from relay.api import SERVICE
+
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Generous waits: CI shares two cores with other suites, and a loaded machine is slow, not wrong.
@@ -90,7 +92,8 @@ def shown_epoch(page: Page) -> int:
 def wait_epoch(page: Page, at_least: int, timeout: float = 30.0) -> int:
     deadline = time.monotonic() + timeout
     while (epoch := shown_epoch(page)) < at_least:
-        assert time.monotonic() < deadline, f"stuck at epoch {epoch}"
+        status = page.locator("#job-status").text_content()
+        assert time.monotonic() < deadline, f"stuck at epoch {epoch}: {status}"
         page.wait_for_timeout(50)
     return epoch
 
@@ -196,7 +199,7 @@ def test_fast_style_job(
     relay: RelayThread, node: FakeNode, context: BrowserContext, files: dict[str, Path], shots: Path
 ) -> None:
     page = open_page(context, relay.url)
-    page.locator(".tile", has_text="candy").click()
+    page.locator(".tile", has_text="Candy").click()
     expect(page.locator("input[name=method][value=fast]")).to_be_checked()
     expect(page.locator("#epochs")).to_be_disabled()
     choose_photo(page, files["photo"])
@@ -480,3 +483,25 @@ def test_dropped_photo_and_expired_jobs_leave_the_list(
     expect(page.locator("#job-error")).to_have_text(
         "This job is not on the relay any more: its id is wrong, or it expired."
     )
+
+
+def test_cancel_a_running_job(
+    relay: RelayThread, node: FakeNode, context: BrowserContext, files: dict[str, Path]
+) -> None:
+    page = open_page(context, relay.url)
+    page.get_by_text("Woman with a Hat").click()
+    page.locator("#photo").set_input_files(str(files["photo"]))
+    set_range(page, "#epochs", 250)
+    page.locator("#go").click()
+    wait_epoch(page, 3)
+    page.locator("#job-cancel").click()
+    expect(page.locator("#job-status")).to_have_text("The job was cancelled.")
+    expect(page.locator("#job-cancel")).to_be_hidden()
+    expect(page.locator("#job-download")).to_be_hidden()
+    offer = node.offers[-1]
+    # The node was told: it stops well before the end.
+    page.wait_for_timeout(500)
+    reported = len(node.epochs_reported)
+    page.wait_for_timeout(500)
+    assert len(node.epochs_reported) == reported
+    assert relay.call(lambda: str(relay.app[SERVICE].get(offer.job_id).state)) == "cancelled"

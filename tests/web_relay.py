@@ -32,6 +32,8 @@ from relay.hub import CancelJob, NodeHandle, NodeHub, Offer
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 FAST_STYLES = {"candy": (230, 60, 140), "mosaic": (40, 150, 200)}
+FAST_TITLES = {"candy": "Candy", "mosaic": "Mosaic"}
+HEARTBEAT = 1.0
 
 
 def web_config(tmp_path: Path, **changes: Any) -> Config:
@@ -105,9 +107,16 @@ class FakeNode:
     _release: asyncio.Event = field(default_factory=asyncio.Event)
     _held: asyncio.Event = field(default_factory=asyncio.Event)
 
+    async def heartbeat(self) -> None:
+        """Say "still here" every second, as the real node's heartbeats do."""
+        while True:
+            self.hub.seen(self.handle)
+            await asyncio.sleep(HEARTBEAT)
+
     async def serve(self) -> None:
-        """Answer commands until cancelled."""
+        """Answer commands (and beat) until cancelled."""
         tasks: set[asyncio.Task[None]] = set()
+        tasks.add(asyncio.get_running_loop().create_task(self.heartbeat()))
         try:
             while True:
                 command = await self.handle.outbox.get()
@@ -119,7 +128,7 @@ class FakeNode:
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
         finally:
-            for task in tasks:
+            for task in list(tasks):
                 task.cancel()
 
     async def _work(self, offer: Offer) -> None:
@@ -215,6 +224,7 @@ class RelayThread:
                 device_memory=8 << 30,
                 methods=frozenset({"gatys", "fast", "arbitrary"}),
                 styles=frozenset(FAST_STYLES),
+                titles=dict(FAST_TITLES),
                 max_epochs=1000,
                 max_pixels=4_000_000,
                 thumbnails={k: swatch(c) for k, c in FAST_STYLES.items()},
