@@ -9,6 +9,8 @@ import { checkImage } from "./files.js";
 import { credit, styleName, t } from "./i18n.js";
 
 const KINDS = ["painting", "fast", "upload"];
+// Fast styles beyond this many fold away behind a "show all" button.
+const FOLD = 12;
 
 /** A node's bare style slug ("ochre-sky") as a title ("Ochre Sky"); real names untouched. */
 function pretty(name) {
@@ -26,6 +28,7 @@ export class Gallery {
     this.weights = new Map();
     this.blend = false;
     this.uploadCount = 0;
+    this.showAll = false;
     $("blend").addEventListener("change", (e) => this.setBlend(e.target.checked));
   }
 
@@ -145,12 +148,30 @@ export class Gallery {
     root.replaceChildren();
     const items = this.items();
     for (const kind of KINDS) {
-      const group = items.filter((i) => i.kind === kind);
+      let group = items.filter((i) => i.kind === kind);
+      const folds = kind === "fast" && group.length > FOLD;
+      if (folds && !this.showAll) {
+        // Chosen styles stay in view even when folded away.
+        group = group.filter((item, index) => index < FOLD || this.selected.includes(item.key));
+      }
       const tiles = group.map((item) => this.tile(item));
       if (kind === "upload") tiles.push(this.uploadTile());
       const body = tiles.length
         ? el("div", { class: "gallery", role: "group", "aria-labelledby": `group-${kind}` }, tiles)
         : el("p", { class: "hint", text: t("style.group.fast.empty") });
+      const more = folds
+        ? el("button", {
+            type: "button",
+            class: "button button--ghost button--small gallery-group__more",
+            "aria-expanded": String(this.showAll),
+            text: this.showAll ? t("style.fewer") : t("style.all", { n: items.filter((i) => i.kind === kind).length }),
+            onclick: () => {
+              this.showAll = !this.showAll;
+              this.render();
+              root.querySelector(".gallery-group__more")?.focus();
+            },
+          })
+        : null;
       root.append(
         el("div", { class: "gallery-group" }, [
           el("h3", { class: "gallery-group__title", id: `group-${kind}` }, [
@@ -158,6 +179,7 @@ export class Gallery {
             el("span", { class: "gallery-group__note", text: t(`style.group.${kind}.note`) }),
           ]),
           body,
+          more,
         ]),
       );
     }
