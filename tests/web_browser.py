@@ -1,13 +1,17 @@
 """Helpers for the browser tests: Debian's headless Chromium through Playwright, test
-photos and files, opening the page, and screenshots."""
+photos and files, opening the page, moving sliders, following a job, and screenshots, which
+go to `$STYLERELAY_SHOTS` when set (to look at them). The fixtures are in `web_fixtures`.
+"""
 
 import io
 import os
+import re
+import time
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -20,6 +24,9 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 PHOTO_SIZE = (400, 300)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Generous waits: CI shares two cores with other suites, and a loaded machine is slow, not wrong.
+expect.set_options(timeout=20_000)
 
 
 def photo_png(size: tuple[int, int] = PHOTO_SIZE) -> bytes:
@@ -91,3 +98,39 @@ def snap(page: Page, shots: Path, name: str, full: bool = True) -> Path:
     path = shots / f"{name}.png"
     page.screenshot(path=str(path), full_page=full)
     return path
+
+
+def set_range(page: Page, selector: str, value: int) -> None:
+    """Move a slider as a person dragging it would (the browser clamps to min/max/step)."""
+    page.eval_on_selector(
+        selector, "(e, v) => { e.value = v; e.dispatchEvent(new Event('input')); }", str(value)
+    )
+
+
+def choose_photo(page: Page, path: Path) -> None:
+    """Pick the photo through the file chooser, as a click on the button does."""
+    with page.expect_file_chooser() as chooser:
+        page.locator("label[for=photo]").click()
+    chooser.value.set_files(str(path))
+
+
+def shown_epoch(page: Page) -> int:
+    text = page.locator("#job-progress-text").text_content() or ""
+    match = re.search(r"Epoch (\d+) of", text)
+    return int(match.group(1)) if match else 0
+
+
+def wait_epoch(page: Page, at_least: int, timeout: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout
+    while (epoch := shown_epoch(page)) < at_least:
+        status = page.locator("#job-status").text_content()
+        assert time.monotonic() < deadline, f"stuck at epoch {epoch}: {status}"
+        page.wait_for_timeout(50)
+    return epoch
+
+
+def result_png(page: Page) -> tuple[bytes, str]:
+    """Click the download button; the file's bytes and its suggested name."""
+    with page.expect_download() as download:
+        page.locator("#job-download").click()
+    return Path(download.value.path()).read_bytes(), download.value.suggested_filename
