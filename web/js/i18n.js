@@ -10,7 +10,7 @@ const KEY = "stylerelay.lang";
 const STRINGS = { en, "zh-CN": zh };
 
 function slugOf(text) {
-  return String(text).toLowerCase().replace(/^[a-z]+:/, "").replace(/[\s_]+/g, "-");
+  return String(text).toLowerCase().replace(/^([a-z]+:)+/, "").replace(/[\s_]+/g, "-");
 }
 
 /** A style's name in the current language (`id` as in /api/styles, `name` its English one). */
