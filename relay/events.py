@@ -64,6 +64,10 @@ class EventBus:
         if not subs:
             del self._topics[sub.job_id]
 
+    def watching(self, job_id: str) -> bool:
+        """Whether anyone subscribes to this job (events for nobody need not be built)."""
+        return job_id in self._topics
+
     def watched(self) -> list[str]:
         """Jobs with at least one subscriber."""
         return list(self._topics)

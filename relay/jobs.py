@@ -154,7 +154,9 @@ class JobService:
         self._open[job.id] = job
         log.info("job %s queued: %s %dx%d", job.id, job.method, job.width, job.height)
         self.apply(self.scheduler.submit(spec_of(job), self.clock()))
-        return job
+        # Stored before its client hears of it (one commit for all jobs of this loop turn).
+        await self.store.committed()
+        return self.get(job.id)
 
     async def painting(self, painting: gallery.Painting, size: int) -> PreparedImage:
         """A gallery painting prepared at `size` (cached: the same few sizes recur)."""
@@ -283,6 +285,8 @@ class JobService:
         self._open.pop(job.id, None)
         done = replace(job, state=state, finished=now, **fields)
         log.info("job %s %s%s", job.id, state, f": {done.error}" if done.error else "")
+        if not self.bus.watching(job.id):
+            return
         view = job_view(done, live=live, ttl=self.config.result_ttl)
         event: dict[str, Any] = {"type": str(state), "job": view}
         if state is JobState.FAILED:

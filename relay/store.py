@@ -1,23 +1,32 @@
 """Jobs in SQLite (standard library `sqlite3`), one row per job.
 
 The calls are synchronous on the event loop on purpose: each is a primary-key read or a
-one-row write on a WAL database with `synchronous=NORMAL`, which commits without an fsync
-(tens of microseconds). A thread hand-off would cost more than the work and would let
-writes of one job reorder. Large files never pass through here (see `relay.blobs`).
+one-row write on a WAL database with `synchronous=NORMAL`, which commits without an fsync.
+A thread hand-off would cost more than the work and would let writes of one job reorder.
+Large files never pass through here (see `relay.blobs`).
+
+Writes are committed in groups: every write made during one turn of the event loop goes
+into one transaction at the start of the next (a commit costs several times a write; see
+bench/relay.py). `await committed()` waits for that commit, which is how a new job is
+stored before its client hears 202. Reads commit what is pending first.
 
 The two slow things run in worker threads on connections of their own: checkpoints (which
 fsync; automatic ones are off, so no commit on the loop ever pays for one) and the scan of
 every job's files for the sweeper. WAL lets them read while the loop writes.
 """
 
+import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from relay.model import JobRecord, JobState, StyleChoice
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -51,6 +60,7 @@ _COLUMNS = (
     *("epochs", "params", "email", "filename", "state", "attempts", "created", "started"),
     *("finished", "node", "error", "result_file", "preview_file"),
 )
+_INSERT = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
 _UPDATABLE = frozenset(_COLUMNS) - {"id", "client", "method", "styles", "style_files"}
 
 
@@ -88,6 +98,57 @@ class JobStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.executescript(_SCHEMA)
+        self._pending: list[tuple[str, list[Any]]] = []
+        self._flush: asyncio.Handle | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def _write(self, sql: str, params: list[Any]) -> None:
+        self._pending.append((sql, params))
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (tools, tests): commit at once
+            self.commit()
+            return
+        if self._flush is None:
+            self._flush = loop.call_soon(self.commit)
+
+    def commit(self) -> None:
+        """Commit every pending write in one transaction."""
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        pending, self._pending = self._pending, []
+        waiter, self._waiter = self._waiter, None
+        error: sqlite3.Error | None = None
+        if pending:
+            try:
+                if len(pending) == 1:  # a statement alone commits itself
+                    self._db.execute(*pending[0])
+                else:
+                    self._db.execute("BEGIN")
+                    for sql, params in pending:
+                        self._db.execute(sql, params)
+                    self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                log.error("could not store %d job change(s): %s", len(pending), exc)
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                error = exc
+        if waiter is not None and not waiter.done():
+            if error is None:
+                waiter.set_result(None)
+            else:
+                waiter.set_exception(error)
+        elif error is not None:
+            raise error
+
+    async def committed(self) -> None:
+        """Wait until every write made so far is committed."""
+        if not self._pending:
+            return
+        if self._waiter is None:
+            self._waiter = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._waiter)
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file (blocking, fsyncs: call it in a thread)."""
@@ -95,16 +156,13 @@ class JobStore:
             db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def close(self) -> None:
-        """Close the database."""
+        """Commit what is pending and close the database."""
+        self.commit()
         self._db.close()
 
     def insert(self, job: JobRecord) -> None:
         """Add a new job."""
-        marks = ", ".join("?" for _ in _COLUMNS)
-        self._db.execute(
-            f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({marks})",
-            [_encode(name, getattr(job, name)) for name in _COLUMNS],
-        )
+        self._write(_INSERT, [_encode(name, getattr(job, name)) for name in _COLUMNS])
 
     def update(self, job_id: str, **fields: Any) -> None:
         """Change some fields of one job."""
@@ -113,15 +171,17 @@ class JobStore:
             raise ValueError(f"cannot update {sorted(unknown)}")
         sets = ", ".join(f"{name} = ?" for name in fields)
         values = [_encode(name, value) for name, value in fields.items()]
-        self._db.execute(f"UPDATE jobs SET {sets} WHERE id = ?", [*values, job_id])
+        self._write(f"UPDATE jobs SET {sets} WHERE id = ?", [*values, job_id])
 
     def get(self, job_id: str) -> JobRecord | None:
         """One job by id, or None."""
+        self.commit()
         row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
         return None if row is None else _decode(row)
 
     def recover(self) -> list[JobRecord]:
         """After a restart: running jobs become queued; return every queued job, oldest first."""
+        self.commit()
         self._db.execute(
             "UPDATE jobs SET state = ?, node = NULL WHERE state = ?",
             (str(JobState.QUEUED), str(JobState.RUNNING)),
@@ -133,6 +193,7 @@ class JobStore:
 
     def expired(self, finished_before: float) -> list[JobRecord]:
         """Final jobs that finished before the given time."""
+        self.commit()
         finals = [str(s) for s in JobState if s.final]
         rows = self._db.execute(
             "SELECT * FROM jobs WHERE state IN (?, ?, ?) AND finished < ?",
@@ -142,6 +203,7 @@ class JobStore:
 
     def delete(self, job_ids: Iterable[str]) -> None:
         """Remove jobs by id."""
+        self.commit()
         self._db.executemany("DELETE FROM jobs WHERE id = ?", [(i,) for i in job_ids])
 
     def referenced_files(self) -> set[str]:

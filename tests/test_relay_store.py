@@ -105,3 +105,17 @@ def test_checkpoint_moves_the_log_into_the_database_file(tmp_path: Path) -> None
     store.checkpoint()
     assert (tmp_path / "jobs.db").stat().st_size > before
     assert len(store.recover()) == 200
+
+
+async def test_writes_of_one_loop_turn_share_one_commit(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    store = JobStore(path)
+    for i in range(3):
+        store.insert(_job(f"j{i}", float(i)))
+    other = JobStore(path)  # a second connection sees only what is committed
+    assert [j.id for j in other.recover()] == []
+    await store.committed()
+    assert [j.id for j in other.recover()] == ["j0", "j1", "j2"]
+    store.update("j0", error="x")
+    assert store.get("j0") is not None  # a read commits what is pending first
+    assert other.get("j0").error == "x"  # type: ignore[union-attr]
