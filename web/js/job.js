@@ -1,0 +1,310 @@
+// The job being watched: queue position, progress, live preview, cancel, and the finished
+// picture next to its photo and style. All of it is driven by the job's event stream, whose
+// first message is the job's whole state, so opening, reloading and reconnecting are alike.
+
+import * as api from "./api.js";
+import { $, el, showError } from "./dom.js";
+import * as history from "./history.js";
+import { duration, server, t } from "./i18n.js";
+import { record } from "./speed.js";
+import { JobStream } from "./stream.js";
+
+const FINAL = new Set(["done", "failed", "cancelled"]);
+
+export class JobView {
+  /** @param {(id: string) => {name: string, thumb: string | null} | null} styleInfo */
+  constructor(styleInfo) {
+    this.styleInfo = styleInfo;
+    this.stream = null;
+    this.job = null;
+    this.rate = null;
+    this.announced = -1;
+    $("job-cancel").addEventListener("click", () => this.cancel());
+    $("job-copy").addEventListener("click", () => this.copy());
+    $("job-new").addEventListener("click", () => this.close());
+  }
+
+  /** Watch a job: show its section, remember it, and follow its events. */
+  open(id, { focus = true } = {}) {
+    if (this.stream) this.stream.stop();
+    this.job = { id, state: "queued" };
+    this.rate = null;
+    this.announced = -1;
+    history.remember(id);
+    if (location.hash !== `#job=${id}`) window.history.replaceState(null, "", `#job=${encodeURIComponent(id)}`);
+    const section = $("job");
+    section.hidden = false;
+    section.dataset.job = id;
+    showError("job-error", "");
+    $("job-conn").hidden = true;
+    $("job-result").hidden = true;
+    $("job-result").removeAttribute("src");
+    this.wanted = null;
+    $("job-announce").textContent = "";
+    $("job-placeholder").hidden = false;
+    $("job-content").removeAttribute("src");
+    $("job-styles").replaceChildren();
+    $("job-progress").hidden = true;
+    $("job-bar").value = 0;
+    this.paint();
+    if (focus) {
+      section.scrollIntoView({ behavior: "smooth", block: "start" });
+      $("job-h").focus({ preventScroll: true });
+    }
+    this.stream = new JobStream(
+      id,
+      (event) => this.onEvent(event),
+      (conn) => this.onConn(conn),
+    );
+  }
+
+  close() {
+    if (this.stream) this.stream.stop();
+    this.stream = null;
+    $("job").hidden = true;
+    window.history.replaceState(null, "", location.pathname + location.search);
+    $("create").scrollIntoView({ behavior: "smooth" });
+    $("style-h").focus({ preventScroll: true });
+  }
+
+  onConn(conn) {
+    const line = $("job-conn");
+    clearTimeout(this.connTimer);
+    line.hidden = false;
+    line.classList.toggle("is-ok", conn.kind === "open");
+    if (conn.kind === "open") {
+      line.textContent = t("job.reconnected");
+      this.connTimer = setTimeout(() => (line.hidden = true), 4000);
+    } else if (conn.kind === "offline") {
+      line.textContent = t("job.offline");
+    } else {
+      line.textContent = t("job.reconnecting", { s: Math.max(1, Math.round(conn.seconds)) });
+    }
+  }
+
+  onEvent(event) {
+    const job = this.job;
+    switch (event.type) {
+      case "state":
+      case "done":
+      case "failed":
+      case "cancelled":
+        Object.assign(job, event.job);
+        if (event.type === "failed" && event.error) job.error = event.error;
+        break;
+      case "queued":
+        Object.assign(job, { state: "queued", position: event.position, waiting_reason: event.reason });
+        job.requeued = event.requeued ? event.attempts : null;
+        break;
+      case "started":
+        Object.assign(job, { state: "running", node: event.node, epoch: null });
+        break;
+      case "progress":
+        this.learn(event.epoch);
+        Object.assign(job, { state: "running", epoch: event.epoch, max_epochs: event.max_epochs });
+        break;
+      case "preview":
+        job.preview_url = event.url;
+        break;
+      case "gone":
+        job.state = "gone";
+        history.forget(job.id);
+        break;
+      default:
+        return;
+    }
+    this.paint();
+    if (FINAL.has(job.state) && event.type !== "state") this.finished();
+    else if (FINAL.has(job.state)) history.refresh();
+  }
+
+  /** Note when an epoch was seen, to tell the time left from the pace since watching began. */
+  learn(epoch) {
+    const now = performance.now();
+    if (!this.rate || epoch < this.rate.epoch) this.rate = { first: epoch, since: now };
+    this.rate.epoch = epoch;
+  }
+
+  secondsLeft() {
+    const r = this.rate;
+    const job = this.job;
+    if (!r || !job.max_epochs) return null;
+    const elapsed = (performance.now() - r.since) / 1000;
+    // Too few epochs or too short a time says little: events can arrive in bursts.
+    if (r.epoch - r.first < 2 || elapsed < 1) return null;
+    return (elapsed / (r.epoch - r.first)) * (job.max_epochs - job.epoch);
+  }
+
+  finished() {
+    const job = this.job;
+    if (job.state === "done" && job.started && job.finished) {
+      const seconds = (Date.parse(job.finished) - Date.parse(job.started)) / 1000;
+      record(job.method, job.max_epochs || 1, job.width * job.height, seconds);
+    }
+    history.refresh();
+  }
+
+  // ---- drawing ------------------------------------------------------------------------
+
+  paint() {
+    const job = this.job;
+    const state = job.state;
+    const badge = $("job-state");
+    badge.className = `badge badge--${state}`;
+    badge.textContent = state === "gone" ? "—" : t(`job.state.${state}`);
+    $("job-status").textContent = this.statusLine();
+    $("job-cancel").hidden = !(state === "queued" || state === "running");
+    $("job-new").hidden = !(FINAL.has(state) || state === "gone");
+    if (state === "gone") {
+      showError("job-error", t("job.gone"));
+      $("job-images").hidden = true;
+      $("job-link-row").hidden = true;
+      $("job-download").hidden = true;
+      return;
+    }
+    $("job-images").hidden = false;
+    this.paintProgress();
+    this.paintImages();
+    const done = state === "done";
+    const download = $("job-download");
+    download.hidden = !done;
+    if (done) download.href = job.result_url;
+    const link = `${location.origin}/#job=${encodeURIComponent(job.id)}`;
+    $("job-link").value = link;
+    $("job-link-row").hidden = false;
+  }
+
+  statusLine() {
+    const job = this.job;
+    switch (job.state) {
+      case "queued": {
+        const n = job.position ?? "…";
+        if (job.requeued) return `${t("job.requeued", { n: job.requeued })} ${t("job.queued", { n })}`;
+        const why = job.waiting_reason || "";
+        if (why.startsWith("No node is online")) return t("job.queued.none", { n });
+        return why ? t("job.queued.why", { n, why: server(why) }) : t("job.queued", { n });
+      }
+      case "running":
+        if (job.epoch === null || job.epoch === undefined) return t("job.started", { node: job.node || "?" });
+        return t("job.running", { node: job.node || "?" });
+      case "done":
+        return t("job.done");
+      case "failed":
+        return t("job.failed", { why: server(job.error) || "?" });
+      case "cancelled":
+        return t("job.cancelled");
+      default:
+        return "";
+    }
+  }
+
+  /** Say the progress in steps of 10% to screen readers, not at every epoch. */
+  announce(pct) {
+    const step = Math.floor(pct / 10) * 10;
+    if (step <= this.announced) return;
+    this.announced = step;
+    $("job-announce").textContent = t("job.announce", { pct: step });
+  }
+
+  paintProgress() {
+    const job = this.job;
+    const box = $("job-progress");
+    const running = job.state === "running" && job.epoch !== null && job.epoch !== undefined;
+    box.hidden = !(running || job.state === "done");
+    if (box.hidden) return;
+    const max = job.max_epochs || 1;
+    const epoch = job.state === "done" ? max : job.epoch;
+    const pct = Math.min(100, Math.round((100 * epoch) / max));
+    const bar = $("job-bar");
+    bar.value = pct;
+    // One-pass methods report a single step: the epoch count says nothing there.
+    let text = max > 1 ? t("job.progress", { epoch, max, pct }) : `${pct}%`;
+    const left = job.state === "running" ? this.secondsLeft() : null;
+    if (left !== null) text += ` · ${t("job.left", { time: duration(left) })}`;
+    $("job-progress-text").textContent = text;
+    bar.setAttribute("aria-valuetext", text);
+    if (job.state === "running") this.announce(pct);
+  }
+
+  paintImages() {
+    const job = this.job;
+    const content = $("job-content");
+    if (job.content_url && content.getAttribute("src") !== job.content_url) {
+      content.src = job.content_url;
+      content.alt = t("job.alt.content");
+    }
+    const styles = $("job-styles");
+    if (!styles.childElementCount && job.styles) {
+      const urls = job.style_urls || [];
+      let imageIndex = 0;
+      styles.replaceChildren(
+        ...job.styles.map((s) => {
+          const info = this.styleInfo(s.id) || { name: s.id, thumb: null };
+          const url = s.id.startsWith("fast:") ? info.thumb : urls[imageIndex] || info.thumb;
+          if (!s.id.startsWith("fast:")) imageIndex += 1;
+          const name = s.id === "upload" ? t("style.own", { n: imageIndex }) : info.name;
+          return url
+            ? el("img", { src: url, alt: t("job.alt.style", { name }) })
+            : el("span", { class: "compare__named", text: name });
+        }),
+      );
+    }
+    const result = $("job-result");
+    const caption = $("job-result-caption");
+    const src = job.state === "done" ? job.result_url : job.preview_url;
+    if (src && src !== this.wanted) {
+      this.wanted = src;
+      // Load off screen and swap when ready: no flicker, and a preview that fails to load
+      // (the network dropped) leaves the last good one in place.
+      const next = new Image();
+      next.onload = () => {
+        if (this.wanted !== src) return;
+        result.src = src;
+        result.hidden = false;
+        $("job-placeholder").hidden = true;
+      };
+      next.onerror = () => {
+        if (this.wanted === src) this.wanted = null;
+      };
+      next.src = src;
+    }
+    if (!src && !result.hidden) result.hidden = true;
+    $("job-placeholder").hidden = result.hidden ? FINAL.has(job.state) : true;
+    result.alt = t(job.state === "done" ? "job.alt.result" : "job.alt.preview");
+    caption.textContent = t(job.state === "done" || !src ? "job.result" : "job.preview");
+  }
+
+  async cancel() {
+    const button = $("job-cancel");
+    button.disabled = true;
+    try {
+      const view = await api.cancel(this.job.id);
+      Object.assign(this.job, view);
+      this.paint();
+      if (this.stream) this.stream.finish();
+      history.refresh();
+    } catch (err) {
+      showError("job-error", t("job.cancel.failed", { why: err.network ? t("err.network") : server(err.message) }));
+    } finally {
+      button.disabled = false;
+    }
+  }
+
+  async copy() {
+    const input = $("job-link");
+    input.select();
+    try {
+      await navigator.clipboard.writeText(input.value);
+    } catch {
+      document.execCommand?.("copy");
+    }
+    const button = $("job-copy");
+    button.textContent = t("job.copied");
+    setTimeout(() => (button.textContent = t("job.copy")), 1500);
+  }
+
+  /** Redraw in the current language. */
+  relabel() {
+    if (this.job && !$("job").hidden) this.paint();
+  }
+}

@@ -1,0 +1,172 @@
+// Method and parameters: which methods fit the chosen style, the epochs/size/strength
+// controls, the advanced panel, and an estimate of how long the job will take.
+
+import { $, el, showError } from "./dom.js";
+import { duration, t } from "./i18n.js";
+import { estimate } from "./speed.js";
+
+const ORDER = ["fast", "gatys", "arbitrary"];
+const FITS = { fast: ["fast"], painting: ["gatys", "arbitrary"], upload: ["gatys", "arbitrary"] };
+const ADVANCED = [
+  ["content-weight", "content_weight", "adv.content"],
+  ["style-weight", "style_weight", "adv.style"],
+  ["tv-weight", "tv_weight", "adv.tv"],
+  ["learning-rate", "learning_rate", "adv.lr"],
+];
+
+export class Settings {
+  constructor() {
+    this.methods = [];
+    this.limits = null;
+    this.nodes = [];
+    this.method = "gatys";
+    this.kind = null;
+    this.photo = null;
+    for (const id of ["epochs", "size", "strength"]) {
+      $(id).addEventListener("input", () => this.refresh());
+    }
+  }
+
+  load(methods, limits) {
+    this.methods = methods;
+    this.limits = limits;
+    const epochs = $("epochs");
+    epochs.max = String(this.epochCap());
+    if (!epochs.dataset.touched) epochs.value = String(limits.default_epochs);
+    epochs.addEventListener("input", () => (epochs.dataset.touched = "1"), { once: true });
+    const size = $("size");
+    size.max = String(limits.max_size);
+    if (!size.dataset.touched) size.value = String(limits.default_size);
+    size.addEventListener("input", () => (size.dataset.touched = "1"), { once: true });
+    this.render();
+  }
+
+  setNodes(nodes) {
+    this.nodes = nodes;
+    this.refresh();
+  }
+
+  /** The highest epochs the slider allows: the relay's cap, and the best node's. */
+  epochCap() {
+    const gatys = this.methods.find((m) => m.id === "gatys");
+    const relayCap = this.limits ? this.limits.max_epochs : 1;
+    return Math.max(1, Math.min(relayCap, gatys ? gatys.max_epochs : relayCap));
+  }
+
+  /** The chosen style kind changed: keep the method if it fits, else take one that does. */
+  setKind(kind) {
+    this.kind = kind;
+    const fits = kind ? FITS[kind] : ORDER;
+    if (!fits.includes(this.method)) this.method = fits[0];
+    this.render();
+  }
+
+  setPhoto(photo) {
+    this.photo = photo;
+    this.refresh();
+  }
+
+  render() {
+    const box = $("methods");
+    const legend = box.querySelector("legend");
+    const fits = this.kind ? FITS[this.kind] : ORDER;
+    const cards = ORDER.map((id) => {
+      const info = this.methods.find((m) => m.id === id) || { available: false };
+      const fitting = fits.includes(id);
+      const reason = fitting ? (info.available ? "" : t("method.offline")) : t(id === "fast" ? "method.needs.fast" : "method.needs.image");
+      const input = el("input", {
+        type: "radio",
+        name: "method",
+        value: id,
+        class: "method__input",
+        disabled: !fitting,
+        "aria-describedby": `m-${id}-note m-${id}-eta${reason ? ` m-${id}-why` : ""}`,
+        onchange: () => {
+          this.method = id;
+          this.refresh();
+        },
+      });
+      input.checked = id === this.method;
+      return el("label", { class: `method${fitting ? "" : " is-disabled"}` }, [
+        input,
+        el("span", { class: "method__top" }, [
+          el("span", { class: "method__name", text: t(`method.${id}`) }),
+          el("span", { class: "method__eta", id: `m-${id}-eta` }),
+        ]),
+        el("span", { class: "method__note", id: `m-${id}-note`, text: t(`method.${id}.note`) }),
+        reason ? el("span", { class: "method__why", id: `m-${id}-why`, text: reason }) : null,
+      ]);
+    });
+    box.replaceChildren(legend, ...cards);
+    this.refresh();
+  }
+
+  pixels() {
+    const long = Number($("size").value) || 512;
+    if (!this.photo) return Math.round((long * long * 3) / 4);
+    const { width, height } = this.photo;
+    const scale = long / Math.max(width, height);
+    return Math.round(width * scale * height * scale);
+  }
+
+  /** Update outputs, the epochs slider's state and every time estimate. */
+  refresh() {
+    if (!this.limits) return;
+    const epochs = $("epochs");
+    epochs.max = String(this.epochCap());
+    const gatys = this.method === "gatys";
+    epochs.disabled = !gatys;
+    $("epochs-field").classList.toggle("is-off", !gatys);
+    $("epochs-out").textContent = gatys ? epochs.value : "—";
+    $("epochs-hint").textContent = gatys ? t("param.epochs.hint", { max: this.epochCap() }) : t("param.epochs.only");
+    $("size-out").textContent = `${$("size").value} px`;
+    $("strength-out").textContent = `${$("strength").value}%`;
+    const pixels = this.pixels();
+    for (const id of ORDER) {
+      const slot = document.getElementById(`m-${id}-eta`);
+      if (!slot) continue;
+      const guess = estimate(id, id === "gatys" ? Number(epochs.value) : 1, pixels, this.nodes);
+      slot.textContent = t("method.eta", { time: duration(guess.seconds) });
+    }
+    const guess = estimate(this.method, gatys ? Number(epochs.value) : 1, pixels, this.nodes);
+    const line = t(guess.measured ? "estimate.measured" : "estimate", { time: duration(guess.seconds) });
+    $("estimate").textContent = this.nodes.length ? line : `${line}\n${t("estimate.wait")}`;
+  }
+
+  /** Append method and parameters to the job's form; false (errors shown) if one is bad. */
+  fill(form) {
+    form.append("method", this.method);
+    if (this.method === "gatys") form.append("epochs", $("epochs").value);
+    form.append("size", $("size").value);
+    form.append("strength", String(Number($("strength").value) / 100));
+    form.append("keep_colors", $("keep-colors").checked ? "true" : "false");
+    showError("advanced-error", "");
+    for (const [id, field, label] of ADVANCED) {
+      const input = $(id);
+      input.removeAttribute("aria-invalid");
+      const raw = input.value.trim();
+      if (!raw && !input.validity.badInput) continue;
+      const value = Number(raw);
+      if (!Number.isFinite(value) || value < 0 || !input.checkValidity()) {
+        $("advanced").open = true;
+        showError("advanced-error", t("adv.bad", { field: t(label) }), input);
+        input.focus();
+        return false;
+      }
+      form.append(field, raw);
+    }
+    if ($("optimizer").value) form.append("optimizer", $("optimizer").value);
+    const seed = $("seed");
+    seed.removeAttribute("aria-invalid");
+    if (seed.value.trim() || seed.validity.badInput) {
+      if (!/^\d{1,18}$/.test(seed.value.trim())) {
+        $("advanced").open = true;
+        showError("advanced-error", t("adv.seed.bad"), seed);
+        seed.focus();
+        return false;
+      }
+      form.append("seed", seed.value.trim());
+    }
+    return true;
+  }
+}
