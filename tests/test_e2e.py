@@ -36,10 +36,10 @@ def photo(name: str = "chelsea.png", long_side: int = 96) -> bytes:
     """A test photo as PNG, scaled down."""
     path = next(DATA.rglob(name))
     with Image.open(path) as img:
-        img = img.convert("RGB")
-        img.thumbnail((long_side, long_side))
-        out = io.BytesIO()
-        img.save(out, format="PNG")
+        rgb = img.convert("RGB")
+    rgb.thumbnail((long_side, long_side))
+    out = io.BytesIO()
+    rgb.save(out, format="PNG")
     return out.getvalue()
 
 
