@@ -18,16 +18,20 @@ import threading
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import WSCloseCode, web
 from PIL import Image, ImageChops, ImageFilter, ImageOps
 
 from relay.api import SERVICE, SOCKETS
-from relay.app import init
+from relay.app import NODE_LISTENER, init
 from relay.config import Config
 from relay.dispatch import NodeInfo
 from relay.hub import CancelJob, NodeHandle, NodeHub, Offer
+from relay.tokens import TokenStore
+
+if TYPE_CHECKING:
+    from gpu_node.daemon.daemon import Daemon
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -41,6 +45,7 @@ def web_config(tmp_path: Path, **changes: Any) -> Config:
     base = Config(
         host="127.0.0.1",
         http_port=0,
+        node_port=0,
         data_dir=tmp_path / "relay-data",
         max_epochs=300,
         max_upload_mb=1.0,
@@ -177,6 +182,7 @@ class RelayThread:
         self.runner: web.AppRunner | None = None
         self.url = ""
         self.nodes: list[tuple[FakeNode, asyncio.Task[None]]] = []
+        self.daemons: list[tuple[Daemon, asyncio.Task[int]]] = []
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10.0) -> T:
         """Run a coroutine in the relay's loop and wait for its result."""
@@ -236,6 +242,26 @@ class RelayThread:
 
         return self.run(connect())
 
+    def add_real_node(self, name: str = "cpu-node", **options: Any) -> "Daemon":
+        """Connect a real node daemon (CPU) through the node port, as a GPU owner would."""
+        from gpu_node.daemon.config import NodeConfig
+        from gpu_node.daemon.daemon import create_daemon
+
+        port = self.app[NODE_LISTENER].port
+        token = TokenStore(self.config.data_dir).add(name)
+        values: dict[str, Any] = {"name": name, "device": "cpu", "backoff_max": 1.0}
+        config = NodeConfig("127.0.0.1", port, token, **{**values, **options})
+        daemon = create_daemon(config)
+
+        async def start() -> None:
+            self.daemons.append((daemon, asyncio.get_running_loop().create_task(daemon.serve())))
+            async with asyncio.timeout(60):
+                while not self.app[SERVICE].hub.infos():
+                    await asyncio.sleep(0.05)
+
+        self.run(start(), timeout=90.0)
+        return daemon
+
     def drop_sockets(self) -> int:
         """Close every page WebSocket from the server side, as a network drop would."""
 
@@ -252,6 +278,9 @@ class RelayThread:
         """Stop nodes and the server, then the loop."""
 
         async def down() -> None:
+            for daemon, serving in self.daemons:
+                daemon.drain()
+                await asyncio.wait_for(serving, 30.0)
             for _node, task in self.nodes:
                 task.cancel()
             await asyncio.gather(*(t for _n, t in self.nodes), return_exceptions=True)
