@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest venv clean
+.PHONY: run test lint typecheck pytest venv system clean
 
 venv: $(STAMP)
 
@@ -16,7 +16,11 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m relay.dev
+	$(PY) -m relay.dev $(RUN_ARGS)
+
+# Chromium and fonts for the browser tests (apt-get when root; otherwise a note).
+system:
+	@.ci/system-packages
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -25,7 +29,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) system
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest
