@@ -28,6 +28,7 @@ from gpu_node.engine.progress import Progress
 from gpu_node.engine.vgg import Pooling
 from gpu_node.engine.weights import load_weights
 from gpu_node.errors import BadInputError
+from gpu_node.fast import runners as fast_runners
 from gpu_node.images import DEFAULT_MAX_PIXELS, encode_jpeg, encode_png, open_image
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--size", type=int, default=512, help="long side of the output, px")
     parser.add_argument("--device", default=None, help="cuda, cuda:N, mps or cpu (default: best)")
     parser.add_argument("--preserve-colors", action="store_true", help="keep the content's colours")
+    fast_runners.add_arguments(parser)
     gatys = parser.add_argument_group("gatys", "optimisation over VGG19 features")
     gatys.add_argument(
         "--style-image", action="append", default=[], metavar="IMG", help="repeat to blend"
@@ -139,5 +141,5 @@ def _run_gatys(args: argparse.Namespace, content: Image.Image, device: torch.dev
         )
 
 
-RUNNERS: dict[str, Runner] = {"gatys": _run_gatys}
+RUNNERS: dict[str, Runner] = {"gatys": _run_gatys, **fast_runners.RUNNERS}
 """Method name -> runner; other methods add themselves here."""
