@@ -20,6 +20,7 @@ from gpu_node.fast.multistyle import NUM_STYLES, MultiStyleNet, load_multistyle
 from gpu_node.fast.post import keep_colors, mix
 from gpu_node.fast.registry import StyleKind, StyleRegistry
 from gpu_node.fast.spec import StyleMix, check_strength
+from gpu_node.images import MIN_SIDE
 from gpu_node.tensors import tensor_to_image
 
 # Peak bytes per pixel of a full-resolution pass: a few 32-channel float32 maps (the conv
@@ -28,7 +29,11 @@ BYTES_PER_PIXEL = 4 * 32 * 4
 
 
 def check_fits(photo: torch.Tensor, device: torch.device) -> None:
-    """CapacityError when a picture this large would not fit in the device's free memory."""
+    """BadInputError for a picture too small for the networks, CapacityError for too large."""
+    if min(photo.shape[-2:]) < MIN_SIDE:
+        raise BadInputError(
+            f"{photo.shape[-1]}x{photo.shape[-2]} is too small; each side needs {MIN_SIDE} px"
+        )
     pixels = photo.shape[-1] * photo.shape[-2]
     need, free = pixels * BYTES_PER_PIXEL, free_bytes(device)
     if need > free:
