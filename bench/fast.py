@@ -10,8 +10,12 @@ interleaved), the ratio ours/theirs (below 1 means we are faster), the mean abso
 pixel difference (0..1 scale) and, for arbitrary, the detail (mean gradient) of both.
 """
 
-import argparse
 import os
+
+# As our entry point does (gpu_node/__main__.py): idle OpenMP threads sleep, not spin.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
 import statistics
 import time
 from collections.abc import Callable
