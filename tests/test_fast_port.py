@@ -56,9 +56,9 @@ def test_multistyle_matches_onnxruntime(multistyle: MultiStyleNet, name: str) ->
         w = weights.astype(np.float32)
         ours = multistyle.stylize(x, torch.from_numpy(w))
         assert ours.shape == x.shape
-        assert mad(ours, _reference(session, x, w)) < 0.01
-        # in fact the two agree to float rounding
-        assert mad(ours, _reference(session, x, w)) < 1e-5
+        difference = mad(ours, _reference(session, x, w))
+        assert difference < 0.01
+        assert difference < 1e-5  # in fact the two agree to float rounding
 
 
 def test_multistyle_styles_differ(multistyle: MultiStyleNet) -> None:

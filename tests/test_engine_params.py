@@ -1,0 +1,63 @@
+"""GatysParams: the epoch cap, validation with clear messages, scales; capacity estimates."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gpu_node.engine.capacity import check_fits, estimate_bytes
+from gpu_node.engine.params import GatysParams
+from gpu_node.errors import BadInputError, CapacityError
+
+
+def test_epochs_over_the_cap_are_an_error_naming_the_cap() -> None:
+    assert GatysParams(epochs=10, max_epochs=10).epochs == 10
+    with pytest.raises(BadInputError, match="max_epochs=10"):
+        GatysParams(epochs=11, max_epochs=10)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("size", 8, "size must be between"),
+        ("size", 512.5, "whole number"),
+        ("epochs", 0, "epochs must be"),
+        ("content_weight", -1.0, "content_weight must be"),
+        ("style_weight", float("inf"), "finite"),
+        ("learning_rate", 0.0, "positive"),
+        ("style_scale", 10.0, "style_scale"),
+        ("style_layers", (("relu9_1", 1.0),), "unknown VGG19 layer"),
+        ("style_layers", (), "at least one style layer"),
+        ("content_layers", (("relu4_2", 1.0), ("relu4_2", 2.0)), "named twice"),
+        ("optimizer", "lbfgs", "Optimizer"),
+    ],
+)
+def test_bad_values_are_refused_with_a_message(field: str, value: object, words: str) -> None:
+    with pytest.raises(BadInputError, match=words):
+        GatysParams(**{field: value})  # type: ignore[arg-type]
+
+
+def test_large_outputs_run_coarse_to_fine() -> None:
+    assert GatysParams(size=512).scales() == [512]
+    big = GatysParams(size=2048, epochs=301)
+    assert big.scales() == [1024, 2048]
+    assert big.epochs_per_scale() == [151, 150]
+    assert GatysParams(size=4096, epochs=30).scales() == [1024, 2048, 4096]
+    with pytest.raises(BadInputError, match="at least 3"):
+        GatysParams(size=4096, epochs=2).epochs_per_scale()
+
+
+def test_deepest_layer_is_where_the_forward_pass_stops() -> None:
+    assert GatysParams().deepest_layer == "relu5_1"
+    shallow = GatysParams(style_layers=(("relu1_1", 1.0),), content_layers=(("relu2_2", 1.0),))
+    assert shallow.deepest_layer == "relu2_2"
+
+
+def test_memory_estimate_grows_with_pixels_and_refuses_the_impossible() -> None:
+    small = estimate_bytes(512, 512, "relu5_1", 50)
+    large = estimate_bytes(2048, 2048, "relu5_1", 50)
+    assert 0.5 * 2**30 < small < 2 * 2**30
+    assert 15 * small < large < 17 * small
+    check_fits(64, 64, "relu5_1", 50, torch.device("cpu"))
+    with pytest.raises(CapacityError, match="smaller size"):
+        check_fits(60_000, 60_000, "relu5_1", 50, torch.device("cpu"))
