@@ -11,6 +11,7 @@ Needs only the standard library and msgpack. See docs/protocol.md for the spec.
 from .codes import ByeReason, DeclineReason, FailureCode, RejectReason
 from .connection import Connection
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from .handshake import Capabilities, Hello, Limits, Reject, StyleInfo, Welcome
 from .limits import (
     CHUNK_SIZE,
     DEFAULT_MAX_FRAME_SIZE,
@@ -21,24 +22,18 @@ from .messages import (
     Accept,
     Bye,
     Cancel,
-    Capabilities,
     Decline,
     Drain,
     Failure,
-    Hello,
-    Limits,
     Message,
     Offer,
     Ping,
     Pong,
     Preview,
     Progress,
-    Reject,
     Result,
     Scalar,
     StyleImage,
-    StyleInfo,
-    Welcome,
 )
 from .state import ConnectionState, Role
 from .versions import PROTOCOL_VERSION, SUPPORTED_VERSIONS, choose_version

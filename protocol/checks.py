@@ -9,15 +9,22 @@ is not a tuple in a frozen message.
 from __future__ import annotations
 
 import math
+import reprlib
 from enum import Enum
 
 from .errors import LocalProtocolError
 from .limits import MAX_ID_LEN, MAX_ITEMS, MAX_UINT
 
+# Bounded depth: a peer can nest arrays a thousand deep, deeper than repr() can recurse.
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 3
+_REPR.maxstring = 30
+_REPR.maxother = 30
+
 
 def describe(value: object) -> str:
     """Say briefly what a bad value was, for error messages."""
-    text = repr(value)
+    text = _REPR.repr(value)
     if len(text) > 40:
         text = text[:37] + "..."
     return f"{type(value).__name__} {text}"

@@ -15,27 +15,22 @@ from typing import Any
 from .codes import ByeReason, DeclineReason, FailureCode, RejectReason
 from .errors import LocalProtocolError, RemoteProtocolError
 from .frames import Body
+from .handshake import Capabilities, Hello, Limits, Reject, StyleInfo, Welcome
 from .messages import (
     Accept,
     Bye,
     Cancel,
-    Capabilities,
     Decline,
     Drain,
     Failure,
-    Hello,
-    Limits,
     Message,
     Offer,
     Ping,
     Pong,
     Preview,
     Progress,
-    Reject,
     Result,
     StyleImage,
-    StyleInfo,
-    Welcome,
 )
 from .transfers import Received
 
@@ -170,7 +165,7 @@ def _offer(b: Body, take: Take) -> Offer:
 
 def _progress(b: Body, take: Take) -> Progress:
     losses = b["losses"]
-    if type(losses) is dict:
+    if type(losses) is dict and int in map(type, losses.values()):  # rare: copy only then
         losses = {k: float(v) if type(v) is int else v for k, v in losses.items()}
     return Progress(b["job_id"], b["lease_id"], b["epoch"], b["max_epochs"], losses,
                     _float(b["elapsed"]))  # fmt: skip
@@ -205,9 +200,6 @@ _DECODERS: dict[str, Callable[[Body, Take], Message]] = {
     "bye": lambda b, take: Bye(ByeReason(b["reason"]), b["message"]),
 }
 # fmt: on
-
-MESSAGE_TYPES = frozenset(_DECODERS)
-"""The wire names of all messages (`chunk` and `chunk_end` frames are not messages)."""
 
 
 def decode(body: Body, take: Take) -> Message:

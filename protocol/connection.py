@@ -12,9 +12,10 @@ import msgpack
 from .codec import decode, encode
 from .errors import LocalProtocolError, RemoteProtocolError
 from .frames import Body, FrameReader, pack_frame
+from .handshake import Limits, Reject, Welcome
 from .limits import DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_TRANSFER_SIZE, MAX_STYLE_IMAGES
 from .limits import MIN_MAX_FRAME_SIZE as _MIN_FRAME
-from .messages import Bye, Limits, Message, Reject, Welcome
+from .messages import Bye, Message
 from .state import ConnectionState, Role, StateMachine
 from .transfers import TransferReader, TransferWriter
 
@@ -72,18 +73,26 @@ class Connection:
         """The protocol version chosen in Welcome, once sent or received."""
         return self._machine.version
 
+    @property
+    def open_leases(self) -> int:
+        """Leases offered or accepted and not yet ended (a draining node leaves at 0)."""
+        return self._machine.open_leases
+
     def advertised_limits(self, max_epochs: int, max_pixels: int) -> Limits:
         """Limits for the relay's Welcome, with this connection's receive limits filled in."""
         return Limits(max_epochs, max_pixels, self.max_frame_size, self.max_transfer_size)
 
     def send(self, message: Message) -> bytes:
         """The bytes that send `message` (chunk frames first); LocalProtocolError if illegal."""
-        out = self._out = []
-        body = encode(message, self._put)
+        out: list[bytes | memoryview] = []
+        self._out = out  # where _put writes the chunk frames of the message's binaries
         try:
+            body = encode(message, self._put)
             frame = pack_frame(self._packer, body)
         except (TypeError, ValueError, OverflowError) as error:
             raise LocalProtocolError(f"cannot encode {type(message).__name__}: {error}") from None
+        finally:
+            self._out = []
         if len(frame) - 4 > self._send_limit:
             raise LocalProtocolError(
                 f"{type(message).__name__} needs a frame of {len(frame) - 4} bytes, "
@@ -95,7 +104,6 @@ class Connection:
         if not out:
             return frame
         out.append(frame)
-        self._out = []
         return b"".join(out)
 
     def _put(self, data: bytes) -> tuple[int, str]:
@@ -166,14 +174,14 @@ class Connection:
 
     def _end_of_stream(self) -> None:
         self._eof = True
-        closed_by_us = self._closed_by_us
+        said_bye = self._machine.state is ConnectionState.CLOSED  # Bye or Reject, either way
         self._machine.close()
-        if closed_by_us:
+        if self._closed_by_us:
             return
         if self._reader.buffered:
             raise RemoteProtocolError(
                 f"the stream ended in the middle of a frame ({self._reader.buffered} bytes "
                 "of it received)"
             )
-        if self._transfers.open or self._transfers.unclaimed:
+        if not said_bye and (self._transfers.open or self._transfers.unclaimed):
             raise RemoteProtocolError("the stream ended in the middle of a transfer")

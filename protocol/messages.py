@@ -1,4 +1,5 @@
-"""The messages of protocol version 1, one frozen dataclass each.
+"""The messages of protocol version 1, one frozen dataclass each (the handshake's are in
+`handshake.py`).
 
 A message object that exists is valid: `__post_init__` checks every field (types and the
 limits of `limits.py`) and raises `LocalProtocolError`. The decoder builds messages through
@@ -14,16 +15,14 @@ import math
 from dataclasses import dataclass
 
 from . import checks
-from .codes import ByeReason, DeclineReason, FailureCode, RejectReason
+from .codes import ByeReason, DeclineReason, FailureCode
+from .handshake import Hello, Reject, Welcome
 from .limits import (
+    MAX_ID_LEN,
     MAX_ITEMS,
-    MAX_NAME_LEN,
     MAX_STYLE_IMAGES,
     MAX_TEXT_LEN,
-    MAX_THUMBNAIL_SIZE,
-    MAX_TOKEN_LEN,
     MAX_UINT,
-    MIN_MAX_FRAME_SIZE,
 )
 
 Scalar = bool | int | float | str
@@ -31,63 +30,6 @@ Scalar = bool | int | float | str
 
 _HEX = frozenset("0123456789abcdef")
 _INT64 = (-(2**63), 2**63 - 1)
-
-
-@dataclass(frozen=True, slots=True)
-class StyleInfo:
-    """A built-in or trained style a node serves, with an optional small JPEG thumbnail."""
-
-    id: str
-    name: str
-    method: str
-    thumbnail_jpeg: bytes | None = None
-
-    def __post_init__(self) -> None:
-        checks.ident(self, "id", self.id)
-        checks.text(self, "name", self.name, MAX_NAME_LEN)
-        checks.ident(self, "method", self.method)
-        if self.thumbnail_jpeg is not None:
-            checks.blob(self, "thumbnail_jpeg", self.thumbnail_jpeg, MAX_THUMBNAIL_SIZE)
-
-
-@dataclass(frozen=True, slots=True)
-class Capabilities:
-    """What a node can do: its device, methods, styles and per-job limits."""
-
-    device_name: str
-    device_memory: int
-    methods: tuple[str, ...]
-    styles: tuple[StyleInfo, ...]
-    max_epochs: int
-    max_pixels: int
-    slots: int
-
-    def __post_init__(self) -> None:
-        checks.text(self, "device_name", self.device_name, MAX_NAME_LEN)
-        checks.uint(self, "device_memory", self.device_memory)
-        checks.items(self, "methods", self.methods, str)
-        for method in self.methods:
-            checks.ident(self, "methods", method)
-        checks.items(self, "styles", self.styles, StyleInfo)
-        checks.uint(self, "max_epochs", self.max_epochs, lo=1)
-        checks.uint(self, "max_pixels", self.max_pixels, lo=1)
-        checks.uint(self, "slots", self.slots, lo=1, hi=MAX_ITEMS)
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """The relay's limits, sent in Welcome: per-job bounds and what its receiver accepts."""
-
-    max_epochs: int
-    max_pixels: int
-    max_frame_size: int
-    max_transfer_size: int
-
-    def __post_init__(self) -> None:
-        checks.uint(self, "max_epochs", self.max_epochs, lo=1)
-        checks.uint(self, "max_pixels", self.max_pixels, lo=1)
-        checks.uint(self, "max_frame_size", self.max_frame_size, lo=MIN_MAX_FRAME_SIZE)
-        checks.uint(self, "max_transfer_size", self.max_transfer_size, lo=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,58 +42,6 @@ class StyleImage:
     def __post_init__(self) -> None:
         checks.blob(self, "data", self.data)
         checks.real(self, "weight", self.weight, positive=True)
-
-
-@dataclass(frozen=True, slots=True)
-class Hello:
-    """Node -> relay, first message: who the node is and what it can do."""
-
-    versions: tuple[int, ...]
-    node_name: str
-    token: str
-    software_version: str
-    capabilities: Capabilities
-
-    def __post_init__(self) -> None:
-        checks.items(self, "versions", self.versions, int)
-        if not self.versions:
-            raise checks.bad(self, "versions", "a non-empty tuple", self.versions)
-        for version in self.versions:
-            checks.uint(self, "versions", version, lo=1, hi=65535)
-        checks.text(self, "node_name", self.node_name, MAX_NAME_LEN)
-        checks.text(self, "token", self.token, MAX_TOKEN_LEN, empty=True)
-        checks.text(self, "software_version", self.software_version, MAX_NAME_LEN, empty=True)
-        if type(self.capabilities) is not Capabilities:
-            raise checks.bad(self, "capabilities", "Capabilities", self.capabilities)
-
-
-@dataclass(frozen=True, slots=True)
-class Welcome:
-    """Relay -> node: the handshake succeeded; chosen version, session and limits."""
-
-    version: int
-    session_id: str
-    heartbeat_interval: float
-    limits: Limits
-
-    def __post_init__(self) -> None:
-        checks.uint(self, "version", self.version, lo=1, hi=65535)
-        checks.ident(self, "session_id", self.session_id)
-        checks.real(self, "heartbeat_interval", self.heartbeat_interval, positive=True)
-        if type(self.limits) is not Limits:
-            raise checks.bad(self, "limits", "Limits", self.limits)
-
-
-@dataclass(frozen=True, slots=True)
-class Reject:
-    """Relay -> node: the handshake failed; the relay closes the connection."""
-
-    reason: RejectReason
-    message: str = ""
-
-    def __post_init__(self) -> None:
-        checks.code(self, "reason", self.reason, RejectReason)
-        checks.text(self, "message", self.message, MAX_TEXT_LEN, empty=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,20 +120,28 @@ class Progress:
     elapsed: float
 
     def __post_init__(self) -> None:
-        checks.job(self, self.job_id, self.lease_id)
-        max_epochs = self.max_epochs
+        # The hottest message on the wire: checks are inlined, the helpers only word errors.
+        job_id, lease_id, epoch, max_epochs, losses, elapsed = (
+            self.job_id, self.lease_id, self.epoch, self.max_epochs, self.losses, self.elapsed
+        )  # fmt: skip
+        if (
+            type(job_id) is not str
+            or type(lease_id) is not str
+            or not 0 < len(job_id) <= MAX_ID_LEN
+            or not 0 < len(lease_id) <= MAX_ID_LEN
+        ):
+            checks.job(self, job_id, lease_id)
         if type(max_epochs) is not int or not 0 < max_epochs <= MAX_UINT:
             checks.uint(self, "max_epochs", max_epochs, lo=1)
-        if type(self.epoch) is not int or not 0 <= self.epoch <= max_epochs:
-            checks.uint(self, "epoch", self.epoch, hi=max_epochs)
-        losses = self.losses
+        if type(epoch) is not int or not 0 <= epoch <= max_epochs:
+            checks.uint(self, "epoch", epoch, hi=max_epochs)
         if type(losses) is not dict or len(losses) > MAX_ITEMS:
             raise checks.bad(self, "losses", f"a dict of at most {MAX_ITEMS} entries", losses)
         for key, value in losses.items():
             if type(key) is not str or type(value) is not float:
                 raise checks.bad(self, "losses", "a dict of str to float", (key, value))
-        if type(self.elapsed) is not float or not 0.0 <= self.elapsed < math.inf:
-            checks.real(self, "elapsed", self.elapsed)
+        if type(elapsed) is not float or not 0.0 <= elapsed < math.inf:
+            checks.real(self, "elapsed", elapsed)
 
 
 @dataclass(frozen=True, slots=True)

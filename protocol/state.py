@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from enum import Enum
 
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from .handshake import Hello, Reject, Welcome
 from .messages import (
     Accept,
     Bye,
@@ -19,16 +20,13 @@ from .messages import (
     Decline,
     Drain,
     Failure,
-    Hello,
     Message,
     Offer,
     Ping,
     Pong,
     Preview,
     Progress,
-    Reject,
     Result,
-    Welcome,
 )
 from .versions import SUPPORTED_VERSIONS
 

@@ -231,6 +231,14 @@ def test_wrong_field_types(data: bytes, match: str) -> None:
     refuses(relay, data, match)
 
 
+def test_deeply_nested_values_are_described_without_recursing() -> None:
+    nested: object = 1
+    for _ in range(1000):
+        nested = [nested]
+    relay, _ = accepted()
+    refuses(relay, frame({"type": "ping", "nonce": nested}), r"got list \[\[\[\[\.\.\.\]\]\]\]")
+
+
 def test_whole_numbers_may_arrive_as_integers_where_floats_are_expected() -> None:
     relay, _ = accepted()
     [progress] = relay.receive_data(_progress(elapsed=3, losses={"style": 2}))
@@ -336,6 +344,13 @@ def test_a_stream_ending_mid_transfer_is_an_error() -> None:
     relay.receive_data(chunks(1, PNG))
     with pytest.raises(RemoteProtocolError, match="ended in the middle of a transfer"):
         relay.receive_data(b"")
+
+
+def test_a_bye_may_abandon_a_transfer() -> None:
+    relay, _ = accepted()
+    bye = frame({"type": "bye", "reason": "shutdown", "message": "power off"})
+    assert len(relay.receive_data(chunk_frames(1, PNG)[0] + bye)) == 1
+    assert relay.receive_data(b"") == []
 
 
 def test_chunks_before_the_handshake_are_refused() -> None:

@@ -170,6 +170,13 @@ def test_a_cancel_crossing_the_nodes_result_is_legal() -> None:
     assert relay.receive_data(result) == [RESULT]
 
 
+def test_both_sides_count_open_leases() -> None:
+    relay, node = running()
+    assert relay.open_leases == node.open_leases == 1
+    relay.receive_data(node.send(RESULT))
+    assert relay.open_leases == node.open_leases == 0
+
+
 def test_a_cancelled_job_ends_with_failure() -> None:
     relay, node = running()
     node.receive_data(relay.send(Cancel("job-1", "lease-1")))
