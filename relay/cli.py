@@ -9,6 +9,7 @@ import sys
 import time
 
 from relay import config as config_module
+from relay import logs
 from relay.config import Config
 from relay.errors import ConfigError, TokenError
 from relay.server import serve
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     flags = {name: getattr(args, name, None) for name in config_module.SETTINGS}
     try:
         config = Config.load(flags, os.environ)
+        logs.setup(config.log_format, logging.DEBUG if args.verbose else logging.INFO)
         if args.command == "tokens":
             return _tokens(args, config)
         serve(config)

@@ -52,6 +52,8 @@ from relay.config import Config
 from relay.dispatch import NodeInfo
 from relay.hub import CancelJob, NodeCommand, NodeHandle, NodeHub
 from relay.hub import Offer as HubOffer
+from relay.logs import event
+from relay.metrics import Metrics
 from relay.tokens import TokenStore
 
 log = logging.getLogger(__name__)
@@ -120,8 +122,10 @@ class NodeLink:
         writer: asyncio.StreamWriter,
         *,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics or Metrics()
         self.tokens = tokens
         self.hub = hub
         self.reader = reader
@@ -144,13 +148,16 @@ class NodeLink:
     async def send(self, message: Message) -> None:
         """Encode and write one message; the lock keeps frames of two messages apart."""
         async with self._write_lock:
-            self.writer.write(self.conn.send(message))
+            data = self.conn.send(message)
+            self.metrics.bytes_to_nodes += len(data)
+            self.writer.write(data)
             await self.writer.drain()
 
     async def receive(self) -> list[Message]:
         """The next complete messages; [] at a clean end of the stream."""
         while True:
             data = await self.reader.read(READ_SIZE)
+            self.metrics.bytes_from_nodes += len(data)
             messages = self.conn.receive_data(data)
             # Any bytes are a sign of life, the chunks of a long transfer included.
             self.last_heard = self.clock()
@@ -313,9 +320,21 @@ class NodeLink:
         reason = "closed"
         try:
             handle = await self.handshake()
+            self.metrics.node_connections["accepted"] += 1
+            event(
+                log,
+                "node_connected",
+                "node %s connected from %s",
+                handle.name,
+                self.peer,
+                node=handle.name,
+                peer=self.peer,
+                device=handle.info.device_name,
+            )
             reason = await self.serve(handle)
         except HandshakeFailed as exc:
-            log.info("node connection from %s %s", self.peer, exc)
+            self.metrics.node_connections["refused"] += 1
+            event(log, "node_refused", "node connection from %s %s", self.peer, exc, peer=self.peer)
         except ProtocolError as exc:
             reason = f"protocol error: {exc}"
             log.warning("node %s: %s", handle.name if handle else self.peer, reason)
@@ -324,6 +343,15 @@ class NodeLink:
             reason = f"connection lost: {exc}"
         finally:
             if handle is not None:
+                event(
+                    log,
+                    "node_gone",
+                    "node %s gone: %s",
+                    handle.name,
+                    reason,
+                    node=handle.name,
+                    reason=reason,
+                )
                 self.hub.node_lost(handle, reason)
             self.writer.close()
             with contextlib.suppress(ConnectionError, ssl.SSLError):
@@ -339,11 +367,13 @@ class NodeListener:
         tokens: TokenStore,
         hub: NodeHub,
         ssl_context: ssl.SSLContext | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.tokens = tokens
         self.hub = hub
         self.ssl_context = ssl_context
+        self.metrics = metrics or Metrics()
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.Task[None]] = set()
 
@@ -356,7 +386,8 @@ class NodeListener:
             ssl=self.ssl_context,
             limit=READ_SIZE,
         )
-        log.info("listening for nodes on %s", ", ".join(self.addresses()))
+        tls = " (TLS)" if self.ssl_context else ""
+        log.info("listening for nodes on %s%s", ", ".join(self.addresses()), tls)
 
     def addresses(self) -> list[str]:
         """Where the listener is bound, as host:port strings."""
@@ -375,7 +406,10 @@ class NodeListener:
         assert task is not None
         self._links.add(task)
         try:
-            await NodeLink(self.config, self.tokens, self.hub, reader, writer).run()
+            link = NodeLink(
+                self.config, self.tokens, self.hub, reader, writer, metrics=self.metrics
+            )
+            await link.run()
         finally:
             self._links.discard(task)
 
