@@ -145,11 +145,12 @@ class Mailer:
         self._queue: asyncio.Queue[Notice] = asyncio.Queue()
         self._statuses: dict[str, EmailStatus] = {}
         self._timers: set[asyncio.TimerHandle] = set()
+        self._sending = 0
 
     @property
     def waiting(self) -> int:
-        """Messages queued or waiting for a retry."""
-        return self._queue.qsize() + len(self._timers)
+        """Messages queued, being sent or waiting for a retry."""
+        return self._queue.qsize() + len(self._timers) + self._sending
 
     def status(self, job_id: str) -> EmailStatus | None:
         """The job's e-mail status, or None if none was asked for (or it was forgotten)."""
@@ -170,7 +171,11 @@ class Mailer:
         try:
             while True:
                 notice = await self._queue.get()
-                await self._send(notice)
+                self._sending = 1
+                try:
+                    await self._send(notice)
+                finally:
+                    self._sending = 0
         finally:
             for timer in self._timers:
                 timer.cancel()

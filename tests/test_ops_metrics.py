@@ -132,7 +132,9 @@ async def test_status_page_shows_nodes_and_queue_but_no_secrets(
 
 
 def test_kv_and_json_lines_carry_event_job_and_node() -> None:
-    record = logging.LogRecord("relay.jobs", logging.INFO, __file__, 1, "job %s done", ("j1",), None)
+    record = logging.LogRecord(
+        "relay.jobs", logging.INFO, __file__, 1, "job %s done", ("j1",), None
+    )
     record.stylerelay_event = "job_done"
     record.stylerelay_fields = {"job": "j1", "node": "gpu-1", "ms": 1234}
     line = logs.KeyValueFormatter().format(record)
