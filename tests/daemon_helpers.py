@@ -20,6 +20,8 @@ from protocol import (
     Connection,
     Hello,
     Message,
+    Ping,
+    Pong,
     Reject,
     RejectReason,
     Role,
@@ -103,8 +105,9 @@ def reject_token(hello: Hello, conn: Connection) -> Message:
 class FakeRelay:
     """A TCP server on 127.0.0.1, port 0, that answers Hellos and queues every connection."""
 
-    def __init__(self, handshake: Handshake = welcome) -> None:
+    def __init__(self, handshake: Handshake = welcome, *, answer_pings: bool = True) -> None:
         self.handshake = handshake
+        self.answer_pings = answer_pings
         self.sessions: asyncio.Queue[RelaySide] = asyncio.Queue()
         self.hellos: list[Hello] = []
         self.port = 0
@@ -146,6 +149,8 @@ class FakeRelay:
                             writer.close()
                             return
                         await self.sessions.put(side)
+                    elif isinstance(message, Ping) and self.answer_pings:
+                        side.send(Pong(message.nonce))  # as a live relay does
                     else:
                         await side.inbox.put(message)
             side.conn.receive_data(b"")
@@ -158,9 +163,11 @@ class FakeRelay:
 
 
 @contextlib.asynccontextmanager
-async def fake_relay(handshake: Handshake = welcome) -> AsyncIterator[FakeRelay]:
+async def fake_relay(
+    handshake: Handshake = welcome, *, answer_pings: bool = True
+) -> AsyncIterator[FakeRelay]:
     """A started FakeRelay, stopped afterwards."""
-    relay = FakeRelay(handshake)
+    relay = FakeRelay(handshake, answer_pings=answer_pings)
     await relay.start()
     try:
         yield relay

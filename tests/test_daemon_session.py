@@ -190,11 +190,13 @@ async def test_a_silent_relay_is_dropped_after_missed_heartbeats(runner: JobRunn
     def quick(hello: Hello, conn: Connection) -> Message:
         return Welcome(1, "quick", 0.05, conn.advertised_limits(1000, 10**7))
 
-    async with fake_relay(quick) as relay, node(relay, runner):
+    async with fake_relay(quick, answer_pings=False) as relay, node(relay, runner):
         side = await relay.next_session()
-        pings = [m for m in await side.until_closed() if isinstance(m, Ping)]
-        assert len(pings) == 2  # two pings unanswered, gone at the third interval
-        await relay.next_session()
+        seen = await side.until_closed()
+        await relay.next_session()  # and it dials again
+    assert [type(m) for m in seen] == [Ping, Ping, Bye]  # gone at the third silent interval
+    bye = seen[-1]
+    assert isinstance(bye, Bye) and bye.reason is ByeReason.HEARTBEAT_TIMEOUT
 
 
 async def test_an_offer_above_the_nodes_epoch_cap_is_declined(runner: JobRunner) -> None:
@@ -330,3 +332,14 @@ async def test_drain_while_disconnected_stops_at_once(runner: JobRunner) -> None
         await asyncio.sleep(0.2)
         daemon.drain()
         assert await asyncio.wait_for(task, 5) == 0
+
+
+async def test_a_quiet_relay_that_answers_pings_is_kept(runner: JobRunner) -> None:
+    def quick(hello: Hello, conn: Connection) -> Message:
+        return Welcome(1, "quick", 0.05, conn.advertised_limits(1000, 10**7))
+
+    async with fake_relay(quick) as relay, node(relay, runner) as (daemon, _):
+        await relay.next_session()
+        await asyncio.sleep(0.5)  # ten heartbeat intervals without a word from the relay
+        assert daemon.connections == 1
+        assert daemon.session is not None and daemon.session.welcome is not None

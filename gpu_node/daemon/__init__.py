@@ -4,8 +4,10 @@
     backoff       full-jitter exponential backoff between reconnects
     capabilities  the Capabilities sent in Hello (device, methods, styles, caps)
     params        Offer.params -> the engines' parameter objects
+    reporting     engine callbacks -> throttled Progress and small JPEG Previews
     runner        JobRunner: an Offer in, a Result out (plain, threaded code, no sockets)
-    session       one connection to the relay (asyncio): handshake, offers, heartbeats
+    jobs          JobTable: one session's offers answered, jobs run on worker threads
+    session       one connection to the relay (asyncio): handshake, heartbeats, drain
     daemon        reconnect-forever loop and drain on SIGTERM/SIGINT
 
 Errors, on top of `gpu_node.errors`:

@@ -70,6 +70,8 @@ class Daemon:
     async def serve(self) -> int:
         """Keep a session with the relay until drained (0) or refused for good (2)."""
         self._wake = asyncio.Event()
+        # on a worker thread, while we dial: the first job then starts at once
+        warm_up = asyncio.get_running_loop().run_in_executor(self._executor, self.runner.warm_up)
         try:
             while not self._stopping:
                 outcome = await self._attempt()
@@ -86,6 +88,7 @@ class Daemon:
             log.error("%s; not retrying", exc)
             return EXIT_REFUSED
         finally:
+            warm_up.cancel()
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _attempt(self) -> Outcome:

@@ -31,7 +31,14 @@ from gpu_node.daemon.params import (
 from gpu_node.daemon.reporting import Emit, Reporter
 from gpu_node.engine.gatys import stylize_gatys
 from gpu_node.engine.progress import Progress as EngineProgress
-from gpu_node.errors import BadInputError, Cancelled, CapacityError, ImageError, WeightsError
+from gpu_node.engine.weights import load_weights
+from gpu_node.errors import (
+    BadInputError,
+    Cancelled,
+    CapacityError,
+    ImageError,
+    WeightsError,
+)
 from gpu_node.fast.engine import FastEngine
 from gpu_node.fast.registry import StyleRegistry
 from gpu_node.images import encode_png, open_image, resize_long_side
@@ -87,6 +94,21 @@ class JobRunner:
     def methods(self) -> tuple[str, ...]:
         """The methods this runner serves."""
         return tuple(self._handlers)
+
+    def warm_up(self) -> None:
+        """Load the weights and libraries the first job would otherwise wait for."""
+        started = time.perf_counter()
+        try:
+            if "gatys" in self._handlers:
+                load_weights()
+                # torch imports its compiler stack when the first optimizer is built: seconds
+                torch.optim.LBFGS([torch.zeros(1, requires_grad=True)])
+            if "fast" in self._handlers:
+                self._fast.multistyle  # noqa: B018 (loads the network on first access)
+        except Exception as exc:  # the first job that needs it will report it properly
+            log.warning("could not warm the engines up: %s", exc)
+            return
+        log.info("engines ready in %.1f s", time.perf_counter() - started)
 
     def screen(self, offer: Offer) -> JobSpec:
         """Check an offer before accepting it; Declined says why it cannot run here."""

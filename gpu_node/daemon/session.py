@@ -3,9 +3,8 @@
 Three tasks share the connection: the reader feeds bytes to the sans-IO `Connection` and
 handles what comes out (Offer, Cancel, Ping, Bye...); the writer is the only one that
 calls `Connection.send` and writes, in the order messages were queued; the watchdog pings
-a quiet relay and gives up on a silent one. Jobs run on worker threads; their Progress,
-Preview, Result and Failure reach the writer through `loop.call_soon_threadsafe`, so the
-event loop, and with it the heartbeat, never waits for an engine.
+a quiet relay and gives up on a silent one. Jobs run on worker threads (`jobs.JobTable`),
+so the event loop, and with it the heartbeat, never waits for an engine.
 
 `run()` returns how the session ended; a Reject that no retry can cure raises FatalReject.
 """
@@ -18,24 +17,19 @@ import contextlib
 import enum
 import itertools
 import logging
-import threading
-from dataclasses import dataclass, field
 
 from gpu_node.daemon.config import NodeConfig
-from gpu_node.daemon.params import Declined, JobSpec
-from gpu_node.daemon.runner import JobFailed, JobRunner
+from gpu_node.daemon.jobs import JobTable
+from gpu_node.daemon.runner import JobRunner
 from gpu_node.errors import NodeError
 from protocol import (
     SUPPORTED_VERSIONS,
-    Accept,
     Bye,
     ByeReason,
     Cancel,
     Capabilities,
     Connection,
     ConnectionState,
-    Decline,
-    DeclineReason,
     Drain,
     Failure,
     FailureCode,
@@ -76,14 +70,6 @@ class Outcome(enum.Enum):
     """We drained and said Bye: stop."""
 
 
-@dataclass
-class _Job:
-    offer: Offer
-    cancel: threading.Event = field(default_factory=threading.Event)
-    handed_back: bool = False
-    task: asyncio.Task[None] | None = None
-
-
 class Session:
     """One connection to the relay: handshake, offers, heartbeats and job outputs."""
 
@@ -103,7 +89,7 @@ class Session:
         self.software_version = software_version
         self.conn = Connection(Role.NODE)
         self.welcome: Welcome | None = None
-        self._jobs: dict[str, _Job] = {}
+        self._jobs = JobTable(runner, executor, config.slots, self._send)
         self._outbox: asyncio.Queue[Message | None] = asyncio.Queue()
         self._end: asyncio.Future[Outcome] | None = None
         self._draining = False
@@ -111,7 +97,6 @@ class Session:
         self._grace = config.drain_grace
         self._welcomed = asyncio.Event()
         self._nonces = itertools.count(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def jobs(self) -> int:
@@ -120,7 +105,7 @@ class Session:
 
     async def run(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> Outcome:
         """Say Hello on an open connection and serve it until it ends."""
-        loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
         self._end = loop.create_future()
         tasks = [
             asyncio.create_task(self._write_loop(writer), name="node-writer"),
@@ -151,10 +136,8 @@ class Session:
             end.set_result(outcome)
 
     async def _close(self, tasks: list[asyncio.Task[None]], writer: asyncio.StreamWriter) -> None:
-        for job in self._jobs.values():
-            job.handed_back = True  # the relay requeues a lost node's jobs
-            job.cancel.set()
-        running = [job.task for job in self._jobs.values() if job.task is not None]
+        running = self._jobs.tasks()
+        self._jobs.hand_back()  # the relay requeues a lost node's jobs
         writer_task, *others = tasks
         if self._drain_task is not None:
             others.append(self._drain_task)
@@ -177,17 +160,6 @@ class Session:
     def _send(self, message: Message) -> None:
         self._outbox.put_nowait(message)
 
-    def emit_threadsafe(self, message: Message) -> None:
-        """Queue a job's message from its worker thread."""
-        assert self._loop is not None
-        self._loop.call_soon_threadsafe(self._emit_job_message, message)
-
-    def _emit_job_message(self, message: Message) -> None:
-        lease = getattr(message, "lease_id", None)
-        job = self._jobs.get(lease) if isinstance(lease, str) else None
-        if job is not None and not job.handed_back:
-            self._send(message)
-
     async def _write_loop(self, writer: asyncio.StreamWriter) -> None:
         try:
             while (message := await self._outbox.get()) is not None:
@@ -201,6 +173,9 @@ class Session:
                 await writer.drain()
         except (ConnectionError, OSError) as exc:
             log.warning("lost the connection to the relay while writing: %s", exc)
+            self._finish(Outcome.DISCONNECTED)
+        except Exception:  # a bug here must end the session, never leave it deaf
+            log.exception("the connection writer failed")
             self._finish(Outcome.DISCONNECTED)
 
     def _unsendable(self, message: Message, exc: LocalProtocolError) -> bytes | None:
@@ -234,6 +209,9 @@ class Session:
         except (ConnectionError, OSError) as exc:
             log.warning("lost the connection to the relay: %s", exc)
             self._finish(Outcome.DISCONNECTED)
+        except Exception:  # a bug here must end the session, never leave it hanging
+            log.exception("the connection reader failed")
+            self._finish(Outcome.DISCONNECTED)
 
     def _handle(self, message: Message) -> None:
         match message:
@@ -244,8 +222,6 @@ class Session:
                     "connected to the relay at %s as %r (session %s, protocol v%d)",
                     self.config.relay, self.config.name, message.session_id, message.version,
                 )  # fmt: skip
-                if self._draining:
-                    self._start_drain()
             case Reject(reason=reason, message=text):
                 why = f"the relay at {self.config.relay} refused this node: {reason}"
                 why += f" ({text})" if text else ""
@@ -255,12 +231,9 @@ class Session:
                     log.warning("%s; will try again", why)
                     self._finish(Outcome.DISCONNECTED)
             case Offer():
-                self._offer(message)
+                self._jobs.offer(message)
             case Cancel(job_id=job_id, lease_id=lease_id):
-                job = self._jobs.get(lease_id)
-                if job is not None:
-                    log.info("job %s: cancelled by the relay", job_id)
-                    job.cancel.set()
+                self._jobs.cancel(job_id, lease_id)
             case Ping(nonce=nonce):
                 self._send(Pong(nonce))
             case Pong():
@@ -270,41 +243,6 @@ class Session:
                 self._finish(Outcome.DRAINED if self._draining else Outcome.DISCONNECTED)
             case _:
                 log.debug("ignoring %s", type(message).__name__)
-
-    # ---- jobs ------------------------------------------------------------------------
-
-    def _offer(self, offer: Offer) -> None:
-        try:
-            if self._draining:
-                raise Declined(DeclineReason.DRAINING, "this node is shutting down")
-            if len(self._jobs) >= self.config.slots:
-                raise Declined(DeclineReason.BUSY, f"all {self.config.slots} slot(s) are busy")
-            spec = self.runner.screen(offer)
-        except Declined as exc:
-            log.info("job %s: declined (%s: %s)", offer.job_id, exc.reason, exc.message)
-            self._send(Decline(offer.job_id, offer.lease_id, exc.reason, exc.message))
-            return
-        job = _Job(offer)
-        self._jobs[offer.lease_id] = job
-        self._send(Accept(offer.job_id, offer.lease_id))
-        log.info("job %s: accepted (%s)", offer.job_id, offer.method)
-        job.task = asyncio.create_task(self._run_job(job, spec), name=f"job-{offer.job_id}")
-
-    async def _run_job(self, job: _Job, spec: JobSpec) -> None:
-        offer = job.offer
-        assert self._loop is not None
-        final: Result | Failure
-        try:
-            final = await self._loop.run_in_executor(
-                self.executor, self.runner.run, offer, spec, job.cancel, self.emit_threadsafe
-            )
-            log.info("job %s: done, %dx%d", offer.job_id, final.width, final.height)
-        except JobFailed as exc:
-            final = exc.failure(offer)
-            log.info("job %s: failed (%s: %s)", offer.job_id, exc.code, exc.message)
-        if not job.handed_back:
-            self._send(final)
-        self._jobs.pop(offer.lease_id, None)
 
     # ---- liveness --------------------------------------------------------------------
 
@@ -328,7 +266,9 @@ class Session:
                 continue
             silent += 1
             if silent >= MISSED_HEARTBEATS:
-                log.warning("the relay has been silent for %.0f s", silent * interval)
+                quiet = f"no frame from the relay for {silent * interval:.0f} s"
+                log.warning("%s; dropping the connection", quiet)
+                self._send(Bye(ByeReason.HEARTBEAT_TIMEOUT, quiet))
                 self._finish(Outcome.DISCONNECTED)
                 return
             if self.conn.state in _LIVE:
@@ -345,7 +285,7 @@ class Session:
             log.warning("asked again to stop: handing back %d job(s) now", len(self._jobs))
             self._hand_back()
             return
-        self._draining = True
+        self._draining = self._jobs.draining = True
         self._grace = self.config.drain_grace if grace is None else grace
         if self.welcome is None:
             # not connected yet: nothing to finish
@@ -360,7 +300,7 @@ class Session:
 
     async def _drain(self) -> None:
         self._send(Drain())
-        running = [job.task for job in self._jobs.values() if job.task is not None]
+        running = self._jobs.tasks()
         log.info("draining: %d job(s) still running, %.0f s grace", len(running), self._grace)
         if running:
             _, pending = await asyncio.wait(running, timeout=self._grace)
@@ -372,10 +312,7 @@ class Session:
         self._finish(Outcome.DRAINED)
 
     def _hand_back(self) -> None:
-        count = len(self._jobs)
-        for job in self._jobs.values():
-            job.handed_back = True
-            job.cancel.set()
+        count = self._jobs.hand_back()
         log.warning("handing %d job(s) back to the relay", count)
         self._send(
             Bye(ByeReason.SHUTDOWN, f"the node is shutting down; {count} job(s) handed back")

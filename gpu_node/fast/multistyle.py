@@ -45,7 +45,7 @@ class StyleResidual(nn.Module):
 
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """x + F(x) under the given style weights."""
-        out: torch.Tensor = x + self.second(F.relu(self.first(x, weights)), weights)
+        out: torch.Tensor = x + self.second(F.relu_(self.first(x, weights)), weights)
         return out
 
 
@@ -63,17 +63,18 @@ class MultiStyleNet(nn.Module):
     def forward(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Stylise `x` [B, 3, H, W] with style weights [B, 26] (rows sum to 1)."""
         for layer in self.contract:
-            x = F.relu(layer(x, weights))
+            x = F.relu_(layer(x, weights))
         for block in self.res:
             x = block(x, weights)
         up1, up2, out = self.expand
-        x = F.relu(up1(F.interpolate(x, scale_factor=2.0, mode="nearest"), weights))
-        x = F.relu(up2(F.interpolate(x, scale_factor=2.0, mode="nearest"), weights))
+        x = F.relu_(up1(F.interpolate(x, scale_factor=2.0, mode="nearest"), weights))
+        x = F.relu_(up2(F.interpolate(x, scale_factor=2.0, mode="nearest"), weights))
         return torch.sigmoid(out(x, weights))
 
     def stylize(self, image: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Stylise an image of any size: pad to a multiple of 4, run, crop back."""
         padded, h, w = pad_to_multiple(image, 4)
+        padded = padded.contiguous(memory_format=torch.channels_last)
         if weights.dim() == 1:
             weights = weights.expand(image.shape[0], -1)
         out: torch.Tensor = self(padded, weights.to(padded.dtype))
@@ -116,4 +117,5 @@ def load_multistyle() -> MultiStyleNet:
                     got = None if value is None else value.shape
                     raise WeightsError(f"multistyle26.onnx: {theirs} is {got}, need {ours.shape}")
                 ours.copy_(torch.tensor(value))
-    return net.eval().requires_grad_(False)
+    # channels-last suits oneDNN on the CPU and tensor cores on CUDA alike
+    return net.eval().requires_grad_(False).to(memory_format=torch.channels_last)

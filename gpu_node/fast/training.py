@@ -10,6 +10,7 @@ full state (network, optimiser, scaler, iteration) is saved next to the output, 
 
 import logging
 import os
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -129,8 +130,10 @@ def _load_checkpoint(
         optimizer.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         iteration = int(state["iteration"])
-    except (OSError, RuntimeError, KeyError, ValueError, TypeError) as exc:
-        raise BadInputError(f"cannot resume from {path}: {exc}") from None
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, EOFError, struct.error) as exc:
+        raise BadInputError(
+            f"cannot resume from {path}: not a training checkpoint ({exc})"
+        ) from None
     log.info("resuming from iteration %d (%s)", iteration, path)
     return iteration
 
