@@ -175,7 +175,7 @@ async def daemon(config: NodeConfig) -> AsyncIterator[Any]:
     from gpu_node.device import pick_device
     from gpu_node.fast.registry import build_registry
 
-    runner = JobRunner(NodeCaps(10, 10_000), build_registry(None), pick_device("cpu"), ["fast"])
+    runner = JobRunner(NodeCaps(10, 10_000), build_registry(None), pick_device("cpu"), ("fast",))
     caps = build_capabilities(config, runner.registry, runner.device, runner.methods)
     node = Daemon(config, caps, runner, rng=random.Random(0))
     task = asyncio.create_task(node.serve())
