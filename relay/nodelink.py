@@ -321,16 +321,8 @@ class NodeLink:
         try:
             handle = await self.handshake()
             self.metrics.node_connections["accepted"] += 1
-            event(
-                log,
-                "node_connected",
-                "node %s connected from %s",
-                handle.name,
-                self.peer,
-                node=handle.name,
-                peer=self.peer,
-                device=handle.info.device_name,
-            )
+            event(log, "node_connected", "node %s connected from %s", handle.name, self.peer,
+                  node=handle.name, peer=self.peer)  # fmt: skip
             reason = await self.serve(handle)
         except HandshakeFailed as exc:
             self.metrics.node_connections["refused"] += 1
@@ -343,15 +335,8 @@ class NodeLink:
             reason = f"connection lost: {exc}"
         finally:
             if handle is not None:
-                event(
-                    log,
-                    "node_gone",
-                    "node %s gone: %s",
-                    handle.name,
-                    reason,
-                    node=handle.name,
-                    reason=reason,
-                )
+                event(log, "node_gone", "node %s gone: %s", handle.name, reason,
+                      node=handle.name, reason=reason)  # fmt: skip
                 self.hub.node_lost(handle, reason)
             self.writer.close()
             with contextlib.suppress(ConnectionError, ssl.SSLError):
