@@ -83,9 +83,15 @@ def formatter(kind: str) -> logging.Formatter:
 
 
 def setup(kind: str, level: int = logging.INFO) -> None:
-    """Send the root logger's records to stderr in the chosen format (replacing handlers)."""
+    """Send the root logger's records to stderr in the chosen format.
+
+    Like `logging.basicConfig`, it does nothing when the root logger already has handlers
+    (a test runner's, or a program that embeds the relay and set up its own logging).
+    """
+    root = logging.getLogger()
+    if root.handlers:
+        return
     handler = logging.StreamHandler()
     handler.setFormatter(formatter(kind))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.addHandler(handler)
     root.setLevel(level)
