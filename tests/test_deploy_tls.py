@@ -213,3 +213,37 @@ async def test_the_daemon_dials_tls_and_explains_an_unknown_ca(
         assert node.session is None
     [line] = {r.getMessage() for r in caplog.records if "could not be verified" in r.getMessage()}
     assert "this machine's trusted CAs" in line and "--ca-file" in line
+
+
+# ---- the node's TLS settings ---------------------------------------------------------------
+
+
+def _node(argv: list[str], env: dict[str, str] | None = None) -> NodeConfig:
+    import argparse
+
+    from gpu_node.daemon.config import add_arguments, from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return from_args(parser.parse_args(["--token", "t", *argv]), env or {})
+
+
+def test_node_tls_comes_from_the_scheme_a_flag_or_the_environment(tmp_path: Path) -> None:
+    assert not _node(["--relay", "relay.example:5678"]).tls
+    assert not _node(["--relay", "tcp://relay.example:5678"]).tls
+    secure = _node(["--relay", "tls://relay.example:5678"])
+    assert secure.tls and (secure.relay_host, secure.relay_port) == ("relay.example", 5678)
+    assert secure.relay == "tls://relay.example:5678"
+    assert _node(["--relay", "relay.example", "--tls"]).tls
+    assert _node(["--relay", "h"], {"STYLERELAY_NODE_TLS": "yes"}).tls
+    assert not _node(["--relay", "h"], {"STYLERELAY_NODE_TLS": "off"}).tls
+    with pytest.raises(NodeConfigError, match="STYLERELAY_NODE_TLS='maybe': expected yes or no"):
+        _node(["--relay", "h"], {"STYLERELAY_NODE_TLS": "maybe"})
+    with_ca = _node(["--relay", "h", "--ca-file", str(tmp_path / "ca.pem")])
+    assert with_ca.tls and with_ca.ca_file == tmp_path / "ca.pem"
+    insecure = _node(["--relay", "h"], {"STYLERELAY_NODE_INSECURE": "1"})
+    assert insecure.tls and insecure.insecure
+    with pytest.raises(NodeConfigError, match="scheme is tls:// or tcp://"):
+        _node(["--relay", "https://relay.example"])
+    with pytest.raises(NodeConfigError, match="makes no sense with --ca-file"):
+        _node(["--relay", "h", "--insecure", "--ca-file", "ca.pem"])

@@ -193,8 +193,7 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         raise ConfigError(f"--relay {relay!r}: the scheme is tls:// or tcp://, not {scheme}://")
     host, port = parse_address(rest if sep else relay)
     ca_file = pick("ca_file")
-    insecure = pick("insecure") not in (None, "0", "false", "False", "no")
-    tls_flag = pick("tls") not in (None, "0", "false", "False", "no")
+    insecure, tls_flag = _switch("insecure", pick("insecure")), _switch("tls", pick("tls"))
     tls = tls_flag or ca_file is not None or insecure or (sep and scheme.lower() == "tls")
     models = pick("models_dir") or env.get(MODELS_DIR_ENV, "").strip() or None
     backoff_max = number("backoff_max", float, 60.0)
@@ -215,6 +214,18 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         ca_file=Path(ca_file) if ca_file else None,
         insecure=insecure,
     )
+
+
+def _switch(flag: str, raw: str | None) -> bool:
+    """A store_true flag ("True") or its variable (yes/no, 1/0, true/false, on/off)."""
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"${ENV_PREFIX}{flag.upper()}={raw!r}: expected yes or no")
 
 
 def _token(args: argparse.Namespace, env: Mapping[str, str]) -> str:
