@@ -14,12 +14,13 @@ from pathlib import Path
 from aiohttp import WSCloseCode, web
 
 import web as web_package
-from relay import api
+from relay import api, status
 from relay.config import Config
-from relay.errors import ApiError, NotFound
+from relay.errors import ApiError, NotFound, QueueFull, TooLarge, TooManyRequests
 from relay.jobs import JobService
 from relay.nodelink import NodeListener
 from relay.orders import too_large_body
+from relay.tls import server_context
 from relay.tokens import TokenStore
 
 log = logging.getLogger(__name__)
@@ -34,14 +35,38 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return web.json_response({"error": message}, status=status, headers=headers)
 
 
+_JOB_PATHS = frozenset({"/api/jobs", "/transform"})
+
+
+def _count_rejection(request: web.Request, exc: Exception) -> None:
+    """Count a refused job request by reason, for /metrics."""
+    if request.method != "POST" or request.path not in _JOB_PATHS:
+        return
+    service = request.app.get(api.SERVICE)
+    if service is None:
+        return
+    match exc:
+        case TooLarge() | web.HTTPRequestEntityTooLarge():
+            reason = "too_large"
+        case TooManyRequests():
+            reason = "rate_limited"
+        case QueueFull():
+            reason = "queue_full"
+        case _:
+            reason = "bad_request"
+    service.metrics.upload_rejected(reason)
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Answer every error as JSON `{"error": "..."}` a person can read; never a traceback."""
     try:
         return await handler(request)
     except ApiError as exc:
+        _count_rejection(request, exc)
         return _error(exc.status, exc.message, exc.headers)
-    except web.HTTPRequestEntityTooLarge:
+    except web.HTTPRequestEntityTooLarge as exc:
+        _count_rejection(request, exc)
         exc413 = too_large_body(request.app[api.CONFIG].max_upload_bytes)
         return _error(exc413.status, exc413.message)
     except web.HTTPMethodNotAllowed as exc:
@@ -95,14 +120,25 @@ def init(config: Config, clock: Callable[[], float] = time.time) -> web.Applicat
     app[api.SOCKETS] = set[web.WebSocketResponse]()
     app[WEB] = config.web_dir or WEB_DIR
     api.add_routes(app)
+    status.add_routes(app)
     app.router.add_get("/{path:.*}", _page)
+    # Loaded now, so a bad certificate stops the relay before it serves anything.
+    tls = None
+    if config.node_tls_cert is not None and config.node_tls_key is not None:
+        tls = server_context(config.node_tls_cert, config.node_tls_key)
 
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         service = JobService(config, clock)
         service.recover()
         app[api.SERVICE] = service
-        listener = NodeListener(config, TokenStore(config.data_dir), service.hub)
+        listener = NodeListener(
+            config,
+            TokenStore(config.data_dir),
+            service.hub,
+            ssl_context=tls,
+            metrics=service.metrics,
+        )
         await listener.start()
         app[NODE_LISTENER] = listener
         tasks = [
@@ -110,6 +146,8 @@ def init(config: Config, clock: Callable[[], float] = time.time) -> web.Applicat
             asyncio.create_task(_every(config.sweep_interval, service.sweep, "sweep")),
             asyncio.create_task(_every(CHECKPOINT_INTERVAL, service.checkpoint, "checkpoint")),
         ]
+        if service.mailer is not None:
+            tasks.append(asyncio.create_task(service.mailer.run(), name="mailer"))
         yield
         for task in tasks:
             task.cancel()

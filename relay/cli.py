@@ -9,6 +9,7 @@ import sys
 import time
 
 from relay import config as config_module
+from relay import logs
 from relay.config import Config
 from relay.errors import ConfigError, TokenError
 from relay.server import serve
@@ -63,13 +64,10 @@ def _tokens(args: argparse.Namespace, config: Config) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, then serve or manage tokens; return the exit status."""
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     flags = {name: getattr(args, name, None) for name in config_module.SETTINGS}
     try:
         config = Config.load(flags, os.environ)
+        logs.setup(config.log_format, logging.DEBUG if args.verbose else logging.INFO)
         if args.command == "tokens":
             return _tokens(args, config)
         serve(config)

@@ -8,7 +8,7 @@ import argparse
 import dataclasses
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ ENV_PREFIX = "STYLERELAY_"
 # threshold keeps every image we accept out of Pillow's bomb handling altogether.
 PIXEL_CEILING = 89_478_485
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+LOG_FORMATS = ("text", "kv", "json")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -78,6 +79,26 @@ def _pixels(text: str) -> int:
     return value
 
 
+def _text(text: str) -> str:
+    if not text.strip():
+        raise ValueError("expected a value, got an empty string")
+    return text.strip()
+
+
+def _log_format(text: str) -> str:
+    value = text.strip().lower()
+    if value not in LOG_FORMATS:
+        raise ValueError(f"expected one of {', '.join(LOG_FORMATS)}, got {text!r}")
+    return value
+
+
+def _public_url(text: str) -> str:
+    value = text.strip().rstrip("/")
+    if not re.match(r"^https?://[^/\s]+(/\S*)?$", value):
+        raise ValueError(f"expected an http(s) URL like https://relay.example.org, got {text!r}")
+    return value
+
+
 def _path(text: str) -> Path:
     if not text.strip():
         raise ValueError("expected a path, got an empty string")
@@ -112,6 +133,17 @@ class Config:
     handshake_timeout: float = 10.0
     node_max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     node_max_transfer_size: int = DEFAULT_MAX_TRANSFER_SIZE
+    node_tls_cert: Path | None = None
+    node_tls_key: Path | None = None
+    log_format: str = "text"
+    public_url: str | None = None
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_from: str | None = None
+    smtp_user: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_starttls: bool = True
+    smtp_attach_max_mb: float = 5.0
 
     @property
     def max_upload_bytes(self) -> int:
@@ -121,6 +153,22 @@ class Config:
     def __post_init__(self) -> None:
         if self.default_size > self.max_size:
             raise ConfigError(f"default size {self.default_size} is above max size {self.max_size}")
+        if (self.node_tls_cert is None) != (self.node_tls_key is None):
+            raise ConfigError(
+                "--node-tls-cert and --node-tls-key go together; give both or neither"
+            )
+        if self.smtp_host is not None and (self.smtp_from is None or self.public_url is None):
+            raise ConfigError(
+                "--smtp-host needs --smtp-from (the sender address) and --public-url "
+                "(for the links in the messages)"
+            )
+        if (self.smtp_user is None) != (self.smtp_password is None):
+            raise ConfigError("--smtp-user and --smtp-password go together; give both or neither")
+
+    @property
+    def mail_enabled(self) -> bool:
+        """Whether finished jobs with an address get an e-mail."""
+        return self.smtp_host is not None
 
     @classmethod
     def load(cls, flags: Mapping[str, str | None], environ: Mapping[str, str]) -> "Config":
@@ -172,6 +220,20 @@ SETTINGS: dict[str, tuple[Cast, str]] = {
     "node_max_transfer_size": (
         _positive_int,
         "largest image a node may send, bytes (default 64 MiB)",
+    ),
+    "node_tls_cert": (_path, "PEM certificate chain: serve the node port over TLS"),
+    "node_tls_key": (_path, "PEM private key of --node-tls-cert"),
+    "log_format": (_log_format, "log lines as text, kv (key=value) or json (default text)"),
+    "public_url": (_public_url, "the relay's public address, for links in e-mails"),
+    "smtp_host": (_text, "SMTP server: e-mail people whose job ended (default: no e-mail)"),
+    "smtp_port": (_port, "SMTP port (default 587)"),
+    "smtp_from": (_text, "sender address of the e-mails"),
+    "smtp_user": (_text, "SMTP login (optional)"),
+    "smtp_password": (_text, "SMTP password (optional; prefer the environment variable)"),
+    "smtp_starttls": (_bool, "upgrade the SMTP connection with STARTTLS (default yes)"),
+    "smtp_attach_max_mb": (
+        _positive_float,
+        "attach the result to the e-mail when at most this many MiB (default 5)",
     ),
 }
 

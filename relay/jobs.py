@@ -20,6 +20,9 @@ from relay.errors import Conflict, NotFound, QueueFull, TooManyRequests
 from relay.events import EventBus
 from relay.hub import NodeHub
 from relay.limits import RateLimiter
+from relay.logs import event as log_event
+from relay.mailer import Mailer, MailSettings
+from relay.metrics import Gauges, Metrics
 from relay.model import JobRecord, JobState, StyleChoice
 from relay.offload import off_loop
 from relay.scheduler import Scheduler
@@ -79,6 +82,9 @@ class JobService:
         self.limiter = RateLimiter(config.rate_per_minute, clock)
         self.live: dict[str, Live] = {}
         self.hub = NodeHub(self)
+        self.metrics = Metrics()
+        settings = MailSettings.from_config(config)
+        self.mailer = Mailer(settings, self.blobs.read, self.metrics) if settings else None
         self._positions: dict[str, int] = {}
         self._paintings: dict[tuple[str, int], PreparedImage] = {}
         # Queued and running jobs, also kept here: nodes and pages ask about them often.
@@ -152,7 +158,18 @@ class JobService:
         )
         self.store.insert(job)
         self._open[job.id] = job
-        log.info("job %s queued: %s %dx%d", job.id, job.method, job.width, job.height)
+        log_event(
+            log,
+            "job_queued",
+            "job %s queued: %s %dx%d",
+            job.id,
+            job.method,
+            job.width,
+            job.height,
+            job=job.id,
+            method=job.method,
+            pixels=job.pixels,
+        )
         self.apply(self.scheduler.submit(spec_of(job), self.clock()))
         # Stored before its client hears of it (one commit for all jobs of this loop turn).
         await self.store.committed()
@@ -181,12 +198,43 @@ class JobService:
 
     def view(self, job: JobRecord) -> dict[str, Any]:
         """The job's public state as JSON."""
-        return job_view(
+        view = job_view(
             job,
             live=self.live.get(job.id),
             position=self.scheduler.position(job.id),
             reason=self.scheduler.why_waiting(job.id),
             ttl=self.config.result_ttl,
+        )
+        view["email_status"] = self.email_status(job)
+        return view
+
+    def email_status(self, job: JobRecord) -> str | None:
+        """pending / sent / failed for a job with an address and a mailer, else None."""
+        if job.email is None or self.mailer is None:
+            return None
+        status = self.mailer.status(job.id)
+        if status is None:
+            return "pending" if not job.state.final else None
+        return str(status)
+
+    def oldest_queued(self) -> float | None:
+        """Seconds the longest-waiting queued job has waited, or None."""
+        created = [j.created for j in self._open.values() if j.state is JobState.QUEUED]
+        return self.clock() - min(created) if created else None
+
+    def gauges(self) -> Gauges:
+        """The live numbers `/metrics` reads at scrape time."""
+        by_state = {"queued": 0, "running": 0}
+        for job in self._open.values():
+            by_state[str(job.state)] = by_state.get(str(job.state), 0) + 1
+        nodes = self.scheduler.nodes()
+        return Gauges(
+            jobs_by_state=by_state,
+            queue_length=self.scheduler.queued,
+            nodes_connected=len(nodes),
+            node_slots=sum(n.info.slots for n in nodes),
+            busy_slots=sum(len(n.jobs) for n in nodes),
+            mail_queue=self.mailer.waiting if self.mailer else 0,
         )
 
     # ---- changes ---------------------------------------------------------------------
@@ -233,6 +281,20 @@ class JobService:
                     self.update(
                         job_id, persist=False, state=JobState.RUNNING, started=now, node=node
                     )
+                    started = self._open.get(job_id)
+                    if started is not None:
+                        waited = now - started.created
+                        self.metrics.job_started(started.method, waited)
+                        log_event(
+                            log,
+                            "job_started",
+                            "job %s started on node %s",
+                            job_id,
+                            node,
+                            job=job_id,
+                            node=node,
+                            wait_ms=round(waited * 1000),
+                        )
                     self.live[job_id] = Live(node)
                     self._positions.pop(job_id, None)
                     self.bus.publish(job_id, {"type": "started", "node": node})
@@ -240,7 +302,17 @@ class JobService:
                 case SendCancel(node, job_id, lease):
                     self.hub.send_cancel(node, job_id, lease)
                 case Requeued(job_id, attempts, reason):
-                    log.warning("job %s requeued (attempt %d): %s", job_id, attempts, reason)
+                    log_event(
+                        log,
+                        "job_requeued",
+                        "job %s requeued (attempt %d): %s",
+                        job_id,
+                        attempts,
+                        reason,
+                        level=logging.WARNING,
+                        job=job_id,
+                        attempt=attempts,
+                    )
                     self.update(job_id, state=JobState.QUEUED, node=None, attempts=attempts)
                     self.live.pop(job_id, None)
                     position = self.scheduler.position(job_id)
@@ -284,7 +356,22 @@ class JobService:
         )
         self._open.pop(job.id, None)
         done = replace(job, state=state, finished=now, **fields)
-        log.info("job %s %s%s", job.id, state, f": {done.error}" if done.error else "")
+        run = now - job.started if job.started is not None else None
+        self.metrics.job_finished(job.method, str(state), run)
+        log_event(
+            log,
+            f"job_{state}",
+            "job %s %s%s",
+            job.id,
+            state,
+            f": {done.error}" if done.error else "",
+            job=job.id,
+            node=job.node,
+            method=job.method,
+            ms=round(run * 1000) if run is not None else None,
+        )
+        if self.mailer is not None:
+            self.mailer.notify(done)
         if not self.bus.watching(job.id):
             return
         view = job_view(done, live=live, ttl=self.config.result_ttl)

@@ -34,7 +34,6 @@ from protocol import (
     FailureCode,
     Hello,
     Message,
-    Offer,
     Ping,
     Pong,
     Preview,
@@ -44,15 +43,15 @@ from protocol import (
     RejectReason,
     Result,
     Role,
-    Scalar,
-    StyleImage,
     Welcome,
     choose_version,
 )
 from relay.config import Config
-from relay.dispatch import NodeInfo
 from relay.hub import CancelJob, NodeCommand, NodeHandle, NodeHub
 from relay.hub import Offer as HubOffer
+from relay.logs import event
+from relay.metrics import Metrics
+from relay.nodewire import node_info, wire_offer
 from relay.tokens import TokenStore
 
 log = logging.getLogger(__name__)
@@ -67,48 +66,6 @@ class HandshakeFailed(Exception):
     """The peer did not complete a valid handshake; the message says why (for the log)."""
 
 
-def node_info(name: str, hello: Hello) -> NodeInfo:
-    """What the scheduler needs of a node, from its Hello; the name is the token's name."""
-    caps = hello.capabilities
-    styles = {s.id: s for s in caps.styles if s.method == "fast"}
-    return NodeInfo(
-        name=name,
-        device_name=caps.device_name,
-        device_memory=caps.device_memory,
-        methods=frozenset(caps.methods),
-        styles=frozenset(styles),
-        max_epochs=caps.max_epochs,
-        max_pixels=caps.max_pixels,
-        slots=caps.slots,
-        thumbnails={i: s.thumbnail_jpeg for i, s in styles.items() if s.thumbnail_jpeg},
-        titles={i: s.name for i, s in styles.items()},
-    )
-
-
-def wire_offer(offer: HubOffer) -> Offer:
-    """The hub's offer as a protocol message (docs/protocol.md, "Offer parameters").
-
-    The images are already scaled to the job's size; `size` tells the engine the long side.
-    One fast style travels as `style_id`, a blend of several as the `style_mix` parameter.
-    """
-    params: dict[str, Scalar] = dict(offer.params)
-    params.update(epochs=offer.epochs, size=max(offer.width, offer.height))
-    style_id: str | None = None
-    if len(offer.fast_styles) == 1:
-        style_id = offer.fast_styles[0][0]
-    elif offer.fast_styles:
-        params["style_mix"] = ",".join(f"{name}:{w:g}" for name, w in offer.fast_styles)
-    return Offer(
-        job_id=offer.job_id,
-        lease_id=offer.lease,
-        method=offer.method,
-        params=params,
-        style_id=style_id,
-        style_images=tuple(StyleImage(data, float(w)) for data, w in offer.style_images),
-        content=offer.content_png,
-    )
-
-
 class NodeLink:
     """One node connection, from handshake to goodbye."""
 
@@ -121,8 +78,10 @@ class NodeLink:
         writer: asyncio.StreamWriter,
         *,
         clock: Callable[[], float] = time.monotonic,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics or Metrics()
         self.tokens = tokens
         self.hub = hub
         self.reader = reader
@@ -145,13 +104,16 @@ class NodeLink:
     async def send(self, message: Message) -> None:
         """Encode and write one message; the lock keeps frames of two messages apart."""
         async with self._write_lock:
-            self.writer.write(self.conn.send(message))
+            data = self.conn.send(message)
+            self.metrics.bytes_to_nodes += len(data)
+            self.writer.write(data)
             await self.writer.drain()
 
     async def receive(self) -> list[Message]:
         """The next complete messages; [] at a clean end of the stream."""
         while True:
             data = await self.reader.read(READ_SIZE)
+            self.metrics.bytes_from_nodes += len(data)
             messages = self.conn.receive_data(data)
             # Any bytes are a sign of life, the chunks of a long transfer included.
             self.last_heard = self.clock()
@@ -315,9 +277,13 @@ class NodeLink:
         reason = "closed"
         try:
             handle = await self.handshake()
+            self.metrics.node_connections["accepted"] += 1
+            event(log, "node_connected", "node %s connected from %s", handle.name, self.peer,
+                  node=handle.name, peer=self.peer)  # fmt: skip
             reason = await self.serve(handle)
         except HandshakeFailed as exc:
-            log.info("node connection from %s %s", self.peer, exc)
+            self.metrics.node_connections["refused"] += 1
+            event(log, "node_refused", "node connection from %s %s", self.peer, exc, peer=self.peer)
         except ProtocolError as exc:
             reason = f"protocol error: {exc}"
             log.warning("node %s: %s", handle.name if handle else self.peer, reason)
@@ -326,6 +292,8 @@ class NodeLink:
             reason = f"connection lost: {exc}"
         finally:
             if handle is not None:
+                event(log, "node_gone", "node %s gone: %s", handle.name, reason,
+                      node=handle.name, reason=reason)  # fmt: skip
                 self.hub.node_lost(handle, reason)
             self.writer.close()
             with contextlib.suppress(ConnectionError, ssl.SSLError):
@@ -341,11 +309,13 @@ class NodeListener:
         tokens: TokenStore,
         hub: NodeHub,
         ssl_context: ssl.SSLContext | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config = config
         self.tokens = tokens
         self.hub = hub
         self.ssl_context = ssl_context
+        self.metrics = metrics or Metrics()
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.Task[None]] = set()
 
@@ -358,7 +328,8 @@ class NodeListener:
             ssl=self.ssl_context,
             limit=READ_SIZE,
         )
-        log.info("listening for nodes on %s", ", ".join(self.addresses()))
+        tls = " (TLS)" if self.ssl_context else ""
+        log.info("listening for nodes on %s%s", ", ".join(self.addresses()), tls)
 
     def addresses(self) -> list[str]:
         """Where the listener is bound, as host:port strings."""
@@ -377,7 +348,10 @@ class NodeListener:
         assert task is not None
         self._links.add(task)
         try:
-            await NodeLink(self.config, self.tokens, self.hub, reader, writer).run()
+            link = NodeLink(
+                self.config, self.tokens, self.hub, reader, writer, metrics=self.metrics
+            )
+            await link.run()
         except asyncio.CancelledError:
             # `close` cancels the links; a connection handler that ends cancelled makes
             # asyncio log a spurious error, so this one ends normally.

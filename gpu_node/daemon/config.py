@@ -52,6 +52,12 @@ class NodeConfig:
     """A connection up this long resets the backoff."""
     drain_grace: float = 120.0
     """On SIGTERM, how long running jobs may take before they are handed back."""
+    tls: bool = False
+    """Dial the relay over TLS, verifying its certificate."""
+    ca_file: Path | None = None
+    """PEM file of the CA that signed the relay's certificate (else the system's CAs)."""
+    insecure: bool = False
+    """TLS without verifying the relay's certificate: for testing only."""
 
     def __post_init__(self) -> None:
         if not self.relay_host:
@@ -69,6 +75,8 @@ class NodeConfig:
             raise ConfigError(f"--slots must be between 1 and {MAX_SLOTS}, not {self.slots}")
         if not 0 < self.backoff_min <= self.backoff_max:
             raise ConfigError("the backoff must satisfy 0 < minimum <= maximum")
+        if self.insecure and self.ca_file is not None:
+            raise ConfigError("--insecure skips verification; it makes no sense with --ca-file")
         if self.drain_grace < 0:
             raise ConfigError(f"--drain-grace must be zero or more, not {self.drain_grace}")
 
@@ -76,7 +84,7 @@ class NodeConfig:
     def relay(self) -> str:
         """The relay's address as HOST:PORT, for log lines."""
         host = f"[{self.relay_host}]" if ":" in self.relay_host else self.relay_host
-        return f"{host}:{self.relay_port}"
+        return f"{'tls://' if self.tls else ''}{host}:{self.relay_port}"
 
 
 def _check_token(token: str) -> None:
@@ -136,6 +144,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--models-dir", type=Path, help=f"folder of trained fast styles (also ${MODELS_DIR_ENV})")
     add("--backoff-max", type=float, help="longest wait between reconnects, seconds (default 60)")
     add("--drain-grace", type=float, help="on SIGTERM, seconds a running job may still take")
+    add("--tls", action="store_true", default=None, help="dial the relay over TLS (or tls://HOST)")
+    add("--ca-file", type=Path, metavar="PEM", help="CA of the relay's certificate (implies --tls)")
+    add(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="TLS without checking the relay's certificate: testing only (implies --tls)",
+    )
 
 
 def _int_arg(text: str) -> int:
@@ -172,7 +188,13 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
     relay = pick("relay")
     if relay is None:
         raise ConfigError(f"no relay: give --relay HOST:PORT (or ${ENV_PREFIX}RELAY)")
-    host, port = parse_address(relay)
+    scheme, sep, rest = relay.strip().partition("://")
+    if sep and scheme.lower() not in ("tls", "tcp"):
+        raise ConfigError(f"--relay {relay!r}: the scheme is tls:// or tcp://, not {scheme}://")
+    host, port = parse_address(rest if sep else relay)
+    ca_file = pick("ca_file")
+    insecure, tls_flag = _switch("insecure", pick("insecure")), _switch("tls", pick("tls"))
+    tls = tls_flag or ca_file is not None or insecure or (sep and scheme.lower() == "tls")
     models = pick("models_dir") or env.get(MODELS_DIR_ENV, "").strip() or None
     backoff_max = number("backoff_max", float, 60.0)
     return NodeConfig(
@@ -188,7 +210,22 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         backoff_min=min(1.0, backoff_max),
         backoff_max=backoff_max,
         drain_grace=number("drain_grace", float, 120.0),
+        tls=bool(tls),
+        ca_file=Path(ca_file) if ca_file else None,
+        insecure=insecure,
     )
+
+
+def _switch(flag: str, raw: str | None) -> bool:
+    """A store_true flag ("True") or its variable (yes/no, 1/0, true/false, on/off)."""
+    if raw is None:
+        return False
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"${ENV_PREFIX}{flag.upper()}={raw!r}: expected yes or no")
 
 
 def _token(args: argparse.Namespace, env: Mapping[str, str]) -> str:

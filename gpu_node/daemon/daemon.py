@@ -13,6 +13,7 @@ import contextlib
 import logging
 import random
 import signal
+import ssl
 import time
 from importlib import metadata
 
@@ -22,6 +23,7 @@ from gpu_node.daemon.config import NodeConfig
 from gpu_node.daemon.params import NodeCaps
 from gpu_node.daemon.runner import JobRunner
 from gpu_node.daemon.session import FatalReject, Outcome, Session
+from gpu_node.daemon.tls import client_context, explain
 from gpu_node.device import pick_device
 from gpu_node.fast.allocator import keep_freed_memory
 from gpu_node.fast.registry import build_registry
@@ -60,6 +62,7 @@ class Daemon:
             config.backoff_min, config.backoff_max, stable_after=config.stable_after, rng=rng
         )
         self.session: Session | None = None
+        self.tls = client_context(config)
         self.connections = 0
         """How many times a connection was opened (for tests and logs)."""
         self._executor = concurrent.futures.ThreadPoolExecutor(
@@ -97,8 +100,17 @@ class Daemon:
         log.info("connecting to the relay at %s", config.relay)
         try:
             reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(config.relay_host, config.relay_port), CONNECT_TIMEOUT
+                asyncio.open_connection(
+                    config.relay_host,
+                    config.relay_port,
+                    ssl=self.tls,
+                    server_hostname=config.relay_host if self.tls else None,
+                ),
+                CONNECT_TIMEOUT,
             )
+        except ssl.SSLError as exc:
+            log.error("%s", explain(exc, config))
+            return Outcome.DISCONNECTED
         except (OSError, TimeoutError) as exc:
             log.warning("cannot reach the relay at %s: %s", config.relay, exc or "timed out")
             return Outcome.DISCONNECTED

@@ -1,0 +1,89 @@
+"""Operators' views: `GET /metrics` (Prometheus) and `GET /status` (a read-only HTML page).
+
+Neither shows a token, an e-mail address, an image or a whole job id (a job id is the key
+to its result): a running job appears as the same six-character tag `/api/nodes` uses.
+"""
+
+import html
+import time
+
+from aiohttp import web
+
+from relay.api import SERVICE
+from relay.metrics import CONTENT_TYPE
+
+_STYLE = """
+body { font: 15px/1.4 system-ui, sans-serif; margin: 2rem; color: #222; }
+table { border-collapse: collapse; margin-top: 1rem; }
+th, td { border-bottom: 1px solid #ddd; padding: .35rem .8rem; text-align: left; }
+th { background: #f4f4f4; }
+.num { text-align: right; font-variant-numeric: tabular-nums; }
+"""
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "none waiting"
+    seconds = max(0, round(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics: counters and gauges in the Prometheus text format."""
+    service = request.app[SERVICE]
+    text = service.metrics.render(service.gauges())
+    return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
+
+
+async def status_page(request: web.Request) -> web.Response:
+    """GET /status: nodes, their state and current job tag, the queue; refreshes itself."""
+    service = request.app[SERVICE]
+    gauges = service.gauges()
+    rows = []
+    for node in service.hub.views():
+        cells = [
+            node["name"],
+            node["device"],
+            node["state"],
+            ", ".join(node["current_jobs"]) or "-",
+            str(node["jobs_done"]),
+            f"{node['busy_slots']}/{node['slots']}",
+            node["last_seen"] or "-",
+        ]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    nodes = "\n".join(rows) or '<tr><td colspan="7">No node is connected.</td></tr>'
+    now = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(service.clock()))
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="refresh" content="10">
+<title>Stylerelay status</title><style>{_STYLE}</style></head>
+<body>
+<h1>Stylerelay status</h1>
+<p>As of {now}. This page refreshes every 10 seconds.</p>
+<table>
+<tr><th>Queue length</th><td class="num">{gauges.queue_length}</td></tr>
+<tr><th>Oldest waiting job</th><td class="num">{_age(service.oldest_queued())}</td></tr>
+<tr><th>Running jobs</th><td class="num">{gauges.jobs_by_state.get("running", 0)}</td></tr>
+<tr><th>Nodes connected</th><td class="num">{gauges.nodes_connected}</td></tr>
+<tr><th>E-mails waiting</th><td class="num">{gauges.mail_queue}</td></tr>
+</table>
+<h2>Nodes</h2>
+<table>
+<tr><th>Name</th><th>Device</th><th>State</th><th>Current job</th><th>Jobs done</th>
+<th>Busy slots</th><th>Last seen (UTC)</th></tr>
+{nodes}
+</table>
+<p>Machine-readable: <a href="/metrics">/metrics</a>, <a href="/api/nodes">/api/nodes</a>.</p>
+</body></html>
+"""
+    return web.Response(text=page, content_type="text/html")
+
+
+def add_routes(app: web.Application) -> None:
+    """Register `/metrics` and `/status`."""
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/status", status_page)
