@@ -144,3 +144,14 @@ def test_missing_or_wrong_weights_say_how_to_fix(tmp_path: Path) -> None:
     )
     with pytest.raises(WeightsError, match="shape"):
         load_weights(wrong)
+
+
+def test_channels_last_layout_gives_the_same_features(cat: torch.Tensor) -> None:
+    # The layout CUDA runs use, checked on the CPU.
+    weights = load_weights()
+    plain = VGG19Features(weights, up_to="relu2_1", winograd=False)
+    last = VGG19Features(weights, up_to="relu2_1", winograd=False, channels_last=True)
+    with torch.no_grad():
+        a, b = plain(cat, ["relu2_1"])["relu2_1"], last(cat, ["relu2_1"])["relu2_1"]
+    assert b.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(a, b, atol=1e-3, rtol=1e-4)

@@ -73,7 +73,8 @@ class _Normalize(nn.Module):
 class VGG19Features(nn.Module):
     """Frozen VGG19 convolutional features, cut after `up_to` (default: all of them).
 
-    `winograd` allows the faster CPU convolution of `gpu_node.engine.conv`.
+    `winograd` allows the faster CPU convolution of `gpu_node.engine.conv`; `channels_last`
+    lays feature maps out as cuDNN prefers (inputs may come in either layout).
     """
 
     def __init__(
@@ -83,12 +84,14 @@ class VGG19Features(nn.Module):
         up_to: str | None = None,
         *,
         winograd: bool = True,
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         last = LAYER_INDEX[up_to] if up_to is not None else len(LAYER_NAMES) - 1
         self.normalize = _Normalize(weights.normalization)
         self.convs = nn.ModuleList()
         self.pooling = pooling
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.names = LAYER_NAMES[: last + 1]
         pairs = iter(weights.convs)
         for name in self.names:
@@ -97,6 +100,8 @@ class VGG19Features(nn.Module):
                 if name == "conv1_1" and weights.normalization.bgr:
                     weight = weight.flip(1)  # BGR -> RGB input channels
                 self.convs.append(FrozenConv3x3(weight, bias, winograd=winograd))
+        if channels_last:
+            self.to(memory_format=torch.channels_last)
         self.eval()
 
     def train(self, mode: bool = True) -> VGG19Features:
@@ -112,7 +117,7 @@ class VGG19Features(nn.Module):
             raise BadInputError(f"layer(s) {', '.join(sorted(missing))} are cut off this network")
         deepest = max((LAYER_INDEX[name] for name in wanted), default=-1)
         out: dict[str, torch.Tensor] = {}
-        x = self.normalize(image)
+        x = self.normalize(image).contiguous(memory_format=self.memory_format)
         convs = iter(self.convs)
         for name in self.names[: deepest + 1]:
             match name[:4]:
