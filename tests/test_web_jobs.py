@@ -15,6 +15,7 @@ from web_browser import (
     PNG_MAGIC,
     choose_photo,
     open_page,
+    record_progress,
     result_png,
     set_range,
     shown_epoch,
@@ -54,19 +55,7 @@ def test_quality_job_from_gallery_to_downloaded_png(
     expect(page.locator("#estimate")).to_contain_text("Estimated time")
     snap(page, shots, "02-ready", full=False)
 
-    # Record what a person would see, every 20 ms, inside the page.
-    page.evaluate(
-        """() => {
-            window.seen = {bars: [], previews: []};
-            setInterval(() => {
-                const bar = document.getElementById("job-bar").value;
-                const src = document.getElementById("job-result").getAttribute("src") || "";
-                const {bars, previews} = window.seen;
-                if (bar > 0 && bar < 100 && bars.at(-1) !== bar) bars.push(bar);
-                if (src.includes("/preview") && previews.at(-1) !== src) previews.push(src);
-            }, 20);
-        }"""
-    )
+    record_progress(page)
     page.locator("#go").click()
     expect(page.locator("#job")).to_be_visible()
     wait_epoch(page, 15)

@@ -8,7 +8,16 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from playwright.sync_api import BrowserContext, expect
-from web_browser import PHOTO_SIZE, PNG_MAGIC, choose_photo, open_page, result_png, set_range, snap
+from web_browser import (
+    PHOTO_SIZE,
+    PNG_MAGIC,
+    choose_photo,
+    open_page,
+    record_progress,
+    result_png,
+    set_range,
+    snap,
+)
 from web_relay import RelayThread, web_config
 
 pytest_plugins = ["web_fixtures"]
@@ -22,22 +31,6 @@ def real_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayThread
     server.add_real_node(max_epochs=200)
     yield server
     server.stop()
-
-
-def record_progress(page: object) -> None:
-    """Note every bar value and preview the person sees, every 20 ms, inside the page."""
-    page.evaluate(  # type: ignore[attr-defined]
-        """() => {
-            window.seen = {bars: [], previews: []};
-            setInterval(() => {
-                const bar = document.getElementById("job-bar").value;
-                const src = document.getElementById("job-result").getAttribute("src") || "";
-                const {bars, previews} = window.seen;
-                if (bar > 0 && bar < 100 && bars.at(-1) !== bar) bars.push(bar);
-                if (src.includes("/preview") && previews.at(-1) !== src) previews.push(src);
-            }, 20);
-        }"""
-    )
 
 
 def expected_size(long_side: int) -> tuple[int, int]:

@@ -137,3 +137,19 @@ def result_png(page: Page) -> tuple[bytes, str]:
     with page.expect_download() as download:
         page.locator("#job-download").click()
     return Path(download.value.path()).read_bytes(), download.value.suggested_filename
+
+
+def record_progress(page: Page) -> None:
+    """Note every bar value and preview a person sees, every 20 ms, in `window.seen`."""
+    page.evaluate(
+        """() => {
+            window.seen = {bars: [], previews: []};
+            setInterval(() => {
+                const bar = document.getElementById("job-bar").value;
+                const src = document.getElementById("job-result").getAttribute("src") || "";
+                const {bars, previews} = window.seen;
+                if (bar > 0 && bar < 100 && bars.at(-1) !== bar) bars.push(bar);
+                if (src.includes("/preview") && previews.at(-1) !== src) previews.push(src);
+            }, 20);
+        }"""
+    )
