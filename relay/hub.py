@@ -121,6 +121,8 @@ class NodeHub:
         self._service = service
         self._handles: dict[str, NodeHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.speeds: dict[str, float] = {}
+        """Seconds per epoch per megapixel of each node's Gatys jobs, by node name."""
         self.known_fast: set[str] = set()
         """Every fast style a node has offered since the relay started."""
 
@@ -175,6 +177,16 @@ class NodeHub:
 
     def _current(self, handle: NodeHandle) -> bool:
         return self._handles.get(handle.name) is handle
+
+    def _measure(self, node: str, job: JobRecord, now: float) -> None:
+        """Fold a finished Gatys job's pace into the node's speed (a moving average)."""
+        if job.method != "gatys" or job.started is None or job.epochs <= 0:
+            return
+        work = job.epochs * job.pixels / 1e6
+        rate = (now - job.started) / work
+        if work > 0 and rate > 0:
+            old = self.speeds.get(node)
+            self.speeds[node] = rate if old is None else 0.7 * old + 0.3 * rate
 
     def _lease_ended(self, handle: NodeHandle, lease: str) -> None:
         """The node's last word on a lease: if it was told to stop it, its slot is free."""
@@ -248,7 +260,9 @@ class NodeHub:
         # The lease may have ended while the files were written.
         if not self._holds(handle, job_id, lease):
             return False
-        service.finish_done(service.get(job_id), result_file, preview_file)
+        job = service.get(job_id)
+        self._measure(handle.name, job, service.clock())
+        service.finish_done(job, result_file, preview_file)
         service.apply(service.scheduler.finished(handle.name, job_id, lease, service.clock()))
         return True
 
@@ -386,6 +400,8 @@ class NodeHub:
                     # A short tag, not the id: a job id is the key to its result.
                     "current_jobs": sorted(j[:6] for j in view.jobs),
                     "jobs_done": view.jobs_done,
+                    # Measured on its finished Gatys jobs: for the page's time estimates.
+                    "seconds_per_epoch_mp": self.speeds.get(info.name),
                     "connected_since": iso(handle.connected_since),
                     "last_seen": iso(handle.last_seen),
                 }

@@ -507,3 +507,17 @@ async def test_page_health_and_json_errors(start: Start, tmp_path: Path) -> None
     assert "PUT is not allowed" in await error(await client.put("/api/jobs/x"), 405)
     resp = await client.post("/api/jobs", data=b"x", headers={"Content-Type": "text/plain"})
     assert "multipart/form-data or application/json" in await error(resp, 400)
+
+
+async def test_nodes_report_their_measured_gatys_speed(start: Start, clock: FakeClock) -> None:
+    client = await start()
+    node = FakeNode.connect(service(client).hub, name="gpu-home")
+    listed = (await (await client.get("/api/nodes")).json())["nodes"][0]
+    assert listed["seconds_per_epoch_mp"] is None
+    await create(client, epochs="30", size="40")
+    offer = await node.offer()
+    clock.advance(12.0)
+    assert (await node.finish(offer))[0]
+    listed = (await (await client.get("/api/nodes")).json())["nodes"][0]
+    # 12 s for 30 epochs of a 40x30 picture: 12 / (30 * 0.0012 MP).
+    assert listed["seconds_per_epoch_mp"] == pytest.approx(12 / (30 * 40 * 30 / 1e6))

@@ -10,9 +10,11 @@ from web_browser import launch, make_files, new_context, shots_dir
 from web_relay import FakeNode, RelayThread, web_config
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    """One headless Chromium for every browser test."""
+    """One headless Chromium per test module. Not per session: Playwright's sync API keeps
+    an event loop running in this thread while it is open, which would break asyncio tests
+    that run after it."""
     with sync_playwright() as p:
         chromium = launch(p)
         yield chromium
