@@ -238,7 +238,9 @@ async def test_a_gatys_job_streams_progress_and_previews_then_its_result(
             if final is not None:
                 break
             await asyncio.sleep(0.2)
-    assert pongs >= 3
+    # A Pong came back while the job ran (the loop stops at the Result): the heartbeat did not
+    # wait for the engine. How many fit in depends on the machine's speed, so only one is owed.
+    assert pongs >= 1
     assert isinstance(final, Result), final
     assert final.sha256 == hashlib.sha256(final.png).hexdigest()
     image = decode(final.png)
