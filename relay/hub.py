@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+MISSED_HEARTBEATS = 3
+"""Heartbeat intervals a node may stay silent before the relay drops it."""
 MAX_RESULT_BYTES = 256 * 1024 * 1024
 MAX_PREVIEW_BYTES = 4 * 1024 * 1024
 MAX_LOSSES = 16
@@ -167,7 +169,7 @@ class NodeHub:
         """The node said something (a heartbeat, say): it is alive now."""
         handle.last_seen = self._service.clock()
 
-    def check_silence(self, heartbeat: float, misses: int = 3) -> None:
+    def check_silence(self, heartbeat: float, misses: int = MISSED_HEARTBEATS) -> None:
         """Drop nodes that have said nothing for `misses` heartbeat intervals."""
         now = self._service.clock()
         for handle in list(self._handles.values()):

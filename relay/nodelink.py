@@ -47,7 +47,7 @@ from protocol import (
     choose_version,
 )
 from relay.config import Config
-from relay.hub import CancelJob, NodeCommand, NodeHandle, NodeHub
+from relay.hub import MISSED_HEARTBEATS, CancelJob, NodeCommand, NodeHandle, NodeHub
 from relay.hub import Offer as HubOffer
 from relay.logs import event
 from relay.metrics import Metrics
@@ -57,7 +57,6 @@ from relay.tokens import TokenStore
 log = logging.getLogger(__name__)
 
 READ_SIZE = 256 * 1024
-MISSED_HEARTBEATS = 3
 # A node whose job failed for one of these reasons may succeed elsewhere.
 _RETRYABLE = frozenset({FailureCode.OUT_OF_MEMORY, FailureCode.TIMEOUT, FailureCode.INTERNAL})
 
