@@ -40,6 +40,8 @@ from protocol import (
     Welcome,
 )
 from protocol.codec import encode
+from protocol.frames import FrameReader, pack_frame
+from protocol.limits import DEFAULT_MAX_FRAME_SIZE
 
 
 def best(rounds: int, *runs: Callable[[], float]) -> list[float]:
@@ -64,8 +66,9 @@ def lease(relay: Connection, node: Connection, n: int) -> tuple[str, str]:
     return job, lease_id
 
 
-def bench_progress(count: int, rounds: int) -> tuple[float, float]:
-    """Seconds per Progress message: ours, bare msgpack."""
+def bench_progress(count: int, rounds: int) -> tuple[float, float, float]:
+    """Seconds per Progress message: ours, bare msgpack, and our framing alone (the frame
+    layer with its reused Packer and Unpacker, without messages, checks or state)."""
     relay, node = connected()
     job, lease_id = lease(relay, node, 0)
     messages = [
@@ -89,8 +92,17 @@ def bench_progress(count: int, rounds: int) -> tuple[float, float]:
             unpackb(packb(body))
         return time.process_time() - start
 
-    ours_time, bare_time = best(rounds, ours, bare)
-    return ours_time / count, bare_time / count
+    reader, packer = FrameReader(DEFAULT_MAX_FRAME_SIZE), msgpack.Packer()
+    feed = reader.feed
+
+    def frames() -> float:
+        start = time.process_time()
+        for body in bodies:
+            feed(pack_frame(packer, body))
+        return time.process_time() - start
+
+    ours_time, bare_time, frames_time = best(rounds, ours, bare, frames)
+    return ours_time / count, bare_time / count, frames_time / count
 
 
 def bench_result(size: int, rounds: int) -> tuple[float, float, float]:
@@ -141,11 +153,13 @@ def main() -> None:
         f"{platform.python_version()}, msgpack {'.'.join(map(str, msgpack.version))}"
     )
 
-    ours, bare = bench_progress(count, rounds)
+    ours, bare, frames = bench_progress(count, rounds)
     print(f"\nProgress, encode + decode one at a time ({count} messages, best of {rounds}):")
     row("ours (Connection send -> receive_data)", f"{1 / ours:>10,.0f} msg/s  {ours * 1e6:7.2f} µs")
     row("bare msgpack packb -> unpackb", f"{1 / bare:>10,.0f} msg/s  {bare * 1e6:7.2f} µs")
     row("ratio (ours cost / bare cost)", f"{ours / bare:>10.2f}x")
+    row("of which framing alone (no messages)", f"{frames / bare:>10.2f}x")
+    row("messages, checks and state machine", f"{(ours - frames) * 1e6:>10.2f} µs")
 
     ours, bare, hashing = bench_result(size, rounds)
     mb = size / 1e6

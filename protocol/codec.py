@@ -31,6 +31,7 @@ from .messages import (
     Progress,
     Result,
     StyleImage,
+    new_progress,
 )
 from .transfers import Received
 
@@ -165,10 +166,15 @@ def _offer(b: Body, take: Take) -> Offer:
 
 def _progress(b: Body, take: Take) -> Progress:
     losses = b["losses"]
-    if type(losses) is dict and int in map(type, losses.values()):  # rare: copy only then
-        losses = {k: float(v) if type(v) is int else v for k, v in losses.items()}
-    return Progress(b["job_id"], b["lease_id"], b["epoch"], b["max_epochs"], losses,
-                    _float(b["elapsed"]))  # fmt: skip
+    if type(losses) is dict:
+        for value in losses.values():
+            if type(value) is int:  # rare: copy only then
+                losses = {k: float(v) if type(v) is int else v for k, v in losses.items()}
+                break
+    elapsed = b["elapsed"]
+    if type(elapsed) is int:
+        elapsed = float(elapsed)
+    return new_progress(b["job_id"], b["lease_id"], b["epoch"], b["max_epochs"], losses, elapsed)
 
 
 def _decode_result(b: Body, take: Take) -> Result:

@@ -11,17 +11,21 @@ import msgpack
 
 from .codec import decode, encode
 from .errors import LocalProtocolError, RemoteProtocolError
-from .frames import Body, FrameReader, pack_frame
+from .frames import HEADER, Body, FrameReader, pack_frame
 from .handshake import Limits, Reject, Welcome
 from .limits import DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_TRANSFER_SIZE, MAX_STYLE_IMAGES
 from .limits import MIN_MAX_FRAME_SIZE as _MIN_FRAME
-from .messages import Bye, Message
+from .messages import Bye, Message, Offer, Preview, Result
 from .state import ConnectionState, Role, StateMachine
 from .transfers import TransferReader, TransferWriter
 
 _LIVE = (ConnectionState.ESTABLISHED, ConnectionState.DRAINING)
 # Messages that may arrive between the chunks of a transfer and do not claim transfers.
 _BETWEEN_CHUNKS = ("ping", "pong", "bye")
+
+
+def _no_binaries(data: bytes) -> tuple[int, str]:
+    raise LocalProtocolError("only Offer, Preview and Result carry binaries")  # never reached
 
 
 class Connection:
@@ -84,6 +88,20 @@ class Connection:
 
     def send(self, message: Message) -> bytes:
         """The bytes that send `message` (chunk frames first); LocalProtocolError if illegal."""
+        kind = type(message)
+        if kind is Offer or kind is Preview or kind is Result:
+            return self._send_with_binaries(message)  # type: ignore[arg-type]
+        try:
+            data: bytes = self._packer.pack(encode(message, _no_binaries))
+        except (TypeError, ValueError, OverflowError) as error:
+            raise LocalProtocolError(f"cannot encode {kind.__name__}: {error}") from None
+        self._check_size(message, len(data))
+        self._machine.sent(message)
+        if kind is Bye or kind is Reject:
+            self._closed_by_us = True
+        return HEADER.pack(len(data)) + data
+
+    def _send_with_binaries(self, message: Offer | Preview | Result) -> bytes:
         out: list[bytes | memoryview] = []
         self._out = out  # where _put writes the chunk frames of the message's binaries
         try:
@@ -93,18 +111,17 @@ class Connection:
             raise LocalProtocolError(f"cannot encode {type(message).__name__}: {error}") from None
         finally:
             self._out = []
-        if len(frame) - 4 > self._send_limit:
-            raise LocalProtocolError(
-                f"{type(message).__name__} needs a frame of {len(frame) - 4} bytes, "
-                f"over the limit of {self._send_limit}"
-            )
+        self._check_size(message, len(frame) - 4)
         self._machine.sent(message)
-        if type(message) is Bye or type(message) is Reject:
-            self._closed_by_us = True
-        if not out:
-            return frame
         out.append(frame)
         return b"".join(out)
+
+    def _check_size(self, message: Message, size: int) -> None:
+        if size > self._send_limit:
+            raise LocalProtocolError(
+                f"{type(message).__name__} needs a frame of {size} bytes, "
+                f"over the limit of {self._send_limit}"
+            )
 
     def _put(self, data: bytes) -> tuple[int, str]:
         limits = self.peer_limits

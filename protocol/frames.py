@@ -69,8 +69,13 @@ class FrameReader:
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[Body]:
         """Take the next piece of the stream; return the bodies of the frames it completes."""
-        bodies: list[Body] = []
         buffer = self._buffer
+        if not buffer and len(data) > 4:
+            # The common case, a piece that is exactly one small frame, skips the loop.
+            (size,) = HEADER.unpack_from(data)
+            if size + 4 == len(data) and size <= _COPY_BELOW and size <= self.max_frame_size:
+                return [self._decode_small(data[4:])]
+        bodies: list[Body] = []
         if not buffer:
             # Fast path: decode straight out of the caller's bytes; keep only the tail.
             used = self._split(data, bodies, stable=type(data) is bytes)

@@ -144,6 +144,29 @@ class Progress:
             checks.real(self, "elapsed", elapsed)
 
 
+# Decoding builds a Progress per message; the frozen dataclass's __init__ (a generic
+# object.__setattr__ per field) costs as much as the rest of the decoding, so the decoder
+# fills the slots through their descriptors instead and runs the same checks.
+_PROGRESS_SLOTS = tuple(getattr(Progress, name).__set__ for name in Progress.__slots__)
+
+
+def new_progress(  # noqa: PLR0917 (the fields of Progress, in its order)
+    job_id: str, lease_id: str, epoch: int, max_epochs: int, losses: dict[str, float],
+    elapsed: float,
+) -> Progress:  # fmt: skip
+    """Exactly `Progress(...)`, checks included, about a third faster."""
+    set_job, set_lease, set_epoch, set_max, set_losses, set_elapsed = _PROGRESS_SLOTS
+    message = object.__new__(Progress)
+    set_job(message, job_id)
+    set_lease(message, lease_id)
+    set_epoch(message, epoch)
+    set_max(message, max_epochs)
+    set_losses(message, losses)
+    set_elapsed(message, elapsed)
+    message.__post_init__()
+    return message
+
+
 @dataclass(frozen=True, slots=True)
 class Preview:
     """Node -> relay: a small JPEG of the image at `epoch`."""
