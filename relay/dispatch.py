@@ -1,7 +1,7 @@
 """The scheduler's vocabulary: what a node offers, what a job needs, and the actions.
 
-The future node listener builds `NodeInfo` from a node's hello and carries out `SendOffer`
-and `SendCancel`; nothing here knows about sockets or the wire format.
+The node listener builds `NodeInfo` from a node's hello and carries out `SendOffer` and
+`SendCancel`; nothing here knows about sockets or the wire format.
 """
 
 from dataclasses import dataclass, field
@@ -51,6 +51,9 @@ class Timeouts:
     """How long a node may take to confirm a cancel before its slot counts as free."""
     busy_pause: float = 2.0
     """How long a slot rests after its node declined an offer as busy."""
+    free_handbacks: int = 5
+    """How often a job may be handed back by nodes that leave on purpose (Bye) before each
+    further hand-back counts as an attempt: a job that makes nodes quit still ends."""
 
     def stall_limit(self, job: JobSpec) -> float:
         """Seconds allowed between two progress reports: longer for bigger images."""
@@ -107,3 +110,33 @@ def fits(node: NodeInfo, job: JobSpec) -> bool:
         and job.epochs <= node.max_epochs
         and job.pixels <= node.max_pixels
     )
+
+
+def why_waiting(job: JobSpec, nodes: list[NodeInfo], declined_by: dict[str, str]) -> str | None:
+    """Why none of `nodes` (those taking jobs) runs `job`, in words; None if one could."""
+    if not nodes:
+        return "No node is online; the job starts when one connects."
+    if not any(job.method in i.methods for i in nodes):
+        return f"No connected node offers the {job.method} method."
+    missing = sorted(s for s in job.fast_styles if not any(s in i.styles for i in nodes))
+    if missing:
+        return f"No connected node has the style {', '.join('fast:' + s for s in missing)}."
+    top_epochs = max(i.max_epochs for i in nodes if job.method in i.methods)
+    if job.epochs > top_epochs:
+        return (
+            f"{job.epochs} epochs is above every connected node's cap "
+            f"(the highest is {top_epochs})."
+        )
+    top_pixels = max(i.max_pixels for i in nodes if job.method in i.methods)
+    if job.pixels > top_pixels:
+        return (
+            f"The image has {job.pixels:,} pixels, more than any connected node takes "
+            f"(the most is {top_pixels:,})."
+        )
+    able = [i for i in nodes if fits(i, job)]
+    if not able:
+        return "No single connected node offers everything this job needs."
+    if all(i.name in declined_by for i in able):
+        reasons = "; ".join(f"{n}: {r}" for n, r in sorted(declined_by.items()))
+        return f"Every node that could run it declined ({reasons})."
+    return None

@@ -150,15 +150,19 @@ class NodeHub:
         self._service.apply(self._service.scheduler.node_up(info, now))
         return handle
 
-    def node_lost(self, handle: NodeHandle, reason: str | None = None) -> None:
-        """The connection ended: its jobs go back to the queue."""
+    def node_lost(
+        self, handle: NodeHandle, reason: str | None = None, *, deliberate: bool = False
+    ) -> None:
+        """The connection ended: its jobs go back to the queue (`deliberate`: the node said
+        Bye, so they were handed back and do not use up an attempt)."""
         if not self._current(handle):
             return
         del self._handles[handle.name]
         handle.drop(reason or "connection lost")
         log.info("node %s lost%s", handle.name, f": {reason}" if reason else "")
         now = self._service.clock()
-        self._service.apply(self._service.scheduler.node_down(handle.name, now, reason))
+        scheduler = self._service.scheduler
+        self._service.apply(scheduler.node_down(handle.name, now, reason, deliberate=deliberate))
 
     def draining(self, handle: NodeHandle) -> None:
         """The node is leaving: it finishes its jobs but is offered no new ones."""

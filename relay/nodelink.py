@@ -59,6 +59,8 @@ log = logging.getLogger(__name__)
 READ_SIZE = 256 * 1024
 # A node whose job failed for one of these reasons may succeed elsewhere.
 _RETRYABLE = frozenset({FailureCode.OUT_OF_MEMORY, FailureCode.TIMEOUT, FailureCode.INTERNAL})
+# A node's Bye for these reasons means its owner stopped it (drained or not).
+_ON_PURPOSE = frozenset({ByeReason.SHUTDOWN, ByeReason.DRAINED})
 
 
 class HandshakeFailed(Exception):
@@ -96,6 +98,7 @@ class NodeLink:
         self._write_lock = asyncio.Lock()
         self._pending: list[Message] = []
         self._handle: NodeHandle | None = None
+        self._left_on_purpose = False
         self._closing = False
 
     # ---- plumbing --------------------------------------------------------------------
@@ -187,6 +190,8 @@ class NodeLink:
         while True:
             for message in messages:
                 if isinstance(message, Bye):
+                    # Its owner stopped it: running jobs were handed back, not lost to a crash.
+                    self._left_on_purpose = message.reason in _ON_PURPOSE
                     return f"said goodbye ({message.reason.value})"
                 await self._dispatch(handle, message)
             messages = await self.receive()
@@ -293,7 +298,7 @@ class NodeLink:
             if handle is not None:
                 event(log, "node_gone", "node %s gone: %s", handle.name, reason,
                       node=handle.name, reason=reason)  # fmt: skip
-                self.hub.node_lost(handle, reason)
+                self.hub.node_lost(handle, reason, deliberate=self._left_on_purpose)
             self.writer.close()
             with contextlib.suppress(ConnectionError, ssl.SSLError):
                 await self.writer.wait_closed()

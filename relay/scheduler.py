@@ -11,7 +11,9 @@ and to the job's subscribers.
 - Leases: every assignment has a new lease id; only the current lease's progress and result
   count. A lease ends when its node is lost, when the job is silent longer than its stall
   limit (scaled to its size) or runs past its deadline (scaled to size and epochs). The job
-  then goes back to the queue; after `max_attempts` such ends it fails.
+  then goes back to the queue; after `max_attempts` such ends it fails. A node that leaves
+  on purpose (it said Bye) hands its jobs back without using up an attempt, up to
+  `free_handbacks` times per job.
 """
 
 import secrets
@@ -28,6 +30,7 @@ from relay.dispatch import (
     SendOffer,
     Timeouts,
     fits,
+    why_waiting,
 )
 
 
@@ -44,6 +47,7 @@ class _Lease:
 class _Job:
     spec: JobSpec
     attempts: int = 0
+    handbacks: int = 0
     lease: _Lease | None = None
     declined_by: dict[str, str] = field(default_factory=dict)
 
@@ -142,34 +146,8 @@ class Scheduler:
         entry = self._jobs.get(job_id)
         if entry is None or entry.lease is not None:
             return None
-        job = entry.spec
         infos = [n.info for n in self._nodes.values() if not n.draining]
-        if not infos:
-            return "No node is online; the job starts when one connects."
-        if not any(job.method in i.methods for i in infos):
-            return f"No connected node offers the {job.method} method."
-        missing = sorted(s for s in job.fast_styles if not any(s in i.styles for i in infos))
-        if missing:
-            return f"No connected node has the style {', '.join('fast:' + s for s in missing)}."
-        top_epochs = max(i.max_epochs for i in infos if job.method in i.methods)
-        if job.epochs > top_epochs:
-            return (
-                f"{job.epochs} epochs is above every connected node's cap "
-                f"(the highest is {top_epochs})."
-            )
-        top_pixels = max(i.max_pixels for i in infos if job.method in i.methods)
-        if job.pixels > top_pixels:
-            return (
-                f"The image has {job.pixels:,} pixels, more than any connected node takes "
-                f"(the most is {top_pixels:,})."
-            )
-        able = [i for i in infos if fits(i, job)]
-        if not able:
-            return "No single connected node offers everything this job needs."
-        if all(i.name in entry.declined_by for i in able):
-            reasons = "; ".join(f"{n}: {r}" for n, r in sorted(entry.declined_by.items()))
-            return f"Every node that could run it declined ({reasons})."
-        return None
+        return why_waiting(entry.spec, infos, entry.declined_by)
 
     # ---- events ----------------------------------------------------------------------
 
@@ -196,14 +174,21 @@ class Scheduler:
         if node is not None:
             node.draining = True
 
-    def node_down(self, name: str, now: float, reason: str | None = None) -> list[Action]:
-        """A node is gone: its jobs go back to the queue (or fail after too many tries)."""
+    def node_down(
+        self, name: str, now: float, reason: str | None = None, *, deliberate: bool = False
+    ) -> list[Action]:
+        """A node is gone: its jobs go back to the queue (or fail after too many tries).
+
+        `deliberate`: it said Bye (its owner stopped it), so its running jobs were handed
+        back, not lost to a crash: that does not use up one of the jobs' attempts.
+        """
         node = self._nodes.pop(name, None)
         if node is None:
             return []
         actions: list[Action] = []
         for job_id in sorted(node.jobs):
-            actions += self._end_lease(job_id, reason or f"node {name} was lost", now)
+            why = reason or f"node {name} was lost"
+            actions += self._end_lease(job_id, why, now, handed_back=deliberate)
         return actions + self._dispatch(now)
 
     def progress(self, node: str, job_id: str, lease: str, now: float) -> bool:
@@ -307,12 +292,17 @@ class Scheduler:
 
     # ---- inside ----------------------------------------------------------------------
 
-    def _end_lease(self, job_id: str, reason: str, now: float) -> list[Action]:
+    def _end_lease(
+        self, job_id: str, reason: str, now: float, *, handed_back: bool = False
+    ) -> list[Action]:
         entry = self._jobs[job_id]
-        entry.attempts += 1
-        if entry.attempts >= self.timeouts.max_attempts:
-            self._forget(job_id)
-            return [Failed(job_id, f"Gave up after {entry.attempts} attempts; last: {reason}.")]
+        if handed_back and entry.handbacks < self.timeouts.free_handbacks:
+            entry.handbacks += 1
+        else:
+            entry.attempts += 1
+            if entry.attempts >= self.timeouts.max_attempts:
+                self._forget(job_id)
+                return [Failed(job_id, f"Gave up after {entry.attempts} attempts; last: {reason}.")]
         self._release(job_id)
         self._requeue_front(entry)
         return [Requeued(job_id, entry.attempts, reason)]

@@ -255,6 +255,22 @@ async def test_lost_node_requeues_to_another_node(start: Start) -> None:
     assert await (await relay.client.get(done["result_url"])).read() == winner.png
 
 
+async def test_a_node_stopped_by_its_owner_hands_its_job_back_without_using_an_attempt(
+    start: Start,
+) -> None:
+    relay = await start()
+    first = await relay.node("gpu-a")
+    job_id = await relay.job()
+    await accept(first)
+    await first.send(Bye(ByeReason.SHUTDOWN, "1 job(s) handed back"))
+    assert await first.closed_by_relay()
+    second = await relay.node("gpu-b")
+    retry = await accept(second)
+    assert retry.job_id == job_id
+    state = await relay.state(job_id)
+    assert (state["node"], state["attempts"]) == ("gpu-b", 0)
+
+
 async def test_a_result_that_crosses_a_cancel_is_ignored(start: Start) -> None:
     relay = await start()
     node = await relay.node()

@@ -168,6 +168,30 @@ def test_three_lost_nodes_fail_the_job_with_a_reason() -> None:
     assert (s.queued, s.running, s.open_jobs("alice")) == (0, 0, 0)
 
 
+def test_nodes_that_leave_on_purpose_hand_jobs_back_without_using_attempts() -> None:
+    s = Scheduler(Timeouts(max_attempts=2, free_handbacks=2))
+    s.submit(job("j"), 0.0)
+    results = []
+    for turn in range(4):  # two free hand-backs, then each counts as an attempt
+        s.node_up(node(f"n{turn}"), float(turn))
+        lease = s.lease_of("j")
+        assert lease is not None and lease[0] == f"n{turn}"
+        results += s.node_down(f"n{turn}", turn + 0.5, "said goodbye", deliberate=True)
+    why = "said goodbye"
+    assert results == [Requeued("j", 0, why), Requeued("j", 0, why), Requeued("j", 1, why),
+                       Failed("j", f"Gave up after 2 attempts; last: {why}.")]  # fmt: skip
+
+
+def test_a_crash_after_a_hand_back_still_counts_as_an_attempt() -> None:
+    s = Scheduler(Timeouts(max_attempts=3))
+    s.submit(job("j"), 0.0)
+    s.node_up(node("n1"), 0.0)
+    assert s.node_down("n1", 1.0, deliberate=True) == [Requeued("j", 0, "node n1 was lost")]
+    s.node_up(node("n2"), 2.0)
+    assert s.node_down("n2", 3.0) == [Requeued("j", 1, "node n2 was lost")]
+    assert s.queued == 1
+
+
 def test_silent_node_times_out_scaled_to_size() -> None:
     s = Scheduler(Timeouts(stall=10.0, epoch_budget=100.0))
     s.node_up(node(), 0.0)
