@@ -111,8 +111,13 @@ async def _page(request: web.Request) -> web.StreamResponse:
     raise NotFound(f"Nothing here: {request.path}. The API is described at /help.")
 
 
-def init(config: Config, clock: Callable[[], float] = time.time) -> web.Application:
-    """Build the relay's web app; `clock` (wall time, seconds) is injectable for tests."""
+def init(
+    config: Config,
+    clock: Callable[[], float] = time.time,
+    timer: Callable[[], float] = time.monotonic,
+) -> web.Application:
+    """Build the relay's web app. `clock` (wall time) and `timer` (monotonic, for leases,
+    heartbeats and rate limits), both in seconds, are injectable for tests."""
     # Each image may be base64 in JSON (4/3 larger), the photo plus up to four styles.
     body_cap = config.max_upload_bytes * 5 * 4 // 3 + 1024 * 1024
     app = web.Application(middlewares=[json_errors], client_max_size=body_cap)
@@ -129,7 +134,7 @@ def init(config: Config, clock: Callable[[], float] = time.time) -> web.Applicat
 
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        service = JobService(config, clock)
+        service = JobService(config, clock, timer)
         service.recover()
         app[api.SERVICE] = service
         listener = NodeListener(

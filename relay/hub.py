@@ -85,6 +85,9 @@ class NodeHandle:
     info: NodeInfo
     connected_since: float
     last_seen: float
+    """Wall time of the node's last word, for people."""
+    heard: float
+    """The same moment on the service's monotonic timer, for the silence check."""
     outbox: asyncio.Queue[NodeCommand] = field(default_factory=asyncio.Queue)
     dropped: asyncio.Event = field(default_factory=asyncio.Event)
     drop_reason: str = ""
@@ -132,11 +135,11 @@ class NodeHub:
 
     def node_connected(self, info: NodeInfo) -> NodeHandle:
         """A node authenticated: register it (replacing an older connection of that name)."""
-        now = self._service.clock()
+        now, tick = self._service.clock(), self._service.timer()
         old = self._handles.get(info.name)
         if old is not None:
             old.drop("replaced by a newer connection of the same node")
-        handle = NodeHandle(info, now, now)
+        handle = NodeHandle(info, now, now, tick)
         self._handles[info.name] = handle
         self.known_fast |= info.styles
         log.info(
@@ -147,7 +150,7 @@ class NodeHub:
             ",".join(sorted(info.methods)),
             info.slots,
         )
-        self._service.apply(self._service.scheduler.node_up(info, now))
+        self._service.apply(self._service.scheduler.node_up(info, tick))
         return handle
 
     def node_lost(
@@ -160,7 +163,7 @@ class NodeHub:
         del self._handles[handle.name]
         handle.drop(reason or "connection lost")
         log.info("node %s lost%s", handle.name, f": {reason}" if reason else "")
-        now = self._service.clock()
+        now = self._service.timer()
         scheduler = self._service.scheduler
         self._service.apply(scheduler.node_down(handle.name, now, reason, deliberate=deliberate))
 
@@ -172,12 +175,13 @@ class NodeHub:
     def seen(self, handle: NodeHandle) -> None:
         """The node said something (a heartbeat, say): it is alive now."""
         handle.last_seen = self._service.clock()
+        handle.heard = self._service.timer()
 
     def check_silence(self, heartbeat: float, misses: int = MISSED_HEARTBEATS) -> None:
         """Drop nodes that have said nothing for `misses` heartbeat intervals."""
-        now = self._service.clock()
+        now = self._service.timer()
         for handle in list(self._handles.values()):
-            silent = now - handle.last_seen
+            silent = now - handle.heard
             if silent > misses * heartbeat:
                 self.node_lost(handle, f"missed {misses} heartbeats ({silent:.0f} s silent)")
 
@@ -198,7 +202,7 @@ class NodeHub:
         """The node's last word on a lease: if it was told to stop it, its slot is free."""
         if self._current(handle):
             service = self._service
-            service.apply(service.scheduler.lease_closed(handle.name, lease, service.clock()))
+            service.apply(service.scheduler.lease_closed(handle.name, lease, service.timer()))
 
     def replaced(self, handle: NodeHandle) -> bool:
         """True if a newer connection of the same node name took this one's place."""
@@ -227,7 +231,7 @@ class NodeHub:
         if not self._holds(handle, job_id, lease):
             return False
         service = self._service
-        service.scheduler.progress(handle.name, job_id, lease, service.clock())
+        service.scheduler.progress(handle.name, job_id, lease, service.timer())
         live = service.live[job_id]
         live.epoch, live.max_epochs, live.losses = epoch, max_epochs, _clean_losses(losses)
         event = {"type": "progress", "epoch": epoch, "max_epochs": max_epochs}
@@ -269,7 +273,7 @@ class NodeHub:
         job = service.get(job_id)
         self._measure(handle.name, job, service.clock())
         service.finish_done(job, result_file, preview_file)
-        service.apply(service.scheduler.finished(handle.name, job_id, lease, service.clock()))
+        service.apply(service.scheduler.finished(handle.name, job_id, lease, service.timer()))
         return True
 
     def failed(
@@ -279,7 +283,7 @@ class NodeHub:
         self._lease_ended(handle, lease)
         if not self._holds(handle, job_id, lease):
             return False
-        now = self._service.clock()
+        now = self._service.timer()
         actions = self._service.scheduler.failed(
             handle.name, job_id, lease, now, reason=reason, retry=retry
         )
@@ -296,7 +300,7 @@ class NodeHub:
         log.info("node %s declined job %s: %s", handle.name, job_id, reason)
         self._service.live.pop(job_id, None)
         self._service.update(job_id, persist=False, state=JobState.QUEUED, node=None)
-        now = self._service.clock()
+        now = self._service.timer()
         self._service.apply(
             self._service.scheduler.declined(handle.name, job_id, lease, reason, now, busy=busy)
         )
@@ -323,7 +327,7 @@ class NodeHub:
                 node,
                 job_id,
                 lease,
-                service.clock(),
+                service.timer(),
                 reason="The job's images were lost.",
                 retry=False,
             )

@@ -72,14 +72,19 @@ def spec_of(job: JobRecord) -> JobSpec:
 class JobService:
     """Everything the HTTP API asks of jobs, and the actions that follow from node events."""
 
-    def __init__(self, config: Config, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, config: Config, clock: Callable[[], float], timer: Callable[[], float]
+    ) -> None:
         self.config = config
         self.clock = clock
+        """Wall time: what records say (created, started, finished) and what expires them."""
+        self.timer = timer
+        """Monotonic time: leases, heartbeats and rate limits, untouched by clock changes."""
         self.store = JobStore(config.data_dir / "jobs.sqlite3")
         self.blobs = BlobStore(config.data_dir / "files")
         self.bus = EventBus()
         self.scheduler = Scheduler(Timeouts(config.stall_timeout, config.epoch_budget))
-        self.limiter = RateLimiter(config.rate_per_minute, clock)
+        self.limiter = RateLimiter(config.rate_per_minute, timer)
         self.live: dict[str, Live] = {}
         self.hub = NodeHub(self)
         self.metrics = Metrics()
@@ -95,7 +100,7 @@ class JobService:
     def recover(self) -> int:
         """Put every job that was queued or running before a restart back in the queue."""
         jobs = self.store.recover()
-        now = self.clock()
+        now = self.timer()
         for job in jobs:
             self._open[job.id] = job
             self.scheduler.submit(spec_of(job), now, attempts=job.attempts)
@@ -170,7 +175,7 @@ class JobService:
             method=job.method,
             pixels=job.pixels,
         )
-        self.apply(self.scheduler.submit(spec_of(job), self.clock()))
+        self.apply(self.scheduler.submit(spec_of(job), self.timer()))
         # Stored before its client hears of it (one commit for all jobs of this loop turn).
         await self.store.committed()
         return self.get(job.id)
@@ -244,7 +249,7 @@ class JobService:
         job = self.get(job_id)
         if job.state.final:
             raise Conflict(f"The job has already ended ({job.state}); nothing to cancel.")
-        actions = self.scheduler.cancel(job_id, self.clock()) or []
+        actions = self.scheduler.cancel(job_id, self.timer()) or []
         self._finish(job, JobState.CANCELLED, error="Cancelled by request.")
         self.apply(actions)
         return self.get(job_id)
@@ -252,7 +257,7 @@ class JobService:
     def tick(self) -> None:
         """Periodic: drop silent nodes, end leases that timed out, forget idle buckets."""
         self.hub.check_silence(self.config.heartbeat_interval)
-        self.apply(self.scheduler.tick(self.clock()))
+        self.apply(self.scheduler.tick(self.timer()))
         self.limiter.prune()
 
     async def sweep(self) -> int:

@@ -75,7 +75,8 @@ def start(aiohttp_client: AiohttpClient, tmp_path: Path, smtp: tuple[Inbox, int]
             "public_url": "https://relay.example.org",
         }
         config = make_config(tmp_path, **{**settings, **changes})
-        return await aiohttp_client(init(config, FakeClock()))
+        clock = FakeClock()
+        return await aiohttp_client(init(config, clock, clock))
 
     return go
 

@@ -29,7 +29,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 def start(aiohttp_client: AiohttpClient, tmp_path: Path, clock: FakeClock) -> Start:
     async def go(**changes: Any) -> Client:
-        return await aiohttp_client(init(make_config(tmp_path, **changes), clock))
+        return await aiohttp_client(init(make_config(tmp_path, **changes), clock, clock))
 
     return go
 

@@ -33,7 +33,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 def start(aiohttp_client: AiohttpClient, tmp_path: Path, clock: FakeClock) -> Start:
     async def go(**changes: Any) -> Client:
-        return await aiohttp_client(init(make_config(tmp_path, **changes), clock))
+        return await aiohttp_client(init(make_config(tmp_path, **changes), clock, clock))
 
     return go
 
@@ -441,7 +441,7 @@ async def test_restart_brings_back_queued_and_running_keeps_done(
     aiohttp_client: AiohttpClient, tmp_path: Path, clock: FakeClock
 ) -> None:
     config = make_config(tmp_path)
-    client = await aiohttp_client(init(config, clock))
+    client = await aiohttp_client(init(config, clock, clock))
     done = await create(client)
     node = FakeNode.connect(service(client).hub)
     _, result_png = await node.finish(await node.offer())
@@ -450,7 +450,7 @@ async def test_restart_brings_back_queued_and_running_keeps_done(
     queued = await create(client)
     await client.close()
 
-    client = await aiohttp_client(init(config, clock))
+    client = await aiohttp_client(init(config, clock, clock))
     states = {}
     for job in (done, running, queued):
         body = await (await client.get(f"/api/jobs/{job['id']}")).json()

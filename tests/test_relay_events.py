@@ -40,7 +40,8 @@ def test_topics_are_forgotten_when_the_last_subscriber_leaves() -> None:
 
 @pytest.fixture
 async def client(aiohttp_client: AiohttpClient, tmp_path: Path) -> Client:
-    return await aiohttp_client(init(make_config(tmp_path), FakeClock()))
+    clock = FakeClock()
+    return await aiohttp_client(init(make_config(tmp_path), clock, clock))
 
 
 async def create(client: Client) -> str:

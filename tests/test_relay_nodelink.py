@@ -4,6 +4,7 @@ import asyncio
 import base64
 import io
 import struct
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from PIL import Image
 from pytest_aiohttp import AiohttpClient
-from relay_harness import form, jpeg, make_config, png
+from relay_harness import FakeClock, form, jpeg, make_config, png
 from wire_node import WireNode
 
 from protocol import (
@@ -38,6 +39,7 @@ from protocol import (
     StyleInfo,
     Welcome,
 )
+from relay.api import SERVICE
 from relay.app import NODE_LISTENER, init
 from relay.tokens import TokenStore
 
@@ -105,9 +107,12 @@ Start = Callable[..., Awaitable[Relay]]
 async def start(aiohttp_client: AiohttpClient, tmp_path: Path) -> AsyncIterator[Start]:
     relays: list[Relay] = []
 
-    async def go(**changes: Any) -> Relay:
+    async def go(
+        clock: FakeClock | None = None, timer: FakeClock | None = None, **changes: Any
+    ) -> Relay:
         config = make_config(tmp_path, **changes)
-        relay = Relay(await aiohttp_client(init(config)), config.data_dir)
+        app = init(config, clock or time.time, timer or time.monotonic)
+        relay = Relay(await aiohttp_client(app), config.data_dir)
         relays.append(relay)
         return relay
 
@@ -269,6 +274,24 @@ async def test_a_node_stopped_by_its_owner_hands_its_job_back_without_using_an_a
     assert retry.job_id == job_id
     state = await relay.state(job_id)
     assert (state["node"], state["attempts"]) == ("gpu-b", 0)
+
+
+async def test_a_jump_of_the_wall_clock_does_not_end_running_leases(start: Start) -> None:
+    wall, timer = FakeClock(), FakeClock()
+    relay = await start(clock=wall, timer=timer, tick_interval=3600)
+    node = await relay.node()
+    job_id = await relay.job()
+    await accept(node)
+    service = relay.client.app[SERVICE]
+    wall.advance(24 * 3600.0)  # the VM's clock is stepped a day ahead
+    service.tick()
+    state = await relay.state(job_id)
+    assert (state["state"], state["attempts"]) == ("running", 0)
+    assert [n["state"] for n in await relay.nodes()] == ["busy"]
+    timer.advance(24 * 3600.0)  # a day of real silence does end it
+    service.tick()
+    state = await relay.state(job_id)
+    assert (state["state"], state["attempts"]) == ("queued", 1)
 
 
 async def test_a_result_that_crosses_a_cancel_is_ignored(start: Start) -> None:
