@@ -21,7 +21,7 @@ from relay.events import EventBus
 from relay.hub import NodeHub
 from relay.limits import RateLimiter
 from relay.logs import event as log_event
-from relay.mailer import Mailer, MailSettings
+from relay.mailer import EmailStatus, Mailer, MailSettings
 from relay.metrics import Gauges, Metrics
 from relay.model import JobRecord, JobState, StyleChoice
 from relay.offload import off_loop
@@ -89,7 +89,11 @@ class JobService:
         self.hub = NodeHub(self)
         self.metrics = Metrics()
         settings = MailSettings.from_config(config)
-        self.mailer = Mailer(settings, self.blobs.read, self.metrics) if settings else None
+        self.mailer = (
+            Mailer(settings, self.blobs.read, self.metrics, record=self._record_email)
+            if settings
+            else None
+        )
         self._positions: dict[str, int] = {}
         self._paintings: dict[tuple[str, int], PreparedImage] = {}
         # Queued and running jobs, also kept here: nodes and pages ask about them often.
@@ -106,6 +110,12 @@ class JobService:
             self.scheduler.submit(spec_of(job), now, attempts=job.attempts)
         if jobs:
             log.info("recovered %d queued job(s) from %s", len(jobs), self.config.data_dir)
+        if self.mailer is not None:
+            unsent = self.store.unsent_mail()
+            for job in unsent:
+                self.mailer.notify(job)
+            if unsent:
+                log.info("%d e-mail(s) still to send from before the restart", len(unsent))
         return len(jobs)
 
     def close(self) -> None:
@@ -217,10 +227,12 @@ class JobService:
         """pending / sent / failed for a job with an address and a mailer, else None."""
         if job.email is None or self.mailer is None:
             return None
-        status = self.mailer.status(job.id)
-        if status is None:
-            return "pending" if not job.state.final else None
-        return str(status)
+        if job.email_status is not None:
+            return job.email_status
+        return "pending" if not job.state.final else None
+
+    def _record_email(self, job_id: str, status: EmailStatus) -> None:
+        self.store.update(job_id, email_status=str(status))
 
     def oldest_queued(self) -> float | None:
         """Seconds the longest-waiting queued job has waited, or None."""

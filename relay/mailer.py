@@ -1,6 +1,6 @@
 """E-mail to a person whose job ended, when the relay has an SMTP server configured.
 
-    mailer = Mailer(settings, read_file, metrics)
+    mailer = Mailer(settings, read_file, metrics, record=store_status)
     task = asyncio.create_task(mailer.run())    # in the app's cleanup_ctx
     mailer.notify(job)                          # from the job service; never blocks
     mailer.status(job.id)                       # pending / sent / failed
@@ -8,8 +8,8 @@
 Sending runs `smtplib` in a worker thread, one message at a time, so the job pipeline never
 waits for a mail server. A failed send is tried again after each of `retry_delays`; the
 wait is a timer, so one unreachable server does not hold back the messages behind it.
-Statuses live in memory: after a restart a job's e-mail status is unknown (and no longer
-shown), while a message not yet sent then is lost; the result link still works.
+Every status change also goes to `record`, which the relay stores with the job: after a
+restart the status is still shown, and messages that were still pending are sent then.
 """
 
 import asyncio
@@ -137,8 +137,10 @@ class Mailer:
         read_file: Callable[[str], bytes],
         metrics: Metrics,
         retry_delays: Sequence[float] = RETRY_DELAYS,
+        record: Callable[[str, EmailStatus], None] | None = None,
     ) -> None:
         self.settings = settings
+        self.record = record
         self.read_file = read_file
         self.metrics = metrics
         self.retry_delays = tuple(retry_delays)
@@ -162,9 +164,14 @@ class Mailer:
             return
         if len(self._statuses) >= MAX_STATUSES:
             self._statuses.pop(next(iter(self._statuses)))
-        self._statuses[job.id] = EmailStatus.PENDING
+        self._set(job.id, EmailStatus.PENDING)
         notice = Notice(job.id, job.email, job.state, job.error, job.result_file, job.filename)
         self._queue.put_nowait(notice)
+
+    def _set(self, job_id: str, status: EmailStatus) -> None:
+        self._statuses[job_id] = status
+        if self.record is not None:
+            self.record(job_id, status)
 
     async def run(self) -> None:
         """Send queued messages until cancelled."""
@@ -187,7 +194,7 @@ class Mailer:
         except (OSError, smtplib.SMTPException) as exc:
             self._failed(notice, exc)
             return
-        self._statuses[notice.job_id] = EmailStatus.SENT
+        self._set(notice.job_id, EmailStatus.SENT)
         self.metrics.mails["sent"] += 1
         event(log, "email_sent", "e-mail for job %s sent", notice.job_id, job=notice.job_id)
 
@@ -226,7 +233,7 @@ class Mailer:
             timer = loop.call_later(delay, requeue)
             self._timers.add(timer)
             return
-        self._statuses[notice.job_id] = EmailStatus.FAILED
+        self._set(notice.job_id, EmailStatus.FAILED)
         self.metrics.mails["failed"] += 1
         event(
             log,

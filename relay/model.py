@@ -58,6 +58,8 @@ class JobRecord:
     error: str | None = None
     result_file: str | None = None
     preview_file: str | None = None
+    email_status: str | None = None
+    """pending / sent / failed once the job ended with an address and mail is set up."""
 
     @property
     def pixels(self) -> int:

@@ -51,15 +51,18 @@ CREATE TABLE IF NOT EXISTS jobs (
     node         TEXT,
     error        TEXT,
     result_file  TEXT,
-    preview_file TEXT
+    preview_file TEXT,
+    email_status TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, finished);
 """
 _COLUMNS = (
     *("id", "client", "method", "styles", "style_files", "content_file", "width", "height"),
     *("epochs", "params", "email", "filename", "state", "attempts", "created", "started"),
-    *("finished", "node", "error", "result_file", "preview_file"),
+    *("finished", "node", "error", "result_file", "preview_file", "email_status"),
 )
+# Columns added after the first release, for databases made before them.
+_ADDED = {"email_status": "TEXT"}
 _INSERT = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
 _UPDATABLE = frozenset(_COLUMNS) - {"id", "client", "method", "styles", "style_files"}
 
@@ -98,6 +101,10 @@ class JobStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA wal_autocheckpoint=0")
         self._db.executescript(_SCHEMA)
+        have = {row["name"] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for name, kind in _ADDED.items():
+            if name not in have:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
         self._pending: list[tuple[str, list[Any]]] = []
         self._flush: asyncio.Handle | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -189,6 +196,12 @@ class JobStore:
         rows = self._db.execute(
             "SELECT * FROM jobs WHERE state = ? ORDER BY seq", (str(JobState.QUEUED),)
         )
+        return [_decode(row) for row in rows]
+
+    def unsent_mail(self) -> list[JobRecord]:
+        """Ended jobs whose e-mail was still waiting to go out (after a restart)."""
+        self.commit()
+        rows = self._db.execute("SELECT * FROM jobs WHERE email_status = 'pending' ORDER BY seq")
         return [_decode(row) for row in rows]
 
     def expired(self, finished_before: float) -> list[JobRecord]:

@@ -147,6 +147,44 @@ async def test_large_result_is_linked_not_attached_and_failures_mail_the_reason(
     assert (await status_of(client, first["id"], "sent"))["state"] == "done"
 
 
+async def test_a_restart_keeps_statuses_and_sends_what_was_still_pending(
+    start: Start, smtp: tuple[Inbox, int]
+) -> None:
+    inbox, _ = smtp
+    # First life: the mail server is down; the message waits 5 s for its retry.
+    loop = asyncio.get_running_loop()
+    probe = await loop.create_server(asyncio.Protocol, "127.0.0.1", 0)
+    dead_port = probe.sockets[0].getsockname()[1]
+    probe.close()
+    await probe.wait_closed()
+    client = await start(smtp_port=dead_port)
+    job = await (
+        await client.post(
+            "/api/jobs", data=form(style="painting:starry_night", email="eve@example.org")
+        )
+    ).json()
+    node = FakeNode.connect(client.app[SERVICE].hub)
+    await node.finish(await node.offer())
+    async with asyncio.timeout(10):
+        while not client.app[SERVICE].metrics.mails.get("retried"):
+            await asyncio.sleep(0.02)
+    assert (await status_of(client, job["id"], "pending"))["state"] == "done"
+    await client.close()
+
+    # Second life, same data directory, the mail server is up: the message goes out.
+    client = await start()
+    await inbox.wait()
+    assert inbox.messages[0]["To"] == "eve@example.org"
+    await status_of(client, job["id"], "sent")
+    await client.close()
+
+    # Third life: nothing is sent twice, and the status is still known.
+    client = await start()
+    await status_of(client, job["id"], "sent")
+    await asyncio.sleep(0.1)
+    assert len(inbox.messages) == 1
+
+
 async def test_bad_address_is_refused_at_admission(start: Start) -> None:
     client = await start()
     resp = await client.post(

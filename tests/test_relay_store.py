@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import sqlite3
 import time
 from pathlib import Path
 
@@ -61,6 +62,23 @@ def test_recover_requeues_running_and_keeps_finished(tmp_path: Path) -> None:
     done = again.get("d1")
     assert done is not None
     assert (done.state, done.result_file) == (JobState.DONE, "e" * 64)
+
+
+def test_a_database_from_before_email_status_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "jobs.db"
+    store = JobStore(path)
+    store.insert(_job("old", 1.0, state=JobState.DONE))
+    store.close()
+    with sqlite3.connect(path) as db:  # as the first release made it
+        db.execute("ALTER TABLE jobs DROP COLUMN email_status")
+    store = JobStore(path)
+    old = store.get("old")
+    assert old is not None and (old.state, old.email_status) == (JobState.DONE, None)
+    store.insert(_job("new", 2.0, state=JobState.DONE))
+    store.update("new", email_status="pending")
+    assert [j.id for j in store.unsent_mail()] == ["new"]
+    store.update("new", email_status="sent")
+    assert store.unsent_mail() == []
 
 
 def test_expired_only_finds_final_jobs_older_than_the_cut(tmp_path: Path) -> None:
