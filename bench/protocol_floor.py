@@ -31,9 +31,9 @@ import msgpack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.protocol import best, connected, lease  # noqa: E402
-from protocol import Progress  # noqa: E402
-from protocol.codec import encode  # noqa: E402
+from bench.protocol import best, connected, lease
+from protocol import Progress
+from protocol.codec import encode
 
 HEADER = struct.Struct(">I")
 COUNT, ROUNDS = 20_000, 7
@@ -86,8 +86,13 @@ def floor_pair() -> tuple[Callable[[Progress], bytes], Callable[[bytes], Progres
         if received_leases.get(lease_id) != job:
             raise ValueError("lease")
         message = object.__new__(Progress)
-        for setter, value in zip(setters, (job, lease_id, epoch, top, losses, elapsed)):
-            setter(message, value)
+        set_job, set_lease, set_epoch, set_top, set_losses, set_elapsed = setters
+        set_job(message, job)
+        set_lease(message, lease_id)
+        set_epoch(message, epoch)
+        set_top(message, top)
+        set_losses(message, losses)
+        set_elapsed(message, elapsed)
         return message
 
     return send, receive
