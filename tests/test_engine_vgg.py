@@ -88,11 +88,12 @@ def test_deep_features_tell_a_picture_from_its_shuffled_pixels(cat: torch.Tensor
 
 
 @pytest.mark.skipif(not nnpack_usable(), reason="this torch build has no NNPACK")
-def test_winograd_convolution_matches_direct_in_value_and_gradient() -> None:
+@pytest.mark.parametrize("channels_in", [16, 3])  # 3: conv1_1, whose gradient takes oneDNN
+def test_winograd_convolution_matches_direct_in_value_and_gradient(channels_in: int) -> None:
     generator = torch.Generator().manual_seed(1)
-    weight = torch.randn(32, 16, 3, 3, generator=generator) * 0.1
+    weight = torch.randn(32, channels_in, 3, 3, generator=generator) * 0.1
     bias = torch.randn(32, generator=generator)
-    x = torch.randn(1, 16, 64, 72, generator=generator, requires_grad=True)
+    x = torch.randn(1, channels_in, 64, 72, generator=generator, requires_grad=True)
     fast, direct = FrozenConv3x3(weight, bias), FrozenConv3x3(weight, bias, winograd=False)
     upstream = torch.randn(1, 32, 64, 72, generator=generator)
     grads: list[torch.Tensor] = []
