@@ -12,7 +12,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +19,6 @@ from PIL import Image
 
 from gpu_node.engine import color
 from gpu_node.engine.capacity import check_fits
-from gpu_node.engine.lbfgs import LBFGS
 from gpu_node.engine.losses import content_loss, gram, style_loss, tv_loss
 from gpu_node.engine.params import GatysParams, Init, Optimizer
 from gpu_node.engine.progress import PreviewFn, Progress, ProgressFn, check_cancel
@@ -214,19 +212,12 @@ def _optimise(
     return canvas.detach().div(_PIXEL).clamp(0.0, 1.0)
 
 
-class _Stepper(Protocol):
-    """What `_optimise` needs of an optimiser: each step() evaluates the closure once."""
-
-    def zero_grad(self, set_to_none: bool = ...) -> None: ...
-
-    def step(self, closure: Callable[[], float]) -> object: ...
-
-
-def _optimizer(params: GatysParams, canvas: torch.Tensor) -> _Stepper:
+def _optimizer(params: GatysParams, canvas: torch.Tensor) -> torch.optim.Optimizer:
     match params.optimizer:
         case Optimizer.LBFGS:
-            # Our own L-BFGS: one evaluation per step, and a first step that measures
-            # curvature instead of rounding noise (see gpu_node.engine.lbfgs).
-            return LBFGS(canvas, history=params.lbfgs_history, lr=params.learning_rate)
+            # max_iter=1: each step() is exactly one evaluation, so an epoch is one too.
+            return torch.optim.LBFGS(
+                [canvas], lr=params.learning_rate, max_iter=1, history_size=params.lbfgs_history
+            )
         case Optimizer.ADAM:
             return torch.optim.Adam([canvas], lr=params.learning_rate)
