@@ -88,11 +88,12 @@ def test_deep_features_tell_a_picture_from_its_shuffled_pixels(cat: torch.Tensor
 
 
 @pytest.mark.skipif(not nnpack_usable(), reason="this torch build has no NNPACK")
-def test_winograd_convolution_matches_direct_in_value_and_gradient() -> None:
+@pytest.mark.parametrize("channels_in", [16, 3])  # 3: conv1_1, whose gradient takes oneDNN
+def test_winograd_convolution_matches_direct_in_value_and_gradient(channels_in: int) -> None:
     generator = torch.Generator().manual_seed(1)
-    weight = torch.randn(32, 16, 3, 3, generator=generator) * 0.1
+    weight = torch.randn(32, channels_in, 3, 3, generator=generator) * 0.1
     bias = torch.randn(32, generator=generator)
-    x = torch.randn(1, 16, 64, 72, generator=generator, requires_grad=True)
+    x = torch.randn(1, channels_in, 64, 72, generator=generator, requires_grad=True)
     fast, direct = FrozenConv3x3(weight, bias), FrozenConv3x3(weight, bias, winograd=False)
     upstream = torch.randn(1, 32, 64, 72, generator=generator)
     grads: list[torch.Tensor] = []
@@ -155,3 +156,37 @@ def test_channels_last_layout_gives_the_same_features(cat: torch.Tensor) -> None
         a, b = plain(cat, ["relu2_1"])["relu2_1"], last(cat, ["relu2_1"])["relu2_1"]
     assert b.is_contiguous(memory_format=torch.channels_last)
     assert torch.allclose(a, b, atol=1e-3, rtol=1e-4)
+
+
+@pytest.mark.parametrize(
+    ("batch", "channels_in", "height", "width"),
+    [(1, 32, 32, 32), (2, 16, 21, 18), (1, 3, 16, 40)],  # 21x18: tiles cut the edge
+)
+def test_tiled_winograd_matches_direct_in_value_and_gradient(
+    batch: int, channels_in: int, height: int, width: int
+) -> None:
+    generator = torch.Generator().manual_seed(2)
+    weight = torch.randn(24, channels_in, 3, 3, generator=generator) * 0.1
+    bias = torch.randn(24, generator=generator)
+    shape = (batch, channels_in, height, width)
+    x = torch.randn(shape, generator=generator, requires_grad=True)
+    upstream = torch.randn(batch, 24, height, width, generator=generator)
+    tiled = FrozenConv3x3(weight, bias)
+    out = tiled(x)
+    out.backward(upstream)
+    assert x.grad is not None
+    grad = x.grad.clone()
+    x.grad = None
+    direct = torch.nn.functional.conv2d(x, weight, bias, padding=1)
+    direct.backward(upstream)  # type: ignore[no-untyped-call]
+    assert x.grad is not None
+    assert out.is_contiguous() and out.shape == direct.shape
+    assert torch.allclose(out, direct, atol=1e-4, rtol=1e-4)
+    assert torch.allclose(grad, x.grad, atol=1e-4, rtol=1e-4)
+
+
+def test_maps_below_the_tiled_range_take_the_direct_convolution() -> None:
+    weight, bias = torch.randn(8, 8, 3, 3), torch.zeros(8)
+    x = torch.randn(1, 8, 5, 7)
+    out = FrozenConv3x3(weight, bias)(x)
+    assert torch.equal(out, torch.nn.functional.conv2d(x, weight, bias, padding=1))
