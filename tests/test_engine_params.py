@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gpu_node.engine.capacity import check_fits, estimate_bytes
+from gpu_node.engine.capacity import check_fits, estimate_bytes, fitting_history
 from gpu_node.engine.params import GatysParams
 from gpu_node.errors import BadInputError, CapacityError
 
@@ -57,7 +57,20 @@ def test_memory_estimate_grows_with_pixels_and_refuses_the_impossible() -> None:
     small = estimate_bytes(512, 512, "relu5_1", 50)
     large = estimate_bytes(2048, 2048, "relu5_1", 50)
     assert 0.5 * 2**30 < small < 2 * 2**30
-    assert 15 * small < large < 17 * small
-    check_fits(64, 64, "relu5_1", 50, torch.device("cpu"))
-    with pytest.raises(CapacityError, match="smaller size"):
+    # Measured peaks at relu5_1 (history 5): 1.1 GiB at 512 px, 11.9 GiB at 2048 px.
+    assert 11.9 * 2**30 < estimate_bytes(2048, 2048, "relu5_1", 5) < 14 * 2**30
+    assert 10 * small < large < 16 * small
+    assert check_fits(64, 64, "relu5_1", 50, torch.device("cpu")) == 50
+    with pytest.raises(CapacityError, match="free on cpu; choose a smaller size"):
         check_fits(60_000, 60_000, "relu5_1", 50, torch.device("cpu"))
+
+
+def test_a_large_job_gets_a_shorter_lbfgs_history_before_it_is_refused() -> None:
+    need = {h: estimate_bytes(2048, 2048, "relu5_1", h) for h in (5, 20, 50)}
+    roomy = int(need[50] / 0.85) + 1
+    assert fitting_history(2048, 2048, "relu5_1", 50, roomy) == 50
+    tight = int(need[20] / 0.85) + 1
+    assert fitting_history(2048, 2048, "relu5_1", 50, tight) == 20
+    assert fitting_history(2048, 2048, "relu5_1", 3, tight) == 3  # short already: kept
+    with pytest.raises(CapacityError, match=r"needs about 1\d\.\d GiB"):
+        fitting_history(2048, 2048, "relu5_1", 50, int(need[5] / 0.85) - 2**20)

@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +70,15 @@ def stylize_gatys(
     device = device or torch.device("cpu")
     vgg = weights if weights is not None else load_weights()
     final_w, final_h = _fitted(content.size, params.size)
-    check_fits(final_h, final_w, params.deepest_layer, params.lbfgs_history, device)
+    lbfgs = params.optimizer is Optimizer.LBFGS
+    wanted = params.lbfgs_history if lbfgs else 0
+    history = check_fits(final_h, final_w, params.deepest_layer, wanted, device)
+    if history < wanted:
+        log.info(
+            "gatys %dx%d: L-BFGS history shortened from %d to %d steps to fit %s memory",
+            final_w, final_h, wanted, history, device.type,
+        )  # fmt: skip
+        params = replace(params, lbfgs_history=history)
 
     # cuDNN runs faster on channels-last maps; the picture itself stays contiguous because
     # L-BFGS flattens its gradient with view(-1).
