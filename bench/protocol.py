@@ -66,9 +66,11 @@ def lease(relay: Connection, node: Connection, n: int) -> tuple[str, str]:
     return job, lease_id
 
 
-def bench_progress(count: int, rounds: int) -> tuple[float, float, float]:
-    """Seconds per Progress message: ours, bare msgpack, and our framing alone (the frame
-    layer with its reused Packer and Unpacker, without messages, checks or state)."""
+def progress_stream(
+    count: int,
+) -> tuple[Connection, Connection, list[Progress], list[dict[str, object]]]:
+    """A relay and a node with an accepted lease, `count` Progress messages for it, and
+    their wire maps."""
     relay, node = connected()
     job, lease_id = lease(relay, node, 0)
     messages = [
@@ -76,6 +78,13 @@ def bench_progress(count: int, rounds: int) -> tuple[float, float, float]:
         for i in range(count)
     ]
     bodies = [encode(m, lambda data: (0, "")) for m in messages]
+    return relay, node, messages, bodies
+
+
+def bench_progress(count: int, rounds: int) -> tuple[float, float, float]:
+    """Seconds per Progress message: ours, bare msgpack, and our framing alone (the frame
+    layer with its reused Packer and Unpacker, without messages, checks or state)."""
+    relay, node, messages, bodies = progress_stream(count)
     send, receive = node.send, relay.receive_data
 
     def ours() -> float:

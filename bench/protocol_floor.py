@@ -31,9 +31,8 @@ import msgpack
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.protocol import best, connected, lease
+from bench.protocol import best, progress_stream
 from protocol import Progress
-from protocol.codec import encode
 
 HEADER = struct.Struct(">I")
 COUNT, ROUNDS = 20_000, 7
@@ -100,13 +99,7 @@ def floor_pair() -> tuple[Callable[[Progress], bytes], Callable[[bytes], Progres
 
 def main() -> None:
     """Time the four ways and print each against bare msgpack."""
-    relay, node = connected()
-    job, lease_id = lease(relay, node, 0)
-    messages = [
-        Progress(job, lease_id, i, COUNT, {"content": 1.5 * i, "style": 2.5e5 / (i + 1)}, 0.01 * i)
-        for i in range(COUNT)
-    ]
-    bodies = [encode(m, lambda data: (0, "")) for m in messages]
+    relay, node, messages, bodies = progress_stream(COUNT)
     packb, unpackb = msgpack.packb, msgpack.unpackb
     packer, unpacker = msgpack.Packer(), msgpack.Unpacker(max_buffer_size=4096)
     floor_send, floor_receive = floor_pair()
