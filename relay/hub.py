@@ -130,6 +130,7 @@ class NodeHub:
         """Seconds per epoch per megapixel of each node's Gatys jobs, by node name."""
         self.known_fast: set[str] = set()
         """Every fast style a node has offered since the relay started."""
+        self._stopping = False
 
     # ---- connections -----------------------------------------------------------------
 
@@ -163,6 +164,8 @@ class NodeHub:
         del self._handles[handle.name]
         handle.drop(reason or "connection lost")
         log.info("node %s lost%s", handle.name, f": {reason}" if reason else "")
+        if self._stopping:
+            return  # its jobs stay queued in the store and start again after the restart
         now = self._service.timer()
         scheduler = self._service.scheduler
         self._service.apply(scheduler.node_down(handle.name, now, reason, deliberate=deliberate))
@@ -362,6 +365,11 @@ class NodeHub:
         handle = self._handles.get(node)
         if handle is not None:
             handle.outbox.put_nowait(CancelJob(job_id, lease))
+
+    def relay_stopping(self) -> None:
+        """The relay is shutting down: connections that end now are not the jobs' fault,
+        so they cost no attempt (the store requeues running jobs when the relay restarts)."""
+        self._stopping = True
 
     async def close(self) -> None:
         """Stop offers still being read."""

@@ -365,6 +365,7 @@ class NodeListener:
 
     async def close(self) -> None:
         """Stop listening and end every node connection."""
+        self.hub.relay_stopping()
         if self._server is not None:
             self._server.close()
         for task in list(self._links):

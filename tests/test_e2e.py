@@ -260,7 +260,7 @@ async def test_relay_restart_recovers_a_running_job(
                         break
                     await asyncio.sleep(0.3)
             assert state["state"] == "done", state
-            assert state["attempts"] >= 1
+            assert state["attempts"] == 0  # the relay's restart is not the job's fault
             async with http.get(f"{base}{state['result_url']}") as resp:
                 assert max(png_size(await resp.read())) == 48
     finally:
