@@ -40,7 +40,8 @@ from relay.api import SERVICE
 from relay.app import init
 from relay.config import Config
 from relay.dispatch import NodeInfo
-from relay.hub import NodeHub, Offer
+from relay.handles import Offer
+from relay.hub import NodeHub
 
 BIG_SEED = 10  # jobs with this seed get the 10 MB result
 

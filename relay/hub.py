@@ -18,10 +18,10 @@ import asyncio
 import logging
 import math
 import struct
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from relay.dispatch import NodeInfo
+from relay.handles import CancelJob, FastStyle, NodeHandle, Offer
 from relay.model import JobRecord, JobState
 from relay.offload import off_loop
 from relay.views import iso, job_url
@@ -38,69 +38,6 @@ MAX_PREVIEW_BYTES = 4 * 1024 * 1024
 MAX_LOSSES = 16
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
-
-
-@dataclass(frozen=True)
-class Offer:
-    """A job for a node: its images at the job's size, its method and parameters."""
-
-    job_id: str
-    lease: str
-    method: str
-    epochs: int
-    width: int
-    height: int
-    params: dict[str, Any]
-    content_png: bytes
-    style_images: tuple[tuple[bytes, float], ...]
-    fast_styles: tuple[tuple[str, float], ...]
-
-
-@dataclass(frozen=True)
-class CancelJob:
-    """Stop working on a job; its lease is void."""
-
-    job_id: str
-    lease: str
-
-
-NodeCommand = Offer | CancelJob
-
-
-@dataclass(frozen=True)
-class FastStyle:
-    """A fast style some connected node serves, for the gallery."""
-
-    name: str
-    title: str
-    thumbnail: bytes | None
-
-
-@dataclass(eq=False)
-class NodeHandle:
-    """One node connection: what it advertised, its outbox of commands, and `dropped`, set
-    when the relay gives up on it (silent too long, or replaced by a newer connection): the
-    connection's owner then closes it, saying `drop_reason`."""
-
-    info: NodeInfo
-    connected_since: float
-    last_seen: float
-    """Wall time of the node's last word, for people."""
-    heard: float
-    """The same moment on the service's monotonic timer, for the silence check."""
-    outbox: asyncio.Queue[NodeCommand] = field(default_factory=asyncio.Queue)
-    dropped: asyncio.Event = field(default_factory=asyncio.Event)
-    drop_reason: str = ""
-
-    def drop(self, reason: str) -> None:
-        """Mark the connection as finished with, for its owner to close."""
-        self.drop_reason = reason
-        self.dropped.set()
-
-    @property
-    def name(self) -> str:
-        """The node's name."""
-        return self.info.name
 
 
 def _png_size(data: bytes) -> tuple[int, int] | None:

@@ -15,7 +15,7 @@ from typing import Any
 from relay import gallery
 from relay.blobs import BlobStore
 from relay.config import Config
-from relay.dispatch import Action, Failed, JobSpec, Requeued, SendCancel, SendOffer, Timeouts
+from relay.dispatch import Action, Failed, Requeued, SendCancel, SendOffer, Timeouts
 from relay.errors import Conflict, NotFound, QueueFull, TooManyRequests
 from relay.events import EventBus
 from relay.hub import NodeHub
@@ -23,7 +23,7 @@ from relay.limits import RateLimiter
 from relay.logs import event as log_event
 from relay.mailer import EmailStatus, Mailer, MailSettings
 from relay.metrics import Gauges, Metrics
-from relay.model import JobRecord, JobState, StyleChoice
+from relay.model import JobRecord, JobState, Live, StyleChoice, spec_of
 from relay.offload import off_loop
 from relay.scheduler import Scheduler
 from relay.store import JobStore
@@ -49,24 +49,6 @@ class Order:
     params: dict[str, Any] = field(default_factory=dict)
     email: str | None = None
     filename: str | None = None
-
-
-@dataclass
-class Live:
-    """What a running job has reported so far (kept in memory, not in the database)."""
-
-    node: str
-    epoch: int | None = None
-    max_epochs: int | None = None
-    losses: dict[str, float] | None = None
-    preview: bytes | None = None
-    previews: int = 0
-
-
-def spec_of(job: JobRecord) -> JobSpec:
-    """What the scheduler needs of a stored job."""
-    fast = frozenset(s.id.removeprefix("fast:") for s in job.styles if s.id.startswith("fast:"))
-    return JobSpec(job.id, job.client, job.method, job.epochs, job.pixels, fast)
 
 
 class JobService:

@@ -1,9 +1,12 @@
-"""The job as the relay keeps it: states, style choices and the persisted record."""
+"""The job as the relay keeps it: states, style choices, the persisted record, and what a
+running job has reported so far (memory only)."""
 
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from relay.dispatch import JobSpec
 
 METHODS = ("gatys", "fast", "arbitrary")
 """Every style method a node may offer; anything else is refused as unknown."""
@@ -70,3 +73,21 @@ class JobRecord:
         """Every stored file this job refers to."""
         refs = [self.content_file, *self.style_files, self.result_file, self.preview_file]
         return [ref for ref in refs if ref]
+
+
+@dataclass
+class Live:
+    """What a running job has reported so far (kept in memory, not in the database)."""
+
+    node: str
+    epoch: int | None = None
+    max_epochs: int | None = None
+    losses: dict[str, float] | None = None
+    preview: bytes | None = None
+    previews: int = 0
+
+
+def spec_of(job: JobRecord) -> JobSpec:
+    """What the scheduler needs of a stored job."""
+    fast = frozenset(s.id.removeprefix("fast:") for s in job.styles if s.id.startswith("fast:"))
+    return JobSpec(job.id, job.client, job.method, job.epochs, job.pixels, fast)

@@ -47,8 +47,9 @@ from protocol import (
     choose_version,
 )
 from relay.config import Config
-from relay.hub import MISSED_HEARTBEATS, CancelJob, NodeCommand, NodeHandle, NodeHub
-from relay.hub import Offer as HubOffer
+from relay.handles import CancelJob, NodeCommand, NodeHandle
+from relay.handles import Offer as HubOffer
+from relay.hub import MISSED_HEARTBEATS, NodeHub
 from relay.logs import event
 from relay.metrics import Metrics
 from relay.nodewire import node_info, wire_offer

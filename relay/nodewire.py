@@ -3,7 +3,7 @@ becomes the scheduler's `NodeInfo`, and the hub's offer becomes a protocol `Offe
 
 from protocol import Hello, Offer, Scalar, StyleImage
 from relay.dispatch import NodeInfo
-from relay.hub import Offer as HubOffer
+from relay.handles import Offer as HubOffer
 
 
 def node_info(name: str, hello: Hello) -> NodeInfo:

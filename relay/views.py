@@ -1,12 +1,9 @@
 """The JSON shapes the API and the WebSocket send: a job's public view, a node's view."""
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from relay.model import JobRecord, JobState
-
-if TYPE_CHECKING:
-    from relay.jobs import Live
+from relay.model import JobRecord, JobState, Live
 
 
 def iso(stamp: float | None) -> str | None:

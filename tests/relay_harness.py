@@ -13,7 +13,8 @@ from PIL import Image
 
 from relay.config import Config
 from relay.dispatch import NodeInfo
-from relay.hub import CancelJob, NodeCommand, NodeHandle, NodeHub, Offer
+from relay.handles import CancelJob, NodeCommand, NodeHandle, Offer
+from relay.hub import NodeHub
 
 
 @dataclass

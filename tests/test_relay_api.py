@@ -17,7 +17,7 @@ from relay_images import image_bytes, png_header_only
 
 from relay.api import SERVICE
 from relay.app import init
-from relay.hub import CancelJob
+from relay.handles import CancelJob
 from relay.jobs import JobService
 
 Client = TestClient[web.Request, web.Application]

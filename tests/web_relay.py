@@ -27,7 +27,8 @@ from relay.api import SERVICE, SOCKETS
 from relay.app import NODE_LISTENER, init
 from relay.config import Config
 from relay.dispatch import NodeInfo
-from relay.hub import CancelJob, NodeHandle, NodeHub, Offer
+from relay.handles import CancelJob, NodeHandle, Offer
+from relay.hub import NodeHub
 from relay.tokens import TokenStore
 
 if TYPE_CHECKING:
