@@ -171,10 +171,8 @@ def _progress(b: Body, take: Take) -> Progress:
             if type(value) is int:  # rare: copy only then
                 losses = {k: float(v) if type(v) is int else v for k, v in losses.items()}
                 break
-    elapsed = b["elapsed"]
-    if type(elapsed) is int:
-        elapsed = float(elapsed)
-    return new_progress(b["job_id"], b["lease_id"], b["epoch"], b["max_epochs"], losses, elapsed)
+    return new_progress(b["job_id"], b["lease_id"], b["epoch"], b["max_epochs"], losses,
+                        _float(b["elapsed"]))  # fmt: skip
 
 
 def _decode_result(b: Body, take: Take) -> Result:
