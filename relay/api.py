@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from relay import gallery, orders, uploads
+from relay import clients, gallery, orders, uploads
 from relay.config import Config
 from relay.errors import BadRequest, NotFound
 from relay.events import FINAL_TYPES
@@ -43,14 +43,9 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 def client_key(request: web.Request, config: Config) -> str:
-    """Who is asking: the peer address, or the proxy's X-Forwarded-For when trusted."""
-    if config.trusted_proxy:
-        forwarded = request.headers.get("X-Forwarded-For", "")
-        # The rightmost entry is the one our own proxy appended; the rest a client can forge.
-        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
-        if hops:
-            return hops[-1]
-    return request.remote or "unknown"
+    """Who is asking (see `relay.clients`): the peer, or the client a trusted proxy names."""
+    forwarded = request.headers.get("X-Forwarded-For")
+    return clients.client_key(request.remote, forwarded, config.trusted_proxy)
 
 
 def _service(request: web.Request) -> JobService:

@@ -6,6 +6,7 @@ and checked here, so a typo stops the relay at start-up with a message naming th
 
 import argparse
 import dataclasses
+import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -99,6 +100,54 @@ def _public_url(text: str) -> str:
     return value
 
 
+def _count(text: str) -> int:
+    """A whole number that may be zero (0 turns a limit off where the flag says so)."""
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise ValueError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _networks(text: str) -> tuple[str, ...]:
+    """Comma-separated IP addresses or CIDR networks (`127.0.0.1,10.0.0.0/8,::1`).
+
+    `no` (or empty) means none. A bare `yes`, which once meant "trust any peer", is refused:
+    trusting everyone lets any client forge its address.
+    """
+    value = text.strip().lower()
+    if value in _FALSE or not value:
+        return ()
+    if value in _TRUE:
+        raise ValueError(
+            "give the proxies' addresses (e.g. 127.0.0.1,::1), not yes: trusting every peer "
+            "lets any client forge X-Forwarded-For"
+        )
+    out = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ValueError(f"{item!r} is not an IP address or network") from None
+    return tuple(out)
+
+
+def _origins(text: str) -> tuple[str, ...]:
+    """Comma-separated origins (`https://app.example.org`) allowed to post and open sockets."""
+    out = []
+    for item in (part.strip().rstrip("/") for part in text.split(",")):
+        if not item:
+            continue
+        if not re.match(r"^https?://[^/\s]+$", item):
+            raise ValueError(f"an origin is scheme://host[:port], got {item!r}")
+        out.append(item.lower())
+    return tuple(out)
+
+
 def _path(text: str) -> Path:
     if not text.strip():
         raise ValueError("expected a path, got an empty string")
@@ -129,7 +178,24 @@ class Config:
     epoch_budget: float = 30.0
     tick_interval: float = 1.0
     sweep_interval: float = 60.0
-    trusted_proxy: bool = False
+    trusted_proxy: tuple[str, ...] = ()
+    """Networks of reverse proxies whose X-Forwarded-For is believed; empty: none."""
+    allowed_origins: tuple[str, ...] = ()
+    """Origins besides the relay's own that may POST, DELETE and open WebSockets."""
+    body_timeout: float = 30.0
+    uploads_per_client: int = 2
+    decode_workers: int = 2
+    body_buffer_client_mb: float = 140.0
+    body_buffer_total_mb: float = 200.0
+    client_quota_mb: float = 500.0
+    max_disk_gb: float = 20.0
+    queue_timeout: float = 6 * 3600.0
+    max_node_slots: int = 4
+    max_pending_nodes: int = 64
+    max_pending_per_address: int = 8
+    token_failures_per_minute: int = 10
+    node_pause: float = 600.0
+    mail_per_recipient_hour: int = 3
     handshake_timeout: float = 10.0
     node_max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     node_max_transfer_size: int = DEFAULT_MAX_TRANSFER_SIZE
@@ -214,7 +280,59 @@ SETTINGS: dict[str, tuple[Cast, str]] = {
     "epoch_budget": (_duration, "seconds allowed per epoch per megapixel (default 30)"),
     "tick_interval": (_duration, "how often timeouts are checked (default 1s)"),
     "sweep_interval": (_duration, "how often expired results are deleted (default 60s)"),
-    "trusted_proxy": (_bool, "trust X-Forwarded-For from a reverse proxy (default no)"),
+    "trusted_proxy": (
+        _networks,
+        "reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For is believed "
+        "(default: none)",
+    ),
+    "allowed_origins": (
+        _origins,
+        "other web origins allowed to post jobs and open sockets, comma-separated (default: none)",
+    ),
+    "body_timeout": (_duration, "seconds a request body may take to arrive (default 30)"),
+    "uploads_per_client": (
+        _positive_int,
+        "job uploads one client may have being received or decoded at once (default 2)",
+    ),
+    "decode_workers": (_positive_int, "threads decoding uploaded images (default 2)"),
+    "body_buffer_client_mb": (
+        _positive_float,
+        "MiB of unfinished request bodies one client may hold (default 140)",
+    ),
+    "body_buffer_total_mb": (
+        _positive_float,
+        "MiB of unfinished request bodies all clients together may hold (default 200)",
+    ),
+    "client_quota_mb": (
+        _positive_float,
+        "MiB of stored images (inputs and results) one client may hold (default 500)",
+    ),
+    "max_disk_gb": (
+        _positive_float,
+        "GiB the data dir may hold; new jobs are refused (507) beyond it (default 20)",
+    ),
+    "queue_timeout": (_duration, "how long a job may wait for a node before it fails (default 6h)"),
+    "max_node_slots": (_positive_int, "most slots the relay believes of one node (default 4)"),
+    "max_pending_nodes": (
+        _positive_int,
+        "node connections that have not finished their handshake, in total (default 64)",
+    ),
+    "max_pending_per_address": (
+        _positive_int,
+        "node connections not yet through the handshake, per address (default 8)",
+    ),
+    "token_failures_per_minute": (
+        _positive_int,
+        "wrong node tokens allowed per address per minute (default 10)",
+    ),
+    "node_pause": (
+        _duration,
+        "how long a node whose jobs keep failing (but succeed elsewhere) is rested (default 10m)",
+    ),
+    "mail_per_recipient_hour": (
+        _positive_int,
+        "e-mails one address may receive per hour (default 3)",
+    ),
     "handshake_timeout": (_duration, "seconds a new node connection has to say Hello (default 10)"),
     "node_max_frame_size": (_positive_int, "largest frame a node may send, bytes (default 1 MiB)"),
     "node_max_transfer_size": (

@@ -229,7 +229,7 @@ async def test_rate_limit_and_open_jobs_are_429(
 
 
 async def test_trusted_proxy_header_separates_clients(start: Start) -> None:
-    client = await start(max_open_jobs=1, trusted_proxy=True)
+    client = await start(max_open_jobs=1, trusted_proxy=("127.0.0.1",))
     for ip in ("203.0.113.5", "203.0.113.6"):
         resp = await client.post(
             "/api/jobs",

@@ -31,10 +31,12 @@ def test_durations_take_units(text: str, seconds: float) -> None:
 
 
 def test_values_are_cast() -> None:
-    config = Config.load({"data_dir": "/tmp/x", "max_upload_mb": "2.5", "trusted_proxy": "yes"}, {})
+    proxies = "127.0.0.1, 10.1.2.0/24"
+    flags = {"data_dir": "/tmp/x", "max_upload_mb": "2.5", "trusted_proxy": proxies}
+    config = Config.load(flags, {})
     assert config.data_dir == Path("/tmp/x")
     assert config.max_upload_bytes == int(2.5 * 1024 * 1024)
-    assert config.trusted_proxy is True
+    assert config.trusted_proxy == ("127.0.0.1/32", "10.1.2.0/24")
 
 
 @pytest.mark.parametrize(
@@ -44,7 +46,9 @@ def test_values_are_cast() -> None:
         ({}, {"STYLERELAY_MAX_EPOCHS": "0"}, "STYLERELAY_MAX_EPOCHS", "at least 1"),
         ({"http_port": "70000"}, {}, "--http-port", "0..65535"),
         ({"result_ttl": "soon"}, {}, "--result-ttl", "duration"),
-        ({"trusted_proxy": "maybe"}, {}, "--trusted-proxy", "yes/no"),
+        ({"trusted_proxy": "maybe"}, {}, "--trusted-proxy", "not an IP address"),
+        ({"trusted_proxy": "yes"}, {}, "--trusted-proxy", "forge X-Forwarded-For"),
+        ({"allowed_origins": "example.org"}, {}, "--allowed-origins", "scheme://host"),
         ({"max_pixels": "999999999"}, {}, "--max-pixels", "at most"),
     ],
 )
