@@ -16,6 +16,7 @@ from .limits import (
     CHUNK_SIZE,
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_TRANSFER_SIZE,
+    MAX_HELLO_SIZE,
     MAX_STYLE_IMAGES,
 )
 from .messages import (
@@ -42,6 +43,7 @@ __all__ = [
     "CHUNK_SIZE",
     "DEFAULT_MAX_FRAME_SIZE",
     "DEFAULT_MAX_TRANSFER_SIZE",
+    "MAX_HELLO_SIZE",
     "MAX_STYLE_IMAGES",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",

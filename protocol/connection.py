@@ -12,8 +12,13 @@ import msgpack
 from .codec import decode, encode
 from .errors import LocalProtocolError, RemoteProtocolError
 from .frames import HEADER, Body, FrameReader, pack_frame
-from .handshake import Limits, Reject, Welcome
-from .limits import DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_TRANSFER_SIZE, MAX_STYLE_IMAGES
+from .handshake import Hello, Limits, Reject, Welcome
+from .limits import (
+    DEFAULT_MAX_FRAME_SIZE,
+    DEFAULT_MAX_TRANSFER_SIZE,
+    MAX_HELLO_SIZE,
+    MAX_STYLE_IMAGES,
+)
 from .limits import MIN_MAX_FRAME_SIZE as _MIN_FRAME
 from .messages import Bye, Message, Offer, Preview, Result
 from .state import ConnectionState, Role, StateMachine
@@ -52,7 +57,10 @@ class Connection:
         """Count of complete frames received, chunks included: the caller's liveness signal."""
         self._machine = StateMachine(role)
         self._packer = msgpack.Packer()
-        self._reader = FrameReader(max_frame_size)
+        # Until the Hello is in, the relay takes no frame larger than a Hello may be: a peer
+        # that has not authenticated cannot make it buffer a full frame.
+        hello_cap = min(max_frame_size, MAX_HELLO_SIZE)
+        self._reader = FrameReader(hello_cap if role is Role.RELAY else max_frame_size)
         self._writer = TransferWriter(self._packer)
         # The node's messages carry at most one binary; the relay's Offer up to 1 + styles.
         pending = 1 if role is Role.RELAY else 1 + MAX_STYLE_IMAGES
@@ -96,6 +104,11 @@ class Connection:
         except (TypeError, ValueError, OverflowError) as error:
             raise LocalProtocolError(f"cannot encode {kind.__name__}: {error}") from None
         self._check_size(message, len(data))
+        if kind is Hello and len(data) > MAX_HELLO_SIZE:
+            raise LocalProtocolError(
+                f"Hello needs a frame of {len(data)} bytes, over the limit of {MAX_HELLO_SIZE} "
+                "for Hello: advertise fewer styles or smaller thumbnails"
+            )
         self._machine.sent(message)
         if kind is Bye or kind is Reject:
             self._closed_by_us = True
@@ -185,7 +198,9 @@ class Connection:
                     f"the {kind} message left {transfers.unclaimed} transfer(s) unclaimed"
                 )
         self._machine.received(message)
-        if type(message) is Welcome:
+        if type(message) is Hello:
+            self._reader.set_limit(self.max_frame_size)
+        elif type(message) is Welcome:
             self.peer_limits = message.limits
         return message
 

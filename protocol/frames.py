@@ -62,6 +62,12 @@ class FrameReader:
         # in a bad state, but then the connection is over anyway.
         self._unpacker = msgpack.Unpacker(max_buffer_size=_COPY_BELOW, **self._unpack_options)
 
+    def set_limit(self, max_frame_size: int) -> None:
+        """Accept frames of up to `max_frame_size` bytes from now on."""
+        self.max_frame_size = max_frame_size
+        self._unpack_options["max_bin_len"] = max_frame_size
+        self._unpack_options["max_str_len"] = min(_MAX_STR_BYTES, max_frame_size)
+
     @property
     def buffered(self) -> int:
         """How many bytes of an incomplete frame are waiting for the rest."""

@@ -8,6 +8,12 @@ DEFAULT_MAX_FRAME_SIZE = 1024 * 1024
 MIN_MAX_FRAME_SIZE = 320 * 1024
 """The smallest `max_frame_size` a Connection may be configured with: a full chunk must fit."""
 
+MAX_HELLO_SIZE = 768 * 1024
+"""Largest `hello` frame body. A relay accepts no larger frame before the handshake is done,
+so a connection that has not authenticated costs it little memory. A node with the 26
+built-in styles sends about 270 KiB (their thumbnails); the node's thumbnail budget keeps
+it within this."""
+
 CHUNK_SIZE = 256 * 1024
 """Largest `data` of one chunk frame."""
 

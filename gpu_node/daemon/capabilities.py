@@ -22,7 +22,7 @@ from gpu_node.fast.registry import StyleEntry, StyleRegistry
 from gpu_node.images import encode_jpeg
 from protocol import Capabilities, StyleInfo
 from protocol.limits import (
-    DEFAULT_MAX_FRAME_SIZE,
+    MAX_HELLO_SIZE,
     MAX_ID_LEN,
     MAX_ITEMS,
     MAX_NAME_LEN,
@@ -31,8 +31,8 @@ from protocol.limits import (
 
 log = logging.getLogger(__name__)
 
-# Half a frame for thumbnails leaves the other half for everything else in Hello.
-THUMBNAIL_BUDGET = DEFAULT_MAX_FRAME_SIZE // 2
+# 256 KiB of Hello's limit left for everything else: 256 styles' ids and names fit in it.
+THUMBNAIL_BUDGET = MAX_HELLO_SIZE - 256 * 1024
 SHRUNK_SIDE = 128
 
 # The package whose weights each method needs; the engine code itself ships with the node.
