@@ -143,6 +143,7 @@ def init(
             service.hub,
             ssl_context=tls,
             metrics=service.metrics,
+            timer=timer,
         )
         await listener.start()
         app[NODE_LISTENER] = listener

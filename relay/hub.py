@@ -18,6 +18,7 @@ import asyncio
 import logging
 import math
 import struct
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from relay.dispatch import NodeInfo
@@ -36,6 +37,8 @@ MISSED_HEARTBEATS = 3
 MAX_RESULT_BYTES = 256 * 1024 * 1024
 MAX_PREVIEW_BYTES = 4 * 1024 * 1024
 MAX_LOSSES = 16
+RECENT_FAST_STYLES = 1024
+"""Fast styles of nodes that left, still accepted in new jobs (the most recent ones)."""
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -65,8 +68,7 @@ class NodeHub:
         self._tasks: set[asyncio.Task[None]] = set()
         self.speeds: dict[str, float] = {}
         """Seconds per epoch per megapixel of each node's Gatys jobs, by node name."""
-        self.known_fast: set[str] = set()
-        """Every fast style a node has offered since the relay started."""
+        self._recent_fast: OrderedDict[str, None] = OrderedDict()
         self._stopping = False
 
     # ---- connections -----------------------------------------------------------------
@@ -77,9 +79,9 @@ class NodeHub:
         old = self._handles.get(info.name)
         if old is not None:
             old.drop("replaced by a newer connection of the same node")
+            self._remember_fast(old.info.styles)
         handle = NodeHandle(info, now, now, tick)
         self._handles[info.name] = handle
-        self.known_fast |= info.styles
         log.info(
             "node %s connected%s: %s, methods %s, %d slot(s)",
             info.name,
@@ -99,6 +101,7 @@ class NodeHub:
         if not self._current(handle):
             return
         del self._handles[handle.name]
+        self._remember_fast(handle.info.styles)
         handle.drop(reason or "connection lost")
         log.info("node %s lost%s", handle.name, f": {reason}" if reason else "")
         if self._stopping:
@@ -124,6 +127,22 @@ class NodeHub:
             silent = now - handle.heard
             if silent > misses * heartbeat:
                 self.node_lost(handle, f"missed {misses} heartbeats ({silent:.0f} s silent)")
+
+    @property
+    def known_fast(self) -> set[str]:
+        """Fast styles a new job may ask for: those of connected nodes, and the most recent
+        of nodes that left (a job for one waits for a node that has it)."""
+        known = set(self._recent_fast)
+        for handle in self._handles.values():
+            known |= handle.info.styles
+        return known
+
+    def _remember_fast(self, styles: frozenset[str]) -> None:
+        for name in sorted(styles):
+            self._recent_fast[name] = None
+            self._recent_fast.move_to_end(name)
+        while len(self._recent_fast) > RECENT_FAST_STYLES:
+            self._recent_fast.popitem(last=False)
 
     def _current(self, handle: NodeHandle) -> bool:
         return self._handles.get(handle.name) is handle

@@ -6,11 +6,14 @@
     await listener.close()
 
 One `NodeLink` per TCP connection. Before the node has authenticated, a handshake
-deadline and the protocol's frame-size cap apply; a wrong or revoked token gets `Reject`
-and the connection closes. After `Welcome` the link turns frames into calls on the hub
-(`relay.hub`) and the hub's commands into frames, pings the node every heartbeat interval
-and drops it after three silent intervals (any frame counts as a sign of life, so a long
-result transfer never looks like a dead node).
+deadline and the protocol's Hello-size cap apply, and only so many connections may wait
+for their handshake (`relay.nodegate`); a wrong or revoked token gets `Reject` and the
+connection closes, and an address that fails too often is refused for a while. After
+`Welcome` the link turns frames into calls on the hub (`relay.hub`) and the hub's commands
+into frames, pings the node every heartbeat interval and drops it after three silent
+intervals (any frame counts as a sign of life, so a long result transfer never looks like
+a dead node). Progress and previews beyond a lease's allowance are dropped, and a node
+that floods them is dropped (`relay.reportmeter`).
 """
 
 import asyncio
@@ -33,6 +36,7 @@ from protocol import (
     Failure,
     FailureCode,
     Hello,
+    LocalProtocolError,
     Message,
     Ping,
     Pong,
@@ -52,7 +56,9 @@ from relay.handles import Offer as HubOffer
 from relay.hub import MISSED_HEARTBEATS, NodeHub
 from relay.logs import event
 from relay.metrics import Metrics
+from relay.nodegate import NodeGate
 from relay.nodewire import node_info, wire_offer
+from relay.reportmeter import Report, ReportMeter
 from relay.tokens import TokenStore
 
 log = logging.getLogger(__name__)
@@ -64,8 +70,22 @@ _RETRYABLE = frozenset({FailureCode.OUT_OF_MEMORY, FailureCode.TIMEOUT, FailureC
 _ON_PURPOSE = frozenset({ByeReason.SHUTDOWN, ByeReason.DRAINED})
 
 
+def peer_address(writer: asyncio.StreamWriter) -> str:
+    """The remote IP address of a connection, without its port."""
+    peername = writer.get_extra_info("peername")
+    return str(peername[0]) if isinstance(peername, tuple) else str(peername)
+
+
 class HandshakeFailed(Exception):
     """The peer did not complete a valid handshake; the message says why (for the log)."""
+
+    def __init__(self, why: str, *, bad_token: bool = False) -> None:
+        super().__init__(why)
+        self.bad_token = bad_token
+
+
+class Flooding(Exception):
+    """The node sent reports far beyond their allowance for seconds on end."""
 
 
 class NodeLink:
@@ -81,8 +101,12 @@ class NodeLink:
         *,
         clock: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
+        gate: NodeGate | None = None,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
+        self.gate = gate or NodeGate(config, timer)
+        self.meter = ReportMeter(timer)
         self.metrics = metrics or Metrics()
         self.tokens = tokens
         self.hub = hub
@@ -95,6 +119,7 @@ class NodeLink:
             max_transfer_size=config.node_max_transfer_size,
         )
         self.peer = str(writer.get_extra_info("peername"))
+        self.address = peer_address(writer)
         self.last_heard = clock()
         self._write_lock = asyncio.Lock()
         self._pending: list[Message] = []
@@ -106,8 +131,12 @@ class NodeLink:
 
     async def send(self, message: Message) -> None:
         """Encode and write one message; the lock keeps frames of two messages apart."""
+        await self._write(message)
+
+    async def _write(self, message: Message | bytes) -> None:
+        """Write a message, or the bytes `conn.send` already encoded for one."""
         async with self._write_lock:
-            data = self.conn.send(message)
+            data = message if isinstance(message, bytes) else self.conn.send(message)
             self.metrics.bytes_to_nodes += len(data)
             self.writer.write(data)
             await self.writer.drain()
@@ -166,7 +195,8 @@ class NodeLink:
 
     async def _reject(self, reason: RejectReason, message: str) -> None:
         await self.send(Reject(reason, message))
-        raise HandshakeFailed(f"rejected: {reason.value}: {message}")
+        bad_token = reason is RejectReason.BAD_TOKEN
+        raise HandshakeFailed(f"rejected: {reason.value}: {message}", bad_token=bad_token)
 
     # ---- established -----------------------------------------------------------------
 
@@ -207,6 +237,14 @@ class NodeLink:
             case Decline(job_id=job_id, lease_id=lease_id, reason=reason, message=text):
                 busy = reason is DeclineReason.BUSY
                 hub.declined(handle, job_id, lease_id, text or reason.value, busy=busy)
+            case Progress(job_id=job_id, lease_id=lease_id) if not self._allow(
+                Report.PROGRESS, job_id, lease_id
+            ):
+                pass
+            case Preview(job_id=job_id, lease_id=lease_id) if not self._allow(
+                Report.PREVIEW, job_id, lease_id
+            ):
+                pass
             case Progress(job_id=job_id, lease_id=lease_id, epoch=epoch, max_epochs=top):
                 hub.progress(
                     handle,
@@ -241,12 +279,30 @@ class NodeLink:
             case _:
                 log.warning("node %s sent an unexpected %s", handle.name, type(message).__name__)
 
+    def _allow(self, kind: Report, job_id: str, lease: str) -> bool:
+        """Whether to pass on a progress or preview report; a flood ends the connection."""
+        if self.meter.allow(kind, job_id, lease):
+            return True
+        if self.meter.flooding:
+            raise Flooding(f"sent {kind.value} reports far faster than allowed")
+        return False
+
     async def _write_loop(self, handle: NodeHandle) -> str:
         while True:
             command: NodeCommand = await handle.outbox.get()
             match command:
                 case HubOffer():
-                    await self.send(wire_offer(command))
+                    try:
+                        offer = wire_offer(command)
+                        data = self.conn.send(offer)
+                    except LocalProtocolError as exc:
+                        # The job cannot travel; the node did nothing wrong and keeps its
+                        # other jobs. The relay held a slot for this lease: failing it frees it.
+                        log.error("job %s cannot be sent to a node: %s", command.job_id, exc)
+                        reason = f"the relay could not send this job to a node: {exc}"
+                        self.hub.failed(handle, command.job_id, command.lease, reason, retry=False)
+                        continue
+                    await self._write(data)
                 case CancelJob(job_id=job_id, lease=lease):
                     await self.send(Cancel(job_id, lease))
 
@@ -281,14 +337,21 @@ class NodeLink:
         handle: NodeHandle | None = None
         reason = "closed"
         try:
-            handle = await self.handshake()
+            try:
+                handle = await self.handshake()
+            finally:
+                self.gate.settled(self.address)
             self.metrics.node_connections["accepted"] += 1
             event(log, "node_connected", "node %s connected from %s", handle.name, self.peer,
                   node=handle.name, peer=self.peer)  # fmt: skip
             reason = await self.serve(handle)
         except HandshakeFailed as exc:
             self.metrics.node_connections["refused"] += 1
-            event(log, "node_refused", "node connection from %s %s", self.peer, exc, peer=self.peer)
+            self.gate.refused(self.address, str(exc), token=exc.bad_token)
+        except Flooding as exc:
+            reason = str(exc)
+            log.warning("node %s: %s; dropping it", handle.name if handle else self.peer, reason)
+            await self._say_bye(ByeReason.PROTOCOL_ERROR)
         except ProtocolError as exc:
             reason = f"protocol error: {exc}"
             log.warning("node %s: %s", handle.name if handle else self.peer, reason)
@@ -315,12 +378,16 @@ class NodeListener:
         hub: NodeHub,
         ssl_context: ssl.SSLContext | None = None,
         metrics: Metrics | None = None,
+        *,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.config = config
         self.tokens = tokens
         self.hub = hub
         self.ssl_context = ssl_context
         self.metrics = metrics or Metrics()
+        self.timer = timer
+        self.gate = NodeGate(config, timer)
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.Task[None]] = set()
 
@@ -353,8 +420,21 @@ class NodeListener:
         assert task is not None
         self._links.add(task)
         try:
+            address = peer_address(writer)
+            if not self.gate.admit(address):
+                # Closed before reading anything: a refused connection costs no buffer.
+                self.metrics.node_connections["refused"] += 1
+                writer.close()
+                return
             link = NodeLink(
-                self.config, self.tokens, self.hub, reader, writer, metrics=self.metrics
+                self.config,
+                self.tokens,
+                self.hub,
+                reader,
+                writer,
+                metrics=self.metrics,
+                gate=self.gate,
+                timer=self.timer,
             )
             await link.run()
         except asyncio.CancelledError:
