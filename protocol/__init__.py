@@ -8,6 +8,7 @@ Needs only the standard library and msgpack. See docs/protocol.md for the spec.
         ...
 """
 
+from .checks import is_param, is_weight
 from .codes import ByeReason, DeclineReason, FailureCode, RejectReason
 from .connection import Connection
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
@@ -17,6 +18,9 @@ from .limits import (
     DEFAULT_MAX_FRAME_SIZE,
     DEFAULT_MAX_TRANSFER_SIZE,
     MAX_STYLE_IMAGES,
+    MAX_TEXT_LEN,
+    MAX_UINT,
+    MIN_INT,
 )
 from .messages import (
     Accept,
@@ -43,6 +47,9 @@ __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "DEFAULT_MAX_TRANSFER_SIZE",
     "MAX_STYLE_IMAGES",
+    "MAX_TEXT_LEN",
+    "MAX_UINT",
+    "MIN_INT",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
     "Accept",
@@ -77,4 +84,6 @@ __all__ = [
     "StyleInfo",
     "Welcome",
     "choose_version",
+    "is_param",
+    "is_weight",
 ]
