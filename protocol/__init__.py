@@ -8,6 +8,7 @@ Needs only the standard library and msgpack. See docs/protocol.md for the spec.
         ...
 """
 
+from .checks import is_param, is_weight
 from .codes import ByeReason, DeclineReason, FailureCode, RejectReason
 from .connection import Connection
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
@@ -18,6 +19,9 @@ from .limits import (
     DEFAULT_MAX_TRANSFER_SIZE,
     MAX_HELLO_SIZE,
     MAX_STYLE_IMAGES,
+    MAX_TEXT_LEN,
+    MAX_UINT,
+    MIN_INT,
 )
 from .messages import (
     Accept,
@@ -45,6 +49,9 @@ __all__ = [
     "DEFAULT_MAX_TRANSFER_SIZE",
     "MAX_HELLO_SIZE",
     "MAX_STYLE_IMAGES",
+    "MAX_TEXT_LEN",
+    "MAX_UINT",
+    "MIN_INT",
     "PROTOCOL_VERSION",
     "SUPPORTED_VERSIONS",
     "Accept",
@@ -79,4 +86,6 @@ __all__ = [
     "StyleInfo",
     "Welcome",
     "choose_version",
+    "is_param",
+    "is_weight",
 ]

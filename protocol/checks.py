@@ -13,7 +13,7 @@ import reprlib
 from enum import Enum
 
 from .errors import LocalProtocolError
-from .limits import MAX_ID_LEN, MAX_ITEMS, MAX_UINT
+from .limits import MAX_ID_LEN, MAX_ITEMS, MAX_TEXT_LEN, MAX_UINT, MIN_INT
 
 # Bounded depth: a peer can nest arrays a thousand deep, deeper than repr() can recurse.
 _REPR = reprlib.Repr()
@@ -54,6 +54,25 @@ def uint(owner: object, field: str, value: object, *, lo: int = 0, hi: int = MAX
     """Check an integer in [lo, hi]."""
     if type(value) is not int or not lo <= value <= hi:
         raise bad(owner, field, f"an integer in [{lo}, {hi}]", value)
+
+
+def is_param(value: object) -> bool:
+    """Whether `value` may be an Offer param value: a bool, a signed 64-bit int, a finite
+    float, or a string of at most MAX_TEXT_LEN characters. The relay admits a job's
+    parameters by this rule, so every job it accepts can be offered."""
+    kind = type(value)
+    if kind is int:
+        return MIN_INT <= value <= MAX_UINT  # type: ignore[operator]
+    if kind is float:
+        return math.isfinite(value)  # type: ignore[arg-type]
+    if kind is str:
+        return len(value) <= MAX_TEXT_LEN  # type: ignore[arg-type]
+    return kind is bool
+
+
+def is_weight(value: object) -> bool:
+    """Whether `value` may be a style image's blend weight: a finite float above zero."""
+    return type(value) is float and 0.0 < value < math.inf
 
 
 def real(owner: object, field: str, value: object, *, positive: bool = False) -> None:

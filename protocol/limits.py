@@ -42,4 +42,7 @@ MAX_THUMBNAIL_SIZE = 32 * 1024
 """Largest inline style thumbnail in Hello, in bytes."""
 
 MAX_UINT = 2**63 - 1
-"""Largest integer value of any field."""
+"""Largest integer value of any field (an Offer param included)."""
+
+MIN_INT = -(2**63)
+"""Smallest integer an Offer param may hold: params are signed 64-bit."""

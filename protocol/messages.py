@@ -29,7 +29,6 @@ Scalar = bool | int | float | str
 """The value types allowed in `Offer.params`."""
 
 _HEX = frozenset("0123456789abcdef")
-_INT64 = (-(2**63), 2**63 - 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +40,8 @@ class StyleImage:
 
     def __post_init__(self) -> None:
         checks.blob(self, "data", self.data)
-        checks.real(self, "weight", self.weight, positive=True)
+        if not checks.is_weight(self.weight):
+            raise checks.bad(self, "weight", "a positive float", self.weight)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,15 +71,8 @@ class Offer:
 
 
 def _check_scalar(owner: Offer, key: str, value: object) -> None:
-    kind = type(value)
-    if (
-        (kind is int and _INT64[0] <= value <= _INT64[1])  # type: ignore[operator]
-        or kind is bool
-        or (kind is float and math.isfinite(value))  # type: ignore[arg-type]
-        or (kind is str and len(value) <= MAX_TEXT_LEN)  # type: ignore[arg-type]
-    ):
-        return
-    raise checks.bad(owner, f"params[{key!r}]", "a bool, int64, finite float or string", value)
+    if not checks.is_param(value):
+        raise checks.bad(owner, f"params[{key!r}]", "a bool, int64, finite float or string", value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -237,9 +237,11 @@ async def get_input(request: web.Request) -> web.StreamResponse:
     """GET /api/jobs/{id}/content and /style/{n}: the images as sent to the node."""
     service, job = _service(request), _job(request)
     if "n" in request.match_info:
-        index = int(request.match_info["n"])
+        text = request.match_info["n"]
+        # A job has a handful of styles; a longer number is no index (nor worth converting).
+        index = int(text) if len(text) <= 3 else -1
         if not 0 <= index < len(job.style_files):
-            raise NotFound(f"The job has no style image {index}.")
+            raise NotFound(f"The job has no style image {text[:20]}.")
         sha = job.style_files[index]
     else:
         sha = job.content_file

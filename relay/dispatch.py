@@ -93,10 +93,12 @@ class Requeued:
 
 @dataclass(frozen=True)
 class Failed:
-    """`job` cannot be finished; `reason` says why in words a person can read."""
+    """`job` cannot be finished; `reason` says why in words a person can read. `attempts`
+    is set when the failure is the last of its abnormal ends: the count the reason names."""
 
     job: str
     reason: str
+    attempts: int | None = None
 
 
 Action = SendOffer | SendCancel | Requeued | Failed

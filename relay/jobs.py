@@ -327,10 +327,11 @@ class JobService:
                             "attempts": attempts,
                         },
                     )
-                case Failed(job_id, reason):
+                case Failed(job_id, reason, attempts):
                     job = self._open.get(job_id)
                     if job is not None:
-                        self._finish(job, JobState.FAILED, error=reason)
+                        counted = {} if attempts is None else {"attempts": attempts}
+                        self._finish(job, JobState.FAILED, error=reason, **counted)
         self._publish_positions()
 
     def update(self, job_id: str, *, persist: bool = True, **fields: Any) -> None:

@@ -2,20 +2,26 @@
 `Order` whose images are decoded and scaled (see `relay.uploads`).
 
 Every refusal names the field and the rule, e.g. "epochs 5000 is above this relay's cap of
-1000 (max_epochs)".
+1000 (max_epochs)", and quotes the value only briefly. A value is admitted only if it can
+travel to a node: the protocol's `is_param` and `is_weight` are the rule, so a job the relay
+accepts can always be offered.
 """
 
 import base64
 import binascii
+import contextlib
 import json
 import math
 import re
+import reprlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 from aiohttp import BodyPartReader, web
 from aiohttp.hdrs import CONTENT_DISPOSITION
+from aiohttp.http_exceptions import BadHttpMessage
 
+from protocol import MAX_UINT, MIN_INT, is_param, is_weight
 from relay import gallery
 from relay.config import Config
 from relay.errors import BadRequest, TooLarge
@@ -26,6 +32,13 @@ MAX_STYLES = 4
 DEFAULT_EPOCHS = 200
 MAX_FIELD_BYTES = 16 * 1024
 MAX_PARTS = 32
+# A job needs a few dozen JSON values; more commas, brackets and braces than this is no job
+# (and deep nesting or a vast array would cost the parser far more than the check).
+MAX_JSON_PUNCTUATION = 256
+# Longer JSON numbers are out of range for every field; not converted (Python's int() is
+# quadratic in the digits), only named.
+MAX_NUMBER_CHARS = 64
+MAX_EMAIL_CHARS = 254
 _EMAIL = re.compile(r"^[^@\s<>\"]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 _PART_NAME = re.compile(r';\s*name="([A-Za-z0-9_\[\]-]*)"')
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,")
@@ -42,7 +55,7 @@ PARAMS: dict[str, str] = {
     "learning_rate": "weight",
     "keep_colors": "bool",
     "optimizer": "choice:lbfgs,adam",
-    "seed": "int",
+    "seed": "uint",
 }
 FIELDS = {"method", "epochs", "size", "email", "filename", "style_weights", *PARAMS}
 
@@ -72,6 +85,17 @@ class Checked:
     filename: str | None
 
 
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = 40
+_SHOWN.maxlong = 24
+_SHOWN.maxlist = _SHOWN.maxdict = 3
+
+
+def _shown(value: Any) -> str:
+    """A value as an error message quotes it: briefly, however large it was."""
+    return _SHOWN.repr(value)
+
+
 # ---- reading bodies ----------------------------------------------------------------------
 
 
@@ -92,7 +116,23 @@ def _part_name(part: BodyPartReader) -> str:
 
 
 async def read_multipart(request: web.Request, max_bytes: int) -> RawOrder:
-    """Read a `multipart/form-data` job request, refusing any file over `max_bytes` (413)."""
+    """Read a `multipart/form-data` job request, refusing any file over `max_bytes` (413)
+    and a body that is not well-formed multipart (400)."""
+    try:
+        return await _read_multipart(request, max_bytes)
+    except BadHttpMessage as error:
+        # aiohttp's parser: a part's header line over its limit, a malformed header...
+        reason = error.message.split(":", 1)[0] if isinstance(error.message, str) else ""
+        raise BadRequest(f"A header of the multipart body is malformed ({reason}).") from None
+    except ValueError as error:
+        # aiohttp: no boundary in the Content-Type, the body does not start with it, or
+        # the body ends before the closing boundary.
+        raise BadRequest(
+            f"The body is not valid multipart/form-data ({str(error)[:100]})."
+        ) from None
+
+
+async def _read_multipart(request: web.Request, max_bytes: int) -> RawOrder:
     raw = RawOrder()
     reader = await request.multipart()
     parts = 0
@@ -114,13 +154,15 @@ async def read_multipart(request: web.Request, max_bytes: int) -> RawOrder:
             what = f"Style image {len(raw.style_images) + 1}"
             raw.style_images.append(await _read_part(part, max_bytes, what))
         else:
-            text = (await _read_part(part, MAX_FIELD_BYTES, f"Field {name!r}")).decode(
+            text = (await _read_part(part, MAX_FIELD_BYTES, f"Field {_shown(name)}")).decode(
                 "utf-8", "replace"
             )
             if name == "style":
                 raw.style_ids += [s.strip() for s in text.split(",") if s.strip()]
             elif name in ("style_weights", "style_weight[]"):
                 raw.weights += [w.strip() for w in text.split(",") if w.strip()]
+            elif name in raw.fields:
+                raise BadRequest(f"Field {_shown(name)} is given twice; send it once.")
             else:
                 raw.fields[name] = text
     return raw
@@ -141,6 +183,8 @@ def _b64(value: Any, what: str, max_bytes: int) -> bytes:
 def _entries(value: Any, key: str) -> list[tuple[Any, Any]]:
     """`x`, `[x, ...]` or `[{key: x, "weight": w}, ...]` as (x, weight or None) pairs."""
     items = value if isinstance(value, list) else [value]
+    if len(items) > MAX_STYLES:
+        raise BadRequest(f"At most {MAX_STYLES} styles can be blended; {len(items)} were given.")
     out: list[tuple[Any, Any]] = []
     for item in items:
         if isinstance(item, dict):
@@ -150,12 +194,71 @@ def _entries(value: Any, key: str) -> list[tuple[Any, Any]]:
     return out
 
 
+class _Huge:
+    """A JSON number too large for any field (over MAX_NUMBER_CHARS long, or beyond a
+    float), kept as text so that the field it was given for can refuse it by name."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text if len(self.text) <= 24 else f"a {len(self.text)}-character number"
+
+
+def _json_int(text: str) -> int | _Huge:
+    return int(text) if len(text) <= MAX_NUMBER_CHARS else _Huge(text)
+
+
+def _json_float(text: str) -> float | _Huge:
+    number = float(text)
+    return number if math.isfinite(number) else _Huge(text)
+
+
+def _json_constant(name: str) -> NoReturn:
+    raise BadRequest(f"The request body contains {name}, which is not JSON; send a number.")
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in body:
+            raise BadRequest(f"The key {_shown(key)} appears twice in one JSON object.")
+        body[key] = value
+    return body
+
+
+def _parse_json(data: bytes) -> Any:
+    """A JSON request body, strictly: UTF-8, no NaN or Infinity, no repeated keys, no deep
+    nesting or vast arrays; numbers too large for any field come back as `_Huge`."""
+    punctuation = data.count(b",") + data.count(b"[") + data.count(b"{")
+    if punctuation > MAX_JSON_PUNCTUATION:
+        raise BadRequest(
+            f"The JSON body has {punctuation:,} commas, brackets and braces; a job needs far "
+            f"fewer (at most {MAX_JSON_PUNCTUATION})."
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadRequest("The request body is not UTF-8; JSON must be.") from None
+    try:
+        return json.loads(
+            text,
+            parse_int=_json_int,
+            parse_float=_json_float,
+            parse_constant=_json_constant,
+            object_pairs_hook=_json_object,
+        )
+    except json.JSONDecodeError as error:
+        raise BadRequest(
+            f"The request body is not valid JSON: {error.msg} at character {error.pos}."
+        ) from None
+    except (ValueError, RecursionError):
+        raise BadRequest("The request body is not valid JSON.") from None
+
+
 async def read_json(request: web.Request, max_bytes: int) -> RawOrder:
     """Read a JSON job request (images as base64), refusing any image over `max_bytes`."""
-    try:
-        body = json.loads(await request.read())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadRequest("The request body is not valid JSON.") from None
+    body = _parse_json(await request.read())
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
     raw = RawOrder()
@@ -183,23 +286,40 @@ async def read_json(request: web.Request, max_bytes: int) -> RawOrder:
 # ---- checking fields ---------------------------------------------------------------------
 
 
-def _int(name: str, value: Any) -> int:
-    if isinstance(value, bool):
-        raise BadRequest(f"`{name}` must be a whole number, not {value!r}.")
-    try:
-        number = int(str(value).strip()) if not isinstance(value, int) else value
-    except ValueError:
-        raise BadRequest(f"`{name}` must be a whole number, not {value!r}.") from None
+def _too_large(name: str, value: Any) -> BadRequest:
+    return BadRequest(f"`{name}` is far too large ({_shown(value)}).")
+
+
+def _int(name: str, value: Any, lo: int = MIN_INT) -> int:
+    """A whole number from a JSON int or a form's text, from `lo` up to what a param may
+    hold."""
+    if isinstance(value, _Huge):
+        raise _too_large(name, value)
+    number = None
+    if type(value) is int:
+        number = value
+    elif type(value) is str and len(value) <= MAX_NUMBER_CHARS:
+        with contextlib.suppress(ValueError):
+            number = int(value.strip())
+    elif type(value) is str:
+        raise _too_large(name, value)
+    if number is None:
+        raise BadRequest(f"`{name}` must be a whole number, not {_shown(value)}.")
+    if not is_param(number) or number < lo:
+        raise BadRequest(f"`{name}` must be between {lo} and {MAX_UINT}, not {_shown(number)}.")
     return number
 
 
 def _float(name: str, value: Any) -> float:
-    try:
-        number = float(value) if not isinstance(value, bool) else math.nan
-    except (TypeError, ValueError):
-        number = math.nan
-    if not math.isfinite(number):
-        raise BadRequest(f"`{name}` must be a number, not {value!r}.")
+    """A finite number from a JSON number or a form's text."""
+    if isinstance(value, _Huge):
+        raise _too_large(name, value)
+    number = math.nan
+    if type(value) in (int, float) or (type(value) is str and len(value) <= MAX_NUMBER_CHARS):
+        with contextlib.suppress(ValueError, OverflowError):
+            number = float(value)
+    if not is_param(number):
+        raise BadRequest(f"`{name}` must be a number, not {_shown(value)}.")
     return number
 
 
@@ -215,20 +335,40 @@ def _param(name: str, kind: str, value: Any) -> Any:
             if not 0 <= number <= 1:
                 raise BadRequest(f"`{name}` must be between 0 and 1, not {number}.")
             return number
-        case ["int"]:
-            return _int(name, value)
+        case ["uint"]:
+            return _int(name, value, lo=0)
         case ["bool"]:
             if isinstance(value, bool):
                 return value
-            text = str(value).strip().lower()
+            text = str(value).strip().lower() if type(value) in (str, int) else ""
             if text in _TRUE | _FALSE:
                 return text in _TRUE
-            raise BadRequest(f"`{name}` must be true or false, not {value!r}.")
+            raise BadRequest(f"`{name}` must be true or false, not {_shown(value)}.")
         case ["choice", options]:
-            if str(value) not in options.split(","):
+            if type(value) is not str or value not in options.split(","):
                 raise BadRequest(f"`{name}` must be one of {options.replace(',', ', ')}.")
             return str(value)
     raise AssertionError(kind)
+
+
+def _blend(weights: list[float]) -> list[float]:
+    """The weights normalised to sum to 1, each one a weight a node can be sent."""
+    if any(w <= 0 for w in weights):
+        raise BadRequest("`style_weights` must all be greater than zero.")
+    total = sum(weights)
+    if not math.isfinite(total):
+        raise BadRequest(
+            "`style_weights` add up to more than a number can hold; use smaller ones, "
+            "such as 0.7,0.3."
+        )
+    shares = [w / total for w in weights]
+    for i, share in enumerate(shares):
+        if not is_weight(share):
+            raise BadRequest(
+                f"`style_weights` are too far apart: weight {i + 1} comes to nothing beside "
+                "the others."
+            )
+    return shares
 
 
 def _styles(raw: RawOrder, method: str, fast_known: set[str]) -> tuple[StyleChoice, ...]:
@@ -243,11 +383,7 @@ def _styles(raw: RawOrder, method: str, fast_known: set[str]) -> tuple[StyleChoi
         raise BadRequest(f"At most {MAX_STYLES} styles can be blended; {count} were given.")
     if raw.weights and len(raw.weights) != count:
         raise BadRequest(f"{len(raw.weights)} style weights were given for {count} styles.")
-    weights = [_float("style_weights", w) for w in raw.weights] or [1.0] * count
-    if any(w <= 0 for w in weights):
-        raise BadRequest("Style weights must be greater than zero.")
-    total = sum(weights)
-    weights = [w / total for w in weights]
+    weights = _blend([_float("style_weights", w) for w in raw.weights] or [1.0] * count)
     if raw.style_images:
         if method == "fast":
             raise BadRequest(
@@ -258,18 +394,18 @@ def _styles(raw: RawOrder, method: str, fast_known: set[str]) -> tuple[StyleChoi
     for style_id in raw.style_ids:
         if style_id.startswith(gallery.PREFIX):
             if gallery.find(style_id) is None:
-                raise BadRequest(f"Unknown style {style_id!r}; see /api/styles for the list.")
+                raise BadRequest(f"Unknown style {_shown(style_id)}; see /api/styles for the list.")
             if method not in gallery.METHODS:
                 raise BadRequest(
                     f"Painting styles work with the gatys or arbitrary method, not {method}."
                 )
         elif style_id.startswith("fast:"):
             if style_id.removeprefix("fast:") not in fast_known:
-                raise BadRequest(f"Unknown style {style_id!r}; see /api/styles for the list.")
+                raise BadRequest(f"Unknown style {_shown(style_id)}; see /api/styles for the list.")
             if method != "fast":
-                raise BadRequest(f"Style {style_id!r} works only with the fast method.")
+                raise BadRequest(f"Style {_shown(style_id)} works only with the fast method.")
         else:
-            raise BadRequest(f"Unknown style {style_id!r}; see /api/styles for the list.")
+            raise BadRequest(f"Unknown style {_shown(style_id)}; see /api/styles for the list.")
     return tuple(StyleChoice(i, w) for i, w in zip(raw.style_ids, weights, strict=True))
 
 
@@ -279,15 +415,15 @@ def check(raw: RawOrder, config: Config, fast_known: set[str]) -> Checked:
     unknown = sorted(set(fields) - FIELDS)
     if unknown:
         raise BadRequest(
-            f"Unknown field {unknown[0]!r}. Known fields: image/content, style, style_image, "
+            f"Unknown field {_shown(unknown[0])}. Known fields: image/content, style, style_image, "
             f"{', '.join(sorted(FIELDS))}."
         )
     if raw.content is None:
         raise BadRequest("No photo: send it as `content` (multipart) or `image` (JSON base64).")
     all_fast = bool(raw.style_ids) and all(s.startswith("fast:") for s in raw.style_ids)
-    method = str(fields.get("method") or ("fast" if all_fast else "gatys")).strip().lower()
-    if method not in METHODS:
-        raise BadRequest(f"Unknown method {method!r}; choose one of {', '.join(METHODS)}.")
+    method = fields.get("method") or ("fast" if all_fast else "gatys")
+    if type(method) is not str or (method := method.strip().lower()) not in METHODS:
+        raise BadRequest(f"Unknown method {_shown(method)}; choose one of {', '.join(METHODS)}.")
     styles = _styles(raw, method, fast_known)
     paintings = tuple(p for s in styles if (p := gallery.find(s.id)) is not None)
     epochs = _int("epochs", fields.get("epochs", min(DEFAULT_EPOCHS, config.max_epochs)))
@@ -305,12 +441,16 @@ def check(raw: RawOrder, config: Config, fast_known: set[str]) -> Checked:
         if fields.get(name) not in (None, ""):
             params[name] = _param(name, kind, fields[name])
     email = fields.get("email") or None
-    if email is not None and (not isinstance(email, str) or not _EMAIL.match(email.strip())):
-        raise BadRequest(f"The e-mail address {email!r} does not look right.")
+    if email is not None and (
+        type(email) is not str or len(email) > MAX_EMAIL_CHARS or not _EMAIL.match(email.strip())
+    ):
+        raise BadRequest(f"The e-mail address {_shown(email)} does not look right.")
     filename = fields.get("filename") or None
     if filename is not None:
+        if type(filename) is not str:
+            raise BadRequest(f"`filename` must be text, not {_shown(filename)}.")
         # Only the last path part, and never more than a line's worth.
-        filename = re.split(r"[\\/]", str(filename))[-1].strip()[:200] or None
+        filename = re.split(r"[\\/]", filename[-1000:])[-1].strip()[:200] or None
     return Checked(
         method=method,
         styles=styles,

@@ -302,7 +302,8 @@ class Scheduler:
             entry.attempts += 1
             if entry.attempts >= self.timeouts.max_attempts:
                 self._forget(job_id)
-                return [Failed(job_id, f"Gave up after {entry.attempts} attempts; last: {reason}.")]
+                why = f"Gave up after {entry.attempts} attempts; last: {reason}."
+                return [Failed(job_id, why, entry.attempts)]
         self._release(job_id)
         self._requeue_front(entry)
         return [Requeued(job_id, entry.attempts, reason)]

@@ -104,8 +104,30 @@ def prepare(data: bytes, size: int, what: str) -> PreparedImage:
         ) from None
 
 
+# Pillow reads 16-bit greyscale PNGs as "I;16" (32-bit "I" in older versions), and its own
+# conversion to 8 bits clips instead of scaling: 16384 of 65535 would come out white.
+_WIDE_GREY = ("I", "I;16", "I;16B", "I;16L", "I;16N")
+_TO_8_BITS = tuple((v * 255 + 32767) // 65535 for v in range(65536))
+
+
+def _grey_8_bit(img: Image.Image) -> Image.Image:
+    """A 16-bit greyscale image scaled to 8 bits, flattened onto white where a tRNS value
+    marks pixels transparent."""
+    wide = img.convert("I")
+    grey = wide.point(_TO_8_BITS, "L")
+    transparent = img.info.get("transparency")
+    if type(transparent) is not int:
+        return grey.convert("RGB")
+    mask = wide.point([0 if v == transparent else 255 for v in range(65536)], "L")
+    flat = Image.new("RGB", grey.size, (255, 255, 255))
+    flat.paste(grey.convert("RGB"), mask=mask)
+    return flat
+
+
 def _finish(img: Image.Image, size: int, what: str) -> PreparedImage:
-    if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
+    if img.mode in _WIDE_GREY:
+        img = _grey_8_bit(img)
+    elif img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
         rgba = img.convert("RGBA")
         img = Image.new("RGB", rgba.size, (255, 255, 255))
         img.paste(rgba, mask=rgba.getchannel("A"))

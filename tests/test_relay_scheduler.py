@@ -179,7 +179,7 @@ def test_nodes_that_leave_on_purpose_hand_jobs_back_without_using_attempts() -> 
         results += s.node_down(f"n{turn}", turn + 0.5, "said goodbye", deliberate=True)
     why = "said goodbye"
     assert results == [Requeued("j", 0, why), Requeued("j", 0, why), Requeued("j", 1, why),
-                       Failed("j", f"Gave up after 2 attempts; last: {why}.")]  # fmt: skip
+                       Failed("j", f"Gave up after 2 attempts; last: {why}.", 2)]  # fmt: skip
 
 
 def test_a_crash_after_a_hand_back_still_counts_as_an_attempt() -> None:
