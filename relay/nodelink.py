@@ -217,7 +217,7 @@ class NodeLink:
                     losses=message.losses,
                 )
             case Preview(job_id=job_id, lease_id=lease_id, jpeg=jpeg):
-                hub.preview(handle, job_id, lease_id, jpeg)
+                await hub.preview(handle, job_id, lease_id, jpeg)
             case Result(job_id=job_id, lease_id=lease_id, png=png):
                 # The protocol checked the PNG against its sha256 on the way in.
                 await hub.result(
