@@ -40,6 +40,8 @@ ENDPOINTS = [
     "GET    /healthz                     liveness",
 ]
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+NOSNIFF = {"X-Content-Type-Options": "nosniff"}
+"""On every image response: a browser must never read node-made bytes as HTML or script."""
 
 
 def client_key(request: web.Request, config: Config) -> str:
@@ -123,10 +125,10 @@ async def get_style_image(request: web.Request) -> web.StreamResponse:
     painting = gallery.find(style_id)
     if painting is not None:
         path = painting.thumbnail_path if kind == "thumbnail" else painting.image_path
-        return web.FileResponse(path, headers={"Cache-Control": "public, max-age=86400"})
+        return web.FileResponse(path, headers={"Cache-Control": "public, max-age=86400", **NOSNIFF})
     style = _service(request).hub.fast_styles().get(style_id.removeprefix("fast:"))
     if style_id.startswith("fast:") and kind == "thumbnail" and style and style.thumbnail:
-        return web.Response(body=style.thumbnail, content_type="image/jpeg")
+        return web.Response(body=style.thumbnail, content_type="image/jpeg", headers=NOSNIFF)
     raise NotFound(f"No picture for style {style_id!r}.")
 
 
@@ -216,6 +218,7 @@ async def get_result(request: web.Request) -> web.StreamResponse:
         "Content-Type": "image/png",
         "Content-Disposition": f'attachment; filename="{_download_name(job)}"',
         "Cache-Control": "private, max-age=86400, immutable",
+        **NOSNIFF,
     }
     return web.FileResponse(_service(request).blobs.path(job.result_file), headers=headers)
 
@@ -224,7 +227,7 @@ async def get_preview(request: web.Request) -> web.StreamResponse:
     """GET /api/jobs/{id}/preview: the latest preview JPEG."""
     service, job = _service(request), _job(request)
     live = service.live.get(job.id)
-    headers = {"Cache-Control": "no-store"}
+    headers = {"Cache-Control": "no-store", **NOSNIFF}
     if live is not None and live.preview is not None:
         return web.Response(body=live.preview, content_type="image/jpeg", headers=headers)
     if job.preview_file is not None:
@@ -245,7 +248,7 @@ async def get_input(request: web.Request) -> web.StreamResponse:
         sha = job.style_files[index]
     else:
         sha = job.content_file
-    headers = {"Content-Type": "image/png", "Cache-Control": "private, max-age=86400"}
+    headers = {"Content-Type": "image/png", "Cache-Control": "private, max-age=86400", **NOSNIFF}
     return web.FileResponse(service.blobs.path(sha), headers=headers)
 
 

@@ -101,7 +101,16 @@ class Failed:
     attempts: int | None = None
 
 
-Action = SendOffer | SendCancel | Requeued | Failed
+@dataclass(frozen=True)
+class NodePaused:
+    """`node` gets no new jobs for `seconds`: its jobs kept failing while others' succeeded."""
+
+    node: str
+    seconds: float
+    reason: str
+
+
+Action = SendOffer | SendCancel | Requeued | Failed | NodePaused
 
 
 def fits(node: NodeInfo, job: JobSpec) -> bool:

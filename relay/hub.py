@@ -4,25 +4,27 @@ test's fake node) calls in, and where it picks up the offers and cancels meant f
     handle = hub.node_connected(NodeInfo(...))     # after the node authenticated
     command = await handle.outbox.get()            # Offer or CancelJob, in order
     hub.progress(handle, job_id, lease, epoch=3, max_epochs=100, losses={"style": 1.5})
-    hub.preview(handle, job_id, lease, jpeg_bytes)
+    await hub.preview(handle, job_id, lease, jpeg_bytes)
     await hub.result(handle, job_id, lease, png_bytes, width=w, height=h)
     hub.failed(handle, job_id, lease, reason, retry=True)
     hub.node_lost(handle)
 
 Every report names its lease; reports for a lease that is no longer current (the job was
 cancelled, timed out or handed to another node) are ignored and answer False. A handle
-replaced by a newer connection of the same node name is ignored the same way.
+replaced by a newer connection of the same node name is ignored the same way. Results and
+previews are decoded and checked (`relay.imagecheck`) before they are kept: a bad result
+ends the lease as a failure, a bad preview is dropped; both count as the node's fault.
 """
 
 import asyncio
 import logging
 import math
-import struct
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from relay.dispatch import NodeInfo
 from relay.handles import CancelJob, FastStyle, NodeHandle, Offer
+from relay.imagecheck import BadImage
 from relay.model import JobRecord, JobState
 from relay.offload import off_loop
 from relay.views import iso, job_url
@@ -39,16 +41,6 @@ MAX_PREVIEW_BYTES = 4 * 1024 * 1024
 MAX_LOSSES = 16
 RECENT_FAST_STYLES = 1024
 """Fast styles of nodes that left, still accepted in new jobs (the most recent ones)."""
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-JPEG_MAGIC = b"\xff\xd8\xff"
-
-
-def _png_size(data: bytes) -> tuple[int, int] | None:
-    """Width and height from a PNG's IHDR chunk, which the format requires first."""
-    if len(data) < 24 or not data.startswith(PNG_MAGIC) or data[12:16] != b"IHDR":
-        return None
-    width, height = struct.unpack(">II", data[16:24])
-    return int(width), int(height)
 
 
 def _clean_losses(losses: dict[str, float]) -> dict[str, float]:
@@ -197,12 +189,26 @@ class NodeHub:
         service.bus.publish(job_id, {**event, "losses": live.losses})
         return True
 
-    def preview(self, handle: NodeHandle, job_id: str, lease: str, jpeg: bytes) -> bool:
-        """The node sends a preview JPEG; kept in memory, the latest one only."""
+    async def preview(self, handle: NodeHandle, job_id: str, lease: str, jpeg: bytes) -> bool:
+        """The node sends a preview JPEG; checked, then kept in memory, the latest one only.
+        False if the lease is not current or the preview is unusable."""
         if not self._holds(handle, job_id, lease):
             return False
-        if len(jpeg) > MAX_PREVIEW_BYTES or not jpeg.startswith(JPEG_MAGIC):
-            log.warning("node %s sent an unusable preview for job %s", handle.name, job_id)
+        service = self._service
+        job = service.get(job_id)
+        try:
+            if len(jpeg) > MAX_PREVIEW_BYTES:
+                raise BadImage(f"{len(jpeg):,} bytes, over {MAX_PREVIEW_BYTES:,}")
+            # The node shrinks previews (gpu_node.daemon.reporting), never beyond the job.
+            await service.images.jpeg(jpeg, job.width, job.height)
+        except BadImage as exc:
+            log.warning("node %s sent an unusable preview for job %s: %s", handle.name, job_id, exc)
+            if self._current(handle):
+                why = f"sent an unusable preview: {exc}"
+                service.apply(service.scheduler.fault(handle.name, service.timer(), why))
+            return False
+        # The lease may have ended while the preview was checked.
+        if not self._holds(handle, job_id, lease):
             return False
         live = self._service.live[job_id]
         live.preview = jpeg
@@ -219,10 +225,21 @@ class NodeHub:
         if not self._holds(handle, job_id, lease):
             return False
         service = self._service
-        if len(png) > MAX_RESULT_BYTES or _png_size(png) != (width, height):
-            return self.failed(
-                handle, job_id, lease, f"node {handle.name} sent an unreadable result", retry=True
-            )
+        job = service.get(job_id)
+        try:
+            if len(png) > MAX_RESULT_BYTES:
+                raise BadImage(f"{len(png):,} bytes, over {MAX_RESULT_BYTES:,}")
+            if (width, height) != (job.width, job.height):
+                raise BadImage(f"it says {width}x{height}, the job is {job.width}x{job.height}")
+            await service.images.png(png, job.width, job.height)
+        except BadImage as exc:
+            log.warning("node %s sent an unusable result for job %s: %s", handle.name, job_id, exc)
+            # A failure like any other: the job goes back (an attempt), the node is at fault.
+            why = f"node {handle.name} sent an unusable result ({exc})"
+            return self.failed(handle, job_id, lease, why, retry=True)
+        # The lease may have ended while the result was checked.
+        if not self._holds(handle, job_id, lease):
+            return False
         preview = service.live[job_id].preview
         result_file = await off_loop(len(png), service.blobs.put, png)
         preview_file = await off_loop(len(preview), service.blobs.put, preview) if preview else None
@@ -236,15 +253,23 @@ class NodeHub:
         return True
 
     def failed(
-        self, handle: NodeHandle, job_id: str, lease: str, reason: str, *, retry: bool
+        self,
+        handle: NodeHandle,
+        job_id: str,
+        lease: str,
+        reason: str,
+        *,
+        retry: bool,
+        blame: bool = True,
     ) -> bool:
-        """The node could not finish the job: try elsewhere (`retry`) or fail it."""
+        """The node could not finish the job: try elsewhere (`retry`) or fail it.
+        `blame` False: the relay, not the node, is at fault (no mark on its record)."""
         self._lease_ended(handle, lease)
         if not self._holds(handle, job_id, lease):
             return False
         now = self._service.timer()
         actions = self._service.scheduler.failed(
-            handle.name, job_id, lease, now, reason=reason, retry=retry
+            handle.name, job_id, lease, now, reason=reason, retry=retry, blame=blame
         )
         self._service.apply(actions)
         return True
@@ -289,6 +314,7 @@ class NodeHub:
                 service.timer(),
                 reason="The job's images were lost.",
                 retry=False,
+                blame=False,
             )
             service.apply(actions)
             return
@@ -359,6 +385,13 @@ class NodeHub:
             if handle is None:
                 continue
             info = view.info
+            now = self._service.timer()
+            left = view.paused_until - now if view.paused_until is not None else 0.0
+            paused = left > 0
+            if paused:
+                state = "paused"
+            else:
+                state = "draining" if view.draining else "busy" if view.jobs else "idle"
             out.append(
                 {
                     "name": info.name,
@@ -369,7 +402,11 @@ class NodeHub:
                     "max_epochs": info.max_epochs,
                     "max_pixels": info.max_pixels,
                     "slots": info.slots,
-                    "state": "draining" if view.draining else "busy" if view.jobs else "idle",
+                    "state": state,
+                    # Rested after failing jobs that ran elsewhere: why, and seconds left.
+                    "paused": paused,
+                    "pause_reason": view.pause_reason if paused else None,
+                    "paused_for": round(left) if paused else None,
                     "busy_slots": len(view.jobs),
                     # A short tag, not the id: a job id is the key to its result.
                     "current_jobs": sorted(j[:6] for j in view.jobs),

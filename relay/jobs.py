@@ -15,10 +15,11 @@ from typing import Any
 from relay import gallery
 from relay.blobs import BlobStore
 from relay.config import Config
-from relay.dispatch import Action, Failed, Requeued, SendCancel, SendOffer, Timeouts
+from relay.dispatch import Action, Failed, NodePaused, Requeued, SendCancel, SendOffer, Timeouts
 from relay.errors import Conflict, NotFound, QueueFull, TooManyRequests
 from relay.events import EventBus
 from relay.hub import NodeHub
+from relay.imagecheck import ImageChecker
 from relay.limits import RateLimiter
 from relay.logs import event as log_event
 from relay.mailer import EmailStatus, Mailer, MailSettings
@@ -65,10 +66,16 @@ class JobService:
         self.store = JobStore(config.data_dir / "jobs.sqlite3")
         self.blobs = BlobStore(config.data_dir / "files")
         self.bus = EventBus()
-        self.scheduler = Scheduler(Timeouts(config.stall_timeout, config.epoch_budget))
+        self.scheduler = Scheduler(
+            Timeouts(config.stall_timeout, config.epoch_budget),
+            max_slots=config.max_node_slots,
+            pause=config.node_pause,
+        )
         self.limiter = RateLimiter(config.rate_per_minute, timer)
         self.live: dict[str, Live] = {}
         self.hub = NodeHub(self)
+        self.images = ImageChecker(config.decode_workers)
+        """Checks the images nodes send, on `decode_workers` threads."""
         self.metrics = Metrics()
         settings = MailSettings.from_config(config)
         self.mailer = (
@@ -101,7 +108,8 @@ class JobService:
         return len(jobs)
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the database and stop the image checks."""
+        self.images.close()
         self.store.close()
 
     # ---- admission -------------------------------------------------------------------
@@ -332,6 +340,17 @@ class JobService:
                     if job is not None:
                         counted = {} if attempts is None else {"attempts": attempts}
                         self._finish(job, JobState.FAILED, error=reason, **counted)
+                case NodePaused(node, seconds, reason):
+                    log_event(
+                        log,
+                        "node_paused",
+                        "node %s paused for %.0f s: %s",
+                        node,
+                        seconds,
+                        reason,
+                        level=logging.WARNING,
+                        node=node,
+                    )
         self._publish_positions()
 
     def update(self, job_id: str, *, persist: bool = True, **fields: Any) -> None:

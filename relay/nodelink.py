@@ -255,7 +255,7 @@ class NodeLink:
                     losses=message.losses,
                 )
             case Preview(job_id=job_id, lease_id=lease_id, jpeg=jpeg):
-                hub.preview(handle, job_id, lease_id, jpeg)
+                await hub.preview(handle, job_id, lease_id, jpeg)
             case Result(job_id=job_id, lease_id=lease_id, png=png):
                 # The protocol checked the PNG against its sha256 on the way in.
                 await hub.result(
@@ -300,7 +300,9 @@ class NodeLink:
                         # other jobs. The relay held a slot for this lease: failing it frees it.
                         log.error("job %s cannot be sent to a node: %s", command.job_id, exc)
                         reason = f"the relay could not send this job to a node: {exc}"
-                        self.hub.failed(handle, command.job_id, command.lease, reason, retry=False)
+                        self.hub.failed(
+                            handle, command.job_id, command.lease, reason, retry=False, blame=False
+                        )
                         continue
                     await self._write(data)
                 case CancelJob(job_id=job_id, lease=lease):

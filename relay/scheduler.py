@@ -14,11 +14,18 @@ and to the job's subscribers.
   then goes back to the queue; after `max_attempts` such ends it fails. A node that leaves
   on purpose (it said Bye) hands its jobs back without using up an attempt, up to
   `free_handbacks` times per job.
+- Distrust: a node is believed for at most `max_slots` slots, and work goes to the fitting
+  node with the lowest busy fraction (ties: the one that started fewest jobs), so a node
+  claiming many slots cannot take every job. A job a node failed goes to a node that has not
+  failed it, if one is connected (it waits for it); a node's non-retryable failure fails the
+  job only when no such node exists (a second opinion: a liar cannot fail jobs outright).
+- Rest: a node whose jobs keep failing while others finish theirs gets no new jobs for a
+  while (the rule is in `relay.reputation`).
 """
 
 import secrets
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from relay.dispatch import (
     Action,
@@ -32,6 +39,7 @@ from relay.dispatch import (
     fits,
     why_waiting,
 )
+from relay.reputation import Reputation
 
 
 @dataclass
@@ -50,6 +58,8 @@ class _Job:
     handbacks: int = 0
     lease: _Lease | None = None
     declined_by: dict[str, str] = field(default_factory=dict)
+    failed_on: set[str] = field(default_factory=set)
+    """Nodes whose lease of this job ended in a failure or a stall."""
 
 
 @dataclass
@@ -57,17 +67,16 @@ class _Node:
     info: NodeInfo
     jobs: set[str] = field(default_factory=set)
     jobs_done: int = 0
+    started: int = 0
     draining: bool = False
     stopping: dict[str, float] = field(default_factory=dict)
     """Leases the node was told to stop, until it ends them (or the deadline passes):
     their slots are still busy on the node."""
 
     @property
-    def free(self) -> int:
-        # A draining node finishes what it has and takes nothing new.
-        if self.draining:
-            return 0
-        return self.info.slots - len(self.jobs) - len(self.stopping)
+    def busy(self) -> int:
+        """Slots in use: running jobs and stops not yet confirmed."""
+        return len(self.jobs) + len(self.stopping)
 
 
 @dataclass(frozen=True)
@@ -78,13 +87,22 @@ class NodeView:
     jobs: frozenset[str]
     jobs_done: int
     draining: bool = False
+    paused_until: float | None = None
+    """On the scheduler's clock; None unless the node is rested."""
+    pause_reason: str | None = None
 
 
 class Scheduler:
     """Fair queue, capability matching and leases for every queued and running job."""
 
-    def __init__(self, timeouts: Timeouts | None = None) -> None:
+    def __init__(
+        self, timeouts: Timeouts | None = None, *, max_slots: int = 4, pause: float = 600.0
+    ) -> None:
         self.timeouts = timeouts or Timeouts()
+        self.max_slots = max_slots
+        """The most slots believed of one node, whatever it advertises."""
+        self.reputation = Reputation(pause)
+        """Which nodes rest, after failing jobs that others could run."""
         self._queues: OrderedDict[str, deque[str]] = OrderedDict()
         self._jobs: dict[str, _Job] = {}
         self._nodes: dict[str, _Node] = {}
@@ -108,10 +126,13 @@ class Scheduler:
 
     def nodes(self) -> list[NodeView]:
         """Every connected node, by name."""
-        return [
-            NodeView(n.info, frozenset(n.jobs), n.jobs_done, n.draining)
-            for _, n in sorted(self._nodes.items())
-        ]
+        views = []
+        for name, n in sorted(self._nodes.items()):
+            until, reason = self.reputation.pause_of(name) or (None, None)
+            views.append(
+                NodeView(n.info, frozenset(n.jobs), n.jobs_done, n.draining, until, reason)
+            )
+        return views
 
     def lease_of(self, job_id: str) -> tuple[str, str] | None:
         """(node, lease) of a running job, or None."""
@@ -146,7 +167,9 @@ class Scheduler:
         entry = self._jobs.get(job_id)
         if entry is None or entry.lease is not None:
             return None
-        infos = [n.info for n in self._nodes.values() if not n.draining]
+        infos = [n.info for n in self._nodes.values() if self._takes_jobs(n)]
+        if not infos and any(self.reputation.paused(name) for name in self._nodes):
+            return "Every connected node is paused after repeated failures; it waits."
         return why_waiting(entry.spec, infos, entry.declined_by)
 
     # ---- events ----------------------------------------------------------------------
@@ -165,7 +188,9 @@ class Scheduler:
         actions: list[Action] = []
         if info.name in self._nodes:
             actions += self.node_down(info.name, now, f"node {info.name} reconnected")
-        self._nodes[info.name] = _Node(info)
+        # Believed up to the cap: slots are only a claim, and the relay spreads by them.
+        slots = max(1, min(info.slots, self.max_slots))
+        self._nodes[info.name] = _Node(replace(info, slots=slots))
         return actions + self._dispatch(now)
 
     def node_draining(self, name: str) -> None:
@@ -206,18 +231,47 @@ class Scheduler:
             raise ValueError(f"lease {lease} of job {job_id} on {node} is not current")
         self._nodes[node].jobs_done += 1
         self._forget(job_id)
-        return self._dispatch(now)
+        # A success here is the comparison that may show other nodes' failures are theirs.
+        actions: list[Action] = [*self.reputation.done(node, now)]
+        return actions + self._dispatch(now)
 
     def failed(
-        self, node: str, job_id: str, lease: str, now: float, *, reason: str, retry: bool
+        self,
+        node: str,
+        job_id: str,
+        lease: str,
+        now: float,
+        *,
+        reason: str,
+        retry: bool,
+        blame: bool = True,
     ) -> list[Action]:
-        """The node could not run the job: retry elsewhere, or fail it if `retry` is False."""
+        """The node could not run the job: retry elsewhere, or fail it if `retry` is False.
+
+        Not retryable fails the job only if no other connected node that could run it is
+        left to ask: one node's word that the input is bad is checked against another's.
+        `blame`: False when the relay itself failed the lease (the node is not at fault).
+        """
         if not self.is_current(node, job_id, lease):
             return []
+        entry = self._jobs[job_id]
+        faults: list[Action] = []
+        if blame:
+            entry.failed_on.add(node)
+            faults += self.reputation.fault(node, now, reason)
+            if not retry and self._second_opinion(entry):
+                entry.declined_by[node] = reason
+                retry = True
         if retry:
-            return self._end_lease(job_id, reason, now) + self._dispatch(now)
+            return faults + self._end_lease(job_id, reason, now) + self._dispatch(now)
         self._forget(job_id)
-        return [Failed(job_id, reason), *self._dispatch(now)]
+        return [*faults, Failed(job_id, reason), *self._dispatch(now)]
+
+    def fault(self, node: str, now: float, reason: str) -> list[Action]:
+        """The node misbehaved without ending a lease (an unusable preview, say)."""
+        if node not in self._nodes:
+            return []
+        return [*self.reputation.fault(node, now, reason)]
 
     def declined(
         self, node: str, job_id: str, lease: str, reason: str, now: float, *, busy: bool = False
@@ -278,8 +332,10 @@ class Scheduler:
                 continue
             actions.append(SendCancel(lease.node, job_id, lease.id))
             self._stopping(lease.node, lease.id, now)
+            entry.failed_on.add(lease.node)
+            actions += self.reputation.fault(lease.node, now, reason)
             actions += self._end_lease(job_id, reason, now)
-        freed = False
+        freed = self.reputation.wake(now)
         for node in self._nodes.values():
             # A node that never confirms a stop gets its slot back after a grace period.
             expired = [lease for lease, until in node.stopping.items() if now > until]
@@ -341,18 +397,42 @@ class Scheduler:
         if not self._open[client]:
             del self._open[client]
 
+    # ---- distrust --------------------------------------------------------------------
+
+    def _takes_jobs(self, node: _Node) -> bool:
+        # A draining node finishes what it has and takes nothing new; a paused one rests.
+        return not node.draining and not self.reputation.paused(node.info.name)
+
+    def _free(self, node: _Node) -> int:
+        return node.info.slots - node.busy if self._takes_jobs(node) else 0
+
+    def _able(self, entry: _Job) -> list[_Node]:
+        """Nodes that take jobs, could run this one and have not declined it."""
+        return [
+            n
+            for n in self._nodes.values()
+            if self._takes_jobs(n)
+            and n.info.name not in entry.declined_by
+            and fits(n.info, entry.spec)
+        ]
+
+    def _second_opinion(self, entry: _Job) -> bool:
+        """Whether a connected node could run the job and has not failed it."""
+        return any(n.info.name not in entry.failed_on for n in self._able(entry))
+
     def _pick_node(self, entry: _Job) -> _Node | None:
-        best: _Node | None = None
-        for node in self._nodes.values():
-            if node.free <= 0 or node.info.name in entry.declined_by:
-                continue
-            if fits(node.info, entry.spec) and (best is None or node.free > best.free):
-                best = node
-        return best
+        able = self._able(entry)
+        # A node that failed this job gets it again only if no other could run it.
+        fresh = [n for n in able if n.info.name not in entry.failed_on]
+        free = [n for n in fresh or able if self._free(n) > 0]
+        if not free:
+            return None
+        # Least loaded first, whatever the slot counts; ties go to who started fewest.
+        return min(free, key=lambda n: (n.busy / n.info.slots, n.started, n.info.name))
 
     def _dispatch(self, now: float) -> list[Action]:
         actions: list[Action] = []
-        while any(n.free > 0 for n in self._nodes.values()):
+        while any(self._free(n) > 0 for n in self._nodes.values()):
             offer = self._assign_one(now)
             if offer is None:
                 break
@@ -382,5 +462,6 @@ class Scheduler:
                     deadline=now + self.timeouts.run_limit(entry.spec),
                 )
                 node.jobs.add(job_id)
+                node.started += 1
                 return SendOffer(node.info.name, job_id, lease_id)
         return None

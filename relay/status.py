@@ -6,6 +6,7 @@ to its result): a running job appears as the same six-character tag `/api/nodes`
 
 import html
 import time
+from typing import Any
 
 from aiohttp import web
 
@@ -32,6 +33,12 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _state(node: dict[str, Any]) -> str:
+    if not node.get("paused"):
+        return str(node["state"])
+    return f"paused ({_age(node['paused_for'])} left): {node['pause_reason']}"
+
+
 async def metrics(request: web.Request) -> web.Response:
     """GET /metrics: counters and gauges in the Prometheus text format."""
     service = request.app[SERVICE]
@@ -48,7 +55,7 @@ async def status_page(request: web.Request) -> web.Response:
         cells = [
             node["name"],
             node["device"],
-            node["state"],
+            _state(node),
             ", ".join(node["current_jobs"]) or "-",
             str(node["jobs_done"]),
             f"{node['busy_slots']}/{node['slots']}",

@@ -126,8 +126,8 @@ class FakeNode:
             losses={"content": 1.0 / epoch, "style": 2.0 / epoch},
         )
 
-    def preview(self, offer: Offer) -> bool:
-        return self.hub.preview(self.handle, offer.job_id, offer.lease, jpeg())
+    async def preview(self, offer: Offer) -> bool:
+        return await self.hub.preview(self.handle, offer.job_id, offer.lease, jpeg())
 
     async def finish(self, offer: Offer) -> tuple[bool, bytes]:
         """Deliver a result PNG of the offer's size; return (accepted, the PNG)."""

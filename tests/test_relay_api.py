@@ -262,7 +262,7 @@ async def test_job_runs_on_a_node_to_a_downloadable_result(start: Start) -> None
     running = await (await client.get(url)).json()
     assert (running["state"], running["node"], running["position"]) == ("running", "gpu-home", None)
     assert node.progress(offer, 3)
-    assert node.preview(offer)
+    assert await node.preview(offer)
     running = await (await client.get(url)).json()
     assert (running["epoch"], running["max_epochs"]) == (3, 30)
     assert running["losses"] == {"content": pytest.approx(1 / 3), "style": pytest.approx(2 / 3)}

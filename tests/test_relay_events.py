@@ -69,7 +69,7 @@ async def test_events_from_queued_to_done(client: Client) -> None:
         progress = await receive(ws)
         assert (progress["type"], progress["epoch"], progress["max_epochs"]) == ("progress", 1, 20)
         assert progress["losses"]["style"] == 2.0
-        node.preview(offer)
+        await node.preview(offer)
         preview = await receive(ws)
         assert preview == {"type": "preview", "url": f"/api/jobs/{job_id}/preview?n=1"}
         assert (await client.get(preview["url"])).status == 200

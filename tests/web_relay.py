@@ -158,7 +158,7 @@ class FakeNode:
             )
             if epoch % self.preview_every == 0 or epoch == offer.epochs:
                 image = await asyncio.to_thread(paint, offer, epoch / offer.epochs)
-                hub.preview(handle, offer.job_id, offer.lease, _jpeg(image, 70))
+                await hub.preview(handle, offer.job_id, offer.lease, _jpeg(image, 70))
         result = await asyncio.to_thread(lambda: _png(paint(offer, 1.0)))
         await hub.result(
             handle, offer.job_id, offer.lease, result, width=offer.width, height=offer.height
