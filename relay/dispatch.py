@@ -54,6 +54,9 @@ class Timeouts:
     free_handbacks: int = 5
     """How often a job may be handed back by nodes that leave on purpose (Bye) before each
     further hand-back counts as an attempt: a job that makes nodes quit still ends."""
+    queue: float = 6 * 3600.0
+    """How long a job may wait in the queue in all (time on a node does not count) before
+    it fails: a job no node can take does not hold its place for ever."""
 
     def stall_limit(self, job: JobSpec) -> float:
         """Seconds allowed between two progress reports: longer for bigger images."""

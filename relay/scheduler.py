@@ -14,6 +14,9 @@ and to the job's subscribers.
   then goes back to the queue; after `max_attempts` such ends it fails. A node that leaves
   on purpose (it said Bye) hands its jobs back without using up an attempt, up to
   `free_handbacks` times per job.
+- Waiting: a job may wait `timeouts.queue` seconds in all (a recovered job brings the time
+  it has waited already); a queued job past that fails, with why no node took it. Time on
+  a node does not count: a job that goes back to the queue keeps the wait it had left.
 """
 
 import secrets
@@ -46,6 +49,8 @@ class _Lease:
 @dataclass
 class _Job:
     spec: JobSpec
+    wait_until: float
+    """When it fails if still queued; pushed back by the time it spends on a node."""
     attempts: int = 0
     handbacks: int = 0
     lease: _Lease | None = None
@@ -151,11 +156,18 @@ class Scheduler:
 
     # ---- events ----------------------------------------------------------------------
 
-    def submit(self, job: JobSpec, now: float, attempts: int = 0) -> list[Action]:
-        """A new (or recovered) job joins the back of its client's queue."""
+    def submit(
+        self, job: JobSpec, now: float, attempts: int = 0, waited: float = 0.0
+    ) -> list[Action]:
+        """A new (or recovered) job joins the back of its client's queue; one recovered
+        after it has `waited` its whole allowance fails at once."""
         if job.id in self._jobs:
             raise ValueError(f"job {job.id} is already scheduled")
-        self._jobs[job.id] = _Job(job, attempts)
+        wait_until = now + self.timeouts.queue - waited
+        if now >= wait_until:
+            infos = [n.info for n in self._nodes.values() if not n.draining]
+            return [Failed(job.id, self._waited_too_long(why_waiting(job, infos, {})))]
+        self._jobs[job.id] = _Job(job, wait_until, attempts)
         self._queues.setdefault(job.client, deque()).append(job.id)
         self._open[job.client] = self._open.get(job.client, 0) + 1
         return self._dispatch(now)
@@ -231,7 +243,7 @@ class Scheduler:
             self._stopping(node, lease, now, self.timeouts.busy_pause)
         else:
             entry.declined_by[node] = reason
-        self._release(job_id)
+        self._release(job_id, now)
         self._requeue_front(entry)
         return self._dispatch(now)
 
@@ -262,11 +274,16 @@ class Scheduler:
             entry.stopping[lease] = now + (self.timeouts.stop_grace if grace is None else grace)
 
     def tick(self, now: float) -> list[Action]:
-        """Check the clock: end leases that went silent or ran past their deadline."""
+        """Check the clock: end leases that went silent or ran past their deadline, and
+        fail queued jobs that have waited too long."""
         actions: list[Action] = []
         for job_id, entry in list(self._jobs.items()):
             lease = entry.lease
             if lease is None:
+                if now > entry.wait_until:
+                    reason = self._waited_too_long(self.why_waiting(job_id))
+                    self._forget(job_id)
+                    actions.append(Failed(job_id, reason))
                 continue
             if now > lease.silent_until:
                 limit = self.timeouts.stall_limit(entry.spec)
@@ -292,6 +309,15 @@ class Scheduler:
 
     # ---- inside ----------------------------------------------------------------------
 
+    def _waited_too_long(self, why: str | None) -> str:
+        # "No node is online; the job starts when one connects." -> "no node is online"
+        detail = why.split(";")[0].rstrip(".") if why else "every node that could was busy"
+        detail = detail[:1].lower() + detail[1:]
+        return (
+            f"No node could take this job within {_span(self.timeouts.queue)} ({detail}); "
+            "try again later."
+        )
+
     def _end_lease(
         self, job_id: str, reason: str, now: float, *, handed_back: bool = False
     ) -> list[Action]:
@@ -303,13 +329,14 @@ class Scheduler:
             if entry.attempts >= self.timeouts.max_attempts:
                 self._forget(job_id)
                 return [Failed(job_id, f"Gave up after {entry.attempts} attempts; last: {reason}.")]
-        self._release(job_id)
+        self._release(job_id, now)
         self._requeue_front(entry)
         return [Requeued(job_id, entry.attempts, reason)]
 
-    def _release(self, job_id: str) -> None:
+    def _release(self, job_id: str, now: float) -> None:
         entry = self._jobs[job_id]
         if entry.lease is not None:
+            entry.wait_until += now - entry.lease.started
             node = self._nodes.get(entry.lease.node)
             if node is not None:
                 node.jobs.discard(job_id)
@@ -383,3 +410,12 @@ class Scheduler:
                 node.jobs.add(job_id)
                 return SendOffer(node.info.name, job_id, lease_id)
         return None
+
+
+def _span(seconds: float) -> str:
+    """6 h, 1.5 h, 20 min, 100 s: a duration as a person says it."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f}".removesuffix(".0") + " h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"
