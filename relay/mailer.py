@@ -215,13 +215,13 @@ class Mailer:
 
     def _queue_notice(self, job: JobRecord) -> None:
         assert job.email is not None
-        if len(self._statuses) >= MAX_STATUSES:
-            self._statuses.pop(next(iter(self._statuses)))
         self._set(job.id, EmailStatus.PENDING)
         notice = Notice(job.id, job.email, job.state, job.error, job.result_file, job.filename)
         self._queue.put_nowait(notice)
 
     def _set(self, job_id: str, status: EmailStatus) -> None:
+        if job_id not in self._statuses and len(self._statuses) >= MAX_STATUSES:
+            self._statuses.pop(next(iter(self._statuses)))
         self._statuses[job_id] = status
         if self.record is not None:
             self.record(job_id, status)
