@@ -143,3 +143,23 @@ def why_waiting(job: JobSpec, nodes: list[NodeInfo], declined_by: dict[str, str]
         reasons = "; ".join(f"{n}: {r}" for n, r in sorted(declined_by.items()))
         return f"Every node that could run it declined ({reasons})."
     return None
+
+
+def waited_too_long(limit: float, why: str | None) -> str:
+    """Why a job failed after waiting `limit` seconds, given `why_waiting`'s words then."""
+    detail = (why or "Every node that could was busy").rstrip(".")
+    # "No node is online; the job starts when one connects." -> "no node is online"; a ";"
+    # inside brackets (the nodes' own reasons for declining) stays.
+    head, sep, _ = detail.partition(";")
+    detail = head if sep and "(" not in head else detail
+    detail = detail[:1].lower() + detail[1:]
+    return f"No node could take this job within {_span(limit)} ({detail}); try again later."
+
+
+def _span(seconds: float) -> str:
+    """6 h, 1.5 h, 20 min, 100 s: a duration as a person says it."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f}".removesuffix(".0") + " h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"

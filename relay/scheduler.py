@@ -33,6 +33,7 @@ from relay.dispatch import (
     SendOffer,
     Timeouts,
     fits,
+    waited_too_long,
     why_waiting,
 )
 
@@ -166,7 +167,8 @@ class Scheduler:
         wait_until = now + self.timeouts.queue - waited
         if now >= wait_until:
             infos = [n.info for n in self._nodes.values() if not n.draining]
-            return [Failed(job.id, self._waited_too_long(why_waiting(job, infos, {})))]
+            why = why_waiting(job, infos, {})
+            return [Failed(job.id, waited_too_long(self.timeouts.queue, why))]
         self._jobs[job.id] = _Job(job, wait_until, attempts)
         self._queues.setdefault(job.client, deque()).append(job.id)
         self._open[job.client] = self._open.get(job.client, 0) + 1
@@ -281,7 +283,7 @@ class Scheduler:
             lease = entry.lease
             if lease is None:
                 if now > entry.wait_until:
-                    reason = self._waited_too_long(self.why_waiting(job_id))
+                    reason = waited_too_long(self.timeouts.queue, self.why_waiting(job_id))
                     self._forget(job_id)
                     actions.append(Failed(job_id, reason))
                 continue
@@ -308,15 +310,6 @@ class Scheduler:
         return actions
 
     # ---- inside ----------------------------------------------------------------------
-
-    def _waited_too_long(self, why: str | None) -> str:
-        # "No node is online; the job starts when one connects." -> "no node is online"
-        detail = why.split(";")[0].rstrip(".") if why else "every node that could was busy"
-        detail = detail[:1].lower() + detail[1:]
-        return (
-            f"No node could take this job within {_span(self.timeouts.queue)} ({detail}); "
-            "try again later."
-        )
 
     def _end_lease(
         self, job_id: str, reason: str, now: float, *, handed_back: bool = False
@@ -410,12 +403,3 @@ class Scheduler:
                 node.jobs.add(job_id)
                 return SendOffer(node.info.name, job_id, lease_id)
         return None
-
-
-def _span(seconds: float) -> str:
-    """6 h, 1.5 h, 20 min, 100 s: a duration as a person says it."""
-    if seconds >= 3600:
-        return f"{seconds / 3600:.1f}".removesuffix(".0") + " h"
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds:.0f} s"

@@ -357,6 +357,21 @@ def test_time_spent_running_does_not_count_as_waiting() -> None:
     assert s.queued == 0 and s.open_jobs("alice") == 0
 
 
+def test_the_reason_keeps_what_declining_nodes_said() -> None:
+    s = Scheduler(Timeouts(queue=100.0))
+    s.submit(JobSpec("j", "alice", "gatys", 10, 64), 0.0)
+    for name in ("n1", "n2"):
+        [offer] = s.node_up(NodeInfo(name, methods=frozenset({"gatys"})), 1.0)
+        assert isinstance(offer, SendOffer)
+        s.declined(name, "j", offer.lease, f"{name} is out of memory", 1.0)
+    [failed] = s.tick(102.0)
+    assert isinstance(failed, Failed)
+    assert failed.reason == (
+        "No node could take this job within 100 s (every node that could run it declined "
+        "(n1: n1 is out of memory; n2: n2 is out of memory)); try again later."
+    )
+
+
 def test_a_job_that_has_already_waited_too_long_fails_when_submitted() -> None:
     s = Scheduler(Timeouts(queue=100.0))
     [failed] = s.submit(JobSpec("j", "alice", "fast", 1, 64), 5.0, waited=100.0)
