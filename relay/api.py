@@ -2,7 +2,6 @@
 
 import asyncio
 import logging
-import re
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -12,7 +11,7 @@ from relay.config import Config
 from relay.errors import BadRequest, NotFound
 from relay.events import FINAL_TYPES
 from relay.jobs import JobService, Order
-from relay.model import JobRecord, JobState
+from relay.model import JobRecord, JobState, result_name
 from relay.uploads import PreparedImage
 
 log = logging.getLogger(__name__)
@@ -39,7 +38,6 @@ ENDPOINTS = [
     "GET    /api/nodes                   connected nodes",
     "GET    /healthz                     liveness",
 ]
-_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 """On every image response: a browser must never read node-made bytes as HTML or script."""
 
@@ -203,12 +201,6 @@ async def delete_job(request: web.Request) -> web.Response:
     return web.json_response(service.view(service.cancel(request.match_info["id"])))
 
 
-def _download_name(job: JobRecord) -> str:
-    stem = (job.filename or "").rsplit(".", 1)[0]
-    stem = _SAFE_NAME.sub("_", stem).strip("._-")[:80]
-    return f"{stem or 'stylerelay-' + job.id[:8]}-stylized.png"
-
-
 async def get_result(request: web.Request) -> web.StreamResponse:
     """GET /api/jobs/{id}/result: the PNG, as a download."""
     job = _job(request)
@@ -216,7 +208,7 @@ async def get_result(request: web.Request) -> web.StreamResponse:
         raise NotFound(f"The job has no result ({job.state}).")
     headers = {
         "Content-Type": "image/png",
-        "Content-Disposition": f'attachment; filename="{_download_name(job)}"',
+        "Content-Disposition": f'attachment; filename="{result_name(job.id, job.filename)}"',
         "Cache-Control": "private, max-age=86400, immutable",
         **NOSNIFF,
     }

@@ -54,6 +54,9 @@ class Timeouts:
     free_handbacks: int = 5
     """How often a job may be handed back by nodes that leave on purpose (Bye) before each
     further hand-back counts as an attempt: a job that makes nodes quit still ends."""
+    queue: float = 6 * 3600.0
+    """How long a job may wait in the queue in all (time on a node does not count) before
+    it fails: a job no node can take does not hold its place for ever."""
 
     def stall_limit(self, job: JobSpec) -> float:
         """Seconds allowed between two progress reports: longer for bigger images."""
@@ -151,3 +154,23 @@ def why_waiting(job: JobSpec, nodes: list[NodeInfo], declined_by: dict[str, str]
         reasons = "; ".join(f"{n}: {r}" for n, r in sorted(declined_by.items()))
         return f"Every node that could run it declined ({reasons})."
     return None
+
+
+def waited_too_long(limit: float, why: str | None) -> str:
+    """Why a job failed after waiting `limit` seconds, given `why_waiting`'s words then."""
+    detail = (why or "Every node that could was busy").rstrip(".")
+    # "No node is online; the job starts when one connects." -> "no node is online"; a ";"
+    # inside brackets (the nodes' own reasons for declining) stays.
+    head, sep, _ = detail.partition(";")
+    detail = head if sep and "(" not in head else detail
+    detail = detail[:1].lower() + detail[1:]
+    return f"No node could take this job within {_span(limit)} ({detail}); try again later."
+
+
+def _span(seconds: float) -> str:
+    """6 h, 1.5 h, 20 min, 100 s: a duration as a person says it."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f}".removesuffix(".0") + " h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds:.0f} s"

@@ -67,7 +67,7 @@ class JobService:
         self.blobs = BlobStore(config.data_dir / "files")
         self.bus = EventBus()
         self.scheduler = Scheduler(
-            Timeouts(config.stall_timeout, config.epoch_budget),
+            Timeouts(config.stall_timeout, config.epoch_budget, queue=config.queue_timeout),
             max_slots=config.max_node_slots,
             pause=config.node_pause,
         )
@@ -79,7 +79,7 @@ class JobService:
         self.metrics = Metrics()
         settings = MailSettings.from_config(config)
         self.mailer = (
-            Mailer(settings, self.blobs.read, self.metrics, record=self._record_email)
+            Mailer(settings, self.blobs.read, self.metrics, record=self._record_email, clock=clock)
             if settings
             else None
         )
@@ -91,20 +91,23 @@ class JobService:
     # ---- lifecycle -------------------------------------------------------------------
 
     def recover(self) -> int:
-        """Put every job that was queued or running before a restart back in the queue."""
-        jobs = self.store.recover()
-        now = self.timer()
-        for job in jobs:
-            self._open[job.id] = job
-            self.scheduler.submit(spec_of(job), now, attempts=job.attempts)
-        if jobs:
-            log.info("recovered %d queued job(s) from %s", len(jobs), self.config.data_dir)
+        """Put every job that was queued or running before a restart back in the queue;
+        those that have waited longer than `queue_timeout` since they were made fail."""
+        # Mail first: a job failed below queues its own message, which must not be resumed.
         if self.mailer is not None:
             unsent = self.store.unsent_mail()
-            for job in unsent:
-                self.mailer.notify(job)
+            self.mailer.resume(unsent, self.store.mail_since(self.mailer.since()))
             if unsent:
                 log.info("%d e-mail(s) still to send from before the restart", len(unsent))
+        jobs = self.store.recover()
+        now, wall = self.timer(), self.clock()
+        for job in jobs:
+            self._open[job.id] = job
+            # The store does not know how long the job ran, so all its age counts.
+            waited = max(0.0, wall - job.created)
+            self.apply(self.scheduler.submit(spec_of(job), now, job.attempts, waited))
+        if jobs:
+            log.info("recovered %d queued job(s) from %s", len(jobs), self.config.data_dir)
         return len(jobs)
 
     def close(self) -> None:
@@ -214,7 +217,7 @@ class JobService:
         return view
 
     def email_status(self, job: JobRecord) -> str | None:
-        """pending / sent / failed for a job with an address and a mailer, else None."""
+        """pending / sent / failed / limited for a job with an address and a mailer, else None."""
         if job.email is None or self.mailer is None:
             return None
         if job.email_status is not None:

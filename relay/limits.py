@@ -1,5 +1,7 @@
-"""Per-client rate limit for new jobs: a token bucket per client key, with its own clock."""
+"""Rate limits: new jobs per client (a token bucket on the monotonic timer) and messages per
+recipient (a sliding window on wall time, so it can be rebuilt from stored jobs)."""
 
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,3 +41,39 @@ class RateLimiter:
         stale = [k for k, b in self._buckets.items() if now - b.stamp >= refill]
         for key in stale:
             del self._buckets[key]
+
+
+class SlidingWindow:
+    """Allows `limit` events per key within any `window` seconds; the caller gives the time."""
+
+    PRUNE_EVERY = 256
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        self._events: dict[str, deque[float]] = {}
+        self._takes = 0
+
+    def add(self, key: str, when: float) -> None:
+        """Count an event that happened at `when` (rebuilding the window after a restart)."""
+        self._events.setdefault(key, deque()).append(when)
+
+    def take(self, key: str, now: float) -> bool:
+        """Count one event for `key` now if it is under the limit; False (and not counted)
+        if `limit` events already fall within the window."""
+        self._takes += 1
+        if self._takes % self.PRUNE_EVERY == 0:
+            self.prune(now)
+        events = self._events.setdefault(key, deque())
+        while events and events[0] <= now - self.window:
+            events.popleft()
+        if len(events) >= self.limit:
+            return False
+        events.append(now)
+        return True
+
+    def prune(self, now: float) -> None:
+        """Forget keys whose every event has left the window."""
+        stale = [k for k, e in self._events.items() if not e or e[-1] <= now - self.window]
+        for key in stale:
+            del self._events[key]

@@ -3,13 +3,20 @@
     mailer = Mailer(settings, read_file, metrics, record=store_status)
     task = asyncio.create_task(mailer.run())    # in the app's cleanup_ctx
     mailer.notify(job)                          # from the job service; never blocks
-    mailer.status(job.id)                       # pending / sent / failed
+    mailer.status(job.id)                       # pending / sent / failed / limited
 
 Sending runs `smtplib` in a worker thread, one message at a time, so the job pipeline never
 waits for a mail server. A failed send is tried again after each of `retry_delays`; the
 wait is a timer, so one unreachable server does not hold back the messages behind it.
+Any other error with one message (one that cannot be built, say) fails that message at
+once and is logged; the worker goes on with the next.
 Every status change also goes to `record`, which the relay stores with the job: after a
 restart the status is still shown, and messages that were still pending are sent then.
+
+One address gets at most `per_recipient_hour` messages in any hour (counted on the address
+in lower case, by wall time); beyond that the job's e-mail status is `limited` and nothing
+is sent. The count is kept in memory and rebuilt at start from the stored jobs' e-mail
+statuses and finish times (`resume`), so a restart does not reset it.
 """
 
 import asyncio
@@ -18,21 +25,24 @@ import enum
 import logging
 import smtplib
 import ssl
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from email.message import EmailMessage
 from email.utils import make_msgid
 
 from relay.config import Config
+from relay.limits import SlidingWindow
 from relay.logs import event
 from relay.metrics import Metrics
-from relay.model import JobRecord, JobState
+from relay.model import JobRecord, JobState, result_name
 
 log = logging.getLogger(__name__)
 
 RETRY_DELAYS = (5.0, 30.0, 120.0)
 SMTP_TIMEOUT = 30.0
 MAX_STATUSES = 10_000
+RECIPIENT_WINDOW = 3600.0
 
 
 class EmailStatus(enum.StrEnum):
@@ -41,6 +51,8 @@ class EmailStatus(enum.StrEnum):
     PENDING = "pending"
     SENT = "sent"
     FAILED = "failed"
+    LIMITED = "limited"
+    """Not sent: the address already had its messages for this hour."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +67,7 @@ class MailSettings:
     password: str | None = field(default=None, repr=False)
     starttls: bool = True
     attach_max_bytes: int = 5 * 1024 * 1024
+    per_recipient_hour: int = 3
 
     @classmethod
     def from_config(cls, config: Config) -> "MailSettings | None":
@@ -70,6 +83,7 @@ class MailSettings:
             password=config.smtp_password,
             starttls=config.smtp_starttls,
             attach_max_bytes=int(config.smtp_attach_max_mb * 1024 * 1024),
+            per_recipient_hour=config.mail_per_recipient_hour,
         )
 
 
@@ -113,9 +127,14 @@ def build_message(settings: MailSettings, notice: Notice, png: bytes | None) -> 
         )
     msg.set_content(body)
     if png is not None:
-        stem = (notice.filename or "stylerelay").rsplit(".", 1)[0] or "stylerelay"
-        msg.add_attachment(png, maintype="image", subtype="png", filename=f"{stem}-styled.png")
+        name = result_name(notice.job_id, notice.filename)
+        msg.add_attachment(png, maintype="image", subtype="png", filename=name)
     return msg
+
+
+def recipient_key(address: str) -> str:
+    """The address as the per-recipient limit counts it: trimmed, in lower case."""
+    return address.strip().lower()
 
 
 def send_message(settings: MailSettings, message: EmailMessage) -> None:
@@ -136,10 +155,13 @@ class Mailer:
         settings: MailSettings,
         read_file: Callable[[str], bytes],
         metrics: Metrics,
+        *,
         retry_delays: Sequence[float] = RETRY_DELAYS,
         record: Callable[[str, EmailStatus], None] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self.clock = clock
         self.record = record
         self.read_file = read_file
         self.metrics = metrics
@@ -148,6 +170,7 @@ class Mailer:
         self._statuses: dict[str, EmailStatus] = {}
         self._timers: set[asyncio.TimerHandle] = set()
         self._sending = 0
+        self._recipients = SlidingWindow(settings.per_recipient_hour, RECIPIENT_WINDOW)
 
     @property
     def waiting(self) -> int:
@@ -159,16 +182,46 @@ class Mailer:
         return self._statuses.get(job_id)
 
     def notify(self, job: JobRecord) -> None:
-        """Queue the message for a job that ended; cancelled jobs and no address: nothing."""
+        """Queue the message for a job that ended (or mark it `limited` if its address had
+        enough this hour); cancelled jobs and no address: nothing."""
         if job.email is None or job.state not in (JobState.DONE, JobState.FAILED):
             return
-        if len(self._statuses) >= MAX_STATUSES:
-            self._statuses.pop(next(iter(self._statuses)))
+        if not self._recipients.take(recipient_key(job.email), self.clock()):
+            self._set(job.id, EmailStatus.LIMITED)
+            self.metrics.mails["limited"] += 1
+            event(
+                log,
+                "email_limited",
+                "e-mail for job %s not sent: its address had %d this hour",
+                job.id,
+                self.settings.per_recipient_hour,
+                level=logging.WARNING,
+                job=job.id,
+            )
+            return
+        self._queue_notice(job)
+
+    def resume(self, pending: Iterable[JobRecord], sent: Iterable[tuple[str, float]]) -> None:
+        """After a restart: count the messages of the last hour (`sent`: address and time,
+        from `since()` on, `pending` ones included) and queue the `pending` ones again."""
+        for address, when in sent:
+            self._recipients.add(recipient_key(address), when)
+        for job in pending:
+            self._queue_notice(job)
+
+    def since(self) -> float:
+        """From when messages still count against their address's hourly limit."""
+        return self.clock() - RECIPIENT_WINDOW
+
+    def _queue_notice(self, job: JobRecord) -> None:
+        assert job.email is not None
         self._set(job.id, EmailStatus.PENDING)
         notice = Notice(job.id, job.email, job.state, job.error, job.result_file, job.filename)
         self._queue.put_nowait(notice)
 
     def _set(self, job_id: str, status: EmailStatus) -> None:
+        if job_id not in self._statuses and len(self._statuses) >= MAX_STATUSES:
+            self._statuses.pop(next(iter(self._statuses)))
         self._statuses[job_id] = status
         if self.record is not None:
             self.record(job_id, status)
@@ -181,6 +234,8 @@ class Mailer:
                 self._sending = 1
                 try:
                     await self._send(notice)
+                except Exception as exc:  # one bad message must not silence the rest
+                    self._give_up(notice, exc)
                 finally:
                     self._sending = 0
         finally:
@@ -233,15 +288,20 @@ class Mailer:
             timer = loop.call_later(delay, requeue)
             self._timers.add(timer)
             return
-        self._set(notice.job_id, EmailStatus.FAILED)
-        self.metrics.mails["failed"] += 1
+        self._give_up(notice, exc)
+
+    def _give_up(self, notice: Notice, exc: Exception) -> None:
+        """The message will not be sent: after its last retry, or an error no retry mends."""
         event(
             log,
             "email_failed",
-            "e-mail for job %s failed after %d attempts: %s",
+            "e-mail for job %s failed after %d attempts: %s: %s",
             notice.job_id,
             notice.attempt + 1,
+            type(exc).__name__,
             exc,
             level=logging.ERROR,
             job=notice.job_id,
         )
+        self.metrics.mails["failed"] += 1
+        self._set(notice.job_id, EmailStatus.FAILED)

@@ -2,6 +2,7 @@
 running job has reported so far (memory only)."""
 
 import enum
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +11,7 @@ from relay.dispatch import JobSpec
 
 METHODS = ("gatys", "fast", "arbitrary")
 """Every style method a node may offer; anything else is refused as unknown."""
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class JobState(enum.StrEnum):
@@ -62,7 +64,8 @@ class JobRecord:
     result_file: str | None = None
     preview_file: str | None = None
     email_status: str | None = None
-    """pending / sent / failed once the job ended with an address and mail is set up."""
+    """pending / sent / failed / limited once the job ended with an address and mail is
+    set up (`relay.mailer.EmailStatus`)."""
 
     @property
     def pixels(self) -> int:
@@ -85,6 +88,16 @@ class Live:
     losses: dict[str, float] | None = None
     preview: bytes | None = None
     previews: int = 0
+
+
+def result_name(job_id: str, filename: str | None) -> str:
+    """The file name of a job's result, as downloaded and as attached to its e-mail.
+
+    `filename` is whatever the person sent: only letters, digits and `._-` of its stem are
+    kept, so the name is safe in any header (no quotes, no line breaks) and on any disk.
+    """
+    stem = _UNSAFE_NAME.sub("_", (filename or "").rsplit(".", 1)[0]).strip("._-")[:80]
+    return f"{stem or 'stylerelay-' + job_id[:8]}-stylized.png"
 
 
 def spec_of(job: JobRecord) -> JobSpec:

@@ -38,8 +38,14 @@ MAX_JSON_PUNCTUATION = 256
 # Longer JSON numbers are out of range for every field; not converted (Python's int() is
 # quadratic in the digits), only named.
 MAX_NUMBER_CHARS = 64
-MAX_EMAIL_CHARS = 254
-_EMAIL = re.compile(r"^[^@\s<>\"]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+MAX_EMAIL = 254
+MAX_EMAIL_LOCAL = 64
+# One plain mailbox: a dot-atom local part without what makes lists, display names, comments,
+# quoting or routes (`,;:()<>[]"\`, spaces, control characters, and the `%` and `!` of old
+# relay routes), at an ASCII domain of two or more labels.
+_ATOM = r"[A-Za-z0-9#$&'*+/=?^_`{|}~-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+")
 _PART_NAME = re.compile(r';\s*name="([A-Za-z0-9_\[\]-]*)"')
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,")
 _TRUE = {"1", "true", "yes", "on"}
@@ -409,6 +415,27 @@ def _styles(raw: RawOrder, method: str, fast_known: set[str]) -> tuple[StyleChoi
     return tuple(StyleChoice(i, w) for i, w in zip(raw.style_ids, weights, strict=True))
 
 
+def check_email(value: Any) -> str | None:
+    """One plain address (trimmed), None for none; BadRequest for anything else: several
+    addresses, a display name, quoting, spaces or control characters, or too long."""
+    if value is None:
+        return None
+    address = value.strip() if type(value) is str else None
+    if address is not None and (
+        len(address) > MAX_EMAIL or len(address.split("@")[0]) > MAX_EMAIL_LOCAL
+    ):
+        raise BadRequest(
+            f"The e-mail address is too long: at most {MAX_EMAIL} characters, "
+            f"{MAX_EMAIL_LOCAL} before the @."
+        )
+    if address is None or not _EMAIL.fullmatch(address):
+        raise BadRequest(
+            f"The e-mail address {_shown(value)} does not look right; give one plain address "
+            "like name@example.org."
+        )
+    return address
+
+
 def check(raw: RawOrder, config: Config, fast_known: set[str]) -> Checked:
     """Check everything but the images; raise BadRequest naming the first problem."""
     fields = dict(raw.fields)
@@ -440,11 +467,7 @@ def check(raw: RawOrder, config: Config, fast_known: set[str]) -> Checked:
     for name, kind in PARAMS.items():
         if fields.get(name) not in (None, ""):
             params[name] = _param(name, kind, fields[name])
-    email = fields.get("email") or None
-    if email is not None and (
-        type(email) is not str or len(email) > MAX_EMAIL_CHARS or not _EMAIL.match(email.strip())
-    ):
-        raise BadRequest(f"The e-mail address {_shown(email)} does not look right.")
+    email = check_email(fields.get("email") or None)
     filename = fields.get("filename") or None
     if filename is not None:
         if type(filename) is not str:
@@ -459,7 +482,7 @@ def check(raw: RawOrder, config: Config, fast_known: set[str]) -> Checked:
         epochs=epochs if method == "gatys" else 1,
         size=size,
         params=params,
-        email=email.strip() if email else None,
+        email=email,
         filename=filename,
     )
 

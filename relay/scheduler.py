@@ -21,6 +21,9 @@ and to the job's subscribers.
   job only when no such node exists (a second opinion: a liar cannot fail jobs outright).
 - Rest: a node whose jobs keep failing while others finish theirs gets no new jobs for a
   while (the rule is in `relay.reputation`).
+- Waiting: a job may wait `timeouts.queue` seconds in all (a recovered job brings the time
+  it has waited already); a queued job past that fails, with why no node took it. Time on
+  a node does not count: a job that goes back to the queue keeps the wait it had left.
 """
 
 import secrets
@@ -37,6 +40,7 @@ from relay.dispatch import (
     SendOffer,
     Timeouts,
     fits,
+    waited_too_long,
     why_waiting,
 )
 from relay.reputation import Reputation
@@ -54,6 +58,8 @@ class _Lease:
 @dataclass
 class _Job:
     spec: JobSpec
+    wait_until: float
+    """When it fails if still queued; pushed back by the time it spends on a node."""
     attempts: int = 0
     handbacks: int = 0
     lease: _Lease | None = None
@@ -174,11 +180,19 @@ class Scheduler:
 
     # ---- events ----------------------------------------------------------------------
 
-    def submit(self, job: JobSpec, now: float, attempts: int = 0) -> list[Action]:
-        """A new (or recovered) job joins the back of its client's queue."""
+    def submit(
+        self, job: JobSpec, now: float, attempts: int = 0, waited: float = 0.0
+    ) -> list[Action]:
+        """A new (or recovered) job joins the back of its client's queue; one recovered
+        after it has `waited` its whole allowance fails at once."""
         if job.id in self._jobs:
             raise ValueError(f"job {job.id} is already scheduled")
-        self._jobs[job.id] = _Job(job, attempts)
+        wait_until = now + self.timeouts.queue - waited
+        if now >= wait_until:
+            infos = [n.info for n in self._nodes.values() if not n.draining]
+            why = why_waiting(job, infos, {})
+            return [Failed(job.id, waited_too_long(self.timeouts.queue, why))]
+        self._jobs[job.id] = _Job(job, wait_until, attempts)
         self._queues.setdefault(job.client, deque()).append(job.id)
         self._open[job.client] = self._open.get(job.client, 0) + 1
         return self._dispatch(now)
@@ -285,7 +299,7 @@ class Scheduler:
             self._stopping(node, lease, now, self.timeouts.busy_pause)
         else:
             entry.declined_by[node] = reason
-        self._release(job_id)
+        self._release(job_id, now)
         self._requeue_front(entry)
         return self._dispatch(now)
 
@@ -316,11 +330,16 @@ class Scheduler:
             entry.stopping[lease] = now + (self.timeouts.stop_grace if grace is None else grace)
 
     def tick(self, now: float) -> list[Action]:
-        """Check the clock: end leases that went silent or ran past their deadline."""
+        """Check the clock: end leases that went silent or ran past their deadline, and
+        fail queued jobs that have waited too long."""
         actions: list[Action] = []
         for job_id, entry in list(self._jobs.items()):
             lease = entry.lease
             if lease is None:
+                if now > entry.wait_until:
+                    reason = waited_too_long(self.timeouts.queue, self.why_waiting(job_id))
+                    self._forget(job_id)
+                    actions.append(Failed(job_id, reason))
                 continue
             if now > lease.silent_until:
                 limit = self.timeouts.stall_limit(entry.spec)
@@ -360,13 +379,14 @@ class Scheduler:
                 self._forget(job_id)
                 why = f"Gave up after {entry.attempts} attempts; last: {reason}."
                 return [Failed(job_id, why, entry.attempts)]
-        self._release(job_id)
+        self._release(job_id, now)
         self._requeue_front(entry)
         return [Requeued(job_id, entry.attempts, reason)]
 
-    def _release(self, job_id: str) -> None:
+    def _release(self, job_id: str, now: float) -> None:
         entry = self._jobs[job_id]
         if entry.lease is not None:
+            entry.wait_until += now - entry.lease.started
             node = self._nodes.get(entry.lease.node)
             if node is not None:
                 node.jobs.discard(job_id)

@@ -204,6 +204,17 @@ class JobStore:
         rows = self._db.execute("SELECT * FROM jobs WHERE email_status = 'pending' ORDER BY seq")
         return [_decode(row) for row in rows]
 
+    def mail_since(self, since: float) -> list[tuple[str, float]]:
+        """(address, finish time) of each job that finished from `since` on and whose
+        e-mail went out or was meant to (pending, sent or failed), oldest first."""
+        self.commit()
+        rows = self._db.execute(
+            "SELECT email, finished FROM jobs WHERE email_status IN ('pending', 'sent', 'failed')"
+            " AND email IS NOT NULL AND finished >= ? ORDER BY finished",
+            (since,),
+        )
+        return [(row["email"], row["finished"]) for row in rows]
+
     def expired(self, finished_before: float) -> list[JobRecord]:
         """Final jobs that finished before the given time."""
         self.commit()

@@ -112,7 +112,7 @@ async def test_done_job_mails_a_link_and_the_picture(start: Start, smtp: tuple[I
     assert body is not None
     assert f"https://relay.example.org/api/jobs/{job['id']}/result" in body.get_content()
     [attachment] = list(message.iter_attachments())
-    assert attachment.get_filename() == "cat-styled.png"
+    assert attachment.get_filename() == "cat-stylized.png"  # named as the download is
     assert attachment.get_content() == result
 
 
