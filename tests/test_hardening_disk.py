@@ -411,3 +411,37 @@ async def test_a_result_that_cannot_be_stored_requeues_without_an_attempt(
         while (await (await client.get(f"/api/jobs/{job['id']}")).json())["state"] != "done":
             await asyncio.sleep(0.02)
     assert await (await client.get(f"/api/jobs/{job['id']}/result")).read() == result
+
+
+async def test_a_done_never_stored_is_named_at_shutdown_and_the_relay_restarts_full(
+    aiohttp_client: AiohttpClient,
+    tiny_disk: Path,
+    clock: FakeClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = make_config(tiny_disk)
+    client = await aiohttp_client(init(config, clock, clock))
+    job = await created(client, noise())
+    svc = service(client)
+    node = FakeNode.connect(svc.hub)
+    offer = await node.offer()
+    fill(tiny_disk)
+    with reader_snapshot(config.data_dir / "jobs.sqlite3"):
+        assert await svc.hub.result(
+            node.handle,
+            offer.job_id,
+            offer.lease,
+            offer.content_png,
+            width=offer.width,
+            height=offer.height,
+        )
+        await client.close()
+    assert f"job(s) {job['id']} are as last stored" in caplog.text
+
+    # Still full: the relay starts anyway, serves what it has, and runs the job again.
+    client = await aiohttp_client(init(config, clock, clock))
+    body = await (await client.get(f"/api/jobs/{job['id']}")).json()
+    assert body["state"] == "queued"
+    assert (await (await client.get("/healthz")).json())["status"] in {"ok", "degraded"}
+    again = FakeNode.connect(service(client).hub)
+    assert (await again.offer()).job_id == job["id"]
