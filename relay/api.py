@@ -8,6 +8,7 @@ from aiohttp import WSMsgType, web
 
 from relay import clients, gallery, orders, uploads
 from relay.config import Config
+from relay.disk import kept_files
 from relay.errors import BadRequest, NotFound
 from relay.events import FINAL_TYPES
 from relay.jobs import JobService, Order
@@ -36,7 +37,7 @@ ENDPOINTS = [
     "GET    /api/jobs/{id}/style/{n}     style image n as sent to the node",
     "DELETE /api/jobs/{id}               cancel a job",
     "GET    /api/nodes                   connected nodes",
-    "GET    /healthz                     liveness",
+    "GET    /healthz                     liveness, and whether the disk is full",
 ]
 NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 """On every image response: a browser must never read node-made bytes as HTML or script."""
@@ -240,6 +241,8 @@ async def get_input(request: web.Request) -> web.StreamResponse:
         sha = job.style_files[index]
     else:
         sha = job.content_file
+    if sha not in kept_files(job):
+        raise NotFound(f"The job's images were deleted when it ended ({job.state}).")
     headers = {"Content-Type": "image/png", "Cache-Control": "private, max-age=86400", **NOSNIFF}
     return web.FileResponse(service.blobs.path(sha), headers=headers)
 
@@ -288,11 +291,14 @@ async def get_nodes(request: web.Request) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """GET /healthz: the relay is up; a few counts."""
+    """GET /healthz: the relay is up (200 even when degraded: it still serves results);
+    whether its disk takes writes; a few counts."""
     service = _service(request)
     scheduler = service.scheduler
+    disk = service.disk.state()
     body = {
-        "status": "ok",
+        "status": "ok" if disk == "ok" else "degraded",
+        "disk": disk,
         "nodes": len(scheduler.nodes()),
         "queued": scheduler.queued,
         "running": scheduler.running,

@@ -16,7 +16,14 @@ from aiohttp import WSCloseCode, web
 import web as web_package
 from relay import api, status
 from relay.config import Config
-from relay.errors import ApiError, NotFound, QueueFull, TooLarge, TooManyRequests
+from relay.errors import (
+    ApiError,
+    InsufficientStorage,
+    NotFound,
+    QueueFull,
+    TooLarge,
+    TooManyRequests,
+)
 from relay.jobs import JobService
 from relay.nodelink import NodeListener
 from relay.orders import too_large_body
@@ -52,6 +59,8 @@ def _count_rejection(request: web.Request, exc: Exception) -> None:
             reason = "rate_limited"
         case QueueFull():
             reason = "queue_full"
+        case InsufficientStorage():
+            reason = "disk_full"
         case _:
             reason = "bad_request"
     service.metrics.upload_rejected(reason)

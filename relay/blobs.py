@@ -2,24 +2,55 @@
 
 No name here ever comes from a user or a node: a path is derived only from a digest that
 this module computed, so no upload can reach outside `<data dir>/files`.
+
+Files are shared: one prepared gallery painting serves every job that uses it at that size.
+Whoever writes a file holds it (`put`) until the job that refers to it is recorded, then
+lets go (`release`); `collect` deletes only files that nobody holds and no live job refers
+to, under the same lock as `put`, so it never races a writer (no age-based grace needed).
+The store also keeps the size of each file and their total, so the quota and the disk cap
+are known without walking the tree (`scan` walks it once, at start-up).
 """
 
+import contextlib
+import errno
 import hashlib
+import logging
 import os
 import re
+import threading
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Container, Iterable
 from pathlib import Path
 
+log = logging.getLogger(__name__)
+
 _SHA = re.compile(r"^[0-9a-f]{64}$")
+_NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def no_space(exc: OSError) -> bool:
+    """Whether a failed write failed for lack of space (a full disk or a quota)."""
+    return exc.errno in _NO_SPACE
 
 
 class BlobStore:
-    """Content-addressed files: `put` returns a digest, `path` finds the file again."""
+    """Content-addressed files: `put` returns a digest, `path` finds the file again.
+
+    `put` and `collect` may run in worker threads; everything else runs on the loop.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._held: Counter[str] = Counter()
+        self._sizes: dict[str, int] = {}
+        self.total = 0
+        """Bytes of every file in the store."""
+        self.failing: OSError | None = None
+        """The last write's error, until a write succeeds or a collection frees space."""
+        self.scan()
 
     def path(self, sha: str) -> Path:
         """Where the file with this digest lives (it may not exist)."""
@@ -28,18 +59,45 @@ class BlobStore:
         return self.root / sha[:2] / sha
 
     def put(self, data: bytes) -> str:
-        """Store `data` (blocking; call it off the event loop for large files)."""
+        """Store `data` and hold it until `release` (blocking; off the loop when large).
+
+        Raises OSError (ENOSPC on a full disk) with nothing left behind and nothing held.
+        """
         sha = hashlib.sha256(data).hexdigest()
         path = self.path(sha)
-        if path.exists():
-            # Fresh mtime: the sweeper spares young unreferenced files (see `collect`).
-            os.utime(path)
-            return sha
-        path.parent.mkdir(exist_ok=True)
+        with self._lock:
+            self._held[sha] += 1
+            if sha in self._sizes:
+                return sha
         tmp = path.with_name(f"{sha}.{os.getpid()}.{time.monotonic_ns()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        try:
+            path.parent.mkdir(exist_ok=True)
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            self.release([sha])
+            self.failing = exc
+            raise
+        with self._lock:
+            if sha not in self._sizes:
+                self._sizes[sha] = len(data)
+                self.total += len(data)
+        self.failing = None
         return sha
+
+    def release(self, shas: Iterable[str]) -> None:
+        """Let go of files `put` held: from now on only a live job's reference keeps them."""
+        with self._lock:
+            for sha in shas:
+                self._held[sha] -= 1
+                if self._held[sha] <= 0:
+                    del self._held[sha]
+
+    def size(self, sha: str) -> int:
+        """Bytes of a stored file (0 if it is not there)."""
+        return self._sizes.get(sha, 0)
 
     def read(self, sha: str) -> bytes:
         """The bytes of a stored file (blocking)."""
@@ -49,24 +107,39 @@ class BlobStore:
         """Whether the file is present."""
         return self.path(sha).exists()
 
-    def collect(self, keep: Iterable[str], older_than: float) -> int:
-        """Delete files not in `keep` last touched before `older_than`; return how many.
-
-        The age test protects a file written for a job whose row is not in the database
-        yet; anything else unreferenced (a crash between the two) goes on a later sweep.
-        """
-        keep_set = set(keep)
-        removed = 0
+    def scan(self) -> int:
+        """Walk the store once (at start-up): learn every file's size, drop unfinished
+        writes a crash left behind; return the total bytes."""
+        sizes: dict[str, int] = {}
         for sub in self.root.iterdir():
             if not sub.is_dir():
                 continue
             for path in sub.iterdir():
-                if path.name in keep_set:
+                if _SHA.match(path.name):
+                    sizes[path.name] = path.stat().st_size
+                elif path.name.endswith(".tmp"):
+                    path.unlink(missing_ok=True)
+        with self._lock:
+            self._sizes = sizes
+            self.total = sum(sizes.values())
+        return self.total
+
+    def collect(self, live: Container[str]) -> int:
+        """Delete every file neither held nor in `live`; return how many (blocking)."""
+        removed = 0
+        for sha in list(self._sizes):
+            with self._lock:
+                if sha in self._held or sha in live or sha not in self._sizes:
                     continue
                 try:
-                    if path.stat().st_mtime < older_than:
-                        path.unlink()
-                        removed += 1
+                    self.path(sha).unlink()
                 except FileNotFoundError:
+                    pass
+                except OSError as exc:
+                    log.error("could not delete %s: %s", sha, exc)
                     continue
+                self.total -= self._sizes.pop(sha)
+                removed += 1
+        if removed:
+            self.failing = None  # space was freed: the next write will tell
         return removed

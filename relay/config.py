@@ -177,7 +177,7 @@ class Config:
     stall_timeout: float = 120.0
     epoch_budget: float = 30.0
     tick_interval: float = 1.0
-    sweep_interval: float = 60.0
+    sweep_interval: float = 30.0
     trusted_proxy: tuple[str, ...] = ()
     """Networks of reverse proxies whose X-Forwarded-For is believed; empty: none."""
     allowed_origins: tuple[str, ...] = ()
@@ -279,7 +279,10 @@ SETTINGS: dict[str, tuple[Cast, str]] = {
     "stall_timeout": (_duration, "silence allowed from a busy node per job (default 120s)"),
     "epoch_budget": (_duration, "seconds allowed per epoch per megapixel (default 30)"),
     "tick_interval": (_duration, "how often timeouts are checked (default 1s)"),
-    "sweep_interval": (_duration, "how often expired results are deleted (default 60s)"),
+    "sweep_interval": (
+        _duration,
+        "how often expired results and ended jobs' images are deleted (default 30s)",
+    ),
     "trusted_proxy": (
         _networks,
         "reverse proxies (IPs or CIDRs, comma-separated) whose X-Forwarded-For is believed "

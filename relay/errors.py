@@ -3,13 +3,15 @@
     RelayError                 base: every error the relay reports to a person
     ├── ConfigError            a flag or STYLERELAY_* variable is missing or malformed
     ├── TokenError             a node token cannot be added, found or revoked
+    ├── StoreError             a new job could not be written to the database (disk full)
     └── ApiError               an HTTP request is refused; carries the status code
         ├── BadRequest         400: unknown style or method, bad parameter, unusable image
         ├── NotFound           404: no such job (or its result has expired)
         ├── Conflict           409: the job is not in a state that allows this
         ├── TooLarge           413: an upload is over the byte cap
         ├── TooManyRequests    429: rate limit or too many open jobs from one client
-        └── QueueFull          503: the queue is at capacity; carries Retry-After
+        ├── QueueFull          503: the queue is at capacity; carries Retry-After
+        └── InsufficientStorage 507: the relay's disk is full or at its cap
 
 Each carries a message a person can read; the API answers it as JSON `{"error": "..."}`.
 """
@@ -25,6 +27,10 @@ class ConfigError(RelayError):
 
 class TokenError(RelayError):
     """A node token cannot be added, found or revoked."""
+
+
+class StoreError(RelayError):
+    """A new job could not be written to the database (a full disk, say)."""
 
 
 class ApiError(RelayError):
@@ -76,3 +82,9 @@ class QueueFull(ApiError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message, {"Retry-After": str(retry_after)})
         self.retry_after = retry_after
+
+
+class InsufficientStorage(ApiError):
+    """507: the relay cannot store anything more now (its disk is full or at its cap)."""
+
+    status = 507

@@ -241,16 +241,30 @@ class NodeHub:
         if not self._holds(handle, job_id, lease):
             return False
         preview = service.live[job_id].preview
-        result_file = await off_loop(len(png), service.blobs.put, png)
-        preview_file = await off_loop(len(preview), service.blobs.put, preview) if preview else None
+        try:
+            result_file, preview_file = await service.put_result(png, preview)
+        except OSError as exc:
+            return self._not_stored(handle, job_id, lease, exc)
         # The lease may have ended while the files were written.
         if not self._holds(handle, job_id, lease):
+            service.blobs.release(f for f in (result_file, preview_file) if f)
             return False
         job = service.get(job_id)
         self._measure(handle.name, job, service.clock())
         service.finish_done(job, result_file, preview_file)
         service.apply(service.scheduler.finished(handle.name, job_id, lease, service.timer()))
         return True
+
+    def _not_stored(self, handle: NodeHandle, job_id: str, lease: str, exc: OSError) -> bool:
+        """The relay could not write the result (a full disk): not the node's fault, so the
+        job goes back to the queue without using up an attempt, and the node stays."""
+        log.error("job %s: the result of node %s could not be stored: %s", job_id, handle.name, exc)
+        service = self._service
+        reason = f"the relay could not store the result ({exc.strerror})"
+        service.apply(
+            service.scheduler.not_stored(handle.name, job_id, lease, reason, service.timer())
+        )
+        return False
 
     def failed(
         self,

@@ -8,15 +8,26 @@ which the service owns (`service.hub`) and which calls back into `apply`.
 import asyncio
 import logging
 import secrets
+import sqlite3
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from relay import gallery
-from relay.blobs import BlobStore
+from relay.blobs import BlobStore, no_space
 from relay.config import Config
+from relay.disk import DISK_FULL, Disk
 from relay.dispatch import Action, Failed, NodePaused, Requeued, SendCancel, SendOffer, Timeouts
-from relay.errors import Conflict, NotFound, QueueFull, TooManyRequests
+from relay.errors import (
+    ApiError,
+    Conflict,
+    InsufficientStorage,
+    NotFound,
+    QueueFull,
+    StoreError,
+    TooManyRequests,
+)
 from relay.events import EventBus
 from relay.hub import NodeHub
 from relay.imagecheck import ImageChecker
@@ -33,8 +44,6 @@ from relay.views import job_view
 
 log = logging.getLogger(__name__)
 
-# Unreferenced files younger than this are kept: their job row may not be written yet.
-ORPHAN_GRACE = 600.0
 PAINTING_CACHE = 32
 
 
@@ -65,6 +74,7 @@ class JobService:
         """Monotonic time: leases, heartbeats and rate limits, untouched by clock changes."""
         self.store = JobStore(config.data_dir / "jobs.sqlite3")
         self.blobs = BlobStore(config.data_dir / "files")
+        self.disk = Disk(config, self.blobs, self.store)
         self.bus = EventBus()
         self.scheduler = Scheduler(
             Timeouts(config.stall_timeout, config.epoch_budget, queue=config.queue_timeout),
@@ -87,6 +97,8 @@ class JobService:
         self._paintings: dict[tuple[str, int], PreparedImage] = {}
         # Queued and running jobs, also kept here: nodes and pages ask about them often.
         self._open: dict[str, JobRecord] = {}
+        # Jobs being written to the database, by client: admitted, not yet queued.
+        self._adding: Counter[str] = Counter()
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -100,6 +112,8 @@ class JobService:
             if unsent:
                 log.info("%d e-mail(s) still to send from before the restart", len(unsent))
         jobs = self.store.recover()
+        for stored in self.store.all():
+            self.disk.usage.refer(stored, self.blobs.size)
         now, wall = self.timer(), self.clock()
         for job in jobs:
             self._open[job.id] = job
@@ -118,18 +132,20 @@ class JobService:
     # ---- admission -------------------------------------------------------------------
 
     def check_admission(self, client: str) -> None:
-        """Refuse early when this client may not add a job now (429) or the queue is full (503)."""
-        if self.scheduler.open_jobs(client) >= self.config.max_open_jobs:
+        """Refuse early when this client may not add a job now (429), the queue is full
+        (503) or the disk is (507)."""
+        if self.scheduler.open_jobs(client) + self._adding[client] >= self.config.max_open_jobs:
             raise TooManyRequests(
                 f"You already have {self.config.max_open_jobs} jobs queued or running; "
                 "wait for one to finish or cancel one."
             )
-        if self.scheduler.queued >= self.config.queue_capacity:
+        if self.scheduler.queued + self._adding.total() >= self.config.queue_capacity:
             raise QueueFull(
                 f"The queue is full ({self.config.queue_capacity} jobs waiting); "
                 f"try again in {self.config.retry_after} s.",
                 self.config.retry_after,
             )
+        self.disk.check(client, 0)
 
     def check_rate(self, client: str) -> None:
         """Take one new-job token for this client, or refuse with 429."""
@@ -143,12 +159,18 @@ class JobService:
             )
 
     async def submit(self, client: str, order: Order) -> JobRecord:
-        """Store a checked order's images and row, and queue it."""
+        """Store a checked order's images and row, and queue it (only once it is stored)."""
         images = [order.content.png, *(s.png for s in order.style_images)]
         size = sum(len(data) for data in images)
-        shas = await off_loop(size, lambda: [self.blobs.put(data) for data in images])
-        # The queue may have filled while the images were written.
-        self.check_admission(client)
+        self.disk.check(client, size)
+        shas = await off_loop(size, self._put_all, images)
+        try:
+            self.disk.check_quota(client, shas)
+            # The queue may have filled while the images were written.
+            self.check_admission(client)
+        except ApiError:
+            self.blobs.release(shas)
+            raise
         job = JobRecord(
             id=secrets.token_urlsafe(16),
             client=client,
@@ -164,8 +186,44 @@ class JobService:
             filename=order.filename,
             created=self.clock(),
         )
-        self.store.insert(job)
-        self._open[job.id] = job
+        # Shielded: once its row is on the way, the job is queued even if the request is
+        # cancelled meanwhile; it must not exist in the database alone.
+        await asyncio.shield(self._admit(job, shas))
+        return self.get(job.id)
+
+    def _put_all(self, images: list[bytes]) -> list[str]:
+        """Write (and hold) the images; 507 with none held if one cannot be written."""
+        shas: list[str] = []
+        try:
+            for data in images:
+                shas.append(self.blobs.put(data))
+        except OSError as exc:
+            self.blobs.release(shas)
+            log.error("could not store a new job's images: %s", exc)
+            if no_space(exc):
+                raise InsufficientStorage(DISK_FULL) from exc
+            raise InsufficientStorage(
+                f"The relay could not store the images ({exc.strerror}); it cannot take "
+                "new jobs now."
+            ) from exc
+        return shas
+
+    async def _admit(self, job: JobRecord, shas: list[str]) -> None:
+        """Write the job's row; then, and only then, it exists: counted, queued, offered.
+        A row the database did not take means no job (507), not one in memory alone."""
+        self._adding[job.client] += 1
+        try:
+            await self.store.add(job)
+            self._open[job.id] = job
+            self.disk.usage.refer(job, self.blobs.size)
+        except StoreError as exc:
+            log.error("job %s refused: %s", job.id, exc)
+            raise InsufficientStorage(DISK_FULL) from exc
+        finally:
+            self._adding[job.client] -= 1
+            if not self._adding[job.client]:
+                del self._adding[job.client]
+            self.blobs.release(shas)
         log_event(
             log,
             "job_queued",
@@ -179,9 +237,6 @@ class JobService:
             pixels=job.pixels,
         )
         self.apply(self.scheduler.submit(spec_of(job), self.timer()))
-        # Stored before its client hears of it (one commit for all jobs of this loop turn).
-        await self.store.committed()
-        return self.get(job.id)
 
     async def painting(self, painting: gallery.Painting, size: int) -> PreparedImage:
         """A gallery painting prepared at `size` (cached: the same few sizes recur)."""
@@ -264,14 +319,22 @@ class JobService:
         self.hub.check_silence(self.config.heartbeat_interval)
         self.apply(self.scheduler.tick(self.timer()))
         self.limiter.prune()
+        if self.store.unsaved:  # changes a full disk refused: try again
+            self.store.commit()
 
     async def sweep(self) -> int:
-        """Delete finished jobs older than the result TTL and files nobody refers to."""
+        """Delete finished jobs older than the result TTL, and every file no live job keeps
+        (see `relay.disk`): inputs of cancelled and failed jobs go at the next sweep."""
         now = self.clock()
         expired = self.store.expired(now - self.config.result_ttl)
-        self.store.delete(job.id for job in expired)
-        keep = await asyncio.to_thread(self.store.referenced_files)
-        removed = await asyncio.to_thread(self.blobs.collect, keep, now - ORPHAN_GRACE)
+        try:
+            self.store.delete(job.id for job in expired)
+        except sqlite3.Error as exc:  # a full disk: still free what the files hold
+            log.error("could not delete %d expired job(s): %s", len(expired), exc)
+            expired = []
+        for job in expired:
+            self.disk.usage.forget(job.id)
+        removed = await asyncio.to_thread(self.blobs.collect, self.disk.usage)
         if expired or removed:
             log.info("swept %d expired job(s), %d file(s)", len(expired), removed)
         return len(expired)
@@ -364,20 +427,43 @@ class JobService:
         if job is not None:
             self._open[job_id] = replace(job, **fields)
 
-    def finish_done(self, job: JobRecord, result_file: str, preview_file: str | None) -> None:
-        """Record a delivered result (the hub has stored the files)."""
-        self._finish(job, JobState.DONE, result_file=result_file, preview_file=preview_file)
+    async def put_result(self, png: bytes, preview: bytes | None) -> tuple[str, str | None]:
+        """Write (and hold) a result and its preview; OSError, with nothing held, if not.
+        `finish_done` lets go of them once the job refers to them."""
+        result_file = await off_loop(len(png), self.blobs.put, png)
+        try:
+            preview_file = (
+                await off_loop(len(preview), self.blobs.put, preview) if preview else None
+            )
+        except OSError:
+            self.blobs.release([result_file])
+            raise
+        return result_file, preview_file
+
+    def finish_done(
+        self, job: JobRecord | None, result_file: str, preview_file: str | None
+    ) -> None:
+        """Record a delivered result (stored by `put_result`), or with no job (its lease
+        ended meanwhile) only let go of the files."""
+        if job is not None:
+            self._finish(job, JobState.DONE, result_file=result_file, preview_file=preview_file)
+        self.blobs.release(f for f in (result_file, preview_file) if f)
 
     def _finish(self, job: JobRecord, state: JobState, **fields: Any) -> None:
         now = self.clock()
         live = self.live.pop(job.id, None)
         self._positions.pop(job.id, None)
         # What was kept in memory only (start, node) is written now, with the outcome.
+        # If the disk is full, the store keeps this change and tries it again every tick,
+        # and shows it meanwhile: the job reads as ended, not queued (re-running a job
+        # whose result the node delivered would be the worse mistake). Only if the relay
+        # stops before the disk has room is the end lost; the store logs which jobs.
         self.store.update(
             job.id, state=state, finished=now, started=job.started, node=job.node, **fields
         )
         self._open.pop(job.id, None)
         done = replace(job, state=state, finished=now, **fields)
+        self.disk.usage.refer(done, self.blobs.size)
         run = now - job.started if job.started is not None else None
         self.metrics.job_finished(job.method, str(state), run)
         log_event(

@@ -303,6 +303,18 @@ class Scheduler:
         self._requeue_front(entry)
         return self._dispatch(now)
 
+    def not_stored(
+        self, node: str, job_id: str, lease: str, reason: str, now: float
+    ) -> list[Action]:
+        """The relay could not store the delivered result (its disk is full): the node was
+        not at fault, so the job goes back to the front without using up an attempt."""
+        if not self.is_current(node, job_id, lease):
+            return []
+        entry = self._jobs[job_id]
+        self._release(job_id, now)
+        self._requeue_front(entry)
+        return [Requeued(job_id, entry.attempts, reason), *self._dispatch(now)]
+
     def cancel(self, job_id: str, now: float) -> list[Action] | None:
         """Take a job away: dequeue it, or tell its node to stop. None if not scheduled."""
         entry = self._jobs.get(job_id)

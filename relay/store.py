@@ -10,6 +10,11 @@ into one transaction at the start of the next (a commit costs several times a wr
 bench/relay.py). `await committed()` waits for that commit, which is how a new job is
 stored before its client hears 202. Reads commit what is pending first.
 
+A write that cannot be committed (a full disk) is not lost quietly: an update waits in a
+backlog, is tried again with the next commit (the service ticks every second), and `get`
+shows it meanwhile, so the relay never answers from a row older than what it decided; a
+new job (`add`) is the exception: its caller is told, and the job is not created.
+
 The two slow things run in worker threads on connections of their own: checkpoints (which
 fsync; automatic ones are off, so no commit on the loop ever pays for one) and the scan of
 every job's files for the sweeper. WAL lets them read while the loop writes.
@@ -21,9 +26,11 @@ import json
 import logging
 import sqlite3
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from relay.errors import StoreError
 from relay.model import JobRecord, JobState, StyleChoice
 
 log = logging.getLogger(__name__)
@@ -80,6 +87,10 @@ def _encode(name: str, value: Any) -> Any:
     return value
 
 
+def _row(job: JobRecord) -> list[Any]:
+    return [_encode(name, getattr(job, name)) for name in _COLUMNS]
+
+
 def _decode(row: sqlite3.Row) -> JobRecord:
     values = {name: row[name] for name in _COLUMNS}
     values["styles"] = tuple(StyleChoice(i, float(w)) for i, w in json.loads(row["styles"]))
@@ -87,6 +98,21 @@ def _decode(row: sqlite3.Row) -> JobRecord:
     values["params"] = json.loads(row["params"])
     values["state"] = JobState(row["state"])
     return JobRecord(**values)
+
+
+@dataclass
+class _Write:
+    """One statement waiting for its commit."""
+
+    sql: str
+    params: list[Any]
+    job_id: str
+    record: JobRecord | None = None
+    """An insert's job, shown by `get` while the insert waits in the backlog."""
+    fields: dict[str, Any] | None = None
+    """An update's changes, shown by `get` while the update waits in the backlog."""
+    saved: "asyncio.Future[None] | None" = None
+    """Set for `add`: its caller hears the outcome, and a failed write is not retried."""
 
 
 class JobStore:
@@ -105,12 +131,15 @@ class JobStore:
         for name, kind in _ADDED.items():
             if name not in have:
                 self._db.execute(f"ALTER TABLE jobs ADD COLUMN {name} {kind}")
-        self._pending: list[tuple[str, list[Any]]] = []
+        self._pending: list[_Write] = []
+        self._backlog: list[_Write] = []
         self._flush: asyncio.Handle | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self.failing: sqlite3.Error | None = None
+        """Why the last commit failed, until one succeeds."""
 
-    def _write(self, sql: str, params: list[Any]) -> None:
-        self._pending.append((sql, params))
+    def _write(self, write: _Write) -> None:
+        self._pending.append(write)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop (tools, tests): commit at once
@@ -120,37 +149,76 @@ class JobStore:
             self._flush = loop.call_soon(self.commit)
 
     def commit(self) -> None:
-        """Commit every pending write in one transaction."""
+        """Commit every pending write (and any the backlog holds) in one transaction."""
         if self._flush is not None:
             self._flush.cancel()
             self._flush = None
-        pending, self._pending = self._pending, []
+        batch = [*self._backlog, *self._pending]
+        self._backlog, self._pending = [], []
         waiter, self._waiter = self._waiter, None
-        error: sqlite3.Error | None = None
-        if pending:
-            try:
-                if len(pending) == 1:  # a statement alone commits itself
-                    self._db.execute(*pending[0])
+        failed = self._run(batch) if batch else []
+        for write in batch:
+            if write.saved is not None and not write.saved.done():
+                error = next((exc for w, exc in failed if w is write), None)
+                if error is None:
+                    write.saved.set_result(None)
                 else:
-                    self._db.execute("BEGIN")
-                    for sql, params in pending:
-                        self._db.execute(sql, params)
-                    self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                log.error("could not store %d job change(s): %s", len(pending), exc)
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                error = exc
-        if waiter is not None and not waiter.done():
-            if error is None:
-                waiter.set_result(None)
+                    write.saved.set_exception(StoreError(f"the job was not stored: {error}"))
+        for write, exc in failed:
+            if write.saved is not None:
+                continue
+            if isinstance(exc, sqlite3.OperationalError):  # full, I/O, locked: try again
+                self._backlog.append(write)
             else:
-                waiter.set_exception(error)
-        elif error is not None:
-            raise error
+                log.error("dropped a change of job %s that cannot be stored: %s", write.job_id, exc)
+        error = failed[0][1] if failed else None
+        if error is not None and self.failing is None:
+            log.error("could not store %d job change(s): %s", len(failed), error)
+        elif error is None and self.failing is not None:
+            log.warning("the database takes writes again (was: %s)", self.failing)
+        if batch:
+            self.failing = error
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _run(self, batch: list[_Write]) -> list[tuple[_Write, sqlite3.Error]]:
+        """Execute the writes; return those that failed, each with its error."""
+        try:
+            if len(batch) == 1:  # a statement alone commits itself
+                self._db.execute(batch[0].sql, batch[0].params)
+            else:
+                self._db.execute("BEGIN")
+                for write in batch:
+                    self._db.execute(write.sql, write.params)
+                self._db.execute("COMMIT")
+            return []
+        except sqlite3.Error as exc:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            if len(batch) == 1:
+                return [(batch[0], exc)]
+        # One at a time, so that a write that cannot be stored does not sink the others; a
+        # job's later changes wait behind its failed one, so each job's changes land in order.
+        failed: list[tuple[_Write, sqlite3.Error]] = []
+        stuck: dict[str, sqlite3.Error] = {}
+        for write in batch:
+            if write.job_id in stuck:
+                failed.append((write, stuck[write.job_id]))
+                continue
+            try:
+                self._db.execute(write.sql, write.params)
+            except sqlite3.Error as exc:
+                failed.append((write, exc))
+                stuck[write.job_id] = exc
+        return failed
+
+    @property
+    def unsaved(self) -> list[str]:
+        """Ids of jobs with changes the database has not taken yet."""
+        return list(dict.fromkeys(w.job_id for w in self._backlog))
 
     async def committed(self) -> None:
-        """Wait until every write made so far is committed."""
+        """Wait until every write made so far has been tried (see `unsaved` for failures)."""
         if not self._pending:
             return
         if self._waiter is None:
@@ -165,11 +233,27 @@ class JobStore:
     def close(self) -> None:
         """Commit what is pending and close the database."""
         self.commit()
+        if self._backlog:
+            # The trace of what is lost: after a restart these jobs are as last stored
+            # (a job whose end was not stored is queued and runs again).
+            log.error(
+                "closing with %d job change(s) not stored (%s); job(s) %s are as last stored",
+                len(self._backlog),
+                self.failing,
+                ", ".join(self.unsaved),
+            )
         self._db.close()
 
     def insert(self, job: JobRecord) -> None:
-        """Add a new job."""
-        self._write(_INSERT, [_encode(name, getattr(job, name)) for name in _COLUMNS])
+        """Add a new job (a failed insert is retried, like an update)."""
+        self._write(_Write(_INSERT, _row(job), job.id, record=job))
+
+    async def add(self, job: JobRecord) -> None:
+        """Add a new job and wait for its commit; StoreError if it could not be stored
+        (then the job does not exist, and the write is not tried again)."""
+        saved = asyncio.get_running_loop().create_future()
+        self._write(_Write(_INSERT, _row(job), job.id, saved=saved))
+        await saved
 
     def update(self, job_id: str, **fields: Any) -> None:
         """Change some fields of one job."""
@@ -178,25 +262,41 @@ class JobStore:
             raise ValueError(f"cannot update {sorted(unknown)}")
         sets = ", ".join(f"{name} = ?" for name in fields)
         values = [_encode(name, value) for name, value in fields.items()]
-        self._write(f"UPDATE jobs SET {sets} WHERE id = ?", [*values, job_id])
+        sql = f"UPDATE jobs SET {sets} WHERE id = ?"
+        self._write(_Write(sql, [*values, job_id], job_id, fields=fields))
 
     def get(self, job_id: str) -> JobRecord | None:
-        """One job by id, or None."""
+        """One job by id, or None; with any changes still waiting to be stored."""
         self.commit()
         row = self._db.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
-        return None if row is None else _decode(row)
+        job = None if row is None else _decode(row)
+        for write in self._backlog:
+            if write.job_id != job_id:
+                continue
+            if write.record is not None:
+                job = write.record
+            elif job is not None and write.fields:
+                job = replace(job, **write.fields)
+        return job
 
     def recover(self) -> list[JobRecord]:
         """After a restart: running jobs become queued; return every queued job, oldest first."""
         self.commit()
-        self._db.execute(
-            "UPDATE jobs SET state = ?, node = NULL WHERE state = ?",
-            (str(JobState.QUEUED), str(JobState.RUNNING)),
-        )
+        open_states = (str(JobState.QUEUED), str(JobState.RUNNING))
         rows = self._db.execute(
-            "SELECT * FROM jobs WHERE state = ? ORDER BY seq", (str(JobState.QUEUED),)
-        )
-        return [_decode(row) for row in rows]
+            "SELECT * FROM jobs WHERE state IN (?, ?) ORDER BY seq", open_states
+        ).fetchall()
+        with contextlib.suppress(sqlite3.OperationalError):  # a full disk: memory says it
+            self._db.execute(
+                "UPDATE jobs SET state = ?, node = NULL WHERE state = ?",
+                (str(JobState.QUEUED), str(JobState.RUNNING)),
+            )
+        return [replace(_decode(row), state=JobState.QUEUED, node=None) for row in rows]
+
+    def all(self) -> list[JobRecord]:
+        """Every stored job (at start-up, to count what each client keeps on disk)."""
+        self.commit()
+        return [_decode(row) for row in self._db.execute("SELECT * FROM jobs ORDER BY seq")]
 
     def unsent_mail(self) -> list[JobRecord]:
         """Ended jobs whose e-mail was still waiting to go out (after a restart)."""

@@ -503,7 +503,7 @@ async def test_page_health_and_json_errors(start: Start, tmp_path: Path) -> None
     assert "Nothing here" in await error(await client.get("/__init__.py"), 404)
     assert "Nothing here" in await error(await client.get("/../secret"), 404)
     health = await (await client.get("/healthz")).json()
-    assert health == {"status": "ok", "nodes": 0, "queued": 0, "running": 0}
+    assert health == {"status": "ok", "disk": "ok", "nodes": 0, "queued": 0, "running": 0}
     assert "PUT is not allowed" in await error(await client.put("/api/jobs/x"), 405)
     resp = await client.post("/api/jobs", data=b"x", headers={"Content-Type": "text/plain"})
     assert "multipart/form-data or application/json" in await error(resp, 400)

@@ -1,9 +1,7 @@
 """Jobs in SQLite and files by digest: round trips, restart recovery, expiry."""
 
 import hashlib
-import os
 import sqlite3
-import time
 from pathlib import Path
 
 import pytest
@@ -100,15 +98,15 @@ def test_blobs_are_named_by_digest_and_collected(tmp_path: Path) -> None:
     assert blobs.read(sha) == b"hello"
     assert blobs.put(b"hello") == sha
     other = blobs.put(b"other")
-    old = time.time() - 3600
-    os.utime(blobs.path(other), (old, old))
-    os.utime(blobs.path(sha), (old, old))
-    # Keep one, and spare files younger than the cut.
+    # Spare files still held by their writer, and those a live job keeps.
     young = blobs.put(b"young")
-    assert blobs.collect(keep={sha}, older_than=time.time() - 60) == 1
+    blobs.release([sha, sha, other])
+    assert blobs.collect({sha}) == 1
     assert blobs.exists(sha)
     assert blobs.exists(young)
     assert not blobs.exists(other)
+    assert blobs.total == len(b"hello") + len(b"young")
+    assert BlobStore(tmp_path / "files").total == blobs.total  # counted again at start-up
     with pytest.raises(ValueError, match="not a sha256"):
         blobs.path("../../etc/passwd")
 
