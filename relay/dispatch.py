@@ -51,6 +51,9 @@ class Timeouts:
     """How long a node may take to confirm a cancel before its slot counts as free."""
     busy_pause: float = 2.0
     """How long a slot rests after its node declined an offer as busy."""
+    not_stored_pause: float = 30.0
+    """How long a job whose result the relay could not store waits before it is offered
+    again (the disk was full; an immediate rerun would fail the same way)."""
     free_handbacks: int = 5
     """How often a job may be handed back by nodes that leave on purpose (Bye) before each
     further hand-back counts as an attempt: a job that makes nodes quit still ends."""

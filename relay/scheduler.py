@@ -66,6 +66,8 @@ class _Job:
     declined_by: dict[str, str] = field(default_factory=dict)
     failed_on: set[str] = field(default_factory=set)
     """Nodes whose lease of this job ended in a failure or a stall."""
+    not_before: float = 0.0
+    """Not offered before this time (its result could not be stored: the disk is full)."""
 
 
 @dataclass
@@ -313,6 +315,9 @@ class Scheduler:
         entry = self._jobs[job_id]
         self._release(job_id, now)
         self._requeue_front(entry)
+        # Running it again at once would only burn a node's time on a result the disk cannot
+        # take either; the tick offers it again once the pause is over.
+        entry.not_before = now + self.timeouts.not_stored_pause
         return [Requeued(job_id, entry.attempts, reason), *self._dispatch(now)]
 
     def cancel(self, job_id: str, now: float) -> list[Action] | None:
@@ -373,7 +378,8 @@ class Scheduler:
             for lease_id in expired:
                 del node.stopping[lease_id]
             freed = freed or bool(expired)
-        if actions or freed:
+        due = any(0 < e.not_before <= now for e in self._jobs.values() if e.lease is None)
+        if actions or freed or due:
             actions += self._dispatch(now)
         return actions
 
@@ -475,6 +481,9 @@ class Scheduler:
         for client, queue in self._queues.items():
             for job_id in queue:
                 entry = self._jobs[job_id]
+                if entry.not_before > now:
+                    continue
+                entry.not_before = 0.0
                 node = self._pick_node(entry)
                 if node is None:
                     continue

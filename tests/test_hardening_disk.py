@@ -25,7 +25,7 @@ from pytest_aiohttp import AiohttpClient
 from relay_harness import FakeClock, FakeNode, make_config
 from wire_node import WireNode
 
-from protocol import Accept, Offer, Result, Welcome
+from protocol import Accept, Offer, Ping, Pong, Result, Welcome
 from relay.api import SERVICE
 from relay.app import NODE_LISTENER, init
 from relay.blobs import BlobStore
@@ -376,7 +376,7 @@ async def wire_relay(
     aiohttp_client: AiohttpClient, tiny_disk: Path
 ) -> AsyncIterator[tuple[Client, WireNode]]:
     config = make_config(tiny_disk)
-    client = await aiohttp_client(init(config))
+    client = await aiohttp_client(init(config, timer=FakeClock(1000.0)))
     token = TokenStore(config.data_dir).add("gpu-1")
     node = await WireNode.dial(client.app[NODE_LISTENER].port)
     await node.hello(token, "gpu-1")
@@ -397,14 +397,29 @@ async def test_a_result_that_cannot_be_stored_requeues_without_an_attempt(
     result = noise((width, height))
     filler = fill(tiny_disk)
     await node.send(Result.for_png(offer.job_id, offer.lease_id, result, width, height))
-    # The node is not at fault: it stays connected and gets the job again, no attempt used.
-    again = await node.expect(Offer)
-    assert (again.job_id, again.lease_id != offer.lease_id) == (job["id"], True)
-    body = await (await client.get(f"/api/jobs/{job['id']}")).json()
+    # The node is not at fault: it stays connected and the job waits, no attempt used.
+    async with asyncio.timeout(5):
+        while (body := await (await client.get(f"/api/jobs/{job['id']}")).json())[
+            "state"
+        ] != "queued":
+            await asyncio.sleep(0.02)
     assert body["attempts"] == 0
     nodes = (await (await client.get("/api/nodes")).json())["nodes"]
     assert [n["name"] for n in nodes] == ["gpu-1"]
     filler.unlink()
+    # Not at once (the same full disk would refuse it again), but after a pause.
+    service = client.app[SERVICE]
+    timer = service.timer
+    assert isinstance(timer, FakeClock)
+    service.tick()
+    with pytest.raises(TimeoutError):
+        await node.expect(Offer, timeout=0.3)
+    timer.advance(service.scheduler.timeouts.not_stored_pause + 1)
+    await node.send(Ping(7))  # heard after the jump, so the tick keeps the node
+    await node.expect(Pong)
+    service.tick()
+    again = await node.expect(Offer)
+    assert (again.job_id, again.lease_id != offer.lease_id) == (job["id"], True)
     await node.send(Accept(again.job_id, again.lease_id))
     await node.send(Result.for_png(again.job_id, again.lease_id, result, width, height))
     async with asyncio.timeout(5):

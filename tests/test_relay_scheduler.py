@@ -310,3 +310,19 @@ def test_submitting_twice_is_a_bug() -> None:
     s.submit(job("j"), 0.0)
     with pytest.raises(ValueError, match="already scheduled"):
         s.submit(job("j"), 0.0)
+
+
+def test_a_result_the_disk_could_not_take_waits_before_it_runs_again() -> None:
+    s = Scheduler(Timeouts(not_stored_pause=30.0))
+    s.submit(job("j0"), 0.0)
+    s.submit(job("j1", "bob"), 0.0)
+    assert offers(s.node_up(node(), 1.0)) == ["j0"]
+    lease = s.lease_of("j0")
+    assert lease is not None
+    actions = s.not_stored("n1", "j0", lease[1], "disk full", 2.0)
+    # No attempt is charged, and the slot goes to another job rather than straight back.
+    assert Requeued("j0", 0, "disk full") in actions
+    assert offers(actions) == ["j1"]
+    assert offers(finish_one(s, "n1", 3.0)) == []
+    assert offers(s.tick(20.0)) == []
+    assert offers(s.tick(32.5)) == ["j0"]
