@@ -414,6 +414,8 @@ async def run_one(attack: Attack, args: argparse.Namespace) -> dict[str, Any]:
             await asyncio.sleep(1.0)  # the last messages on their way
             got = mailbox.delivered(user.emails)
             notes["normal mails delivered"] = f"{got}/{len(user.emails)}"
+            if got < len(user.emails):
+                user.errors["mail not delivered"] += len(user.emails) - got
             mailbox.stop()
         if attack.name == "disk":
             notes["data dir MB"] = round(relay.disk_mb())
