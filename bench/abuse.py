@@ -435,6 +435,7 @@ async def run_one(attack: Attack, args: argparse.Namespace) -> dict[str, Any]:
             "killed_at_mb": relay.killed_at_mb,
             "log_errors": log.count(" ERROR ") + log.count("Traceback"),
             "notes": notes,
+            "attack_defects": ctx.defects,
         }
     finally:
         relay.stop()
@@ -448,6 +449,7 @@ async def run_one(attack: Attack, args: argparse.Namespace) -> dict[str, Any]:
         and row["peak_rss_mb"] < GOAL_RSS_MB
         and row["relay_up"]
         and row["good_node_connected"]
+        and not row["attack_defects"]
     )
     return row
 
@@ -486,13 +488,15 @@ def print_row(row: dict[str, Any]) -> None:
     )
     if notes:
         print(f"{'':<19}{notes}")
+    for defect in row["attack_defects"]:
+        print(f"{'':<19}DEFECT: {defect}")
     sys.stdout.flush()
 
 
 def header() -> None:
     print(
         f"goals: normal user's p99 < {GOAL_P99_MS / 1000:g} s with no errors, relay peak RSS < "
-        f"{GOAL_RSS_MB:g} MB, relay up with its node"
+        f"{GOAL_RSS_MB:g} MB, relay up with its node, no defect the attack itself found"
     )
     print(
         f"{'#':>3} {'attack':<14} {'p50ms':>6} {'p99ms':>6} {'ok/jobs':<7} {'peak RSS MB':>12} "

@@ -78,6 +78,8 @@ class Ctx:
     data_dir: Path
     until: float
     notes: dict[str, Any]
+    defects: list[str] = field(default_factory=list)
+    """What the attack itself found wrong beyond the normal user's figures."""
 
     def left(self) -> float:
         """Seconds until the attack must stop."""
@@ -591,9 +593,10 @@ async def node_styles(ctx: Ctx) -> None:
     # A style only a departed node served: is it still taken as known?
     body = {"image": b64(small_png()), "style": "fast:s1-0"}
     async with session_from(attacker(1)) as session:
-        ctx.notes["job for a departed node's style"] = await _status(
-            session, "POST", ctx.base + "/api/jobs", json=body
-        )
+        status = await _status(session, "POST", ctx.base + "/api/jobs", json=body)
+    ctx.notes["job for a departed node's style"] = status
+    if status == 202:
+        ctx.defects.append("a style no connected node serves was accepted")
 
 
 # ---- 10. malformed requests --------------------------------------------------------------
@@ -735,6 +738,8 @@ async def malformed(ctx: Ctx) -> None:
             await session.close()
     ctx.notes["statuses"] = tally(seen)
     ctx.notes["500 on"] = ", ".join(sorted(crashed)) or "none"
+    if crashed:
+        ctx.defects.append(f"{len(crashed)} kinds of malformed request got a 500")
 
 
 ATTACKS = [

@@ -27,6 +27,7 @@ ROW_KEYS = {
     "log_errors",
     "notes",
     "meets_goals",
+    "attack_defects",
 }
 
 
