@@ -144,6 +144,14 @@ def _port(runner: web.AppRunner) -> int:
     return int(addresses[0][1])
 
 
+def proc_status_kb(pid: int, name: str) -> int:
+    """A process's `VmRSS` (now) or `VmHWM` (its peak) in KB, from /proc/PID/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(name + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {name} for process {pid}")
+
+
 def _child(ports: "mp.Queue[tuple[int, int]]", data_dir: str) -> None:
     asyncio.run(_serve(ports, data_dir))
 
@@ -162,10 +170,8 @@ class Child:
         self.bare = f"http://127.0.0.1:{bare_port}"
 
     def rss_kb(self) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
+        assert self.proc.pid is not None
+        return proc_status_kb(self.proc.pid, "VmRSS")
 
     def cpu_seconds(self) -> float:
         """User plus system CPU time the child has used."""
