@@ -256,10 +256,13 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     request.app[SOCKETS].add(ws)
     sub = service.bus.subscribe(job.id)
     # Subscribed before reading the state: an event in between arrives twice, never not.
-    await ws.send_json({"type": "state", "job": service.view(service.get(job.id))})
+    first = service.get(job.id)
+    await ws.send_json({"type": "state", "job": service.view(first)})
 
     async def forward() -> None:
-        if service.get(job.id).state.final:
+        # Judged by the state just sent: a job that ended while it was being sent has its
+        # final event waiting in `sub`, and the client must get it before the close.
+        if first.state.final:
             await ws.close()
             return
         while True:
