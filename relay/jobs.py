@@ -15,6 +15,7 @@ from typing import Any
 from relay import gallery
 from relay.blobs import BlobStore
 from relay.config import Config
+from relay.decoding import Decoder
 from relay.dispatch import Action, Failed, Requeued, SendCancel, SendOffer, Timeouts
 from relay.errors import Conflict, NotFound, QueueFull, TooManyRequests
 from relay.events import EventBus
@@ -70,6 +71,8 @@ class JobService:
         self.live: dict[str, Live] = {}
         self.hub = NodeHub(self)
         self.metrics = Metrics()
+        self.decoder = Decoder(config.decode_workers)
+        """Threads that decode images (uploads, node results): see `relay.decoding`."""
         settings = MailSettings.from_config(config)
         self.mailer = (
             Mailer(settings, self.blobs.read, self.metrics, record=self._record_email)
@@ -101,8 +104,9 @@ class JobService:
         return len(jobs)
 
     def close(self) -> None:
-        """Close the database."""
+        """Close the database and stop the decoding threads."""
         self.store.close()
+        self.decoder.close()
 
     # ---- admission -------------------------------------------------------------------
 

@@ -18,7 +18,9 @@ from aiohttp.hdrs import CONTENT_DISPOSITION
 
 from relay import gallery
 from relay.config import Config
+from relay.decoding import Decoder
 from relay.errors import BadRequest, TooLarge
+from relay.intake import Receipt
 from relay.model import METHODS, StyleChoice
 from relay.uploads import check_bytes
 
@@ -26,6 +28,9 @@ MAX_STYLES = 4
 DEFAULT_EPOCHS = 200
 MAX_FIELD_BYTES = 16 * 1024
 MAX_PARTS = 32
+# A job request is a few fields and images (base64 strings hold no `,:[{`): a body with more
+# structure than this is refused before parsing, which would hold the GIL for seconds.
+MAX_JSON_TOKENS = 1000
 _EMAIL = re.compile(r"^[^@\s<>\"]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 _PART_NAME = re.compile(r';\s*name="([A-Za-z0-9_\[\]-]*)"')
 _DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,")
@@ -75,9 +80,10 @@ class Checked:
 # ---- reading bodies ----------------------------------------------------------------------
 
 
-async def _read_part(part: BodyPartReader, cap: int, what: str) -> bytes:
+async def _read_part(part: BodyPartReader, cap: int, what: str, receipt: Receipt) -> bytes:
     buf = bytearray()
     while chunk := await part.read_chunk(64 * 1024):
+        receipt.take(len(chunk))
         buf += chunk
         check_bytes(len(buf), cap, what)
     return bytes(buf)
@@ -91,8 +97,14 @@ def _part_name(part: BodyPartReader) -> str:
     return match.group(1) if match else (part.name or "")
 
 
-async def read_multipart(request: web.Request, max_bytes: int) -> RawOrder:
-    """Read a `multipart/form-data` job request, refusing any file over `max_bytes` (413)."""
+async def read_multipart(request: web.Request, max_bytes: int, receipt: Receipt) -> RawOrder:
+    """Read a `multipart/form-data` job request, refusing any file over `max_bytes` (413);
+    its bytes are counted on `receipt` and must arrive by its deadline."""
+    async with receipt.arriving():
+        return await _read_parts(request, max_bytes, receipt)
+
+
+async def _read_parts(request: web.Request, max_bytes: int, receipt: Receipt) -> RawOrder:
     raw = RawOrder()
     reader = await request.multipart()
     parts = 0
@@ -107,16 +119,15 @@ async def read_multipart(request: web.Request, max_bytes: int) -> RawOrder:
         if name in ("content", "image"):
             if raw.content is not None:
                 raise BadRequest("Send one photo per job.")
-            raw.content = await _read_part(part, max_bytes, "The photo")
+            raw.content = await _read_part(part, max_bytes, "The photo", receipt)
         elif name == "style_image":
             if len(raw.style_images) == MAX_STYLES:
                 raise BadRequest(f"At most {MAX_STYLES} styles can be blended.")
             what = f"Style image {len(raw.style_images) + 1}"
-            raw.style_images.append(await _read_part(part, max_bytes, what))
+            raw.style_images.append(await _read_part(part, max_bytes, what, receipt))
         else:
-            text = (await _read_part(part, MAX_FIELD_BYTES, f"Field {name!r}")).decode(
-                "utf-8", "replace"
-            )
+            field_bytes = await _read_part(part, MAX_FIELD_BYTES, f"Field {name!r}", receipt)
+            text = field_bytes.decode("utf-8", "replace")
             if name == "style":
                 raw.style_ids += [s.strip() for s in text.split(",") if s.strip()]
             elif name in ("style_weights", "style_weight[]"):
@@ -150,11 +161,26 @@ def _entries(value: Any, key: str) -> list[tuple[Any, Any]]:
     return out
 
 
-async def read_json(request: web.Request, max_bytes: int) -> RawOrder:
-    """Read a JSON job request (images as base64), refusing any image over `max_bytes`."""
+async def read_json(receipt: Receipt, max_bytes: int, decoder: Decoder) -> RawOrder:
+    """Read a JSON job request (images as base64), refusing any image over `max_bytes`.
+
+    The body is counted on `receipt`; parsing and base64 decoding run on `decoder`'s threads
+    when big."""
+    data = await receipt.read()
+    return await decoder.run(len(data), parse_json, data, max_bytes)
+
+
+def parse_json(data: bytes, max_bytes: int) -> RawOrder:
+    """Parse a JSON job request body into a `RawOrder` (blocking: see `read_json`)."""
+    tokens = sum(data.count(c) for c in (b",", b":", b"[", b"{"))
+    if tokens > MAX_JSON_TOKENS:
+        raise BadRequest(
+            f"The JSON body has {tokens:,} items; a job request has a few fields and images "
+            f"(at most {MAX_JSON_TOKENS:,} items)."
+        )
     try:
-        body = json.loads(await request.read())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        body = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise BadRequest("The request body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
