@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from relay import clients, gallery, orders, uploads
+from relay import clients, gallery, intake, orders, uploads
 from relay.config import Config
 from relay.disk import kept_files
 from relay.errors import BadRequest, NotFound
@@ -145,6 +145,7 @@ async def _prepare(service: JobService, raw: orders.RawOrder, checked: orders.Ch
             max_pixels=config.max_pixels,
             size=checked.size,
             what=what,
+            decoder=service.decoder,
         )
 
     content = await upload(raw.content, "The photo")
@@ -174,14 +175,17 @@ async def post_job(request: web.Request) -> web.Response:
         raise orders.too_large_body(config.max_upload_bytes)
     # The bare media type; aiohttp's full Content-Type parser is slow for this hot path.
     media = request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
-    if media == "multipart/form-data":
-        raw = await orders.read_multipart(request, config.max_upload_bytes)
-    elif media == "application/json":
-        raw = await orders.read_json(request, config.max_upload_bytes)
-    else:
-        raise BadRequest("Send the job as multipart/form-data or application/json.")
-    checked = orders.check(raw, config, service.hub.known_fast)
-    job = await service.submit(client, await _prepare(service, raw, checked))
+    receipt = intake.receipt(request)
+    # Received and decoded under one of the client's few upload slots (429 beyond).
+    with request.app[intake.INTAKE].upload(client):
+        if media == "multipart/form-data":
+            raw = await orders.read_multipart(request, config.max_upload_bytes, receipt)
+        elif media == "application/json":
+            raw = await orders.read_json(receipt, config.max_upload_bytes, service.decoder)
+        else:
+            raise BadRequest("Send the job as multipart/form-data or application/json.")
+        checked = orders.check(raw, config, service.hub.known_fast)
+        job = await service.submit(client, await _prepare(service, raw, checked))
     return web.json_response(
         service.view(job), status=202, headers={"Location": f"/api/jobs/{job.id}"}
     )

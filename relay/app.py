@@ -14,7 +14,7 @@ from pathlib import Path
 from aiohttp import WSCloseCode, web
 
 import web as web_package
-from relay import api, status
+from relay import api, crosssite, intake, status
 from relay.config import Config
 from relay.errors import (
     ApiError,
@@ -129,8 +129,11 @@ def init(
     heartbeats and rate limits), both in seconds, are injectable for tests."""
     # Each image may be base64 in JSON (4/3 larger), the photo plus up to four styles.
     body_cap = config.max_upload_bytes * 5 * 4 // 3 + 1024 * 1024
-    app = web.Application(middlewares=[json_errors], client_max_size=body_cap)
+    middlewares = [intake.guard, json_errors, crosssite.same_origin]
+    app = web.Application(middlewares=middlewares, client_max_size=body_cap)
+    app.on_response_prepare.append(crosssite.add_headers)
     app[api.CONFIG] = config
+    app[intake.INTAKE] = intake.Intake(config)
     app[api.SOCKETS] = set[web.WebSocketResponse]()
     app[WEB] = config.web_dir or WEB_DIR
     api.add_routes(app)

@@ -6,11 +6,15 @@
     ├── StoreError             a new job could not be written to the database (disk full)
     └── ApiError               an HTTP request is refused; carries the status code
         ├── BadRequest         400: unknown style or method, bad parameter, unusable image
+        ├── Forbidden          403: a page of another site may not do this (Origin)
         ├── NotFound           404: no such job (or its result has expired)
+        ├── RequestTimeout     408: the request body did not arrive in time
         ├── Conflict           409: the job is not in a state that allows this
         ├── TooLarge           413: an upload is over the byte cap
+        ├── UnsupportedMedia   415: a compressed (Content-Encoding) request body
         ├── TooManyRequests    429: rate limit or too many open jobs from one client
         ├── QueueFull          503: the queue is at capacity; carries Retry-After
+        ├── Busy               503: the relay holds all the unfinished uploads it can
         └── InsufficientStorage 507: the relay's disk is full or at its cap
 
 Each carries a message a person can read; the API answers it as JSON `{"error": "..."}`.
@@ -48,6 +52,24 @@ class BadRequest(ApiError):
     """400: the request names something unknown or carries an unusable value."""
 
     status = 400
+
+
+class Forbidden(ApiError):
+    """403: the request comes from a page of a site this relay does not trust."""
+
+    status = 403
+
+
+class RequestTimeout(ApiError):
+    """408: the request body did not arrive within the time allowed."""
+
+    status = 408
+
+
+class UnsupportedMedia(ApiError):
+    """415: the request body is in an encoding the relay does not read."""
+
+    status = 415
 
 
 class NotFound(ApiError):
@@ -88,3 +110,13 @@ class InsufficientStorage(ApiError):
     """507: the relay cannot store anything more now (its disk is full or at its cap)."""
 
     status = 507
+
+
+class Busy(ApiError):
+    """503: the relay is holding all the unfinished uploads it can; retry after a while."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, {"Retry-After": str(retry_after)})
+        self.retry_after = retry_after

@@ -17,6 +17,7 @@ from typing import Any
 from relay import gallery
 from relay.blobs import BlobStore, no_space
 from relay.config import Config
+from relay.decoding import Decoder
 from relay.disk import DISK_FULL, Disk
 from relay.dispatch import Action, Failed, NodePaused, Requeued, SendCancel, SendOffer, Timeouts
 from relay.errors import (
@@ -87,6 +88,8 @@ class JobService:
         self.images = ImageChecker(config.decode_workers)
         """Checks the images nodes send, on `decode_workers` threads."""
         self.metrics = Metrics()
+        self.decoder = Decoder(config.decode_workers)
+        """Threads that decode images (uploads, node results): see `relay.decoding`."""
         settings = MailSettings.from_config(config)
         self.mailer = (
             Mailer(settings, self.blobs.read, self.metrics, record=self._record_email, clock=clock)
@@ -125,9 +128,10 @@ class JobService:
         return len(jobs)
 
     def close(self) -> None:
-        """Close the database and stop the image checks."""
+        """Close the database and stop the decoding and image-check threads."""
         self.images.close()
         self.store.close()
+        self.decoder.close()
 
     # ---- admission -------------------------------------------------------------------
 

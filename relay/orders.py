@@ -24,7 +24,9 @@ from aiohttp.http_exceptions import BadHttpMessage
 from protocol import MAX_UINT, MIN_INT, is_param, is_weight
 from relay import gallery
 from relay.config import Config
+from relay.decoding import Decoder
 from relay.errors import BadRequest, TooLarge
+from relay.intake import Receipt
 from relay.model import METHODS, StyleChoice
 from relay.uploads import check_bytes
 
@@ -105,9 +107,10 @@ def _shown(value: Any) -> str:
 # ---- reading bodies ----------------------------------------------------------------------
 
 
-async def _read_part(part: BodyPartReader, cap: int, what: str) -> bytes:
+async def _read_part(part: BodyPartReader, cap: int, what: str, receipt: Receipt) -> bytes:
     buf = bytearray()
     while chunk := await part.read_chunk(64 * 1024):
+        receipt.take(len(chunk))
         buf += chunk
         check_bytes(len(buf), cap, what)
     return bytes(buf)
@@ -121,11 +124,13 @@ def _part_name(part: BodyPartReader) -> str:
     return match.group(1) if match else (part.name or "")
 
 
-async def read_multipart(request: web.Request, max_bytes: int) -> RawOrder:
+async def read_multipart(request: web.Request, max_bytes: int, receipt: Receipt) -> RawOrder:
     """Read a `multipart/form-data` job request, refusing any file over `max_bytes` (413)
-    and a body that is not well-formed multipart (400)."""
+    and a body that is not well-formed multipart (400); its bytes are counted on `receipt`
+    and must arrive by its deadline."""
     try:
-        return await _read_multipart(request, max_bytes)
+        async with receipt.arriving():
+            return await _read_parts(request, max_bytes, receipt)
     except BadHttpMessage as error:
         # aiohttp's parser: a part's header line over its limit, a malformed header...
         reason = error.message.split(":", 1)[0] if isinstance(error.message, str) else ""
@@ -138,7 +143,7 @@ async def read_multipart(request: web.Request, max_bytes: int) -> RawOrder:
         ) from None
 
 
-async def _read_multipart(request: web.Request, max_bytes: int) -> RawOrder:
+async def _read_parts(request: web.Request, max_bytes: int, receipt: Receipt) -> RawOrder:
     raw = RawOrder()
     reader = await request.multipart()
     parts = 0
@@ -153,16 +158,15 @@ async def _read_multipart(request: web.Request, max_bytes: int) -> RawOrder:
         if name in ("content", "image"):
             if raw.content is not None:
                 raise BadRequest("Send one photo per job.")
-            raw.content = await _read_part(part, max_bytes, "The photo")
+            raw.content = await _read_part(part, max_bytes, "The photo", receipt)
         elif name == "style_image":
             if len(raw.style_images) == MAX_STYLES:
                 raise BadRequest(f"At most {MAX_STYLES} styles can be blended.")
             what = f"Style image {len(raw.style_images) + 1}"
-            raw.style_images.append(await _read_part(part, max_bytes, what))
+            raw.style_images.append(await _read_part(part, max_bytes, what, receipt))
         else:
-            text = (await _read_part(part, MAX_FIELD_BYTES, f"Field {_shown(name)}")).decode(
-                "utf-8", "replace"
-            )
+            field_bytes = await _read_part(part, MAX_FIELD_BYTES, f"Field {_shown(name)}", receipt)
+            text = field_bytes.decode("utf-8", "replace")
             if name == "style":
                 raw.style_ids += [s.strip() for s in text.split(",") if s.strip()]
             elif name in ("style_weights", "style_weight[]"):
@@ -262,9 +266,18 @@ def _parse_json(data: bytes) -> Any:
         raise BadRequest("The request body is not valid JSON.") from None
 
 
-async def read_json(request: web.Request, max_bytes: int) -> RawOrder:
-    """Read a JSON job request (images as base64), refusing any image over `max_bytes`."""
-    body = _parse_json(await request.read())
+async def read_json(receipt: Receipt, max_bytes: int, decoder: Decoder) -> RawOrder:
+    """Read a JSON job request (images as base64), refusing any image over `max_bytes`.
+
+    The body is counted on `receipt`; parsing and base64 decoding run on `decoder`'s threads
+    when big."""
+    data = await receipt.read()
+    return await decoder.run(len(data), parse_json, data, max_bytes)
+
+
+def parse_json(data: bytes, max_bytes: int) -> RawOrder:
+    """Parse a JSON job request body into a `RawOrder` (blocking: see `read_json`)."""
+    body = _parse_json(data)
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
     raw = RawOrder()

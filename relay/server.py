@@ -25,4 +25,6 @@ def serve(config: Config) -> None:
         shutdown_timeout=10.0,
         print=None,
         access_log=None,
+        # Never inflate a request body: compressed bodies are refused (relay.intake).
+        auto_decompress=False,
     )

@@ -2,9 +2,10 @@
 
 Order of checks, cheapest first: the byte cap (413), then the pixel count read from the
 file header by Pillow's lazy `open` (400), the format (PNG, JPEG or WebP), and only then a
-full decode in a worker thread, with EXIF orientation applied and the image scaled to the
-job's size, re-encoded as PNG. Pillow's module-global pixel limit is left alone: our own cap
-sits below it (see `relay.config.PIXEL_CEILING`), and its bomb warning is caught as a refusal.
+full decode on the relay's decoding threads (`relay.decoding`), with EXIF orientation
+applied and the image scaled to the job's size, re-encoded as PNG. Pillow's module-global
+pixel limit is left alone: our own cap sits below it (see `relay.config.PIXEL_CEILING`),
+and its bomb warning is caught as a refusal.
 """
 
 import io
@@ -13,8 +14,8 @@ from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from relay.decoding import Decoder
 from relay.errors import BadRequest, TooLarge
-from relay.offload import off_loop
 
 # MPO is how many phone cameras write JPEG; Pillow names it separately.
 FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP"}
@@ -148,10 +149,10 @@ def _finish(img: Image.Image, size: int, what: str) -> PreparedImage:
 
 
 async def load(
-    data: bytes, *, max_bytes: int, max_pixels: int, size: int, what: str
+    data: bytes, *, max_bytes: int, max_pixels: int, size: int, what: str, decoder: Decoder
 ) -> PreparedImage:
-    """Check an upload cheaply on the loop, then decode and scale it (in a worker thread
-    unless it is tiny)."""
+    """Check an upload cheaply on the loop, then decode and scale it on `decoder`'s threads
+    (inline when tiny)."""
     check_bytes(len(data), max_bytes, what)
     header = probe(data, max_pixels, what)
-    return await off_loop(header.width * header.height * 3, prepare, data, size, what)
+    return await decoder.run(header.width * header.height * 3, prepare, data, size, what)

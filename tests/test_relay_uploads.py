@@ -7,6 +7,7 @@ from PIL import Image
 from relay_images import image_bytes, jpeg_rotated, png_header_only
 
 from relay import uploads
+from relay.decoding import Decoder
 from relay.errors import BadRequest, TooLarge
 
 MB = 1024 * 1024
@@ -15,7 +16,11 @@ MB = 1024 * 1024
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP"])
 async def test_accepted_formats_become_png_at_size(fmt: str) -> None:
     data = image_bytes(fmt, (200, 100))
-    prepared = await uploads.load(data, max_bytes=MB, max_pixels=10**6, size=50, what="The photo")
+    decoder = Decoder(1)
+    prepared = await uploads.load(
+        data, max_bytes=MB, max_pixels=10**6, size=50, what="The photo", decoder=decoder
+    )
+    decoder.close()
     assert (prepared.width, prepared.height) == (50, 25)
     with Image.open(io.BytesIO(prepared.png)) as img:
         assert (img.format, img.mode, img.size) == ("PNG", "RGB", (50, 25))

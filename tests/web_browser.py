@@ -86,10 +86,16 @@ def new_context(browser: Browser) -> BrowserContext:
 
 
 def open_page(context: BrowserContext, url: str) -> Page:
-    """Open the page and wait until styles and limits have loaded; fail on script errors."""
+    """Open the page and wait until styles and limits have loaded; fail on script errors
+    and on anything the Content-Security-Policy refused."""
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    # Chromium reports what the relay's Content-Security-Policy blocked on the console.
+    page.on(
+        "console",
+        lambda msg: errors.append(msg.text) if "Content Security Policy" in msg.text else None,
+    )
     page.goto(url)
     page.wait_for_selector('body[data-ready="1"]')
     assert not errors, errors
