@@ -4,25 +4,23 @@ A node is not trusted: its result must be a PNG of exactly the job's size and it
 JPEGs no larger than the job, each with nothing after the image's end (no HTML or script
 riding along for a browser to sniff), within the pixel ceiling and fully decodable.
 
-    checker = ImageChecker(workers=2)
+    checker = ImageChecker(decoder)             # the relay's `relay.decoding.Decoder`
     await checker.png(data, width, height)      # raises BadImage, saying why
     await checker.jpeg(data, width, height)
-    checker.close()
 
-The checks are plain functions (`check_png`, `check_jpeg`); `ImageChecker` runs them on a
-bounded pool of threads so decoding never blocks the event loop and a flood of images
-queues instead of taking every core.
+The checks are plain functions (`check_png`, `check_jpeg`); `ImageChecker` runs them on the
+relay's bounded decoding threads, so decoding never blocks the event loop and a flood of
+images queues instead of taking every core.
 """
 
-import asyncio
-import functools
 import io
 import struct
-from concurrent.futures import ThreadPoolExecutor
 
 from PIL import Image
 
 from relay.config import PIXEL_CEILING
+from relay.decoding import Decoder
+from relay.offload import INLINE_COST
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_SOI = b"\xff\xd8"
@@ -136,22 +134,17 @@ def _scan_end(data: bytes, pos: int) -> int:
 
 
 class ImageChecker:
-    """Runs the checks on at most `workers` threads at once; the rest wait their turn."""
+    """Runs the checks on the relay's decoding threads (`relay.decoding`), so a node's
+    images wait their turn beside uploads instead of taking threads of their own."""
 
-    def __init__(self, workers: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="imagecheck")
+    def __init__(self, decoder: Decoder) -> None:
+        self._decoder = decoder
 
     async def png(self, data: bytes, width: int, height: int) -> None:
         """`check_png` off the event loop."""
-        await self._run(functools.partial(check_png, data, width, height))
+        await self._decoder.run(width * height * 3, check_png, data, width, height)
 
     async def jpeg(self, data: bytes, max_width: int, max_height: int) -> None:
-        """`check_jpeg` off the event loop."""
-        await self._run(functools.partial(check_jpeg, data, max_width, max_height))
-
-    async def _run(self, check: functools.partial[None]) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._pool, check)
-
-    def close(self) -> None:
-        """Stop the threads; checks not yet started are dropped."""
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """`check_jpeg` off the event loop (even a small preview: a node chooses its bytes)."""
+        cost = max(max_width * max_height * 3, INLINE_COST + 1)
+        await self._decoder.run(cost, check_jpeg, data, max_width, max_height)

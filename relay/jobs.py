@@ -85,11 +85,11 @@ class JobService:
         self.limiter = RateLimiter(config.rate_per_minute, timer)
         self.live: dict[str, Live] = {}
         self.hub = NodeHub(self)
-        self.images = ImageChecker(config.decode_workers)
-        """Checks the images nodes send, on `decode_workers` threads."""
         self.metrics = Metrics()
         self.decoder = Decoder(config.decode_workers)
         """Threads that decode images (uploads, node results): see `relay.decoding`."""
+        self.images = ImageChecker(self.decoder)
+        """Checks the images nodes send, on the decoder's threads."""
         settings = MailSettings.from_config(config)
         self.mailer = (
             Mailer(settings, self.blobs.read, self.metrics, record=self._record_email, clock=clock)
@@ -128,8 +128,7 @@ class JobService:
         return len(jobs)
 
     def close(self) -> None:
-        """Close the database and stop the decoding and image-check threads."""
-        self.images.close()
+        """Close the database and stop the decoding threads."""
         self.store.close()
         self.decoder.close()
 
