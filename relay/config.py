@@ -276,7 +276,11 @@ SETTINGS: dict[str, tuple[Cast, str]] = {
     "rate_per_minute": (_positive_int, "most new jobs per client per minute (default 20)"),
     "retry_after": (_positive_int, "seconds a client is told to wait when full (default 30)"),
     "heartbeat_interval": (_duration, "seconds between node heartbeats (default 5)"),
-    "stall_timeout": (_duration, "silence allowed from a busy node per job (default 120s)"),
+    "stall_timeout": (
+        _duration,
+        "silence allowed from a busy node per job and megapixel (default 120s; fast and "
+        "arbitrary jobs: at most 30s)",
+    ),
     "epoch_budget": (_duration, "seconds allowed per epoch per megapixel (default 30)"),
     "tick_interval": (_duration, "how often timeouts are checked (default 1s)"),
     "sweep_interval": (

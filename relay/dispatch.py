@@ -40,6 +40,10 @@ class JobSpec:
     fast_styles: frozenset[str] = frozenset()
 
 
+ONE_PASS_METHODS = frozenset({"fast", "arbitrary"})
+"""Methods a node runs in one pass and reports once, at the end (Progress 1/1)."""
+
+
 @dataclass(frozen=True)
 class Timeouts:
     """How long a running job may stay silent or run, and how often it may be retried."""
@@ -60,10 +64,23 @@ class Timeouts:
     queue: float = 6 * 3600.0
     """How long a job may wait in the queue in all (time on a node does not count) before
     it fails: a job no node can take does not hold its place for ever."""
+    probation_wait: float = 3.0
+    """How long a job waits for a busy proven node before a node on probation (one that
+    has not finished a job yet) may take it (see `relay.scheduler`)."""
+    one_pass_stall: float = 30.0
+    """The stall limit per megapixel of the one-pass methods (`ONE_PASS_METHODS`): their
+    node reports Progress once, after the whole run, which takes seconds even on a CPU
+    (a 2048x2048 arbitrary-style pass: about 2 s on two cores), so `stall` (sized for
+    Gatys, whose first report follows loading VGG and a first epoch) would let a silent
+    node sit on such a job for minutes."""
 
     def stall_limit(self, job: JobSpec) -> float:
         """Seconds allowed between two progress reports: longer for bigger images."""
-        return self.stall * max(1.0, job.pixels / 1e6)
+        # Never above `stall`: a relay configured with a shorter one keeps it for all.
+        base = (
+            min(self.one_pass_stall, self.stall) if job.method in ONE_PASS_METHODS else self.stall
+        )
+        return base * max(1.0, job.pixels / 1e6)
 
     def run_limit(self, job: JobSpec) -> float:
         """Seconds allowed for the whole run: scaled to epochs and megapixels."""

@@ -1,6 +1,12 @@
-"""Which nodes to rest: a node whose jobs keep failing while other nodes finish theirs.
+"""What the relay has learnt of each node from its jobs: whether it has proven itself, and
+whether to rest it because its jobs keep failing while other nodes finish theirs.
 
-The rule, on the scheduler's clock (no clock of its own):
+Trust is earned: a node is proven once it has finished a job, and stays proven (reconnects
+and idle hours included) until one of its jobs stalls, that is goes silent or overruns its
+deadline: the one misdeed a node can commit at no cost to itself. How the scheduler treats
+unproven nodes is in `relay.scheduler`.
+
+The rest rule, on the scheduler's clock (no clock of its own):
 
 - a fault is a job failure on the node (what it reported, or an unusable result), a stall,
   or an unusable preview; a finished job resets the node's count;
@@ -27,6 +33,7 @@ class _Record:
     last_done: float | None = None
     paused_until: float | None = None
     pause_reason: str = ""
+    proven: bool = False
 
 
 class Reputation:
@@ -40,6 +47,11 @@ class Reputation:
         """Whether `name` is resting now (until the next `wake`)."""
         record = self._records.get(name)
         return record is not None and record.paused_until is not None
+
+    def proven(self, name: str) -> bool:
+        """Whether `name` has finished a job and has not stalled one since."""
+        record = self._records.get(name)
+        return record is not None and record.proven
 
     def pause_of(self, name: str) -> tuple[float, str] | None:
         """(until, reason) of a resting node, or None."""
@@ -55,11 +67,17 @@ class Reputation:
         record.last_fault = reason
         return self._maybe_pause(name, now)
 
+    def stalled(self, name: str, now: float, reason: str) -> list[NodePaused]:
+        """A job of `name` went silent or ran past its deadline: a fault, and it is no
+        longer proven (sitting on jobs is how a node abuses the relay's trust)."""
+        self._records.setdefault(name, _Record()).proven = False
+        return self.fault(name, now, reason)
+
     def done(self, name: str, now: float) -> list[NodePaused]:
         """`name` finished a job: its count starts over, and others failing meanwhile are
         now known to be at fault."""
         record = self._records.setdefault(name, _Record())
-        record.faults, record.last_done = 0, now
+        record.faults, record.last_done, record.proven = 0, now, True
         return [p for other in sorted(self._records) for p in self._maybe_pause(other, now)]
 
     def wake(self, now: float) -> bool:

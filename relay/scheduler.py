@@ -19,6 +19,14 @@ and to the job's subscribers.
   claiming many slots cannot take every job. A job a node failed goes to a node that has not
   failed it, if one is connected (it waits for it); a node's non-retryable failure fails the
   job only when no such node exists (a second opinion: a liar cannot fail jobs outright).
+- Trust is earned: while some connected node has proven itself (finished a job, and not
+  stalled one since; `relay.reputation` keeps the record by name), a node that has not is
+  on probation: it holds at most one job, and gets one only when no proven node could run
+  it, or once the job has waited `timeouts.probation_wait` for the busy proven ones (the
+  tick hands those out). A node that accepts and then sits on jobs thus holds at most one,
+  and only when the proven nodes are short; a new honest node still gets work when the
+  queue backs up, and proves itself with it. A relay with no proven node yet (fresh start)
+  places by load alone.
 - Rest: a node whose jobs keep failing while others finish theirs gets no new jobs for a
   while (the rule is in `relay.reputation`).
 - Waiting: a job may wait `timeouts.queue` seconds in all (a recovered job brings the time
@@ -68,6 +76,8 @@ class _Job:
     """Nodes whose lease of this job ended in a failure or a stall."""
     not_before: float = 0.0
     """Not offered before this time (its result could not be stored: the disk is full)."""
+    queued_since: float = 0.0
+    """When it last joined the queue: how long it has waited for a proven node."""
 
 
 @dataclass
@@ -194,7 +204,7 @@ class Scheduler:
             infos = [n.info for n in self._nodes.values() if not n.draining]
             why = why_waiting(job, infos, {})
             return [Failed(job.id, waited_too_long(self.timeouts.queue, why))]
-        self._jobs[job.id] = _Job(job, wait_until, attempts)
+        self._jobs[job.id] = _Job(job, wait_until, attempts, queued_since=now - waited)
         self._queues.setdefault(job.client, deque()).append(job.id)
         self._open[job.client] = self._open.get(job.client, 0) + 1
         return self._dispatch(now)
@@ -369,7 +379,7 @@ class Scheduler:
             actions.append(SendCancel(lease.node, job_id, lease.id))
             self._stopping(lease.node, lease.id, now)
             entry.failed_on.add(lease.node)
-            actions += self.reputation.fault(lease.node, now, reason)
+            actions += self.reputation.stalled(lease.node, now, reason)
             actions += self._end_lease(job_id, reason, now)
         freed = self.reputation.wake(now)
         for node in self._nodes.values():
@@ -378,7 +388,16 @@ class Scheduler:
             for lease_id in expired:
                 del node.stopping[lease_id]
             freed = freed or bool(expired)
-        due = any(0 < e.not_before <= now for e in self._jobs.values() if e.lease is None)
+        queued = [e for e in self._jobs.values() if e.lease is None]
+        due = any(0 < e.not_before <= now for e in queued)
+        if not due and any(now - e.queued_since >= self.timeouts.probation_wait for e in queued):
+            # A job has waited long enough for a proven node: one on probation may take it.
+            trusting = self._trusting()
+            due = any(
+                self._on_probation(n, trusting)
+                for n in self._nodes.values()
+                if self._free(n, trusting)
+            )
         if actions or freed or due:
             actions += self._dispatch(now)
         return actions
@@ -405,6 +424,7 @@ class Scheduler:
         entry = self._jobs[job_id]
         if entry.lease is not None:
             entry.wait_until += now - entry.lease.started
+            entry.queued_since = now
             node = self._nodes.get(entry.lease.node)
             if node is not None:
                 node.jobs.discard(job_id)
@@ -441,8 +461,22 @@ class Scheduler:
         # A draining node finishes what it has and takes nothing new; a paused one rests.
         return not node.draining and not self.reputation.paused(node.info.name)
 
-    def _free(self, node: _Node) -> int:
-        return node.info.slots - node.busy if self._takes_jobs(node) else 0
+    def _trusting(self) -> bool:
+        """Whether some node taking jobs has proven itself (else nobody is on probation)."""
+        return any(
+            self.reputation.proven(n.info.name) and self._takes_jobs(n)
+            for n in self._nodes.values()
+        )
+
+    def _on_probation(self, node: _Node, trusting: bool) -> bool:
+        return trusting and not self.reputation.proven(node.info.name)
+
+    def _free(self, node: _Node, trusting: bool) -> int:
+        if not self._takes_jobs(node):
+            return 0
+        # On probation a node's claim counts for one slot, whatever it advertises.
+        slots = 1 if self._on_probation(node, trusting) else node.info.slots
+        return max(0, slots - node.busy)
 
     def _able(self, entry: _Job) -> list[_Node]:
         """Nodes that take jobs, could run this one and have not declined it."""
@@ -458,33 +492,43 @@ class Scheduler:
         """Whether a connected node could run the job and has not failed it."""
         return any(n.info.name not in entry.failed_on for n in self._able(entry))
 
-    def _pick_node(self, entry: _Job) -> _Node | None:
+    def _pick_node(self, entry: _Job, now: float, trusting: bool) -> _Node | None:
         able = self._able(entry)
         # A node that failed this job gets it again only if no other could run it.
         fresh = [n for n in able if n.info.name not in entry.failed_on]
-        free = [n for n in fresh or able if self._free(n) > 0]
-        if not free:
+        candidates = fresh or able
+        free = [n for n in candidates if self._free(n, trusting) > 0]
+        trusted = [n for n in free if not self._on_probation(n, trusting)]
+        if free and not trusted:
+            # Only nodes on probation have room: they get the job if no proven node could
+            # run it at all, or once it has waited long enough for the busy proven ones.
+            proven_able = any(not self._on_probation(n, trusting) for n in candidates)
+            if not proven_able or now - entry.queued_since >= self.timeouts.probation_wait:
+                trusted = free
+        if not trusted:
             return None
         # Least loaded first, whatever the slot counts; ties go to who started fewest.
-        return min(free, key=lambda n: (n.busy / n.info.slots, n.started, n.info.name))
+        return min(trusted, key=lambda n: (n.busy / n.info.slots, n.started, n.info.name))
 
     def _dispatch(self, now: float) -> list[Action]:
         actions: list[Action] = []
-        while any(self._free(n) > 0 for n in self._nodes.values()):
-            offer = self._assign_one(now)
+        # Nobody's record changes while jobs are placed: whether one is proven holds.
+        trusting = self._trusting()
+        while any(self._free(n, trusting) > 0 for n in self._nodes.values()):
+            offer = self._assign_one(now, trusting)
             if offer is None:
                 break
             actions.append(offer)
         return actions
 
-    def _assign_one(self, now: float) -> SendOffer | None:
+    def _assign_one(self, now: float, trusting: bool) -> SendOffer | None:
         for client, queue in self._queues.items():
             for job_id in queue:
                 entry = self._jobs[job_id]
                 if entry.not_before > now:
                     continue
                 entry.not_before = 0.0
-                node = self._pick_node(entry)
+                node = self._pick_node(entry, now, trusting)
                 if node is None:
                     continue
                 queue.remove(job_id)

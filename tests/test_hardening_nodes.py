@@ -34,6 +34,8 @@ from relay.scheduler import Scheduler
 
 ALL = frozenset({"gatys", "fast", "arbitrary"})
 PAUSE = 600.0
+# The rest rule alone: a newcomer on probation gets a job as soon as the proven node is busy.
+NO_WAIT = Timeouts(probation_wait=0.0)
 
 
 def node(name: str, **kw: Any) -> NodeInfo:
@@ -91,6 +93,9 @@ def test_ties_are_broken_by_fewest_jobs_started() -> None:
     s = Scheduler()
     s.node_up(node("a"), 0.0)
     s.node_up(node("b"), 0.0)
+    # Both prove themselves first (else the one that finished a job first is preferred).
+    for name, job_id in offers([*s.submit(job("x0"), 0.0), *s.submit(job("x1"), 0.0)]):
+        s.finished(name, job_id, lease(s, job_id), 0.5)
     seen = []
     for i in range(4):
         [(name, job_id)] = offers(s.submit(job(f"j{i}"), 1.0 + i))
@@ -153,7 +158,7 @@ def fail_next(s: Scheduler, name: str, job_id: str, now: float) -> list[object]:
 
 
 def test_a_node_failing_in_a_row_while_another_succeeds_is_paused_then_on_probation() -> None:
-    s = Scheduler(pause=PAUSE)
+    s = Scheduler(NO_WAIT, pause=PAUSE)
     s.node_up(node("honest"), 0.0)
     s.submit(job("ok"), 0.0)
     s.finished("honest", "ok", lease(s, "ok"), 1.0)
@@ -195,7 +200,7 @@ def test_failures_alone_do_not_pause_when_no_other_node_succeeds() -> None:
 
 
 def test_a_success_resets_the_count_and_a_stale_success_elsewhere_does_not_count() -> None:
-    s = Scheduler(pause=PAUSE)
+    s = Scheduler(NO_WAIT, pause=PAUSE)
     s.node_up(node("honest"), 0.0)
     s.submit(job("ok"), 0.0)
     s.finished("honest", "ok", lease(s, "ok"), 1.0)
@@ -421,6 +426,11 @@ async def test_a_node_that_fails_everything_is_paused_and_shown(
     failed_jobs = []
     for _ in range(PAUSE_AFTER):
         job_id = await create(client)
+        # The liar has not finished a job: it gets one once it waited for the busy honest node.
+        clock.advance(Timeouts().probation_wait)
+        hub.seen(liar.handle)
+        hub.seen(honest.handle)
+        service(client).tick()
         offer = await liar.offer()
         assert offer.job_id == job_id
         # It claims the input is invalid: the job is not failed outright, it waits for
