@@ -8,14 +8,22 @@ pixel limit is left alone: our own cap sits below it (see `relay.config.PIXEL_CE
 and its bomb warning is caught as a refusal.
 """
 
+import importlib
 import io
 import warnings
 from dataclasses import dataclass
+from types import ModuleType
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from relay.decoding import Decoder
 from relay.errors import BadRequest, TooLarge
+
+_webp: ModuleType | None
+try:  # Pillow's binding of libwebp; absent when built without WebP, which it then refuses
+    _webp = importlib.import_module("PIL._webp")
+except ImportError:  # pragma: no cover
+    _webp = None
 
 # MPO is how many phone cameras write JPEG; Pillow names it separately.
 FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP"}
@@ -86,23 +94,85 @@ def _scaled(width: int, height: int, size: int) -> tuple[int, int]:
 
 
 def prepare(data: bytes, size: int, what: str) -> PreparedImage:
-    """Decode, turn upright, flatten to RGB, scale the long side down to `size`, encode PNG.
+    """Decode, shrink cheaply, turn upright, flatten to RGB, scale the long side down to
+    `size`, encode PNG.
 
     Blocking and CPU-heavy: run it through `load`, which keeps big images off the loop.
+    Memory is what limits how many of these the relay can run at once, so the full-size
+    picture is box-reduced in its own mode to about twice the target before anything else
+    copies it, and dropped at once (see `decode_memory` for what is left at the peak).
     """
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.format in ("JPEG", "MPO"):
-                # Let libjpeg decode at a reduced scale: far less work for big photos.
-                img.draft("RGB", (size, size))
-            img.load()
-            # Only pictures with EXIF can carry an orientation, and parsing it costs time.
-            upright = ImageOps.exif_transpose(img) if "exif" in img.info else img
-            return _finish(upright, size, what)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        img = _reduced(_decoded(data, size), size)
+        # Only pictures with EXIF can carry an orientation, and parsing it costs time.
+        if "exif" in img.info:
+            img = ImageOps.exif_transpose(img)
+        return _finish(img, size, what)
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError):
         raise BadRequest(
             f"{what} could not be decoded: the file is damaged or cut short."
         ) from None
+
+
+def decode_memory(header: ImageHeader) -> int:
+    """Bytes `prepare` holds at its peak for an image with this header: its admission cost
+    on the relay's memory budget (`relay.decoding`)."""
+    return header.width * header.height * _PEAK_BYTES_PER_PIXEL.get(header.format, 8)
+
+
+# Peaks of `prepare` (RSS growth over pixels, Pillow 13): libwebp's animation decoder, the
+# only one Pillow binds, holds two RGBA canvases while the frame is copied out (12 bytes a
+# pixel, 12.3 measured); a PNG is 4 bytes a pixel in Pillow, doubled while an alpha channel
+# is premultiplied for the reduction; a JPEG at most 4 (libjpeg usually decodes it smaller).
+_PEAK_BYTES_PER_PIXEL = {"WEBP": 13, "PNG": 8, "JPEG": 4, "MPO": 4}
+# Shrinking by whole boxes to at least this many times the target, then LANCZOS, looks the
+# same as LANCZOS all the way (Pillow's `reducing_gap` advice is 2 or more).
+_REDUCING_GAP = 2
+# Modes Pillow can box-reduce without changing what the picture means (not palettes or
+# colour-keyed transparency, whose key colour would blend into its neighbours).
+_REDUCIBLE = ("L", "LA", "RGB", "RGBA", "RGBX")
+
+
+def _decoded(data: bytes, size: int) -> Image.Image:
+    """The whole picture decoded, in the file's own mode."""
+    img = Image.open(io.BytesIO(data))
+    if img.format == "WEBP" and _webp is not None:
+        return _decoded_webp(img, data)
+    if img.format in ("JPEG", "MPO"):
+        # Let libjpeg decode at a reduced scale: far less work for big photos.
+        img.draft("RGB", (size, size))
+    img.load()
+    return img
+
+
+def _decoded_webp(opened: Image.Image, data: bytes) -> Image.Image:
+    """The first frame of a WebP, with libwebp's canvases freed before the frame is used.
+
+    Pillow's own `load` keeps the decoder (two full RGBA canvases) and the frame's bytes
+    alive beside its copy of the pixels: 16 bytes a pixel, 374 MB for a crafted 1 KB file.
+    Here the decoder goes as soon as the frame is out, and the frame's bytes become the
+    image without a copy: the peak is 12 bytes a pixel, and 4 after it.
+    """
+    assert _webp is not None
+    info, size = dict(opened.info), opened.size
+    opened.close()
+    decoder = _webp.WebPAnimDecoder(data)
+    rawmode = decoder.get_info()[4]
+    frame = decoder.get_next()
+    del decoder
+    if frame is None or rawmode not in ("RGBA", "RGBX"):
+        raise OSError("libwebp could not decode the first frame")
+    img = Image.frombuffer(rawmode, size, frame[0], "raw", rawmode, 0, 1)
+    img.info.update(info)
+    return img
+
+
+def _reduced(img: Image.Image, size: int) -> Image.Image:
+    """`img` box-reduced by a whole factor to no less than `_REDUCING_GAP` times `size`."""
+    factor = max(img.size) // (size * _REDUCING_GAP)
+    if factor < 2 or img.mode not in _REDUCIBLE or "transparency" in img.info:
+        return img
+    return img.reduce(factor)
 
 
 # Pillow reads 16-bit greyscale PNGs as "I;16" (32-bit "I" in older versions), and its own
@@ -133,7 +203,7 @@ def _finish(img: Image.Image, size: int, what: str) -> PreparedImage:
         img = Image.new("RGB", rgba.size, (255, 255, 255))
         img.paste(rgba, mask=rgba.getchannel("A"))
     elif img.mode != "RGB":
-        img = img.convert("RGB")
+        img = img.convert("RGB")  # also RGBX, which is how libwebp gives opaque pictures
     width, height = _scaled(img.width, img.height, size)
     if min(width, height) < MIN_SIDE:
         raise BadRequest(
@@ -155,4 +225,6 @@ async def load(
     (inline when tiny)."""
     check_bytes(len(data), max_bytes, what)
     header = probe(data, max_pixels, what)
-    return await decoder.run(header.width * header.height * 3, prepare, data, size, what)
+    return await decoder.run(
+        header.width * header.height * 3, prepare, data, size, what, memory=decode_memory(header)
+    )
