@@ -24,6 +24,10 @@ try:  # Pillow's binding of libwebp; absent when built without WebP, which it th
     _webp = importlib.import_module("PIL._webp")
 except ImportError:  # pragma: no cover
     _webp = None
+if _webp is not None and not hasattr(_webp, "WebPAnimDecoder"):  # pragma: no cover
+    # An internal of Pillow's: should a release rename it, WebP takes Pillow's own (hungrier)
+    # path rather than failing.
+    _webp = None
 
 # MPO is how many phone cameras write JPEG; Pillow names it separately.
 FORMATS = {"PNG": "PNG", "JPEG": "JPEG", "MPO": "JPEG", "WEBP": "WebP"}
