@@ -3,7 +3,10 @@ many job uploads one client may have in progress.
 
 A body's bytes are counted as the relay reads them (chunked bodies too), against a cap per
 client (`body_buffer_client_mb`, 429) and one for the whole relay (`body_buffer_total_mb`,
-503), and released when the request ends, however it ends. A body must arrive within
+503), and released when the request ends, however it ends. A body that will be parsed costs
+more than its bytes while it is (a JSON body's text and strings sit beside it): its reader
+gives the cost per byte, and that much is counted from the first byte, so the refusal comes
+before the upload rather than after it. A body must arrive within
 `body_timeout` seconds (408). A refused request whose body is still coming is answered and
 its connection closed, so the rest is never read (aiohttp would otherwise read and discard
 it for up to ten seconds). Compressed bodies are refused (415) before a byte is inflated: a
@@ -95,18 +98,20 @@ class Receipt:
         return self._client
 
     def take(self, n: int) -> None:
-        """Count `n` bytes just read, or refuse the request (429 or 503)."""
+        """Count `n` bytes just read (or to be held for them), or refuse the request (429
+        or 503)."""
         self._intake.budget.take(self.client, n)
         self.held += n
 
     @asynccontextmanager
-    async def arriving(self) -> AsyncIterator[None]:
+    async def arriving(self, cost: float = 1.0) -> AsyncIterator[None]:
         """Read the body inside this block: it must all have arrived by the deadline (408).
 
-        A declared length that could not fit now is refused before anything is read."""
+        A declared length that could not fit now, at `cost` bytes held per byte, is refused
+        before anything is read."""
         declared = self._request.content_length
         if declared:
-            self._intake.budget.check(self.client, declared - self.held)
+            self._intake.budget.check(self.client, math.ceil(declared * cost) - self.held)
         try:
             async with asyncio.timeout_at(self.deadline):
                 yield
@@ -117,14 +122,18 @@ class Receipt:
                 "the connection is closed."
             ) from None
 
-    async def read(self) -> bytes:
-        """The whole body, counted chunk by chunk as it arrives, within the deadline."""
-        chunks: list[bytes] = []
-        async with self.arriving():
+    async def read(self, cost: float = 1.0) -> bytearray:
+        """The whole body, within the deadline, counted chunk by chunk as it arrives at `cost`
+        bytes held per byte received (above 1 when what is made of the body sits beside it).
+
+        A bytearray, so that whoever parses it can free it as soon as it is no longer needed
+        (`clear()`), however many references to it are still about."""
+        body = bytearray()
+        async with self.arriving(cost):
             while chunk := await self._request.content.readany():
-                self.take(len(chunk))
-                chunks.append(chunk)
-        return b"".join(chunks)
+                self.take(math.ceil(len(chunk) * cost))
+                body += chunk
+        return body
 
     def release(self) -> None:
         """Give back every byte this request held (the request has ended)."""

@@ -7,13 +7,14 @@ travel to a node: the protocol's `is_param` and `is_weight` are the rule, so a j
 accepts can always be offered.
 """
 
-import base64
 import binascii
 import contextlib
+import io
 import json
 import math
 import re
 import reprlib
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -49,7 +50,20 @@ _ATOM = r"[A-Za-z0-9#$&'*+/=?^_`{|}~-]+"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+")
 _PART_NAME = re.compile(r';\s*name="([A-Za-z0-9_\[\]-]*)"')
-_DATA_URL = re.compile(r"^data:[\w/+.-]*;base64,")
+# What may come before and after an image's base64: whitespace and a data: URL's head.
+_B64_HEAD = re.compile(r"\s*(?:data:[\w/+.-]*;base64,)?")
+_B64_TAIL = re.compile(r"\s*\Z")
+# Base64 characters decoded at a time (a multiple of 4), so that no copy of a whole string
+# is ever made.
+B64_SLICE = 256 * 1024
+# Bytes held per byte of a JSON body while it is read and parsed: the body, then its text,
+# then the parsed strings beside the text, then the strings beside their decoded bytes; each
+# step frees what the last one made (see `parse_json`), so at most two of them at once.
+JSON_COST = 2.0
+# Non-ASCII bytes a JSON job may carry: its text fields (a file name) need few, and images
+# are base64. Kept few, they are escaped so the body's text stays one byte a character.
+MAX_NON_ASCII = MAX_FIELD_BYTES
+_NON_ASCII = re.compile(rb"[\x80-\xff]+")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -108,12 +122,13 @@ def _shown(value: Any) -> str:
 
 
 async def _read_part(part: BodyPartReader, cap: int, what: str, receipt: Receipt) -> bytes:
-    buf = bytearray()
+    # A BytesIO hands over its buffer as the bytes (getvalue), where a bytearray is copied.
+    buf = io.BytesIO()
     while chunk := await part.read_chunk(64 * 1024):
         receipt.take(len(chunk))
-        buf += chunk
-        check_bytes(len(buf), cap, what)
-    return bytes(buf)
+        buf.write(chunk)
+        check_bytes(buf.tell(), cap, what)
+    return buf.getvalue()
 
 
 def _part_name(part: BodyPartReader) -> str:
@@ -179,15 +194,26 @@ async def _read_parts(request: web.Request, max_bytes: int, receipt: Receipt) ->
 
 
 def _b64(value: Any, what: str, max_bytes: int) -> bytes:
+    """An image's bytes from its base64 text, decoded slice by slice: neither the text nor
+    the bytes are ever copied whole."""
     if not isinstance(value, str):
         raise BadRequest(f"{what} must be a base64 string.")
-    text = _DATA_URL.sub("", value.strip(), count=1)
+    start = _B64_HEAD.match(value).end()  # type: ignore[union-attr]  # it matches "" too
+    tail = _B64_TAIL.search(value, max(start, len(value) - 64))
+    end = tail.start() if tail is not None else len(value)
     # Base64 is 4/3 of the bytes: refuse before decoding anything too big.
-    check_bytes(len(text) * 3 // 4, max_bytes, what)
+    check_bytes((end - start) * 3 // 4, max_bytes, what)
+    out = io.BytesIO()
     try:
-        return base64.b64decode(text, validate=True)
+        # Padding may close the last slice only; strict mode checks everything else.
+        if value.find("=", start, end - 2) != -1:
+            raise ValueError("padding inside")
+        for at in range(start, end, B64_SLICE):
+            piece = value[at : min(at + B64_SLICE, end)]
+            out.write(binascii.a2b_base64(piece, strict_mode=True))
     except (binascii.Error, ValueError):
         raise BadRequest(f"{what} is not valid base64.") from None
+    return out.getvalue()
 
 
 def _entries(value: Any, key: str) -> list[tuple[Any, Any]]:
@@ -237,19 +263,52 @@ def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return body
 
 
-def _parse_json(data: bytes) -> Any:
+def _ascii(data: bytearray) -> bytes | bytearray:
+    """`data` with each non-ASCII character as its JSON escape (`\\u00e9`), which means the
+    same inside a string and is as wrong outside one. Without it, one emoji among 60 MB of
+    base64 would make the whole text, and the string it is in, four bytes a character."""
+    if data.isascii():
+        return data
+    pieces: list[bytes | memoryview] = []
+    seen = last = 0
+    view = memoryview(data)
+    for match in _NON_ASCII.finditer(data):
+        seen += match.end() - match.start()
+        if seen > MAX_NON_ASCII:
+            raise BadRequest(
+                f"The JSON body holds more than {MAX_NON_ASCII:,} bytes of non-ASCII text; a "
+                "job's text fields need far fewer (images go as base64)."
+            )
+        try:
+            text = match.group().decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("The request body is not UTF-8; JSON must be.") from None
+        pieces += [view[last : match.start()], json.dumps(text)[1:-1].encode("ascii")]
+        last = match.end()
+    pieces.append(view[last:])
+    escaped = b"".join(pieces)
+    del pieces
+    view.release()
+    return escaped
+
+
+def _parse_json(data: bytearray) -> Any:
     """A JSON request body, strictly: UTF-8, no NaN or Infinity, no repeated keys, no deep
-    nesting or vast arrays; numbers too large for any field come back as `_Huge`."""
+    nesting or vast arrays; numbers too large for any field come back as `_Huge`.
+
+    `data` is emptied as soon as its text is made, and the text is dropped on return."""
     punctuation = data.count(b",") + data.count(b"[") + data.count(b"{")
     if punctuation > MAX_JSON_PUNCTUATION:
         raise BadRequest(
             f"The JSON body has {punctuation:,} commas, brackets and braces; a job needs far "
             f"fewer (at most {MAX_JSON_PUNCTUATION})."
         )
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadRequest("The request body is not UTF-8; JSON must be.") from None
+    escaped = _ascii(data)
+    if escaped is not data:
+        data.clear()  # the text is made from the escaped copy
+    text = escaped.decode("ascii")
+    data.clear()
+    del escaped
     try:
         return json.loads(
             text,
@@ -269,29 +328,36 @@ def _parse_json(data: bytes) -> Any:
 async def read_json(receipt: Receipt, max_bytes: int, decoder: Decoder) -> RawOrder:
     """Read a JSON job request (images as base64), refusing any image over `max_bytes`.
 
-    The body is counted on `receipt`; parsing and base64 decoding run on `decoder`'s threads
-    when big."""
-    data = await receipt.read()
+    The body is counted on `receipt` at `JSON_COST` bytes a byte, what parsing it holds at
+    most; parsing and base64 decoding run on `decoder`'s threads when big."""
+    data = await receipt.read(JSON_COST)
     return await decoder.run(len(data), parse_json, data, max_bytes)
 
 
-def parse_json(data: bytes, max_bytes: int) -> RawOrder:
-    """Parse a JSON job request body into a `RawOrder` (blocking: see `read_json`)."""
+def parse_json(data: bytearray, max_bytes: int) -> RawOrder:
+    """Parse a JSON job request body into a `RawOrder` (blocking: see `read_json`); `data`
+    is emptied on the way."""
     body = _parse_json(data)
     if not isinstance(body, dict):
         raise BadRequest("The request body must be a JSON object.")
     raw = RawOrder()
+    # Each base64 string is dropped as soon as it is decoded, so that the strings and the
+    # images made of them are never all held at once.
     content = body.pop("image", body.pop("content", None))
     if content is not None:
         raw.content = _b64(content, "The photo", max_bytes)
+    del content
     for value, weight in _entries(body.pop("style", []), "id"):
         if not isinstance(value, str):
             raise BadRequest("`style` must be a style id, a list of ids, or {id, weight} items.")
         raw.style_ids.append(value)
         raw.weights.append(weight)
-    for i, (value, weight) in enumerate(_entries(body.pop("style_image", []), "image")):
-        raw.style_images.append(_b64(value, f"Style image {i + 1}", max_bytes))
+    pending = deque(_entries(body.pop("style_image", []), "image"))
+    while pending:
+        image, weight = pending.popleft()
+        raw.style_images.append(_b64(image, f"Style image {len(raw.style_images) + 1}", max_bytes))
         raw.weights.append(weight)
+        del image
     given = body.pop("style_weights", None)
     if given is not None:
         if not isinstance(given, list):
