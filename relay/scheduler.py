@@ -24,6 +24,8 @@ and to the job's subscribers.
 - Waiting: a job may wait `timeouts.queue` seconds in all (a recovered job brings the time
   it has waited already); a queued job past that fails, with why no node took it. Time on
   a node does not count: a job that goes back to the queue keeps the wait it had left.
+- Unservable: the scheduler counts the queued jobs no connected, non-draining node could
+  run (`unservable`), so admission can keep such jobs to a share of the queue.
 """
 
 import secrets
