@@ -117,6 +117,8 @@ async def _serve(ports: "mp.Queue[tuple[int, int]]", data_dir: str) -> None:
         queue_capacity=100_000,
         max_open_jobs=100_000,
         rate_per_minute=10_000_000,
+        # The load comes from one address: lift the per-client limits, as above.
+        uploads_per_client=100_000,
     )
     app = init(config)
     runner = web.AppRunner(app, access_log=None)
