@@ -170,6 +170,9 @@ class Config:
     max_upload_mb: float = 10.0
     result_ttl: float = 24 * 3600.0
     queue_capacity: int = 500
+    queue_unservable: int = 50
+    """Of the queue, how many jobs no connected node could run may wait (the rest is kept
+    for jobs the nodes do run)."""
     max_open_jobs: int = 3
     rate_per_minute: int = 20
     retry_after: int = 30
@@ -272,6 +275,11 @@ SETTINGS: dict[str, tuple[Cast, str]] = {
     "max_upload_mb": (_positive_float, "byte cap of one uploaded image in MiB (default 10)"),
     "result_ttl": (_duration, "how long results are kept, e.g. 24h (default 24h)"),
     "queue_capacity": (_positive_int, "most jobs waiting at once (default 500)"),
+    "queue_unservable": (
+        _count,
+        "of those, most jobs no connected node can run (wrong method, style or size); "
+        "more are refused (default 50)",
+    ),
     "max_open_jobs": (_positive_int, "most queued or running jobs per client (default 3)"),
     "rate_per_minute": (_positive_int, "most new jobs per client per minute (default 20)"),
     "retry_after": (_positive_int, "seconds a client is told to wait when full (default 30)"),

@@ -146,31 +146,42 @@ def fits(node: NodeInfo, job: JobSpec) -> bool:
     )
 
 
-def why_waiting(job: JobSpec, nodes: list[NodeInfo], declined_by: dict[str, str]) -> str | None:
-    """Why none of `nodes` (those taking jobs) runs `job`, in words; None if one could."""
+def unfit(job: JobSpec, nodes: list[NodeInfo]) -> tuple[str, str] | None:
+    """Why none of `nodes` could run `job` however idle, in words, and what its owner could
+    change so that one could ("" where nothing would help); None if one could."""
     if not nodes:
-        return "No node is online; the job starts when one connects."
+        return "No node is online; the job starts when one connects.", ""
     if not any(job.method in i.methods for i in nodes):
-        return f"No connected node offers the {job.method} method."
+        return f"No connected node offers the {job.method} method.", "choose another method"
     missing = sorted(s for s in job.fast_styles if not any(s in i.styles for i in nodes))
     if missing:
-        return f"No connected node has the style {', '.join('fast:' + s for s in missing)}."
+        names = ", ".join("fast:" + s for s in missing)
+        return f"No connected node has the style {names}.", "choose another style"
     top_epochs = max(i.max_epochs for i in nodes if job.method in i.methods)
     if job.epochs > top_epochs:
         return (
             f"{job.epochs} epochs is above every connected node's cap "
-            f"(the highest is {top_epochs})."
+            f"(the highest is {top_epochs}).",
+            f"ask for at most {top_epochs} epochs",
         )
     top_pixels = max(i.max_pixels for i in nodes if job.method in i.methods)
     if job.pixels > top_pixels:
         return (
             f"The image has {job.pixels:,} pixels, more than any connected node takes "
-            f"(the most is {top_pixels:,})."
+            f"(the most is {top_pixels:,}).",
+            "choose a smaller size",
         )
-    able = [i for i in nodes if fits(i, job)]
-    if not able:
-        return "No single connected node offers everything this job needs."
-    if all(i.name in declined_by for i in able):
+    if not any(fits(i, job) for i in nodes):
+        return "No single connected node offers everything this job needs.", ""
+    return None
+
+
+def why_waiting(job: JobSpec, nodes: list[NodeInfo], declined_by: dict[str, str]) -> str | None:
+    """Why none of `nodes` (those taking jobs) runs `job`, in words; None if one could."""
+    found = unfit(job, nodes)
+    if found is not None:
+        return found[0]
+    if all(i.name in declined_by for i in nodes if fits(i, job)):
         reasons = "; ".join(f"{n}: {r}" for n, r in sorted(declined_by.items()))
         return f"Every node that could run it declined ({reasons})."
     return None
@@ -178,13 +189,28 @@ def why_waiting(job: JobSpec, nodes: list[NodeInfo], declined_by: dict[str, str]
 
 def waited_too_long(limit: float, why: str | None) -> str:
     """Why a job failed after waiting `limit` seconds, given `why_waiting`'s words then."""
-    detail = (why or "Every node that could was busy").rstrip(".")
-    # "No node is online; the job starts when one connects." -> "no node is online"; a ";"
-    # inside brackets (the nodes' own reasons for declining) stays.
+    detail = _clause(why or "Every node that could was busy")
+    return f"No node could take this job within {_span(limit)} ({detail}); try again later."
+
+
+def no_room_to_wait(why: str, hint: str, waiting: int) -> str:
+    """Why a job no connected node can run is refused: `waiting` such jobs fill their share
+    of the queue. `why` and `hint` are `unfit`'s words."""
+    advice = f"try again later or {hint}" if hint else "try again later"
+    return (
+        f"No connected node can run this job now ({_clause(why)}), and {waiting} jobs "
+        f"already wait for one; {advice}."
+    )
+
+
+def _clause(sentence: str) -> str:
+    """`why_waiting`'s sentence as a clause inside another: no capital, no full stop, and
+    no afterthought past a ";" (one inside brackets, the nodes' own reasons, stays)."""
+    # "No node is online; the job starts when one connects." -> "no node is online"
+    detail = sentence.rstrip(".")
     head, sep, _ = detail.partition(";")
     detail = head if sep and "(" not in head else detail
-    detail = detail[:1].lower() + detail[1:]
-    return f"No node could take this job within {_span(limit)} ({detail}); try again later."
+    return detail[:1].lower() + detail[1:]
 
 
 def _span(seconds: float) -> str:

@@ -19,7 +19,17 @@ from relay.blobs import BlobStore, no_space
 from relay.config import Config
 from relay.decoding import Decoder
 from relay.disk import DISK_FULL, Disk
-from relay.dispatch import Action, Failed, NodePaused, Requeued, SendCancel, SendOffer, Timeouts
+from relay.dispatch import (
+    Action,
+    Failed,
+    JobSpec,
+    NodePaused,
+    Requeued,
+    SendCancel,
+    SendOffer,
+    Timeouts,
+    no_room_to_wait,
+)
 from relay.errors import (
     ApiError,
     Conflict,
@@ -36,7 +46,7 @@ from relay.limits import RateLimiter
 from relay.logs import event as log_event
 from relay.mailer import EmailStatus, Mailer, MailSettings
 from relay.metrics import Gauges, Metrics
-from relay.model import JobRecord, JobState, Live, StyleChoice, spec_of
+from relay.model import JobRecord, JobState, Live, StyleChoice, fast_styles, spec_of
 from relay.offload import off_loop
 from relay.scheduler import Scheduler
 from relay.store import JobStore
@@ -102,6 +112,8 @@ class JobService:
         self._open: dict[str, JobRecord] = {}
         # Jobs being written to the database, by client: admitted, not yet queued.
         self._adding: Counter[str] = Counter()
+        # Of those, how many no connected node could run when they were admitted.
+        self._adding_unservable = 0
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -134,9 +146,10 @@ class JobService:
 
     # ---- admission -------------------------------------------------------------------
 
-    def check_admission(self, client: str) -> None:
+    def check_admission(self, client: str, job: JobSpec | None = None) -> None:
         """Refuse early when this client may not add a job now (429), the queue is full
-        (503) or the disk is (507)."""
+        (503) or the disk is (507); and, given the `job`, when no connected node could run
+        it and such jobs already fill their share of the queue (503)."""
         if self.scheduler.open_jobs(client) + self._adding[client] >= self.config.max_open_jobs:
             raise TooManyRequests(
                 f"You already have {self.config.max_open_jobs} jobs queued or running; "
@@ -148,7 +161,19 @@ class JobService:
                 f"try again in {self.config.retry_after} s.",
                 self.config.retry_after,
             )
+        if job is not None:
+            self._check_unservable_share(job)
         self.disk.check(client, 0)
+
+    def _check_unservable_share(self, job: JobSpec) -> None:
+        """503 when no connected node could run `job` and `--queue-unservable` such jobs
+        already wait: a flood of them cannot fill the queue that the nodes' jobs need."""
+        waiting = self.scheduler.unservable + self._adding_unservable
+        if waiting < self.config.queue_unservable:
+            return
+        unfit = self.scheduler.unfit(job)
+        if unfit is not None:
+            raise QueueFull(no_room_to_wait(*unfit, waiting), self.config.retry_after)
 
     def check_rate(self, client: str) -> None:
         """Take one new-job token for this client, or refuse with 429."""
@@ -165,15 +190,19 @@ class JobService:
         """Store a checked order's images and row, and queue it (only once it is stored)."""
         images = [order.content.png, *(s.png for s in order.style_images)]
         size = sum(len(data) for data in images)
+        pixels = order.content.width * order.content.height
+        spec = JobSpec("", client, order.method, order.epochs, pixels, fast_styles(order.styles))
+        self.check_admission(client, spec)
         self.disk.check(client, size)
         shas = await off_loop(size, self._put_all, images)
         try:
             self.disk.check_quota(client, shas)
             # The queue may have filled while the images were written.
-            self.check_admission(client)
+            self.check_admission(client, spec)
         except ApiError:
             self.blobs.release(shas)
             raise
+        unservable = self.scheduler.unfit(spec) is not None
         job = JobRecord(
             id=secrets.token_urlsafe(16),
             client=client,
@@ -191,7 +220,10 @@ class JobService:
         )
         # Shielded: once its row is on the way, the job is queued even if the request is
         # cancelled meanwhile; it must not exist in the database alone.
-        await asyncio.shield(self._admit(job, shas))
+        # Counted at once, not when the task below starts: admissions in between see it.
+        self._adding[client] += 1
+        self._adding_unservable += unservable
+        await asyncio.shield(self._admit(job, shas, unservable))
         return self.get(job.id)
 
     def _put_all(self, images: list[bytes]) -> list[str]:
@@ -211,10 +243,10 @@ class JobService:
             ) from exc
         return shas
 
-    async def _admit(self, job: JobRecord, shas: list[str]) -> None:
+    async def _admit(self, job: JobRecord, shas: list[str], unservable: bool) -> None:
         """Write the job's row; then, and only then, it exists: counted, queued, offered.
-        A row the database did not take means no job (507), not one in memory alone."""
-        self._adding[job.client] += 1
+        A row the database did not take means no job (507), not one in memory alone.
+        `submit` counted it as being added (`unservable`: as one no node could run)."""
         try:
             await self.store.add(job)
             self._open[job.id] = job
@@ -226,6 +258,7 @@ class JobService:
             self._adding[job.client] -= 1
             if not self._adding[job.client]:
                 del self._adding[job.client]
+            self._adding_unservable -= unservable
             self.blobs.release(shas)
         log_event(
             log,

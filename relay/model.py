@@ -3,7 +3,7 @@ running job has reported so far (memory only)."""
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,7 +100,11 @@ def result_name(job_id: str, filename: str | None) -> str:
     return f"{stem or 'stylerelay-' + job_id[:8]}-stylized.png"
 
 
+def fast_styles(styles: Iterable[StyleChoice]) -> frozenset[str]:
+    """The bare names of the fast styles among `styles` (`fast:candy` -> `candy`)."""
+    return frozenset(s.id.removeprefix("fast:") for s in styles if s.id.startswith("fast:"))
+
+
 def spec_of(job: JobRecord) -> JobSpec:
     """What the scheduler needs of a stored job."""
-    fast = frozenset(s.id.removeprefix("fast:") for s in job.styles if s.id.startswith("fast:"))
-    return JobSpec(job.id, job.client, job.method, job.epochs, job.pixels, fast)
+    return JobSpec(job.id, job.client, job.method, job.epochs, job.pixels, fast_styles(job.styles))

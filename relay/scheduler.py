@@ -32,6 +32,8 @@ and to the job's subscribers.
 - Waiting: a job may wait `timeouts.queue` seconds in all (a recovered job brings the time
   it has waited already); a queued job past that fails, with why no node took it. Time on
   a node does not count: a job that goes back to the queue keeps the wait it had left.
+- Unservable: the scheduler counts the queued jobs no connected, non-draining node could
+  run (`unservable`), so admission can keep such jobs to a share of the queue.
 """
 
 import secrets
@@ -48,6 +50,7 @@ from relay.dispatch import (
     SendOffer,
     Timeouts,
     fits,
+    unfit,
     waited_too_long,
     why_waiting,
 )
@@ -125,6 +128,10 @@ class Scheduler:
         self._jobs: dict[str, _Job] = {}
         self._nodes: dict[str, _Node] = {}
         self._open: dict[str, int] = {}
+        # Queued jobs no connected, non-draining node could run (paused ones count as able:
+        # they rest a while, they have not left). Kept up to date as jobs and nodes come and
+        # go, so admission asks for its size, not for a walk through the queue.
+        self._unservable: set[str] = set()
 
     # ---- questions -------------------------------------------------------------------
 
@@ -137,6 +144,16 @@ class Scheduler:
     def running(self) -> int:
         """Jobs on a node now."""
         return len(self._jobs) - self.queued
+
+    @property
+    def unservable(self) -> int:
+        """Queued jobs that no connected, non-draining node could run, however idle."""
+        return len(self._unservable)
+
+    def unfit(self, job: JobSpec) -> tuple[str, str] | None:
+        """Why no connected, non-draining node could run `job` (which need not be queued),
+        and what its owner could change (`relay.dispatch.unfit`); None if one could."""
+        return unfit(job, self._serving())
 
     def open_jobs(self, client: str) -> int:
         """Queued plus running jobs of one client."""
@@ -206,6 +223,7 @@ class Scheduler:
             return [Failed(job.id, waited_too_long(self.timeouts.queue, why))]
         self._jobs[job.id] = _Job(job, wait_until, attempts, queued_since=now - waited)
         self._queues.setdefault(job.client, deque()).append(job.id)
+        self._note_servable(job)
         self._open[job.client] = self._open.get(job.client, 0) + 1
         return self._dispatch(now)
 
@@ -217,6 +235,7 @@ class Scheduler:
         # Believed up to the cap: slots are only a claim, and the relay spreads by them.
         slots = max(1, min(info.slots, self.max_slots))
         self._nodes[info.name] = _Node(replace(info, slots=slots))
+        self._unservable = {j for j in self._unservable if not fits(info, self._jobs[j].spec)}
         return actions + self._dispatch(now)
 
     def node_draining(self, name: str) -> None:
@@ -224,6 +243,7 @@ class Scheduler:
         node = self._nodes.get(name)
         if node is not None:
             node.draining = True
+            self._count_unservable()
 
     def node_down(
         self, name: str, now: float, reason: str | None = None, *, deliberate: bool = False
@@ -236,6 +256,7 @@ class Scheduler:
         node = self._nodes.pop(name, None)
         if node is None:
             return []
+        self._count_unservable()
         actions: list[Action] = []
         for job_id in sorted(node.jobs):
             why = reason or f"node {name} was lost"
@@ -438,9 +459,11 @@ class Scheduler:
             # It waited longest: its client gets the next turn.
             self._queues.move_to_end(client, last=False)
         queue.appendleft(entry.spec.id)
+        self._note_servable(entry.spec)
 
     def _forget(self, job_id: str) -> None:
         entry = self._jobs.pop(job_id)
+        self._unservable.discard(job_id)
         if entry.lease is not None:
             node = self._nodes.get(entry.lease.node)
             if node is not None:
@@ -454,6 +477,23 @@ class Scheduler:
         self._open[client] -= 1
         if not self._open[client]:
             del self._open[client]
+
+    def _serving(self) -> list[NodeInfo]:
+        return [n.info for n in self._nodes.values() if not n.draining]
+
+    def _note_servable(self, job: JobSpec) -> None:
+        """Count a job that has just joined the queue if no serving node fits it."""
+        if not any(fits(info, job) for info in self._serving()):
+            self._unservable.add(job.id)
+
+    def _count_unservable(self) -> None:
+        """Count again after a node left or began to drain (O(queue x nodes); rare)."""
+        serving = self._serving()
+        self._unservable = {
+            job_id
+            for job_id, entry in self._jobs.items()
+            if entry.lease is None and not any(fits(info, entry.spec) for info in serving)
+        }
 
     # ---- distrust --------------------------------------------------------------------
 
