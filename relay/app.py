@@ -14,7 +14,7 @@ from pathlib import Path
 from aiohttp import WSCloseCode, web
 
 import web as web_package
-from relay import api, crosssite, intake, status
+from relay import api, crosssite, intake, peerlog, status
 from relay.config import Config
 from relay.errors import (
     ApiError,
@@ -87,8 +87,12 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         if exc.status < 400:
             raise
         return _error(exc.status, exc.reason)
-    except (asyncio.CancelledError, ConnectionResetError):
+    except asyncio.CancelledError:
         raise
+    except ConnectionResetError:
+        # The client hung up mid-request: nobody hears this answer, and it is not the
+        # relay's error to log with a traceback.
+        return _error(400, "The connection was lost before the request was complete.")
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
         return _error(500, "Something went wrong on the relay; the error was logged.")
@@ -129,6 +133,7 @@ def init(
     heartbeats and rate limits), both in seconds, are injectable for tests."""
     # Each image may be base64 in JSON (4/3 larger), the photo plus up to four styles.
     body_cap = config.max_upload_bytes * 5 * 4 // 3 + 1024 * 1024
+    peerlog.install()
     middlewares = [intake.guard, json_errors, crosssite.same_origin]
     app = web.Application(middlewares=middlewares, client_max_size=body_cap)
     app.on_response_prepare.append(crosssite.add_headers)
