@@ -421,6 +421,8 @@ class NodeHub:
                     "paused": paused,
                     "pause_reason": view.pause_reason if paused else None,
                     "paused_for": round(left) if paused else None,
+                    # Not yet trusted: it has finished no job (one at a time meanwhile).
+                    "probation": not view.proven,
                     "busy_slots": len(view.jobs),
                     # A short tag, not the id: a job id is the key to its result.
                     "current_jobs": sorted(j[:6] for j in view.jobs),

@@ -111,6 +111,8 @@ class NodeView:
     paused_until: float | None = None
     """On the scheduler's clock; None unless the node is rested."""
     pause_reason: str | None = None
+    proven: bool = True
+    """Whether it has finished a job (else, beside proven nodes, it is on probation)."""
 
 
 class Scheduler:
@@ -165,7 +167,15 @@ class Scheduler:
         for name, n in sorted(self._nodes.items()):
             until, reason = self.reputation.pause_of(name) or (None, None)
             views.append(
-                NodeView(n.info, frozenset(n.jobs), n.jobs_done, n.draining, until, reason)
+                NodeView(
+                    n.info,
+                    frozenset(n.jobs),
+                    n.jobs_done,
+                    n.draining,
+                    until,
+                    reason,
+                    self.reputation.proven(name),
+                )
             )
         return views
 

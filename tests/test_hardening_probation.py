@@ -202,6 +202,10 @@ async def test_a_silent_newcomer_gets_work_only_after_the_proven_node_was_busy_f
     await create(client)
     assert (await honest.finish(await honest.offer()))[0]
     mallory = FakeNode.connect(service.hub, name="mallory", slots=256)
+    nodes = {n["name"]: n for n in (await (await client.get("/api/nodes")).json())["nodes"]}
+    assert (nodes["honest"]["probation"], nodes["mallory"]["probation"]) == (False, True)
+    assert "mallory" in (page := await (await client.get("/status")).text())
+    assert "on probation (has finished no job yet)" in page
     # The honest node takes every job it is free for, however many slots mallory claims.
     for _ in range(3):
         job_id = await create(client)

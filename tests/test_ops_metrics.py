@@ -1,5 +1,7 @@
 """`/metrics`, `/status` and structured log lines, against the real app and a fake node."""
 
+import base64
+import hashlib
 import json
 import logging
 import re
@@ -129,6 +131,11 @@ async def test_status_page_shows_nodes_and_queue_but_no_secrets(
     assert re.search(r"Queue length</th><td[^>]*>1<", page)
     assert re.search(r"Oldest waiting job</th><td[^>]*>5 min<", page)
     assert "<script" not in page and "://" not in page  # no external assets
+    # Its one inline style is allowed by hash, so the relay's page policy does not strip it.
+    style = re.search(r"<style>(.*?)</style>", page, re.S)
+    assert style is not None
+    digest = base64.b64encode(hashlib.sha256(style.group(1).encode()).digest()).decode()
+    assert f"style-src 'sha256-{digest}'" in resp.headers["Content-Security-Policy"]
 
 
 def test_kv_and_json_lines_carry_event_job_and_node() -> None:
