@@ -31,7 +31,6 @@ from .messages import (
     Progress,
     Result,
     StyleImage,
-    new_progress,
 )
 from .transfers import Received
 
@@ -171,8 +170,9 @@ def _progress(b: Body, take: Take) -> Progress:
             if type(value) is int:  # rare: copy only then
                 losses = {k: float(v) if type(v) is int else v for k, v in losses.items()}
                 break
-    return new_progress(b["job_id"], b["lease_id"], b["epoch"], b["max_epochs"], losses,
-                        _float(b["elapsed"]))  # fmt: skip
+    return Progress(
+        b["job_id"], b["lease_id"], b["epoch"], b["max_epochs"], losses, _float(b["elapsed"])
+    )
 
 
 def _decode_result(b: Body, take: Take) -> Result:

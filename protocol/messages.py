@@ -11,18 +11,15 @@ connection's business.
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass
 
 from . import checks
 from .codes import ByeReason, DeclineReason, FailureCode
 from .handshake import Hello, Reject, Welcome
 from .limits import (
-    MAX_ID_LEN,
     MAX_ITEMS,
     MAX_STYLE_IMAGES,
     MAX_TEXT_LEN,
-    MAX_UINT,
 )
 
 Scalar = bool | int | float | str
@@ -113,51 +110,15 @@ class Progress:
     elapsed: float
 
     def __post_init__(self) -> None:
-        # The hottest message on the wire: checks are inlined, the helpers only word errors.
-        job_id, lease_id, epoch, max_epochs, losses, elapsed = (
-            self.job_id, self.lease_id, self.epoch, self.max_epochs, self.losses, self.elapsed
-        )  # fmt: skip
-        if (
-            type(job_id) is not str
-            or type(lease_id) is not str
-            or not 0 < len(job_id) <= MAX_ID_LEN
-            or not 0 < len(lease_id) <= MAX_ID_LEN
-        ):
-            checks.job(self, job_id, lease_id)
-        if type(max_epochs) is not int or not 0 < max_epochs <= MAX_UINT:
-            checks.uint(self, "max_epochs", max_epochs, lo=1)
-        if type(epoch) is not int or not 0 <= epoch <= max_epochs:
-            checks.uint(self, "epoch", epoch, hi=max_epochs)
-        if type(losses) is not dict or len(losses) > MAX_ITEMS:
-            raise checks.bad(self, "losses", f"a dict of at most {MAX_ITEMS} entries", losses)
-        for key, value in losses.items():
+        checks.job(self, self.job_id, self.lease_id)
+        checks.uint(self, "max_epochs", self.max_epochs, lo=1)
+        checks.uint(self, "epoch", self.epoch, hi=self.max_epochs)
+        if type(self.losses) is not dict or len(self.losses) > MAX_ITEMS:
+            raise checks.bad(self, "losses", f"a dict of at most {MAX_ITEMS} entries", self.losses)
+        for key, value in self.losses.items():
             if type(key) is not str or type(value) is not float:
                 raise checks.bad(self, "losses", "a dict of str to float", (key, value))
-        if type(elapsed) is not float or not 0.0 <= elapsed < math.inf:
-            checks.real(self, "elapsed", elapsed)
-
-
-# Decoding builds a Progress per message; the frozen dataclass's __init__ (a generic
-# object.__setattr__ per field) costs as much as the rest of the decoding, so the decoder
-# fills the slots through their descriptors instead and runs the same checks.
-_PROGRESS_SLOTS = tuple(getattr(Progress, name).__set__ for name in Progress.__slots__)
-
-
-def new_progress(  # noqa: PLR0917 (the fields of Progress, in its order)
-    job_id: str, lease_id: str, epoch: int, max_epochs: int, losses: dict[str, float],
-    elapsed: float,
-) -> Progress:  # fmt: skip
-    """Exactly `Progress(...)`, checks included, about a third faster."""
-    set_job, set_lease, set_epoch, set_max, set_losses, set_elapsed = _PROGRESS_SLOTS
-    message = object.__new__(Progress)
-    set_job(message, job_id)
-    set_lease(message, lease_id)
-    set_epoch(message, epoch)
-    set_max(message, max_epochs)
-    set_losses(message, losses)
-    set_elapsed(message, elapsed)
-    message.__post_init__()
-    return message
+        checks.real(self, "elapsed", self.elapsed)
 
 
 @dataclass(frozen=True, slots=True)
