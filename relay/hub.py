@@ -1,5 +1,5 @@
-"""The node side of the relay: where a node connection (the future protocol listener, or a
-test's fake node) calls in, and where it picks up the offers and cancels meant for it.
+"""The node side of the relay: where a node connection (`relay.nodelink`, or a test's fake
+node) calls in, and where it picks up the offers and cancels meant for it.
 
     handle = hub.node_connected(NodeInfo(...))     # after the node authenticated
     command = await handle.outbox.get()            # Offer or CancelJob, in order

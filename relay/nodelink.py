@@ -125,7 +125,6 @@ class NodeLink:
         self._pending: list[Message] = []
         self._handle: NodeHandle | None = None
         self._left_on_purpose = False
-        self._closing = False
 
     # ---- plumbing --------------------------------------------------------------------
 

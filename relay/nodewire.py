@@ -25,7 +25,7 @@ def node_info(name: str, hello: Hello) -> NodeInfo:
 
 
 def wire_offer(offer: HubOffer) -> Offer:
-    """The hub's offer as a protocol message (docs/protocol.md, "Offer parameters").
+    """The hub's offer as a protocol message (docs/protocol.md, the `offer` message).
 
     The images are already scaled to the job's size; `size` tells the engine the long side.
     One fast style travels as `style_id`, a blend of several as the `style_mix` parameter.

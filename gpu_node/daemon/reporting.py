@@ -46,8 +46,6 @@ class Reporter:
         self._preview_interval = preview_interval
         self._last_progress = -float("inf")
         self._last_preview = -float("inf")
-        self.sent_progress = 0
-        self.sent_previews = 0
 
     def progress(self, report: EngineProgress) -> None:
         """Pass an engine's epoch report on, unless one went out just now."""
@@ -56,7 +54,6 @@ class Reporter:
         if not last and now - self._last_progress < self._progress_interval:
             return
         self._last_progress = now
-        self.sent_progress += 1
         self._emit(
             Progress(
                 self._job,
@@ -77,7 +74,6 @@ class Reporter:
         if not self.wants_preview():
             return
         self._last_preview = self._clock()
-        self.sent_previews += 1
         self._emit(Preview(self._job, self._lease, epoch, preview_jpeg(image)))
 
 

@@ -77,7 +77,3 @@ def tv_loss(image: torch.Tensor) -> torch.Tensor:
     down = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
     return across + down
 
-
-def gram_distance(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean squared distance between the Gram matrices of two feature maps (for scoring)."""
-    return float(F.mse_loss(gram(a), gram(b)))
