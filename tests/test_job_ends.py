@@ -5,6 +5,7 @@ fails at once; one that every connected node declined fails after `--unservable-
 job that never ran has no `started` time.
 """
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,13 +15,16 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 from relay_harness import FakeClock, FakeNode, form, make_config, png
+from wire_node import WireNode
 
+from protocol import Decline, DeclineReason, Offer, Welcome
 from relay.api import SERVICE
-from relay.app import init
+from relay.app import NODE_LISTENER, init
 from relay.dispatch import Failed, JobSpec, NodeInfo, SendOffer, Timeouts
 from relay.hub import RECENT_FAST_STYLES
 from relay.jobs import JobService
 from relay.scheduler import Scheduler
+from relay.tokens import TokenStore
 
 Client = TestClient[web.Request, web.Application]
 Start = Callable[..., Awaitable[Client]]
@@ -212,6 +216,31 @@ async def test_declined_job_waits_on_for_a_node_that_has_not_declined(
     clock.advance(3600)
     service(client).tick()
     assert (await view(client, job["id"]))["state"] == "queued"
+
+
+async def test_a_real_decline_over_the_wire_ends_the_job_with_its_words(
+    start: Start, clock: FakeClock, tmp_path: Path
+) -> None:
+    client = await start(unservable_after=60.0)
+    job = await create(client)
+    node = await WireNode.dial(client.app[NODE_LISTENER].port)
+    try:
+        await node.hello(TokenStore(tmp_path / "data").add("gpu-1"), "gpu-1")
+        await node.expect(Welcome)
+        offer = await node.expect(Offer)
+        words = "epochs 200 is above this node's cap of 10 (max_epochs)"
+        await node.send(Decline(offer.job_id, offer.lease_id, DeclineReason.TOO_LARGE, words))
+        async with asyncio.timeout(5):
+            while (body := await view(client, job["id"]))["state"] != "queued":
+                await asyncio.sleep(0.01)
+        assert body["started"] is None and words in body["waiting_reason"]
+        clock.advance(61)
+        service(client).tick()
+        body = await view(client, job["id"])
+        assert body["state"] == "failed" and f"gpu-1: {words}" in body["error"]
+        assert body["started"] is None
+    finally:
+        await node.close()
 
 
 # ---- started -----------------------------------------------------------------------------
