@@ -83,6 +83,8 @@ FIELDS = {"method", "epochs", "size", "email", "filename", "style_weights", *PAR
 # What every node would decline whatever its caps (gpu_node/daemon/params.py and the engine
 # it builds): a job above these could be admitted only to fail.
 NODE_MAX_SIZE = 16384
+TRAINED_PREFIX = "fast:trained:"
+"""A node's own trained style (gpu_node.fast.registry): it cannot be blended with others."""
 GATYS_MAX_SIZE = 8192
 """The Gatys engine's largest long side (gpu_node.engine.params.MAX_SIZE)."""
 GATYS_MULTISCALE_ABOVE = 1024
@@ -512,6 +514,12 @@ def _styles(raw: RawOrder, method: str, fast_known: set[str]) -> tuple[StyleChoi
                 raise BadRequest(f"Style {_shown(style_id)} works only with the fast method.")
         else:
             raise BadRequest(f"Unknown style {_shown(style_id)}; see /api/styles for the list.")
+    trained = [s for s in raw.style_ids if s.startswith(TRAINED_PREFIX)]
+    if trained and count > 1:
+        raise BadRequest(
+            f"Style {_shown(trained[0])} cannot be blended: a node blends built-in styles "
+            "only (fast:builtin:...); use a trained style on its own."
+        )
     return tuple(StyleChoice(i, w) for i, w in zip(raw.style_ids, weights, strict=True))
 
 

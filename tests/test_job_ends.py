@@ -106,6 +106,15 @@ async def test_parameters_every_node_would_decline_are_refused(start: Start) -> 
     await create(client, size="2048", epochs="2")
 
 
+async def test_a_blend_with_a_trained_fast_style_is_refused(start: Start) -> None:
+    client = await start()
+    styles = frozenset({"builtin:candy", "trained:my-cat"})
+    FakeNode.connect(service(client).hub, styles=styles)
+    says = await refused(client, style="fast:builtin:candy,fast:trained:my-cat")
+    assert "fast:trained:my-cat" in says and "cannot be blended" in says
+    await create(client, style="fast:trained:my-cat")
+
+
 # ---- queued jobs that became impossible --------------------------------------------------
 
 
