@@ -193,6 +193,9 @@ class Config:
     client_quota_mb: float = 500.0
     max_disk_gb: float = 20.0
     queue_timeout: float = 6 * 3600.0
+    unservable_after: float = 600.0
+    """How long a queued job every connected node that fits it has declined may wait for
+    another before it fails with the nodes' reasons."""
     max_node_slots: int = 4
     max_pending_nodes: int = 64
     max_pending_per_address: int = 8
@@ -327,6 +330,10 @@ SETTINGS: dict[str, tuple[Cast, str]] = {
         "GiB the data dir may hold; new jobs are refused (507) beyond it (default 20)",
     ),
     "queue_timeout": (_duration, "how long a job may wait for a node before it fails (default 6h)"),
+    "unservable_after": (
+        _duration,
+        "how long a job every connected node declined waits before it fails (default 10m)",
+    ),
     "max_node_slots": (_positive_int, "most slots the relay believes of one node (default 4)"),
     "max_pending_nodes": (
         _positive_int,

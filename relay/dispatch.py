@@ -64,6 +64,9 @@ class Timeouts:
     queue: float = 6 * 3600.0
     """How long a job may wait in the queue in all (time on a node does not count) before
     it fails: a job no node can take does not hold its place for ever."""
+    unservable_after: float = 600.0
+    """How long a queued job may wait once every connected node that fits it has declined
+    it (no other came) before it fails with their reasons; shorter than `queue`."""
     probation_wait: float = 3.0
     """How long a job waits for a busy proven node before a node on probation (one that
     has not finished a job yet) may take it (see `relay.scheduler`)."""
@@ -191,6 +194,22 @@ def waited_too_long(limit: float, why: str | None) -> str:
     """Why a job failed after waiting `limit` seconds, given `why_waiting`'s words then."""
     detail = _clause(why or "Every node that could was busy")
     return f"No node could take this job within {_span(limit)} ({detail}); try again later."
+
+
+def declined_too_long(limit: float, why: str) -> str:
+    """Why a job failed after every connected node that fits it had declined it for `limit`
+    seconds, given `why_waiting`'s words (the nodes' reasons)."""
+    return f"{why} No other node came to take it within {_span(limit)}."
+
+
+def style_gone(styles: list[str]) -> str:
+    """Why a queued job failed when its fast styles were forgotten: the last node that had
+    them left, and they were since pushed out of the relay's recent styles."""
+    names = ", ".join("fast:" + s for s in sorted(styles))
+    return (
+        f"No node offers the style {names} any more: it left with its last node a while "
+        "ago; choose another style."
+    )
 
 
 def no_room_to_wait(why: str, hint: str, waiting: int) -> str:

@@ -69,9 +69,10 @@ class NodeHub:
         """A node authenticated: register it (replacing an older connection of that name)."""
         now, tick = self._service.clock(), self._service.timer()
         old = self._handles.get(info.name)
+        forgotten: set[str] = set()
         if old is not None:
             old.drop("replaced by a newer connection of the same node")
-            self._remember_fast(old.info.styles)
+            forgotten = self.remember_fast(old.info.styles) - info.styles
         handle = NodeHandle(info, now, now, tick)
         self._handles[info.name] = handle
         log.info(
@@ -83,6 +84,8 @@ class NodeHub:
             info.slots,
         )
         self._service.apply(self._service.scheduler.node_up(info, tick))
+        if forgotten:
+            self._service.apply(self._service.scheduler.styles_gone(forgotten))
         return handle
 
     def node_lost(
@@ -93,7 +96,7 @@ class NodeHub:
         if not self._current(handle):
             return
         del self._handles[handle.name]
-        self._remember_fast(handle.info.styles)
+        forgotten = self.remember_fast(handle.info.styles)
         handle.drop(reason or "connection lost")
         log.info("node %s lost%s", handle.name, f": {reason}" if reason else "")
         if self._stopping:
@@ -101,6 +104,9 @@ class NodeHub:
         now = self._service.timer()
         scheduler = self._service.scheduler
         self._service.apply(scheduler.node_down(handle.name, now, reason, deliberate=deliberate))
+        if forgotten:
+            # Jobs for these can no longer be asked for, nor be run: they end now.
+            self._service.apply(scheduler.styles_gone(forgotten))
 
     def draining(self, handle: NodeHandle) -> None:
         """The node is leaving: it finishes its jobs but is offered no new ones."""
@@ -129,12 +135,18 @@ class NodeHub:
             known |= handle.info.styles
         return known
 
-    def _remember_fast(self, styles: frozenset[str]) -> None:
+    def remember_fast(self, styles: frozenset[str]) -> set[str]:
+        """Keep `styles` among the recent ones; return those this pushed out that no
+        connected node has either: the relay no longer knows them."""
+        pushed: set[str] = set()
         for name in sorted(styles):
             self._recent_fast[name] = None
             self._recent_fast.move_to_end(name)
         while len(self._recent_fast) > RECENT_FAST_STYLES:
-            self._recent_fast.popitem(last=False)
+            pushed.add(self._recent_fast.popitem(last=False)[0])
+        for handle in self._handles.values():
+            pushed -= handle.info.styles
+        return pushed
 
     def _current(self, handle: NodeHandle) -> bool:
         return self._handles.get(handle.name) is handle
@@ -297,7 +309,10 @@ class NodeHub:
             return False
         log.info("node %s declined job %s: %s", handle.name, job_id, reason)
         self._service.live.pop(job_id, None)
-        self._service.update(job_id, persist=False, state=JobState.QUEUED, node=None)
+        # It never ran: the start the offer noted is taken back (an Accept is not waited
+        # for to note it, as the lease, its timers and the page's "running" begin at the
+        # offer; a decline is the one answer that says the node never began).
+        self._service.update(job_id, persist=False, state=JobState.QUEUED, node=None, started=None)
         now = self._service.timer()
         self._service.apply(
             self._service.scheduler.declined(handle.name, job_id, lease, reason, now, busy=busy)

@@ -88,7 +88,12 @@ class JobService:
         self.disk = Disk(config, self.blobs, self.store)
         self.bus = EventBus()
         self.scheduler = Scheduler(
-            Timeouts(config.stall_timeout, config.epoch_budget, queue=config.queue_timeout),
+            Timeouts(
+                config.stall_timeout,
+                config.epoch_budget,
+                queue=config.queue_timeout,
+                unservable_after=config.unservable_after,
+            ),
             max_slots=config.max_node_slots,
             pause=config.node_pause,
         )
@@ -119,7 +124,8 @@ class JobService:
 
     def recover(self) -> int:
         """Put every job that was queued or running before a restart back in the queue;
-        those that have waited longer than `queue_timeout` since they were made fail."""
+        those that have waited longer than `queue_timeout` since they were made, or that
+        are above caps lowered since (`max_epochs`, `max_size`, `max_pixels`), fail."""
         # Mail first: a job failed below queues its own message, which must not be resumed.
         if self.mailer is not None:
             unsent = self.store.unsent_mail()
@@ -132,12 +138,40 @@ class JobService:
         now, wall = self.timer(), self.clock()
         for job in jobs:
             self._open[job.id] = job
+            over = self._over_caps(job)
+            if over is not None:
+                self._finish(job, JobState.FAILED, error=over)
+                continue
+            # Admitted when a node had them: its styles stay known while it waits.
+            self.hub.remember_fast(fast_styles(job.styles))
             # The store does not know how long the job ran, so all its age counts.
             waited = max(0.0, wall - job.created)
             self.apply(self.scheduler.submit(spec_of(job), now, job.attempts, waited))
         if jobs:
             log.info("recovered %d queued job(s) from %s", len(jobs), self.config.data_dir)
         return len(jobs)
+
+    def _over_caps(self, job: JobRecord) -> str | None:
+        """Why a recovered job is above this relay's caps (lowered since it was queued), or
+        None: such a job could never be offered again."""
+        config, side = self.config, max(job.width, job.height)
+        lowered = "lowered since the job was queued"
+        if job.epochs > config.max_epochs:
+            return (
+                f"{job.epochs} epochs is above this relay's cap of {config.max_epochs} "
+                f"(max_epochs), {lowered}."
+            )
+        if side > config.max_size:
+            return (
+                f"The job's {side}-pixel size is above this relay's cap of {config.max_size} "
+                f"pixels (max_size), {lowered}."
+            )
+        if job.pixels > config.max_pixels:
+            return (
+                f"The job's {job.pixels:,} pixels are above this relay's cap of "
+                f"{config.max_pixels:,} (max_pixels), {lowered}."
+            )
+        return None
 
     def close(self) -> None:
         """Close the database and stop the decoding threads."""

@@ -74,12 +74,22 @@ PARAMS: dict[str, str] = {
     "style_weight": "weight",
     "tv_weight": "weight",
     "strength": "fraction",
-    "learning_rate": "weight",
+    "learning_rate": "positive",
     "keep_colors": "bool",
     "optimizer": "choice:lbfgs,adam",
     "seed": "uint",
 }
 FIELDS = {"method", "epochs", "size", "email", "filename", "style_weights", *PARAMS}
+# What every node would decline whatever its caps (gpu_node/daemon/params.py and the engine
+# it builds): a job above these could be admitted only to fail.
+NODE_MAX_SIZE = 16384
+TRAINED_PREFIX = "fast:trained:"
+"""A node's own trained style (gpu_node.fast.registry): it cannot be blended with others."""
+GATYS_MAX_SIZE = 8192
+"""The Gatys engine's largest long side (gpu_node.engine.params.MAX_SIZE)."""
+GATYS_MULTISCALE_ABOVE = 1024
+"""Gatys paints larger outputs coarse to fine, halving the long side down to this; each
+scale needs at least one epoch (gpu_node.engine.params.GatysParams.epochs_per_scale)."""
 
 
 @dataclass
@@ -415,6 +425,11 @@ def _param(name: str, kind: str, value: Any) -> Any:
             if number < 0:
                 raise BadRequest(f"`{name}` must be zero or more, not {number}.")
             return number
+        case ["positive"]:
+            number = _float(name, value)
+            if number <= 0:
+                raise BadRequest(f"`{name}` must be greater than zero, not {number}.")
+            return number
         case ["fraction"]:
             number = _float(name, value)
             if not 0 <= number <= 1:
@@ -469,6 +484,11 @@ def _styles(raw: RawOrder, method: str, fast_known: set[str]) -> tuple[StyleChoi
     if raw.weights and len(raw.weights) != count:
         raise BadRequest(f"{len(raw.weights)} style weights were given for {count} styles.")
     weights = _blend([_float("style_weights", w) for w in raw.weights] or [1.0] * count)
+    if method == "arbitrary" and count > 1:
+        raise BadRequest(
+            f"The arbitrary method takes exactly one style image; {count} were given. "
+            "Blend several styles with the gatys method."
+        )
     if raw.style_images:
         if method == "fast":
             raise BadRequest(
@@ -486,11 +506,20 @@ def _styles(raw: RawOrder, method: str, fast_known: set[str]) -> tuple[StyleChoi
                 )
         elif style_id.startswith("fast:"):
             if style_id.removeprefix("fast:") not in fast_known:
-                raise BadRequest(f"Unknown style {_shown(style_id)}; see /api/styles for the list.")
+                raise BadRequest(
+                    f"Unknown style {_shown(style_id)}: no connected or recently seen node has "
+                    "it; see /api/styles for the styles on offer."
+                )
             if method != "fast":
                 raise BadRequest(f"Style {_shown(style_id)} works only with the fast method.")
         else:
             raise BadRequest(f"Unknown style {_shown(style_id)}; see /api/styles for the list.")
+    trained = [s for s in raw.style_ids if s.startswith(TRAINED_PREFIX)]
+    if trained and count > 1:
+        raise BadRequest(
+            f"Style {_shown(trained[0])} cannot be blended: a node blends built-in styles "
+            "only (fast:builtin:...); use a trained style on its own."
+        )
     return tuple(StyleChoice(i, w) for i, w in zip(raw.style_ids, weights, strict=True))
 
 
@@ -540,8 +569,14 @@ def check(raw: RawOrder, config: Config, fast_known: set[str]) -> Checked:
             f"epochs {epochs} is above this relay's cap of {config.max_epochs} (max_epochs)."
         )
     size = _int("size", fields.get("size", config.default_size))
-    if not 16 <= size <= config.max_size:
-        raise BadRequest(f"`size` must be between 16 and {config.max_size} pixels, not {size}.")
+    top = min(config.max_size, GATYS_MAX_SIZE if method == "gatys" else NODE_MAX_SIZE)
+    if not 16 <= size <= top:
+        raise BadRequest(f"`size` must be between 16 and {top} pixels, not {size}.")
+    if method == "gatys" and epochs < (scales := gatys_scales(size)):
+        raise BadRequest(
+            f"A {size}-pixel Gatys painting needs at least {scales} epochs (one per scale "
+            f"it is painted at), not {epochs}."
+        )
     params: dict[str, Any] = {"size": size}
     for name, kind in PARAMS.items():
         if fields.get(name) not in (None, ""):
@@ -564,6 +599,15 @@ def check(raw: RawOrder, config: Config, fast_known: set[str]) -> Checked:
         email=email,
         filename=filename,
     )
+
+
+def gatys_scales(size: int) -> int:
+    """How many scales the Gatys engine paints a `size`-pixel output at (coarse to fine)."""
+    scales = 1
+    while size > GATYS_MULTISCALE_ABOVE:
+        size = (size + 1) // 2
+        scales += 1
+    return scales
 
 
 def too_large_body(max_bytes: int) -> TooLarge:

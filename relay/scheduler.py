@@ -32,6 +32,10 @@ and to the job's subscribers.
 - Waiting: a job may wait `timeouts.queue` seconds in all (a recovered job brings the time
   it has waited already); a queued job past that fails, with why no node took it. Time on
   a node does not count: a job that goes back to the queue keeps the wait it had left.
+- Refused: a queued job that every connected, non-draining node fitting it has declined
+  fails once it has been so for `timeouts.unservable_after` (no other node came), with the
+  nodes' reasons. A fitting node that has not declined it (even a busy or resting one)
+  keeps it waiting; a new lease starts the count afresh.
 - Unservable: the scheduler counts the queued jobs no connected, non-draining node could
   run (`unservable`), so admission can keep such jobs to a share of the queue.
 """
@@ -49,7 +53,9 @@ from relay.dispatch import (
     SendCancel,
     SendOffer,
     Timeouts,
+    declined_too_long,
     fits,
+    style_gone,
     unfit,
     waited_too_long,
     why_waiting,
@@ -81,6 +87,8 @@ class _Job:
     """Not offered before this time (its result could not be stored: the disk is full)."""
     queued_since: float = 0.0
     """When it last joined the queue: how long it has waited for a proven node."""
+    refused_since: float | None = None
+    """Since when every connected node that fits it has declined it (None: not so)."""
 
 
 @dataclass
@@ -344,7 +352,10 @@ class Scheduler:
             entry.declined_by[node] = reason
         self._release(job_id, now)
         self._requeue_front(entry)
-        return self._dispatch(now)
+        actions = self._dispatch(now)
+        if entry.lease is None and entry.refused_since is None and self._refused(entry):
+            entry.refused_since = now
+        return actions
 
     def not_stored(
         self, node: str, job_id: str, lease: str, reason: str, now: float
@@ -398,6 +409,8 @@ class Scheduler:
                     reason = waited_too_long(self.timeouts.queue, self.why_waiting(job_id))
                     self._forget(job_id)
                     actions.append(Failed(job_id, reason))
+                elif entry.declined_by:
+                    actions += self._check_refused(entry, now)
                 continue
             if now > lease.silent_until:
                 limit = self.timeouts.stall_limit(entry.spec)
@@ -433,7 +446,42 @@ class Scheduler:
             actions += self._dispatch(now)
         return actions
 
+    def styles_gone(self, styles: set[str]) -> list[Action]:
+        """The relay forgot these fast styles (no connected node has them, and they left
+        its recent set): queued jobs that need one fail, saying which."""
+        actions: list[Action] = []
+        for job_id, entry in list(self._jobs.items()):
+            missing = entry.spec.fast_styles & styles
+            if entry.lease is None and missing:
+                self._forget(job_id)
+                actions.append(Failed(job_id, style_gone(sorted(missing))))
+        return actions
+
     # ---- inside ----------------------------------------------------------------------
+
+    def _fitting(self, entry: _Job) -> list[NodeInfo]:
+        """Connected, non-draining nodes that could run the job (resting ones count)."""
+        return [n.info for n in self._nodes.values() if not n.draining and fits(n.info, entry.spec)]
+
+    def _refused(self, entry: _Job) -> bool:
+        """Whether some connected node fits the job and every such node declined it."""
+        fitting = self._fitting(entry)
+        return bool(fitting) and all(i.name in entry.declined_by for i in fitting)
+
+    def _check_refused(self, entry: _Job, now: float) -> list[Action]:
+        """Fail a queued job refused by every fitting node for `unservable_after`."""
+        if not self._refused(entry):
+            entry.refused_since = None
+            return []
+        if entry.refused_since is None:
+            entry.refused_since = now
+            return []
+        if now - entry.refused_since <= self.timeouts.unservable_after:
+            return []
+        why = why_waiting(entry.spec, self._fitting(entry), entry.declined_by)
+        self._forget(entry.spec.id)
+        reason = declined_too_long(self.timeouts.unservable_after, why or "Every node declined.")
+        return [Failed(entry.spec.id, reason)]
 
     def _end_lease(
         self, job_id: str, reason: str, now: float, *, handed_back: bool = False
@@ -596,6 +644,7 @@ class Scheduler:
                     silent_until=now + stall,
                     deadline=now + self.timeouts.run_limit(entry.spec),
                 )
+                entry.refused_since = None
                 node.jobs.add(job_id)
                 node.started += 1
                 return SendOffer(node.info.name, job_id, lease_id)
