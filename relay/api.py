@@ -104,6 +104,7 @@ def styles_view(service: JobService) -> dict[str, Any]:
         "default_size": config.default_size,
         "max_styles": orders.MAX_STYLES,
         "formats": ["png", "jpeg", "webp"],
+        "result_ttl_s": config.result_ttl,
     }
     return {"styles": styles, "methods": methods, "limits": limits}
 
