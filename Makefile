@@ -2,34 +2,41 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed
+# `run` needs the relay and a node; `test` adds the test tools on top.
+RUN_STAMP  := $(VENV)/.installed-run
+TEST_STAMP := $(VENV)/.installed-test
 
 .PHONY: run test lint typecheck pytest venv system clean
 
-venv: $(STAMP)
+venv: $(RUN_STAMP)
 
-# Reinstall only when the project's dependency list changes.
-$(STAMP): pyproject.toml
+# Reinstall only when the project's dependency list changes. The first `make run`
+# downloads torch (hundreds of MB): pip shows its progress rather than going quiet.
+$(RUN_STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[relay,node,dev]'
-	@touch $(STAMP)
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -e '.[relay,node]'
+	@touch $(RUN_STAMP)
 
-run: $(STAMP)
+$(TEST_STAMP): $(RUN_STAMP)
+	$(PY) -m pip install --quiet -e '.[relay,node,dev]'
+	@touch $(TEST_STAMP)
+
+run: $(RUN_STAMP)
 	$(PY) -m relay.dev $(RUN_ARGS)
 
 # Chromium and fonts for the browser tests (apt-get when root; otherwise a note).
 system:
 	@.ci/system-packages
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-typecheck: $(STAMP)
+typecheck: $(TEST_STAMP)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP) system
+pytest: $(TEST_STAMP) system
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test: lint typecheck pytest

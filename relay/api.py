@@ -35,7 +35,7 @@ ENDPOINTS = [
     "GET    /api/jobs/{id}/preview       the latest preview JPEG",
     "GET    /api/jobs/{id}/content       the photo as sent to the node",
     "GET    /api/jobs/{id}/style/{n}     style image n as sent to the node",
-    "DELETE /api/jobs/{id}               cancel a job",
+    "DELETE /api/jobs/{id}               cancel a job; once ended, delete it and its images",
     "GET    /api/nodes                   connected nodes",
     "GET    /healthz                     liveness, and whether the disk is full",
 ]
@@ -104,6 +104,7 @@ def styles_view(service: JobService) -> dict[str, Any]:
         "default_size": config.default_size,
         "max_styles": orders.MAX_STYLES,
         "formats": ["png", "jpeg", "webp"],
+        "result_ttl_s": config.result_ttl,
     }
     return {"styles": styles, "methods": methods, "limits": limits}
 
@@ -201,9 +202,13 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 async def delete_job(request: web.Request) -> web.Response:
-    """DELETE /api/jobs/{id}: cancel."""
-    service = _service(request)
-    return web.json_response(service.view(service.cancel(request.match_info["id"])))
+    """DELETE /api/jobs/{id}: cancel a queued or running job (200, its view); delete an
+    ended one with its images at once (204)."""
+    service, job = _service(request), _job(request)
+    if not job.state.final:
+        return web.json_response(service.view(service.cancel(job.id)))
+    await service.delete_now(job.id)
+    return web.Response(status=204)
 
 
 async def get_result(request: web.Request) -> web.StreamResponse:

@@ -124,10 +124,10 @@ class BlobStore:
             self.total = sum(sizes.values())
         return self.total
 
-    def collect(self, live: Container[str]) -> int:
-        """Delete every file neither held nor in `live`; return how many (blocking)."""
+    def discard(self, shas: Iterable[str], live: Container[str]) -> int:
+        """Delete these files now unless held or in `live`; return how many (blocking)."""
         removed = 0
-        for sha in list(self._sizes):
+        for sha in set(shas):
             with self._lock:
                 if sha in self._held or sha in live or sha not in self._sizes:
                     continue
@@ -135,11 +135,16 @@ class BlobStore:
                     self.path(sha).unlink()
                 except FileNotFoundError:
                     pass
-                except OSError as exc:
+                except OSError as exc:  # the next sweep tries again
                     log.error("could not delete %s: %s", sha, exc)
                     continue
                 self.total -= self._sizes.pop(sha)
                 removed += 1
         if removed:
-            self.failing = None  # space was freed: the next write will tell
+            self.failing = None
         return removed
+
+    def collect(self, live: Container[str]) -> int:
+        """Delete every file neither held nor in `live`; return how many (blocking)."""
+        # A full list: `discard` frees space, so the next write will tell if it fails.
+        return self.discard(list(self._sizes), live)

@@ -384,6 +384,20 @@ class JobService:
         self.apply(actions)
         return self.get(job_id)
 
+    async def delete_now(self, job_id: str) -> None:
+        """Remove an ended job at its owner's request: the row, and at once every file of
+        it that no other live job keeps (its photo, style uploads, preview and result).
+        Conflict (409) while the job is queued or running: cancel it first."""
+        job = self.get(job_id)
+        if not job.state.final:
+            raise Conflict(f"The job is {job.state}; cancel it before deleting it.")
+        self.store.delete([job.id])
+        self.disk.usage.forget(job.id)
+        removed = await asyncio.to_thread(self.blobs.discard, job.files(), self.disk.usage)
+        log_event(
+            log, "job_deleted", "job %s deleted by request", job.id, job=job.id, files=removed
+        )
+
     def tick(self) -> None:
         """Periodic: drop silent nodes, end leases that timed out, forget idle buckets."""
         self.hub.check_silence(self.config.heartbeat_interval)

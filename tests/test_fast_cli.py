@@ -33,8 +33,9 @@ def test_styles_lists_builtins_and_trained_models(
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
     assert main(["styles", "--models-dir", str(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 27
-    assert lines[19].split()[:2] == ["builtin:starry-blue", "builtin"]
+    assert len(lines) == 28 and lines[0].split() == ["ID", "KIND", "NAME"]  # a header, sorted
+    assert [line.split()[0] for line in lines[1:]] == sorted(line.split()[0] for line in lines[1:])
+    assert ["builtin:starry-blue", "builtin"] in [line.split()[:2] for line in lines]
     assert lines[-1].split()[:3] == ["trained:my-wave", "trained", "My"]
     assert main(["styles", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)

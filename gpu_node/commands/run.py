@@ -8,7 +8,6 @@ import argparse
 import asyncio
 
 from gpu_node.daemon.config import add_arguments, from_args
-from gpu_node.daemon.daemon import create_daemon, serve
 
 
 def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -29,6 +28,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 def run(args: argparse.Namespace) -> int:
     """Build the daemon from flags and the environment, and serve until told to stop."""
+    # torch loads here, not at start-up: `--help` stays instant.
+    from gpu_node.daemon.daemon import create_daemon, serve  # noqa: PLC0415
+
     config = from_args(args)
     daemon = create_daemon(config)
     return asyncio.run(serve(daemon))

@@ -5,6 +5,7 @@ import json
 import sys
 from pathlib import Path
 
+from gpu_node.commands import DefaultsHelpFormatter
 from gpu_node.fast.registry import MODELS_DIR_ENV, build_registry, default_models_dir
 
 
@@ -13,7 +14,9 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
     parser = sub.add_parser(
         "styles",
         help="list the fast style ids this node can serve",
-        description="List built-in styles and the trained models found in the models dir.",
+        description="List built-in styles and the trained models found in the models dir, "
+        "sorted by id. Reads only the models' headers: no torch, no weights.",
+        formatter_class=DefaultsHelpFormatter,
     )
     parser.add_argument(
         "--models-dir",
@@ -26,7 +29,7 @@ def register(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None
 
 
 def run(args: argparse.Namespace) -> int:
-    """Print one line per style: id, kind and display name."""
+    """Print a header, then one line per style sorted by id: id, kind and display name."""
     registry = build_registry(args.models_dir)
     if args.json:
         rows = [
@@ -34,7 +37,9 @@ def run(args: argparse.Namespace) -> int:
         ]
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return 0
-    width = max(len(entry.id) for entry in registry)
-    for entry in registry:
-        sys.stdout.write(f"{entry.id:<{width}}  {entry.kind.value:<7}  {entry.name}\n")
+    lines = sorted((entry.id, entry.kind.value, entry.name) for entry in registry)
+    lines.insert(0, ("ID", "KIND", "NAME"))
+    width = max(len(line[0]) for line in lines)
+    for style_id, kind, name in lines:
+        sys.stdout.write(f"{style_id:<{width}}  {kind:<7}  {name}\n")
     return 0

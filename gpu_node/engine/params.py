@@ -18,7 +18,7 @@ import enum
 import math
 from dataclasses import dataclass
 
-from gpu_node.engine.vgg import LAYER_INDEX, Pooling, check_layers
+from gpu_node.engine.layers import LAYER_INDEX, Pooling, check_layers
 from gpu_node.errors import BadInputError
 
 LayerWeights = tuple[tuple[str, float], ...]

@@ -7,7 +7,6 @@ inside), returns only the layers asked for, and stops after the deepest of them.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Collection
 
 import torch
@@ -15,38 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from gpu_node.engine.conv import FrozenConv3x3
-from gpu_node.engine.weights import BLOCKS, Normalization, VGGWeights
+from gpu_node.engine.layers import LAYER_INDEX, LAYER_NAMES, Pooling, check_layers
+from gpu_node.engine.weights import Normalization, VGGWeights
 from gpu_node.errors import BadInputError
 
-
-class Pooling(enum.Enum):
-    """How VGG19 halves its feature maps between blocks."""
-
-    MAX = "max"
-    AVG = "avg"
-
-
-def _layer_names() -> tuple[str, ...]:
-    names: list[str] = []
-    for block, convs in BLOCKS:
-        for conv in range(1, convs + 1):
-            names += [f"conv{block}_{conv}", f"relu{block}_{conv}"]
-        names.append(f"pool{block}")
-    return tuple(names)
-
-
-LAYER_NAMES = _layer_names()
-LAYER_INDEX = {name: i for i, name in enumerate(LAYER_NAMES)}
-
-
-def check_layers(layers: Collection[str]) -> None:
-    """Raise BadInputError naming any layer VGG19 does not have."""
-    unknown = sorted(set(layers) - LAYER_INDEX.keys())
-    if unknown:
-        raise BadInputError(
-            f"unknown VGG19 layer(s) {', '.join(unknown)}; layers are named like "
-            "conv4_2, relu4_2, pool4"
-        )
+__all__ = ["LAYER_INDEX", "LAYER_NAMES", "Pooling", "VGG19Features", "check_layers"]
 
 
 class _Normalize(nn.Module):

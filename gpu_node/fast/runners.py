@@ -5,13 +5,13 @@
     python -m gpu_node stylize --method arbitrary --style-image painting.jpg \\
         --content photo.jpg --out out.png
 
-The photo is scaled to `--size` on its long side and stylised at that resolution.
+The photo is scaled to `--size` on its long side and stylised at that resolution. Their
+options are added by the `stylize` command, which imports this module only to run.
 """
 
 import argparse
 import logging
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from PIL import Image
@@ -19,31 +19,12 @@ from PIL import Image
 from gpu_node.errors import BadInputError
 from gpu_node.fast.allocator import keep_freed_memory
 from gpu_node.fast.engine import FastEngine
-from gpu_node.fast.registry import MODELS_DIR_ENV, build_registry, default_models_dir
+from gpu_node.fast.registry import build_registry
 from gpu_node.fast.spec import check_strength, parse_style_mix
 from gpu_node.images import DEFAULT_MAX_PIXELS, open_image, resize_long_side
 from gpu_node.tensors import image_to_tensor, tensor_to_image
 
 log = logging.getLogger(__name__)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of the fast methods (`--style-image` and `--size` are shared)."""
-    group = parser.add_argument_group("fast, arbitrary", "feed-forward networks, one pass")
-    group.add_argument(
-        "--style",
-        metavar="ID[:W],...",
-        help="fast: style ids (see `styles`), optionally weighted to blend built-ins",
-    )
-    group.add_argument(
-        "--strength", type=float, default=1.0, help="fast/arbitrary: 0 = the photo, 1 = full style"
-    )
-    group.add_argument(
-        "--models-dir",
-        type=Path,
-        default=default_models_dir(),
-        help=f"fast: folder of trained styles (default: ${MODELS_DIR_ENV})",
-    )
 
 
 def _prepare(args: argparse.Namespace, content: Image.Image) -> torch.Tensor:

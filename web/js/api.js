@@ -61,6 +61,11 @@ export function cancel(id) {
   return call(`/api/jobs/${encodeURIComponent(id)}`, { method: "DELETE" });
 }
 
+/** Delete an ended job and its images now (204: no body). */
+export function remove(id) {
+  return call(`/api/jobs/${encodeURIComponent(id)}`, { method: "DELETE" });
+}
+
 /** The WebSocket URL of a job's events. */
 export function eventsUrl(id) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";

@@ -17,6 +17,16 @@ function megapixels(n) {
   return mp >= 10 ? String(Math.round(mp)) : mp.toFixed(1).replace(/\.0$/, "");
 }
 
+/** Where the photo goes and how long it stays: the note under the upload. */
+export function privacyText(limits) {
+  const seconds = limits.result_ttl_s || 86400;
+  const hours = seconds / 3600;
+  const time = Number.isInteger(hours)
+    ? t("time.hours", { n: hours })
+    : t("time.min", { n: Math.max(1, Math.round(seconds / 60)) });
+  return t("photo.privacy", { time });
+}
+
 /** The limits sentence shown under the photo picker. */
 export function limitsText(limits) {
   return t("photo.limits", { mb: bytes(limits.max_upload_bytes), mp: megapixels(limits.max_pixels) });

@@ -2,8 +2,8 @@
 // A job the relay no longer knows (its result expired) is dropped from the list.
 
 import * as api from "./api.js";
-import { $, el } from "./dom.js";
-import { lang, t } from "./i18n.js";
+import { $, el, showError } from "./dom.js";
+import { lang, server, t } from "./i18n.js";
 
 const KEY = "stylerelay.jobs";
 const KEEP = 40;
@@ -64,6 +64,7 @@ function card(job) {
     ]),
     el("div", { class: "history__actions" }, [
       el("a", { class: "button button--small", href: open, text: t("results.open") }),
+      FINAL.has(job.state) ? deleteButton(job, date) : null,
       el("button", {
         type: "button",
         class: "button button--small button--ghost",
@@ -77,6 +78,35 @@ function card(job) {
       }),
     ]),
   ]);
+}
+
+const FINAL = new Set(["done", "failed", "cancelled"]);
+
+// "Delete now": the relay deletes the job, its photo, style uploads and result at once.
+function deleteButton(job, date) {
+  const button = el("button", {
+    type: "button",
+    class: "button button--small button--danger history__delete",
+    "aria-label": `${t("results.delete")} — ${date}`,
+    text: t("results.delete"),
+    title: t("results.delete.title"),
+  });
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      await api.remove(job.id);
+    } catch (err) {
+      if (err.status !== 404) {
+        button.disabled = false;
+        const why = err.network ? t("err.network") : server(err.message);
+        showError("results-error", t("results.delete.failed", { why }));
+        return;
+      }
+    }
+    forget(job.id);
+    refresh();
+  });
+  return button;
 }
 
 const POLL = 5000;

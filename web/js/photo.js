@@ -2,7 +2,7 @@
 // that refuse a non-image or an over-limit file before anything is uploaded.
 
 import { $, showError } from "./dom.js";
-import { checkImage, limitsText } from "./files.js";
+import { checkImage, limitsText, privacyText } from "./files.js";
 import { bytes, t } from "./i18n.js";
 
 export class Photo {
@@ -24,7 +24,10 @@ export class Photo {
   }
 
   relabel() {
-    if (this.limits) $("photo-limits").textContent = limitsText(this.limits);
+    if (this.limits) {
+      $("photo-limits").textContent = limitsText(this.limits);
+      $("photo-privacy").textContent = privacyText(this.limits);
+    }
     if (this.current) {
       const { file, width, height } = this.current;
       $("photo-preview").alt = t("photo.alt", { name: file.name });
