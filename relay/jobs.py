@@ -391,7 +391,16 @@ class JobService:
         job = self.get(job_id)
         if not job.state.final:
             raise Conflict(f"The job is {job.state}; cancel it before deleting it.")
-        self.store.delete([job.id])
+        try:
+            self.store.delete([job.id])
+        except sqlite3.Error as exc:
+            # Nothing is removed: files gone under a row that still names them would be a
+            # job half there. The person can try again once the disk has room.
+            log.error("could not delete job %s: %s", job.id, exc)
+            raise InsufficientStorage(
+                "The relay's disk is full, so the job could not be deleted now; "
+                "try again in a while."
+            ) from None
         self.disk.usage.forget(job.id)
         removed = await asyncio.to_thread(self.blobs.discard, job.files(), self.disk.usage)
         log_event(

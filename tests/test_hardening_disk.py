@@ -460,3 +460,27 @@ async def test_a_done_never_stored_is_named_at_shutdown_and_the_relay_restarts_f
     assert (await (await client.get("/healthz")).json())["status"] in {"ok", "degraded"}
     again = FakeNode.connect(service(client).hub)
     assert (await again.offer()).job_id == job["id"]
+
+
+async def test_delete_now_on_a_full_disk_is_507_and_removes_nothing(
+    aiohttp_client: AiohttpClient, tiny_disk: Path, clock: FakeClock
+) -> None:
+    config = make_config(tiny_disk)
+    client = await aiohttp_client(init(config, clock, clock))
+    job = await created(client, noise())
+    svc = service(client)
+    node = FakeNode.connect(svc.hub)
+    offer = await node.offer()
+    assert (await node.finish(offer))[0]
+    await svc.store.committed()
+    filler = fill(tiny_disk)
+    with reader_snapshot(config.data_dir / "jobs.sqlite3"):
+        refused = await client.delete(f"/api/jobs/{job['id']}")
+        assert refused.status == 507
+        assert "could not be deleted now" in (await refused.json())["error"]
+    # Nothing half-deleted: the job and its result are all still there.
+    assert (await client.get(f"/api/jobs/{job['id']}/result")).status == 200
+    filler.unlink()
+    assert (await client.delete(f"/api/jobs/{job['id']}")).status == 204
+    assert (await client.get(f"/api/jobs/{job['id']}")).status == 404
+    await client.close()

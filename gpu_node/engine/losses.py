@@ -76,4 +76,3 @@ def tv_loss(image: torch.Tensor) -> torch.Tensor:
     across = (image[..., :, 1:] - image[..., :, :-1]).abs().mean()
     down = (image[..., 1:, :] - image[..., :-1, :]).abs().mean()
     return across + down
-
