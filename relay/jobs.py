@@ -49,6 +49,7 @@ from relay.metrics import Gauges, Metrics
 from relay.model import JobRecord, JobState, Live, StyleChoice, fast_styles, spec_of
 from relay.offload import off_loop
 from relay.scheduler import Scheduler
+from relay.showcase import Showcase
 from relay.store import JobStore
 from relay.uploads import PreparedImage, prepare
 from relay.views import job_view
@@ -70,6 +71,8 @@ class Order:
     params: dict[str, Any] = field(default_factory=dict)
     email: str | None = None
     filename: str | None = None
+    share: bool = False
+    share_style: bool = False
 
 
 class JobService:
@@ -106,6 +109,8 @@ class JobService:
             if settings
             else None
         )
+        self.showcase = Showcase(config, self.blobs, self.disk.usage, self.decoder, clock)
+        """The public gallery of results people shared."""
         self._positions: dict[str, int] = {}
         self._paintings: dict[tuple[str, int], PreparedImage] = {}
         # Queued and running jobs, also kept here: nodes and pages ask about them often.
@@ -140,7 +145,8 @@ class JobService:
         return len(jobs)
 
     def close(self) -> None:
-        """Close the database and stop the decoding threads."""
+        """Close the databases and stop the decoding threads."""
+        self.showcase.close()
         self.store.close()
         self.decoder.close()
 
@@ -224,6 +230,8 @@ class JobService:
         self._adding[client] += 1
         self._adding_unservable += unservable
         await asyncio.shield(self._admit(job, shas, unservable))
+        if order.share:
+            self.showcase.store.want(job.id, order.share_style)
         return self.get(job.id)
 
     def _put_all(self, images: list[bytes]) -> list[str]:
@@ -305,6 +313,7 @@ class JobService:
             ttl=self.config.result_ttl,
         )
         view["email_status"] = self.email_status(job)
+        view.update(self.showcase.state(job.id))
         return view
 
     def email_status(self, job: JobRecord) -> str | None:
@@ -370,6 +379,7 @@ class JobService:
             expired = []
         for job in expired:
             self.disk.usage.forget(job.id)
+        self.showcase.sweep()
         removed = await asyncio.to_thread(self.blobs.collect, self.disk.usage)
         if expired or removed:
             log.info("swept %d expired job(s), %d file(s)", len(expired), removed)
@@ -516,6 +526,7 @@ class JobService:
         )
         if self.mailer is not None:
             self.mailer.notify(done)
+        self.showcase.job_ended(done)
         if not self.bus.watching(job.id):
             return
         view = job_view(done, live=live, ttl=self.config.result_ttl)

@@ -80,6 +80,7 @@ PARAMS: dict[str, str] = {
     "seed": "uint",
 }
 FIELDS = {"method", "epochs", "size", "email", "filename", "style_weights", *PARAMS}
+FIELDS |= {"share", "share_style"}  # consent to the public gallery (relay.showcase)
 
 
 @dataclass
@@ -105,6 +106,10 @@ class Checked:
     params: dict[str, Any]
     email: str | None
     filename: str | None
+    share: bool = False
+    """Shown in the public gallery once done (`relay.showcase`); off unless asked."""
+    share_style: bool = False
+    """With `share`: the uploaded style image is shown too."""
 
 
 _SHOWN = reprlib.Repr()
@@ -563,7 +568,14 @@ def check(raw: RawOrder, config: Config, fast_known: set[str]) -> Checked:
         params=params,
         email=email,
         filename=filename,
+        share=flag("share", fields.get("share")),
+        share_style=flag("share_style", fields.get("share_style")),
     )
+
+
+def flag(name: str, value: Any) -> bool:
+    """A yes/no field that is off when absent or empty."""
+    return False if value in (None, "") else bool(_param(name, "bool", value))
 
 
 def too_large_body(max_bytes: int) -> TooLarge:
