@@ -530,6 +530,7 @@ class JobService:
         if not self.bus.watching(job.id):
             return
         view = job_view(done, live=live, ttl=self.config.result_ttl)
+        view.update(self.showcase.state(job.id))
         event: dict[str, Any] = {"type": str(state), "job": view}
         if state is JobState.FAILED:
             event["error"] = done.error

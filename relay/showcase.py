@@ -84,7 +84,7 @@ CREATE TABLE IF NOT EXISTS reports (
     PRIMARY KEY (item, client)
 );
 """
-_COLUMNS = (
+COLUMNS = (  # of the items table, in the order of `Item`'s fields
     *("id", "job_id", "method", "style", "result_file", "thumb_file", "style_file"),
     *("width", "height", "shared", "reports", "hidden"),
 )
@@ -137,7 +137,7 @@ class Item:
 
 
 def _item(row: sqlite3.Row) -> Item:
-    return Item(**{name: row[name] for name in _COLUMNS})
+    return Item(**{name: row[name] for name in COLUMNS})
 
 
 class ShowcaseStore:
@@ -182,12 +182,12 @@ class ShowcaseStore:
     def add(self, item: Item, keep_at_most: int) -> list[Item]:
         """Store a new item (its job no longer waits); return the oldest items that left
         to keep at most `keep_at_most`."""
-        values = [getattr(item, name) for name in _COLUMNS]
+        values = [getattr(item, name) for name in COLUMNS]
         self._db.execute("BEGIN")
         try:
             self._db.execute(
-                f"INSERT INTO items ({', '.join(_COLUMNS)}) "
-                f"VALUES ({', '.join('?' for _ in _COLUMNS)})",
+                f"INSERT INTO items ({', '.join(COLUMNS)}) "
+                f"VALUES ({', '.join('?' for _ in COLUMNS)})",
                 values,
             )
             self._db.execute("DELETE FROM pending WHERE job_id = ?", (item.job_id,))
@@ -201,6 +201,13 @@ class ShowcaseStore:
             self._db.execute("ROLLBACK")
             raise
         return gone
+
+    def insert_many(self, items: list[Item]) -> None:
+        """Store items in bulk, with no cap applied (benchmarks and imports)."""
+        marks = ", ".join("?" for _ in COLUMNS)
+        sql = f"INSERT INTO items ({', '.join(COLUMNS)}) VALUES ({marks})"
+        with self._db:
+            self._db.executemany(sql, [[getattr(i, c) for c in COLUMNS] for i in items])
 
     def unshare(self, job_id: str) -> Item | None:
         """Withdraw the job from the gallery (shared or waiting); return the item it had."""
