@@ -118,7 +118,7 @@ class Item:
         if painting is not None:
             name: str | None = painting.title
         elif self.style.startswith("fast:"):
-            name = self.style.removeprefix("fast:").replace("_", " ")
+            name = self.style.removeprefix("fast:").replace("_", " ").replace("-", " ").title()
         else:
             name = None
         base = f"/api/gallery/{self.id}"
