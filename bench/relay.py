@@ -12,9 +12,12 @@ handler that reads the same multipart body and answers 202, an idle WebSocket, a
    POST alone, against the peer's POST.
 3. Memory per idle WebSocket, 1,000 open on a waiting job (child's RSS before/after).
 4. MB/s for downloading a 10 MB result, and how long the relay takes to take it in.
+5. The public gallery with 10,000 shared items: latency of `GET /api/gallery` pages (the
+   first, pages deep behind a cursor, and filtered by method), against the peer answering
+   a JSON list of the same size.
 
 Goals (2-core machine): >= 300 jobs/s; p99 < 20 ms at 50 jobs/s; < 100 KB per idle
-WebSocket; >= 100 MB/s.
+WebSocket; >= 100 MB/s; p99 of a gallery page < 20 ms.
 """
 
 import argparse
@@ -42,6 +45,7 @@ from relay.config import Config
 from relay.dispatch import NodeInfo
 from relay.handles import Offer
 from relay.hub import NodeHub
+from relay.showcase import PAGE_SIZE, Item, ShowcaseStore
 
 BIG_SEED = 10  # jobs with this seed get the 10 MB result
 
@@ -104,10 +108,16 @@ def _bare_app(big_path: Path) -> web.Application:
     async def file(request: web.Request) -> web.FileResponse:
         return web.FileResponse(big_path)
 
+    listing = {"items": [_gallery_item(n).view() for n in range(PAGE_SIZE)], "next_cursor": "1"}
+
+    async def gallery(request: web.Request) -> web.Response:
+        return web.json_response(listing)
+
     app = web.Application()
     app.router.add_post("/jobs", post)
     app.router.add_get("/ws", ws)
     app.router.add_get("/file", file)
+    app.router.add_get("/gallery", gallery)
     return app
 
 
@@ -167,6 +177,7 @@ class Child:
         self._tmp = tempfile.TemporaryDirectory(prefix="relay-bench-")
         ctx = mp.get_context("spawn")
         ports: mp.Queue[tuple[int, int]] = ctx.Queue()
+        self.data_dir = self._tmp.name
         self.proc = ctx.Process(target=_child, args=(ports, self._tmp.name), daemon=True)
         self.proc.start()
         relay_port, bare_port = ports.get(timeout=60)
@@ -262,6 +273,47 @@ async def latency(
         tasks.append(asyncio.create_task(one()))
     await asyncio.gather(*tasks)
     return posts, dones
+
+
+GALLERY_ITEMS = 10_000
+
+
+def _gallery_item(n: int) -> Item:
+    method = ("gatys", "fast", "arbitrary")[n % 3]
+    style = "fast:candy" if method == "fast" else "painting:starry_night"
+    sha = f"{n:064x}"
+    return Item(f"item-{n:08d}", f"job-{n}", method, style, sha, sha, None, 512, 384, n)
+
+
+def seed_gallery(data_dir: str, count: int) -> None:
+    """Add `count` shared items to a relay's gallery, straight into its table (the files
+    are not needed to list them)."""
+    store = ShowcaseStore(Path(data_dir) / "jobs.sqlite3")
+    store.insert_many([_gallery_item(n) for n in range(count)])
+    store.close()
+
+
+async def gallery_pages(
+    session: aiohttp.ClientSession, base: str, rounds: int
+) -> dict[str, list[float]]:
+    """ms per gallery page: the first, deep pages (following cursors), filtered by method."""
+    times: dict[str, list[float]] = {"first": [], "deep": [], "method": []}
+
+    async def get(kind: str, url: str) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        async with session.get(url) as resp:
+            assert resp.status == 200, await resp.text()
+            body: dict[str, Any] = await resp.json()
+        times[kind].append((time.perf_counter() - t0) * 1000)
+        return body
+
+    for _ in range(rounds):
+        await get("first", f"{base}/api/gallery")
+        await get("method", f"{base}/api/gallery?method=fast")
+    cursor = (await get("first", f"{base}/api/gallery"))["next_cursor"]
+    while cursor is not None and len(times["deep"]) < rounds:
+        cursor = (await get("deep", f"{base}/api/gallery?cursor={cursor}"))["next_cursor"]
+    return times
 
 
 def pct(values: list[float], p: float) -> float:
@@ -365,6 +417,24 @@ async def main(quick: bool) -> None:
             print(
                 f"   download relay {relay_mbs:7.0f} MB/s   bare FileResponse {bare_mbs:7.0f} MB/s"
                 f"   ratio {relay_mbs / bare_mbs:.2f}   goal >= 100"
+            )
+            seed_gallery(child.data_dir, GALLERY_ITEMS)
+            rounds = 100 if quick else 400
+            pages = await gallery_pages(s, child.relay, rounds)
+            bare_pages = []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                async with s.get(f"{child.bare}/gallery") as resp:
+                    await resp.read()
+                bare_pages.append((time.perf_counter() - t0) * 1000)
+            print(f"\n5. gallery pages with {GALLERY_ITEMS} shared items, ms (one at a time)")
+            for kind, values in pages.items():
+                print(
+                    f"   relay {kind:6} p50 {pct(values, 50):6.2f}  p99 {pct(values, 99):6.2f}"
+                    "   goal p99 < 20"
+                )
+            print(
+                f"   bare JSON list p50 {pct(bare_pages, 50):6.2f}  p99 {pct(bare_pages, 99):6.2f}"
             )
         sockets = 300 if quick else 1000
         ws_url = f"{child.relay}/api/jobs/{waiting['id']}/events".replace("http", "ws", 1)

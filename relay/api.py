@@ -161,6 +161,8 @@ async def _prepare(service: JobService, raw: orders.RawOrder, checked: orders.Ch
         params=checked.params,
         email=checked.email,
         filename=checked.filename,
+        share=checked.share,
+        share_style=checked.share_style,
     )
 
 

@@ -1,5 +1,6 @@
 """Command line of the relay: `python -m relay` serves; `python -m relay tokens ...` manages
-node tokens. Errors a person caused end with exit status 2 and one line on stderr.
+node tokens; `python -m relay gallery ...` moderates the public gallery.
+Errors a person caused end with exit status 2 and one line on stderr.
 """
 
 import argparse
@@ -13,6 +14,7 @@ from relay import logs
 from relay.config import Config
 from relay.errors import ConfigError, TokenError
 from relay.server import serve
+from relay.showcase import DATABASE, ShowcaseStore
 from relay.tokens import TokenStore
 
 
@@ -38,7 +40,43 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("name")
     for verb in (add, listing, revoke):
         verb.add_argument("--data-dir", dest="data_dir", default=argparse.SUPPRESS)
+    shown = sub.add_parser("gallery", help="list, hide, restore or delete public gallery items")
+    shown.add_argument("--data-dir", dest="data_dir", default=argparse.SUPPRESS)
+    acts = shown.add_subparsers(dest="verb", metavar="VERB", required=True)
+    acts.add_parser("list", help="every item: id, shared, reports, hidden or shown")
+    for name, text in GALLERY_VERBS.items():
+        act = acts.add_parser(name, help=text)
+        act.add_argument("id", help="the gallery item's id (as listed; not a job id)")
+    for choice in acts.choices.values():
+        choice.add_argument("--data-dir", dest="data_dir", default=argparse.SUPPRESS)
     return parser
+
+
+GALLERY_VERBS = {
+    "hide": "hide an item until restored",
+    "restore": "show a hidden item again, its reports reviewed",
+    "delete": "remove an item for good",
+}
+
+
+def _gallery(args: argparse.Namespace, config: Config) -> int:
+    store = ShowcaseStore(config.data_dir / DATABASE)
+    try:
+        if args.verb == "list":
+            for item in store.all():
+                shared = time.strftime("%Y-%m-%d %H:%M", time.gmtime(item.shared))
+                state = f"hidden ({item.hidden})" if item.hidden else "shown"
+                line = f"{item.id}\t{shared} UTC\t{item.method}\t{item.style}"
+                sys.stdout.write(f"{line}\t{item.reports} report(s)\t{state}\n")
+            return 0
+        change = {"hide": store.hide, "restore": store.restore, "delete": store.delete}
+        if not change[args.verb](args.id):
+            sys.stderr.write(f"stylerelay-relay: no gallery item {args.id!r}.\n")
+            return 2
+        sys.stderr.write(f"Gallery item {args.id!r}: {args.verb} done.\n")
+        return 0
+    finally:
+        store.close()
 
 
 def _tokens(args: argparse.Namespace, config: Config) -> int:
@@ -70,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
         logs.setup(config.log_format, logging.DEBUG if args.verbose else logging.INFO)
         if args.command == "tokens":
             return _tokens(args, config)
+        if args.command == "gallery":
+            return _gallery(args, config)
         serve(config)
     except (ConfigError, TokenError) as exc:
         sys.stderr.write(f"stylerelay-relay: {exc}\n")

@@ -202,6 +202,14 @@ class Config:
     token_failures_per_minute: int = 10
     node_pause: float = 600.0
     mail_per_recipient_hour: int = 3
+    gallery_keep: float = 30 * 86400.0
+    """How long a shared result stays in the public gallery."""
+    gallery_max: int = 10_000
+    """Most items the gallery keeps; the oldest leave first."""
+    gallery_report_threshold: int = 3
+    """Reports (from distinct clients) that hide a gallery item until an operator looks."""
+    gallery_reports_per_hour: int = 10
+    """Gallery reports one client may send per hour."""
     handshake_timeout: float = 10.0
     node_max_frame_size: int = DEFAULT_MAX_FRAME_SIZE
     node_max_transfer_size: int = DEFAULT_MAX_TRANSFER_SIZE
@@ -354,6 +362,22 @@ SETTINGS: dict[str, tuple[Cast, str]] = {
     "mail_per_recipient_hour": (
         _positive_int,
         "e-mails one address may receive per hour (default 3)",
+    ),
+    "gallery_keep": (
+        _duration,
+        "how long a shared result stays in the public gallery (default 30d)",
+    ),
+    "gallery_max": (
+        _positive_int,
+        "most items in the public gallery, oldest leave (default 10000)",
+    ),
+    "gallery_report_threshold": (
+        _positive_int,
+        "reports that hide a gallery item until an operator reviews it (default 3)",
+    ),
+    "gallery_reports_per_hour": (
+        _positive_int,
+        "gallery reports one client may send per hour (default 10)",
     ),
     "handshake_timeout": (_duration, "seconds a new node connection has to say Hello (default 10)"),
     "node_max_frame_size": (_positive_int, "largest frame a node may send, bytes (default 1 MiB)"),

@@ -11,6 +11,10 @@ A job keeps files while it may still need or show them:
 Files are content-addressed and shared between jobs (a gallery painting prepared at one
 size is one file for every job that uses it), so a file is live while any job keeps it,
 and a client is charged once for each distinct file its jobs keep.
+
+Items of the public gallery (`relay.showcase`) keep their files the same way, charged to
+the gallery rather than to a client, so a shared result outlives its job's TTL and still
+counts in the disk cap.
 """
 
 from collections import Counter
@@ -54,19 +58,24 @@ class DiskUsage:
 
     def refer(self, job: JobRecord, size: Callable[[str], int]) -> None:
         """The job is new or changed: count the files it keeps now (`size` of each)."""
-        old = self._jobs.get(job.id, (job.client, frozenset()))[1]
-        new = kept_files(job)
-        self._jobs[job.id] = (job.client, new)
+        self.hold(job.id, job.client, kept_files(job), size)
+
+    def hold(self, key: str, owner: str, shas: Iterable[str], size: Callable[[str], int]) -> None:
+        """Keep these files for `key` (a job id, or another keeper such as a gallery item,
+        see `relay.showcase`), charged to `owner`, instead of what `key` kept before."""
+        old = self._jobs.get(key, (owner, frozenset()))[1]
+        new = frozenset(shas)
+        self._jobs[key] = (owner, new)
         for sha in new - old:
             self._sizes.setdefault(sha, size(sha))
-            self._add(job.client, sha)
+            self._add(owner, sha)
         for sha in old - new:
-            self._drop(job.client, sha)
+            self._drop(owner, sha)
         if not new:
-            del self._jobs[job.id]
+            del self._jobs[key]
 
     def forget(self, job_id: str) -> None:
-        """The job was deleted."""
+        """The job (or other keeper) was deleted."""
         client, files = self._jobs.pop(job_id, ("", frozenset()))
         for sha in files:
             self._drop(client, sha)

@@ -49,6 +49,7 @@ from relay.metrics import Gauges, Metrics
 from relay.model import JobRecord, JobState, Live, StyleChoice, fast_styles, spec_of
 from relay.offload import off_loop
 from relay.scheduler import Scheduler
+from relay.showcase import Showcase
 from relay.store import JobStore
 from relay.uploads import PreparedImage, prepare
 from relay.views import job_view
@@ -70,6 +71,8 @@ class Order:
     params: dict[str, Any] = field(default_factory=dict)
     email: str | None = None
     filename: str | None = None
+    share: bool = False
+    share_style: bool = False
 
 
 class JobService:
@@ -111,6 +114,8 @@ class JobService:
             if settings
             else None
         )
+        self.showcase = Showcase(config, self.blobs, self.disk.usage, self.decoder, clock)
+        """The public gallery of results people shared."""
         self._positions: dict[str, int] = {}
         self._paintings: dict[tuple[str, int], PreparedImage] = {}
         # Queued and running jobs, also kept here: nodes and pages ask about them often.
@@ -174,7 +179,8 @@ class JobService:
         return None
 
     def close(self) -> None:
-        """Close the database and stop the decoding threads."""
+        """Close the databases and stop the decoding threads."""
+        self.showcase.close()
         self.store.close()
         self.decoder.close()
 
@@ -258,6 +264,8 @@ class JobService:
         self._adding[client] += 1
         self._adding_unservable += unservable
         await asyncio.shield(self._admit(job, shas, unservable))
+        if order.share:
+            self.showcase.store.want(job.id, order.share_style)
         return self.get(job.id)
 
     def _put_all(self, images: list[bytes]) -> list[str]:
@@ -339,6 +347,7 @@ class JobService:
             ttl=self.config.result_ttl,
         )
         view["email_status"] = self.email_status(job)
+        view.update(self.showcase.state(job.id))
         return view
 
     def email_status(self, job: JobRecord) -> str | None:
@@ -402,7 +411,12 @@ class JobService:
                 "try again in a while."
             ) from None
         self.disk.usage.forget(job.id)
-        removed = await asyncio.to_thread(self.blobs.discard, job.files(), self.disk.usage)
+        # "Delete now" means everything: a shared result leaves the gallery with it, and
+        # the gallery's thumbnail goes with the other files.
+        item = self.showcase.store.by_job(job.id)
+        self.showcase.unshare(job.id)
+        files = [*job.files(), *(item.files() if item is not None else ())]
+        removed = await asyncio.to_thread(self.blobs.discard, files, self.disk.usage)
         log_event(
             log, "job_deleted", "job %s deleted by request", job.id, job=job.id, files=removed
         )
@@ -427,6 +441,7 @@ class JobService:
             expired = []
         for job in expired:
             self.disk.usage.forget(job.id)
+        self.showcase.sweep()
         removed = await asyncio.to_thread(self.blobs.collect, self.disk.usage)
         if expired or removed:
             log.info("swept %d expired job(s), %d file(s)", len(expired), removed)
@@ -573,9 +588,11 @@ class JobService:
         )
         if self.mailer is not None:
             self.mailer.notify(done)
+        self.showcase.job_ended(done)
         if not self.bus.watching(job.id):
             return
         view = job_view(done, live=live, ttl=self.config.result_ttl)
+        view.update(self.showcase.state(job.id))
         event: dict[str, Any] = {"type": str(state), "job": view}
         if state is JobState.FAILED:
             event["error"] = done.error

@@ -80,6 +80,8 @@ PARAMS: dict[str, str] = {
     "seed": "uint",
 }
 FIELDS = {"method", "epochs", "size", "email", "filename", "style_weights", *PARAMS}
+# Consent to the public gallery (relay.showcase): the result, and the uploaded style too.
+FIELDS |= {"share", "share_style"}
 # What every node would decline whatever its caps (gpu_node/daemon/params.py and the engine
 # it builds): a job above these could be admitted only to fail.
 NODE_MAX_SIZE = 16384
@@ -115,6 +117,10 @@ class Checked:
     params: dict[str, Any]
     email: str | None
     filename: str | None
+    share: bool = False
+    """Shown in the public gallery once done (`relay.showcase`); off unless asked."""
+    share_style: bool = False
+    """With `share`: the uploaded style image is shown too."""
 
 
 _SHOWN = reprlib.Repr()
@@ -598,6 +604,8 @@ def check(raw: RawOrder, config: Config, fast_known: set[str]) -> Checked:
         params=params,
         email=email,
         filename=filename,
+        share=flag("share", fields.get("share")),
+        share_style=flag("share_style", fields.get("share_style")),
     )
 
 
@@ -608,6 +616,11 @@ def gatys_scales(size: int) -> int:
         size = (size + 1) // 2
         scales += 1
     return scales
+
+
+def flag(name: str, value: Any) -> bool:
+    """A yes/no field that is off when absent or empty."""
+    return False if value in (None, "") else bool(_param(name, "bool", value))
 
 
 def too_large_body(max_bytes: int) -> TooLarge:

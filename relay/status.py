@@ -1,4 +1,5 @@
-"""Operators' views: `GET /metrics` (Prometheus) and `GET /status` (a read-only HTML page).
+"""Operators' views: `GET /metrics` (Prometheus) and `GET /status` (a read-only HTML page,
+with the gallery items visitors reported).
 
 Neither shows a token, an e-mail address, an image or a whole job id (a job id is the key
 to its result): a running job appears as the same six-character tag `/api/nodes` uses.
@@ -42,6 +43,10 @@ def _age(seconds: float | None) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
+def _when(stamp: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M", time.gmtime(stamp))
+
+
 def _state(node: dict[str, Any]) -> str:
     if node.get("paused"):
         return f"paused ({_age(node['paused_for'])} left): {node['pause_reason']}"
@@ -74,6 +79,12 @@ async def status_page(request: web.Request) -> web.Response:
         ]
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     nodes = "\n".join(rows) or '<tr><td colspan="7">No node is connected.</td></tr>'
+    shown, hidden = service.showcase.store.counts()
+    flagged = []
+    for item in service.showcase.store.reported()[:100]:
+        cells = [item.id, _when(item.shared), str(item.reports), item.hidden or "shown"]
+        flagged.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    reports = "\n".join(flagged) or '<tr><td colspan="4">No item is reported or hidden.</td></tr>'
     now = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(service.clock()))
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -94,6 +105,13 @@ async def status_page(request: web.Request) -> web.Response:
 <tr><th>Name</th><th>Device</th><th>State</th><th>Current job</th><th>Jobs done</th>
 <th>Busy slots</th><th>Last seen (UTC)</th></tr>
 {nodes}
+</table>
+<h2>Public gallery</h2>
+<p>{shown} item(s) shown, {hidden} hidden. Review with
+<code>python -m relay gallery list|hide|restore|delete ID</code>.</p>
+<table>
+<tr><th>Item</th><th>Shared (UTC)</th><th>Reports</th><th>State</th></tr>
+{reports}
 </table>
 <p>Machine-readable: <a href="/metrics">/metrics</a>, <a href="/api/nodes">/api/nodes</a>.</p>
 </body></html>

@@ -261,7 +261,7 @@ async def test_global_cap_refuses_with_507_and_still_serves_results(start: Start
     assert refused is not None and len(accepted) > 1
     assert "cannot take new jobs" in refused["error"]
     # Another client is refused too, and results are still served.
-    status, body = await post(client, noise(), address="198.51.100.7")
+    status, body = await post(client, noise((120, 90)), size="120", address="198.51.100.7")
     assert status == 507
     result = await client.get(f"/api/jobs/{first['id']}/result")
     assert result.status == 200 and (await result.read()).startswith(b"\x89PNG")

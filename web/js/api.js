@@ -66,6 +66,23 @@ export function remove(id) {
   return call(`/api/jobs/${encodeURIComponent(id)}`, { method: "DELETE" });
 }
 
+/** Show a job in the public gallery (once done), or withdraw it. */
+export function share(id, on, shareStyle = false) {
+  const path = `/api/jobs/${encodeURIComponent(id)}/share`;
+  if (!on) return call(path, { method: "DELETE" });
+  return call(`${path}?share_style=${shareStyle ? "true" : "false"}`, { method: "POST" });
+}
+
+/** A page of the public gallery, newest first; `cursor` from the page before. */
+export function gallery(cursor = null) {
+  return call(cursor ? `/api/gallery?cursor=${encodeURIComponent(cursor)}` : "/api/gallery");
+}
+
+/** Report a gallery item to the relay's operator. */
+export function report(url) {
+  return call(url, { method: "POST" });
+}
+
 /** The WebSocket URL of a job's events. */
 export function eventsUrl(id) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";

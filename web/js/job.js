@@ -3,7 +3,7 @@
 // first message is the job's whole state, so opening, reloading and reconnecting are alike.
 
 import * as api from "./api.js";
-import { $, el, showError } from "./dom.js";
+import { $, apiMessage, el, showError } from "./dom.js";
 import * as history from "./history.js";
 import { duration, server, t } from "./i18n.js";
 import { record } from "./speed.js";
@@ -22,6 +22,7 @@ export class JobView {
     $("job-cancel").addEventListener("click", () => this.cancel());
     $("job-copy").addEventListener("click", () => this.copy());
     $("job-new").addEventListener("click", () => this.close());
+    $("job-share").addEventListener("click", () => this.toggleShare());
   }
 
   /** Watch a job: show its section, remember it, and follow its events. */
@@ -169,6 +170,10 @@ export class JobView {
     const download = $("job-download");
     download.hidden = !done;
     if (done) download.href = job.result_url;
+    const share = $("job-share");
+    share.hidden = !done;
+    share.textContent = job.shared ? t("job.unshare") : t("job.share");
+    share.setAttribute("aria-pressed", job.shared ? "true" : "false");
     const link = `${location.origin}/#job=${encodeURIComponent(job.id)}`;
     $("job-link").value = link;
     $("job-link-row").hidden = false;
@@ -301,6 +306,25 @@ export class JobView {
     const button = $("job-copy");
     button.textContent = t("job.copied");
     setTimeout(() => (button.textContent = t("job.copy")), 1500);
+  }
+
+  /** Show the finished job in the public gallery, or withdraw it (at any time). */
+  async toggleShare() {
+    const job = this.job;
+    const button = $("job-share");
+    button.disabled = true;
+    try {
+      const view = await api.share(job.id, !job.shared);
+      job.shared = view.shared;
+      job.gallery_id = view.gallery_id;
+      showError("job-error", "");
+      document.dispatchEvent(new CustomEvent("gallery-changed"));
+    } catch (err) {
+      showError("job-error", apiMessage(err));
+    } finally {
+      button.disabled = false;
+      this.paint();
+    }
   }
 
   /** Redraw in the current language. */

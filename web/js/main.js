@@ -9,6 +9,7 @@ import { initialLang, setLang, t } from "./i18n.js";
 import { JobView } from "./job.js";
 import { Photo } from "./photo.js";
 import { Settings } from "./settings.js";
+import { Showcase } from "./showcase.js";
 
 const NODE_POLL = 10000;
 const ERROR_SLOTS = [
@@ -24,6 +25,7 @@ const ERROR_SLOTS = [
 const settings = new Settings();
 const gallery = new Gallery((sel) => settings.setKind(sel ? sel.kind : null));
 const photo = new Photo((p) => settings.setPhoto(p));
+const showcase = new Showcase();
 const job = new JobView((id) => {
   const item = gallery.find(id);
   return item ? { name: item.name, thumb: item.thumb } : null;
@@ -126,6 +128,10 @@ async function submit(event) {
   }
   if (!settings.fill(form)) return;
   form.append("filename", chosen.file.name);
+  if ($("share").checked) {
+    form.append("share", "true");
+    if ($("share-style").checked) form.append("share_style", "true");
+  }
   const button = $("go");
   button.disabled = true;
   button.textContent = t("submit.busy");
@@ -159,6 +165,7 @@ function applyLang(code) {
   settings.render();
   photo.relabel();
   job.relabel();
+  showcase.render();
   paintNodes();
   if (!$("go").disabled) $("go").textContent = t("submit");
   history.refresh();
@@ -171,6 +178,12 @@ $("lang").addEventListener("change", (e) => applyLang(e.target.value));
 $("create").addEventListener("submit", submit);
 document.addEventListener("style-drop", (e) => gallery.addUpload(e.detail));
 window.addEventListener("hashchange", followHash);
+document.addEventListener("gallery-changed", () => showcase.load());
+// Sharing is off unless the person ticks it; the style image only if they tick that too.
+$("share").addEventListener("change", (e) => {
+  $("share-style-row").hidden = !e.target.checked;
+  if (!e.target.checked) $("share-style").checked = false;
+});
 $("go").disabled = true;
 loadStyles().then(() => {
   followHash();
@@ -178,3 +191,4 @@ loadStyles().then(() => {
 });
 pollNodes();
 history.refresh();
+showcase.load();

@@ -7,6 +7,7 @@ export default {
   "nav.label": "页面导航",
   "nav.create": "创作",
   "nav.results": "我的作品",
+  "nav.showcase": "画廊",
   "lang.label": "语言",
   "nodes.none": "暂无在线节点，任务将排队等候",
   "nodes.some": "{n} 个节点在线",
@@ -154,6 +155,19 @@ export default {
 
   "foot.text": "Stylerelay — 由志愿者 GPU 驱动的神经风格迁移。",
   "foot.api": "API 文档",
+  "share.label": "分享到公共画廊",
+  "share.style": "同时展示我上传的风格图片",
+  "share.hint": "只展示作品和它的风格，绝不展示你的照片。你可以随时撤回。",
+  "job.share": "分享到画廊",
+  "job.unshare": "从画廊撤回",
+  "showcase.title": "公共画廊",
+  "showcase.hint": "大家选择分享的作品。点击可查看大图。",
+  "showcase.empty": "还没有人分享作品。",
+  "showcase.more": "显示更多",
+  "showcase.report": "举报",
+  "showcase.reported": "已举报，谢谢",
+  "showcase.own": "自己的风格",
+  "showcase.alt": "风格为{style}的作品",
 };
 
 // Messages the relay sends in English that the page knows how to say in Chinese.
