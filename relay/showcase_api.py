@@ -15,8 +15,9 @@ from relay.showcase import Item, Showcase
 
 LIST_CACHE = {"Cache-Control": "no-cache", **NOSNIFF}
 """A listing is checked again each time: an item hidden a moment ago must not reappear."""
-IMAGE_CACHE = {"Cache-Control": "public, max-age=3600", **NOSNIFF}
-"""Images never change under one id; an hour bounds how long a hidden one stays cached."""
+IMAGE_CACHE = {"Cache-Control": "public, max-age=300, must-revalidate", **NOSNIFF}
+"""Images never change under one id, but a moderated one must vanish soon from caches too:
+five minutes, then a cheap revalidation (304) that a hidden item fails."""
 
 
 def _showcase(request: web.Request) -> Showcase:

@@ -90,7 +90,7 @@ async def test_shared_at_submit_is_listed_when_done_without_the_photo(start: Sta
     thumb = await client.get(item["thumbnail_url"])
     assert thumb.status == 200 and thumb.content_type == "image/jpeg"
     assert thumb.headers["X-Content-Type-Options"] == "nosniff"
-    assert thumb.headers["Cache-Control"] == "public, max-age=3600"
+    assert thumb.headers["Cache-Control"] == "public, max-age=300, must-revalidate"
     with Image.open(io.BytesIO(await thumb.read())) as img:
         assert img.format == "JPEG" and max(img.size) <= THUMB_SIDE
     full = await client.get(item["image_url"])
