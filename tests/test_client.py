@@ -8,8 +8,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp import web
 from PIL import Image
+from pytest_aiohttp import AiohttpServer
 from relay_harness import png
 from web_relay import RelayThread, web_config
 
@@ -65,6 +68,39 @@ async def test_async_events_by_polling_and_a_pil_image(relay: RelayThread) -> No
         events = [e async for e in client.events(job["id"], websocket=False)]
         assert events[-1]["type"] == "done"
         assert size_of(await client.result(job["id"])) == (50, 30)
+
+
+async def test_events_fall_back_to_polling_when_the_socket_fails(
+    relay: RelayThread, aiohttp_server: AiohttpServer
+) -> None:
+    """A proxy in front of the relay that passes requests on but refuses WebSockets (as
+    some proxies do): the client's events still arrive, by polling, and end with done."""
+    relay.add_node(epoch_seconds=0.02)
+    sockets_refused = 0
+
+    async def forward(request: web.Request) -> web.Response:
+        nonlocal sockets_refused
+        if request.path.endswith("/events"):
+            sockets_refused += 1
+            return web.Response(status=502, text="no websockets here")
+        async with aiohttp.ClientSession() as session:
+            body = await request.read()
+            async with session.request(
+                request.method, relay.url + request.path_qs, data=body, headers=request.headers
+            ) as resp:
+                return web.Response(
+                    status=resp.status, body=await resp.read(), content_type=resp.content_type
+                )
+
+    proxy = web.Application()
+    proxy.router.add_route("*", "/{tail:.*}", forward)
+    server = await aiohttp_server(proxy)
+    async with AsyncClient(str(server.make_url("/")), poll_interval=0.01) as client:
+        job = await client.submit(png(), "painting:starry_night", epochs=20)
+        events = [e async for e in client.events(job["id"])]
+    assert sockets_refused == 1
+    assert events[-1]["type"] == "done" and events[-1]["job"]["result_url"]
+    assert any(e["type"] == "progress" for e in events)
 
 
 async def test_async_cancel_and_delete_an_open_job(relay: RelayThread) -> None:
