@@ -153,11 +153,11 @@ KEY = web.RequestKey("api_key", KeyInfo)
 @web.middleware
 async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Verify `Authorization: Bearer KEY`, if sent: a good key rides on the request, a bad
-    one is refused (401) before anything else is done for it."""
-    header = request.headers.get(hdrs.AUTHORIZATION)
-    if header is not None:
-        scheme, _, key = header.strip().partition(" ")
-        if scheme.lower() != "bearer" or not key.strip():
+    one is refused (401) before anything else is done for it. Other schemes are not ours
+    (a proxy's Basic auth in front of /status passes them on) and are left alone."""
+    scheme, _, key = request.headers.get(hdrs.AUTHORIZATION, "").strip().partition(" ")
+    if scheme.lower() == "bearer":
+        if not key.strip():
             raise Unauthorized("Send an API key as 'Authorization: Bearer KEY'.")
         info = request.app[KEYS].verify(key.strip())
         if info is None:
