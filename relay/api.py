@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from relay import clients, gallery, intake, orders, uploads
+from relay import apikeys, clients, gallery, intake, orders, uploads
 from relay.config import Config
 from relay.disk import kept_files
 from relay.errors import BadRequest, NotFound
@@ -44,7 +44,11 @@ NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 
 
 def client_key(request: web.Request, config: Config) -> str:
-    """Who is asking (see `relay.clients`): the peer, or the client a trusted proxy names."""
+    """Who is asking: the API key's client (`key:NAME`, see `relay.apikeys`) when one came,
+    else the peer or the client a trusted proxy names (see `relay.clients`)."""
+    key = apikeys.key_of(request)
+    if key is not None:
+        return key.client
     forwarded = request.headers.get("X-Forwarded-For")
     return clients.client_key(request.remote, forwarded, config.trusted_proxy)
 
@@ -171,8 +175,10 @@ async def post_job(request: web.Request) -> web.Response:
     service = _service(request)
     config = service.config
     client = client_key(request, config)
-    service.check_admission(client)
-    service.check_rate(client)
+    key = apikeys.key_of(request)
+    quota = key.quota if key is not None else None
+    service.check_admission(client, quota=quota)
+    service.check_rate(client, quota)
     total_cap = request.app[CONFIG].max_upload_bytes * (orders.MAX_STYLES + 1) * 4 // 3
     if (request.content_length or 0) > total_cap + 1024 * 1024:
         raise orders.too_large_body(config.max_upload_bytes)
@@ -188,7 +194,7 @@ async def post_job(request: web.Request) -> web.Response:
         else:
             raise BadRequest("Send the job as multipart/form-data or application/json.")
         checked = orders.check(raw, config, service.hub.known_fast)
-        job = await service.submit(client, await _prepare(service, raw, checked))
+        job = await service.submit(client, await _prepare(service, raw, checked), quota)
     return web.json_response(
         service.view(job), status=202, headers={"Location": f"/api/jobs/{job.id}"}
     )

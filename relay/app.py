@@ -14,7 +14,7 @@ from pathlib import Path
 from aiohttp import WSCloseCode, web
 
 import web as web_package
-from relay import api, crosssite, intake, peerlog, showcase_api, status
+from relay import api, apikeys, crosssite, intake, peerlog, showcase_api, status
 from relay.config import Config
 from relay.errors import (
     ApiError,
@@ -134,10 +134,11 @@ def init(
     # Each image may be base64 in JSON (4/3 larger), the photo plus up to four styles.
     body_cap = config.max_upload_bytes * 5 * 4 // 3 + 1024 * 1024
     peerlog.install()
-    middlewares = [intake.guard, json_errors, crosssite.same_origin]
+    middlewares = [intake.guard, json_errors, apikeys.identify, crosssite.same_origin]
     app = web.Application(middlewares=middlewares, client_max_size=body_cap)
     app.on_response_prepare.append(crosssite.add_headers)
     app[api.CONFIG] = config
+    app[apikeys.KEYS] = apikeys.KeyStore(config.data_dir)
     app[intake.INTAKE] = intake.Intake(config)
     app[api.SOCKETS] = set[web.WebSocketResponse]()
     app[WEB] = config.web_dir or WEB_DIR

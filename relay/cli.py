@@ -1,5 +1,6 @@
 """Command line of the relay: `python -m relay` serves; `python -m relay tokens ...` manages
-node tokens; `python -m relay gallery ...` moderates the public gallery.
+node tokens; `python -m relay keys ...` API keys and their quotas; `python -m relay
+gallery ...` moderates the public gallery.
 Errors a person caused end with exit status 2 and one line on stderr.
 """
 
@@ -11,6 +12,7 @@ import time
 
 from relay import config as config_module
 from relay import logs
+from relay.apikeys import KeyStore, Quota
 from relay.config import Config
 from relay.errors import ConfigError, TokenError
 from relay.server import serve
@@ -40,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("name")
     for verb in (add, listing, revoke):
         verb.add_argument("--data-dir", dest="data_dir", default=argparse.SUPPRESS)
+    _add_keys_parser(sub)
     shown = sub.add_parser("gallery", help="list, hide, restore or delete public gallery items")
     shown.add_argument("--data-dir", dest="data_dir", default=argparse.SUPPRESS)
     acts = shown.add_subparsers(dest="verb", metavar="VERB", required=True)
@@ -50,6 +53,55 @@ def build_parser() -> argparse.ArgumentParser:
     for choice in acts.choices.values():
         choice.add_argument("--data-dir", dest="data_dir", default=argparse.SUPPRESS)
     return parser
+
+
+def _add_keys_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    keys = sub.add_parser("keys", help="add, list or revoke API keys and their quotas")
+    keys.add_argument("--data-dir", dest="data_dir", default=argparse.SUPPRESS)
+    verbs = keys.add_subparsers(dest="verb", metavar="VERB", required=True)
+    add = verbs.add_parser("add", help="create an API key and print it (shown only once)")
+    add.add_argument("name", help="the key's name (letters, digits, '.', '_', '-')")
+    add.add_argument("--max-open", type=int, help="jobs queued or running at once")
+    add.add_argument("--per-minute", type=int, help="new jobs a minute")
+    add.add_argument("--per-day", type=int, help="new jobs a day")
+    add.add_argument(
+        "--priority", type=int, default=0, help="extra jobs served per turn of the queue"
+    )
+    listing = verbs.add_parser("list", help="list keys and their quotas")
+    revoke = verbs.add_parser("revoke", help="revoke a key")
+    revoke.add_argument("name")
+    for verb in (add, listing, revoke):
+        verb.add_argument("--data-dir", dest="data_dir", default=argparse.SUPPRESS)
+
+
+def _keys(args: argparse.Namespace, config: Config) -> int:
+    store = KeyStore(config.data_dir)
+    match args.verb:
+        case "add":
+            quota = Quota(args.max_open, args.per_minute, args.per_day, args.priority)
+            key = store.add(args.name, quota)
+            sys.stdout.write(key + "\n")
+            sys.stderr.write(
+                f"API key {args.name!r} saved (hashed) in {store.path}.\n"
+                "Give it to its holder now; it is not shown again.\n"
+            )
+        case "list":
+            for info in store.list():
+                created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(info.created))
+                q = info.quota
+
+                def shown(value: int | None) -> str:
+                    return "default" if value is None else str(value)
+
+                sys.stdout.write(
+                    f"{info.name}\t{created} UTC\tmax-open {shown(q.max_open)}\t"
+                    f"per-minute {shown(q.per_minute)}\tper-day {shown(q.per_day)}\t"
+                    f"priority {q.priority}\n"
+                )
+        case "revoke":
+            store.revoke(args.name)
+            sys.stderr.write(f"API key {args.name!r} revoked.\n")
+    return 0
 
 
 GALLERY_VERBS = {
@@ -108,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         logs.setup(config.log_format, logging.DEBUG if args.verbose else logging.INFO)
         if args.command == "tokens":
             return _tokens(args, config)
+        if args.command == "keys":
+            return _keys(args, config)
         if args.command == "gallery":
             return _gallery(args, config)
         serve(config)

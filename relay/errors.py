@@ -6,6 +6,7 @@
     ├── StoreError             a new job could not be written to the database (disk full)
     └── ApiError               an HTTP request is refused; carries the status code
         ├── BadRequest         400: unknown style or method, bad parameter, unusable image
+        ├── Unauthorized       401: an unknown, revoked or malformed API key
         ├── Forbidden          403: a page of another site may not do this (Origin)
         ├── NotFound           404: no such job (or its result has expired)
         ├── RequestTimeout     408: the request body did not arrive in time
@@ -52,6 +53,15 @@ class BadRequest(ApiError):
     """400: the request names something unknown or carries an unusable value."""
 
     status = 400
+
+
+class Unauthorized(ApiError):
+    """401: the request's API key is unknown, revoked or malformed."""
+
+    status = 401
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, {"WWW-Authenticate": 'Bearer realm="stylerelay"'})
 
 
 class Forbidden(ApiError):

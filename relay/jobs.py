@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from relay import gallery
+from relay.apikeys import Quota
 from relay.blobs import BlobStore, no_space
 from relay.config import Config
 from relay.decoding import Decoder
@@ -42,7 +43,7 @@ from relay.errors import (
 from relay.events import EventBus
 from relay.hub import NodeHub
 from relay.imagecheck import ImageChecker
-from relay.limits import RateLimiter
+from relay.limits import RateLimiter, SlidingWindow
 from relay.logs import event as log_event
 from relay.mailer import EmailStatus, Mailer, MailSettings
 from relay.metrics import Gauges, Metrics
@@ -101,6 +102,8 @@ class JobService:
             pause=config.node_pause,
         )
         self.limiter = RateLimiter(config.rate_per_minute, timer)
+        self.daily = SlidingWindow(0, 86400.0)
+        """New jobs a day of API keys that set a count (`relay.apikeys.Quota.per_day`)."""
         self.live: dict[str, Live] = {}
         self.hub = NodeHub(self)
         self.metrics = Metrics()
@@ -186,13 +189,19 @@ class JobService:
 
     # ---- admission -------------------------------------------------------------------
 
-    def check_admission(self, client: str, job: JobSpec | None = None) -> None:
+    def check_admission(
+        self, client: str, job: JobSpec | None = None, quota: Quota | None = None
+    ) -> None:
         """Refuse early when this client may not add a job now (429), the queue is full
         (503) or the disk is (507); and, given the `job`, when no connected node could run
-        it and such jobs already fill their share of the queue (503)."""
-        if self.scheduler.open_jobs(client) + self._adding[client] >= self.config.max_open_jobs:
+        it and such jobs already fill their share of the queue (503). An API key's `quota`
+        sets the client's own cap on open jobs."""
+        cap = self.config.max_open_jobs
+        if quota is not None and quota.max_open is not None:
+            cap = quota.max_open
+        if self.scheduler.open_jobs(client) + self._adding[client] >= cap:
             raise TooManyRequests(
-                f"You already have {self.config.max_open_jobs} jobs queued or running; "
+                f"You already have {cap} jobs queued or running; "
                 "wait for one to finish or cancel one."
             )
         if self.scheduler.queued + self._adding.total() >= self.config.queue_capacity:
@@ -215,30 +224,41 @@ class JobService:
         if unfit is not None:
             raise QueueFull(no_room_to_wait(*unfit, waiting), self.config.retry_after)
 
-    def check_rate(self, client: str) -> None:
-        """Take one new-job token for this client, or refuse with 429."""
-        wait = self.limiter.allow(client)
+    def check_rate(self, client: str, quota: Quota | None = None) -> None:
+        """Take one new-job token for this client, or refuse with 429; an API key's
+        `quota` sets its own rate a minute and may set a count a day."""
+        per_minute = quota.per_minute if quota is not None else None
+        wait = self.limiter.allow(client, per_minute)
         if wait > 0:
             seconds = max(1, round(wait))
+            who = "your key" if quota is not None else "your address"
             raise TooManyRequests(
-                f"Too many new jobs from your address (limit {self.config.rate_per_minute} "
-                f"a minute); try again in {seconds} s.",
+                f"Too many new jobs from {who} (limit "
+                f"{per_minute or self.config.rate_per_minute} a minute); "
+                f"try again in {seconds} s.",
                 {"Retry-After": str(seconds)},
             )
+        per_day = quota.per_day if quota is not None else None
+        if per_day is not None and not self.daily.take(client, self.timer(), per_day):
+            raise TooManyRequests(
+                f"Your key's {per_day} jobs a day are used up; try again in a few hours.",
+                {"Retry-After": "3600"},
+            )
 
-    async def submit(self, client: str, order: Order) -> JobRecord:
-        """Store a checked order's images and row, and queue it (only once it is stored)."""
+    async def submit(self, client: str, order: Order, quota: Quota | None = None) -> JobRecord:
+        """Store a checked order's images and row, and queue it (only once it is stored);
+        an API key's `quota` sets the client's cap and its priority in the queue."""
         images = [order.content.png, *(s.png for s in order.style_images)]
         size = sum(len(data) for data in images)
         pixels = order.content.width * order.content.height
         spec = JobSpec("", client, order.method, order.epochs, pixels, fast_styles(order.styles))
-        self.check_admission(client, spec)
+        self.check_admission(client, spec, quota)
         self.disk.check(client, size)
         shas = await off_loop(size, self._put_all, images)
         try:
             self.disk.check_quota(client, shas)
             # The queue may have filled while the images were written.
-            self.check_admission(client, spec)
+            self.check_admission(client, spec, quota)
         except ApiError:
             self.blobs.release(shas)
             raise
@@ -261,6 +281,8 @@ class JobService:
         # Shielded: once its row is on the way, the job is queued even if the request is
         # cancelled meanwhile; it must not exist in the database alone.
         # Counted at once, not when the task below starts: admissions in between see it.
+        if quota is not None:
+            self.scheduler.set_priority(client, quota.priority)
         self._adding[client] += 1
         self._adding_unservable += unservable
         await asyncio.shield(self._admit(job, shas, unservable))

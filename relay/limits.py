@@ -21,18 +21,21 @@ class RateLimiter:
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
 
-    def allow(self, client: str) -> float:
-        """Take one token for `client`: 0.0 if allowed, else seconds until the next one."""
+    def allow(self, client: str, per_minute: int | None = None) -> float:
+        """Take one token for `client`: 0.0 if allowed, else seconds until the next one.
+        `per_minute` overrides the limit for this client (an API key's own)."""
         now = self._clock()
+        capacity = self._capacity if per_minute is None else float(per_minute)
+        rate = self._rate if per_minute is None else per_minute / 60.0
         bucket = self._buckets.get(client)
         if bucket is None:
-            bucket = self._buckets[client] = _Bucket(self._capacity, now)
-        bucket.tokens = min(self._capacity, bucket.tokens + (now - bucket.stamp) * self._rate)
+            bucket = self._buckets[client] = _Bucket(capacity, now)
+        bucket.tokens = min(capacity, bucket.tokens + (now - bucket.stamp) * rate)
         bucket.stamp = now
         if bucket.tokens >= 1.0:
             bucket.tokens -= 1.0
             return 0.0
-        return (1.0 - bucket.tokens) / self._rate
+        return (1.0 - bucket.tokens) / rate
 
     def prune(self) -> None:
         """Forget clients whose bucket has refilled: they would start full anyway."""
@@ -58,16 +61,17 @@ class SlidingWindow:
         """Count an event that happened at `when` (rebuilding the window after a restart)."""
         self._events.setdefault(key, deque()).append(when)
 
-    def take(self, key: str, now: float) -> bool:
-        """Count one event for `key` now if it is under the limit; False (and not counted)
-        if `limit` events already fall within the window."""
+    def take(self, key: str, now: float, limit: int | None = None) -> bool:
+        """Count one event for `key` now if it is under the limit (`limit`, if given, for
+        this key); False (and not counted) if that many events already fall within the
+        window."""
         self._takes += 1
         if self._takes % self.PRUNE_EVERY == 0:
             self.prune(now)
         events = self._events.setdefault(key, deque())
         while events and events[0] <= now - self.window:
             events.popleft()
-        if len(events) >= self.limit:
+        if len(events) >= (self.limit if limit is None else limit):
             return False
         events.append(now)
         return True

@@ -5,6 +5,7 @@ actions it returns: `SendOffer`/`SendCancel` go to a node, `Requeued`/`Failed` t
 and to the job's subscribers.
 
 - Queue: FIFO per client, clients served round-robin, so one client cannot starve others.
+  A client given priority p (an API key's `--priority`) is served up to 1 + p jobs per turn.
   A job another node declined, or one handed back, goes to the front of its client's queue.
 - Capability: a job goes only to a node that offers its method, holds its fast styles, whose
   `max_epochs` and `max_pixels` cover it, and that has a free slot.
@@ -138,6 +139,9 @@ class Scheduler:
         self._jobs: dict[str, _Job] = {}
         self._nodes: dict[str, _Node] = {}
         self._open: dict[str, int] = {}
+        self._priority: dict[str, int] = {}
+        # Jobs served so far in the current turn of a client with priority.
+        self._turns: dict[str, int] = {}
         # Queued jobs no connected, non-draining node could run (paused ones count as able:
         # they rest a while, they have not left). Kept up to date as jobs and nodes come and
         # go, so admission asks for its size, not for a walk through the queue.
@@ -168,6 +172,13 @@ class Scheduler:
     def open_jobs(self, client: str) -> int:
         """Queued plus running jobs of one client."""
         return self._open.get(client, 0)
+
+    def set_priority(self, client: str, priority: int) -> None:
+        """Serve `client` up to 1 + `priority` jobs per round-robin turn (0: one, as all)."""
+        if priority > 0:
+            self._priority[client] = priority
+        else:
+            self._priority.pop(client, None)
 
     def nodes(self) -> list[NodeView]:
         """Every connected node, by name."""
@@ -531,6 +542,7 @@ class Scheduler:
             queue.remove(job_id)
             if not queue:
                 del self._queues[entry.spec.client]
+                self._turns.pop(entry.spec.client, None)
         client = entry.spec.client
         self._open[client] -= 1
         if not self._open[client]:
@@ -630,7 +642,11 @@ class Scheduler:
                 if node is None:
                     continue
                 queue.remove(job_id)
-                if queue:
+                served = self._turns.pop(client, 0) + 1
+                if queue and served <= self._priority.get(client, 0):
+                    # Priority: the client keeps its turn (stays first) for another job.
+                    self._turns[client] = served
+                elif queue:
                     self._queues.move_to_end(client)
                 else:
                     del self._queues[client]

@@ -1,0 +1,171 @@
+"""API keys: a program's own identity, with its own quotas, stored hashed in
+`<data dir>/keys.json`.
+
+A key is 32 random bytes, shown once when added; only its sha256 is kept (as with node
+tokens, `relay.tokens`). A request with `Authorization: Bearer KEY` is the client
+`key:NAME`, with the key's limits where it sets them and the relay's otherwise; a bad or
+revoked key is refused (401), never served as anonymous. The file is read again when it
+changes, so `keys revoke` takes effect on the next request without a restart.
+"""
+
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
+
+from relay.errors import TokenError, Unauthorized
+
+KEYS_FILE = "keys.json"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A key's own limits; None means the relay's (per-address) setting applies."""
+
+    max_open: int | None = None
+    per_minute: int | None = None
+    per_day: int | None = None
+    priority: int = 0
+    """Extra jobs served per round-robin turn (see `relay.scheduler`)."""
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """An API key's record, without the secret."""
+
+    name: str
+    created: float
+    quota: Quota
+
+    @property
+    def client(self) -> str:
+        """The client key its requests count under (beside `relay.clients`' addresses)."""
+        return f"key:{self.name}"
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
+
+
+def _quota(record: dict[str, object]) -> Quota:
+    def number(name: str) -> int | None:
+        value = record.get(name)
+        return value if isinstance(value, int) else None
+
+    return Quota(
+        number("max_open"), number("per_minute"), number("per_day"), number("priority") or 0
+    )
+
+
+class KeyStore:
+    """Adds, lists, revokes and verifies API keys in a data dir."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / KEYS_FILE
+        self._seen: tuple[int, int] | None = None
+        self._records: dict[str, dict[str, object]] = {}
+
+    def _read(self) -> dict[str, dict[str, object]]:
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            self._seen, self._records = None, {}
+            return {}
+        # Parsed again only when the file changed: keyed requests may be many a second.
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp == self._seen:
+            return self._records
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise TokenError(f"{self.path} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise TokenError(f"{self.path} should hold a JSON object")
+        self._seen, self._records = stamp, data
+        return data
+
+    def _write(self, data: dict[str, dict[str, object]]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+        os.replace(tmp, self.path)
+
+    def add(self, name: str, quota: Quota = Quota()) -> str:
+        """Create a key called `name` with `quota`; return it (shown only this once)."""
+        if not _NAME.match(name):
+            raise TokenError(
+                f"key name {name!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-'"
+            )
+        for field, value in asdict(quota).items():
+            if value is not None and value < (0 if field == "priority" else 1):
+                raise TokenError(f"--{field.replace('_', '-')} must be at least 1 (0 for priority)")
+        data = dict(self._read())
+        if name in data:
+            raise TokenError(f"a key called {name!r} exists; revoke it first")
+        key = "sr_" + secrets.token_urlsafe(32)
+        limits = {k: v for k, v in asdict(quota).items() if v is not None}
+        data[name] = {"sha256": _digest(key), "created": time.time(), **limits}
+        self._write(data)
+        return key
+
+    def list(self) -> list[KeyInfo]:
+        """Every key, by name."""
+        return [
+            KeyInfo(name, float(record.get("created", 0.0)), _quota(record))  # type: ignore[arg-type]
+            for name, record in sorted(self._read().items())
+        ]
+
+    def revoke(self, name: str) -> None:
+        """Remove key `name`; its next request is refused (401)."""
+        data = dict(self._read())
+        if name not in data:
+            raise TokenError(f"no key called {name!r}")
+        del data[name]
+        self._write(data)
+
+    def verify(self, key: str) -> KeyInfo | None:
+        """The key's record, or None if it is unknown or revoked."""
+        digest = _digest(key)
+        found: KeyInfo | None = None
+        # Compare against every record, so timing says nothing about which one matched.
+        for name, record in self._read().items():
+            if hmac.compare_digest(digest, str(record.get("sha256", ""))):
+                found = KeyInfo(name, float(record.get("created", 0.0)), _quota(record))  # type: ignore[arg-type]
+        return found
+
+
+KEYS = web.AppKey("api_keys", KeyStore)
+KEY = web.RequestKey("api_key", KeyInfo)
+"""Where `identify` leaves a request's verified `KeyInfo`."""
+
+
+@web.middleware
+async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Verify `Authorization: Bearer KEY`, if sent: a good key rides on the request, a bad
+    one is refused (401) before anything else is done for it. Other schemes are not ours
+    (a proxy's Basic auth in front of /status passes them on) and are left alone."""
+    scheme, _, key = request.headers.get(hdrs.AUTHORIZATION, "").strip().partition(" ")
+    if scheme.lower() == "bearer":
+        if not key.strip():
+            raise Unauthorized("Send an API key as 'Authorization: Bearer KEY'.")
+        info = request.app[KEYS].verify(key.strip())
+        if info is None:
+            raise Unauthorized("Unknown or revoked API key.")
+        request[KEY] = info
+    return await handler(request)
+
+
+def key_of(request: web.Request) -> KeyInfo | None:
+    """The verified API key the request came with, if any."""
+    return request.get(KEY)
