@@ -11,6 +11,7 @@ changes, so `keys revoke` takes effect on the next request without a restart.
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
@@ -21,7 +22,9 @@ from pathlib import Path
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from relay.errors import TokenError, Unauthorized
+from relay.errors import Busy, TokenError, Unauthorized
+
+log = logging.getLogger(__name__)
 
 KEYS_FILE = "keys.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -159,7 +162,17 @@ async def identify(request: web.Request, handler: Handler) -> web.StreamResponse
     if scheme.lower() == "bearer":
         if not key.strip():
             raise Unauthorized("Send an API key as 'Authorization: Bearer KEY'.")
-        info = request.app[KEYS].verify(key.strip())
+        try:
+            info = request.app[KEYS].verify(key.strip())
+        except TokenError as exc:
+            # The operator's keys file is damaged: no key can be checked, and guessing
+            # would either lock everyone out for good or let anyone in.
+            log.error("API keys cannot be checked: %s", exc)
+            raise Busy(
+                "API keys cannot be checked right now; the relay's operator has been told. "
+                "Try again later.",
+                60,
+            ) from None
         if info is None:
             raise Unauthorized("Unknown or revoked API key.")
         request[KEY] = info

@@ -142,6 +142,23 @@ async def test_bad_malformed_or_revoked_key_is_401_never_anonymous(
     assert client.app[SERVICE].scheduler.open_jobs("key:gone") == 1  # nothing more added
 
 
+async def test_a_damaged_keys_file_is_503_for_keyed_requests_and_anonymous_ones_go_on(
+    start: Start, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = await start()
+    key = add_key(tmp_path, "ann")
+    (tmp_path / "data" / "keys.json").write_text("{ not json")
+    resp = await client.post(
+        "/api/jobs",
+        data=form(style="painting:starry_night"),
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert resp.status == 503
+    assert "cannot be checked" in (await resp.json())["error"]
+    assert "keys.json is not valid JSON" in caplog.text
+    assert (await client.post("/api/jobs", data=form(style="painting:starry_night"))).status == 202
+
+
 # ---- priority ----------------------------------------------------------------------------
 
 
