@@ -109,6 +109,7 @@ def styles_view(service: JobService) -> dict[str, Any]:
         "max_styles": orders.MAX_STYLES,
         "formats": ["png", "jpeg", "webp"],
         "result_ttl_s": config.result_ttl,
+        "email": config.mail_enabled,
     }
     return {"styles": styles, "methods": methods, "limits": limits}
 

@@ -140,6 +140,9 @@ def test_blend_of_paintings_and_own_style_image(
     page.get_by_text("Udnie").click()
     expect(page.locator("#blend-list li")).to_have_count(2)
     set_range(page, "#blend-list li:first-child input", 75)
+    # Sliders show each style's share of the blend, as the figures beside them do.
+    expect(page.locator("#blend-list output")).to_have_text(["75%", "25%"])
+    expect(page.locator("#blend-list li:last-child input")).to_have_value("25")
     page.locator("#photo").set_input_files(str(files["photo"]))
     set_range(page, "#epochs", 6)
     snap(page, shots, "07-blend", full=False)
@@ -158,7 +161,7 @@ def test_blend_of_paintings_and_own_style_image(
     expect(page.locator("#job-download")).to_be_visible(timeout=15000)
     offer = node.offers[-1]
     weights = [round(w, 2) for _png, w in offer.style_images]
-    assert weights == [0.6, 0.4]  # 75 and 50, normalised by the relay
+    assert weights == [0.75, 0.25]
     assert offer.params["content_weight"] == 0.5
     assert offer.params["optimizer"] == "adam"
     expect(page.locator("#job-styles img")).to_have_count(2)

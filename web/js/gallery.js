@@ -11,6 +11,24 @@ import { credit, styleName, t } from "./i18n.js";
 const KINDS = ["painting", "fast", "upload"];
 // Fast styles beyond this many fold away behind a "show all" button.
 const FOLD = 12;
+// The least share a blended style can have, in %: each style must still count.
+const MIN_SHARE = 5;
+
+/** Whole percentages in proportion to `weights`, adding up to exactly 100. */
+export function shares(weights) {
+  const total = weights.reduce((sum, w) => sum + w, 0) || 1;
+  const exact = weights.map((w) => (100 * w) / total);
+  const whole = exact.map(Math.floor);
+  let left = 100 - whole.reduce((sum, w) => sum + w, 0);
+  // Largest remainders first get the points rounding left over.
+  const order = exact.map((e, i) => [e - whole[i], i]).sort((a, b) => b[0] - a[0]);
+  for (const [, i] of order) {
+    if (left <= 0) break;
+    whole[i] += 1;
+    left -= 1;
+  }
+  return whole;
+}
 
 /** A node's bare style slug ("ochre-sky") as a title ("Ochre Sky"); real names untouched. */
 function pretty(name) {
@@ -58,10 +76,28 @@ export class Gallery {
   }
 
   /** The chosen styles: `{kind, items: [{id | file, name, thumb, weight}]}`, or null. */
+  /** Each item's weight is its share of the blend in % (they add up to 100). */
   selection() {
     if (!this.selected.length) return null;
-    const items = this.selected.map((key) => ({ ...this.find(key), weight: this.weights.get(key) ?? 50 }));
+    const raw = this.selected.map((key) => this.weights.get(key) ?? 50);
+    const share = shares(raw);
+    const items = this.selected.map((key, i) => ({ ...this.find(key), weight: share[i] }));
     return { kind: items[0].kind, items };
+  }
+
+  /** One slider moved to `value`%: the others share the rest as they shared it before. */
+  setShare(key, value) {
+    const items = this.selection().items;
+    const cap = 100 - MIN_SHARE * (items.length - 1);
+    const mine = Math.max(MIN_SHARE, Math.min(cap, value));
+    const others = items.filter((i) => i.key !== key);
+    // Above each other's floor, the rest is split in the proportion the others had.
+    const spare = others.map((i) => Math.max(0, i.weight - MIN_SHARE));
+    const room = 100 - mine - MIN_SHARE * others.length;
+    const extra = spare.some((v) => v > 0) ? spare : others.map(() => 1);
+    const total = extra.reduce((sum, v) => sum + v, 0);
+    this.weights.set(key, mine);
+    others.forEach((item, i) => this.weights.set(item.key, MIN_SHARE + (room * extra[i]) / total));
   }
 
   setBlend(on) {
@@ -258,28 +294,31 @@ export class Gallery {
     const sel = this.selection();
     panel.hidden = !(this.blend && sel && sel.items.length > 1);
     if (panel.hidden) return;
-    const total = sel.items.reduce((sum, i) => sum + i.weight, 0);
+    const idOf = (key) => `w-${key.replace(/[^\w-]/g, "_")}`;
+    // Sliders and figures show the same thing, each style's share of the blend.
+    const show = () => {
+      for (const it of this.selection().items) {
+        const range = list.querySelector(`#${idOf(it.key)}`);
+        if (range) range.value = String(it.weight);
+        const out = list.querySelector(`output[for="${idOf(it.key)}"]`);
+        if (out) out.textContent = `${it.weight}%`;
+      }
+    };
     list.replaceChildren(
       ...sel.items.map((item) => {
-        const id = `w-${item.key.replace(/[^\w-]/g, "_")}`;
-        const pct = Math.round((100 * item.weight) / total);
-        const out = el("output", { for: id, text: `${pct}%` });
+        const id = idOf(item.key);
+        const out = el("output", { for: id, text: `${item.weight}%` });
         const range = el("input", {
           type: "range",
           id,
-          min: "5",
-          max: "100",
-          step: "5",
+          min: String(MIN_SHARE),
+          max: String(100 - MIN_SHARE * (sel.items.length - 1)),
+          step: "1",
           value: String(item.weight),
           "aria-label": t("style.weight.label", { name: item.name }),
           oninput: (e) => {
-            this.weights.set(item.key, Number(e.target.value));
-            const all = this.selection().items;
-            const sum = all.reduce((s, i) => s + i.weight, 0);
-            for (const it of all) {
-              const o = list.querySelector(`output[for="w-${it.key.replace(/[^\w-]/g, "_")}"]`);
-              if (o) o.textContent = `${Math.round((100 * it.weight) / sum)}%`;
-            }
+            this.setShare(item.key, Number(e.target.value));
+            show();
           },
         });
         const thumb = item.thumb ? el("img", { src: item.thumb, alt: "" }) : null;

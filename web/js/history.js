@@ -110,6 +110,7 @@ function deleteButton(job, date) {
 }
 
 const POLL = 5000;
+const RETRY = 5000;
 let generation = 0;
 let timer = null;
 
@@ -119,18 +120,30 @@ export async function refresh() {
   const mine = generation;
   clearTimeout(timer);
   const list = ids();
+  let unreachable = false;
   const jobs = await Promise.all(
     list.map(async (id) => {
       try {
         return await api.job(id);
       } catch (err) {
         if (err.status === 404) forget(id);
+        else unreachable = true;
         return null;
       }
     }),
   );
   // A later refresh started meanwhile: its answer is the newer one.
   if (mine !== generation) return;
+  const failed = $("results-failed");
+  if (unreachable) {
+    // Not "Nothing yet": the jobs exist, the relay just did not answer. Keep what was shown
+    // and try again; a reconnect elsewhere on the page refreshes at once.
+    failed.hidden = false;
+    $("results-empty").hidden = true;
+    timer = setTimeout(refresh, RETRY);
+    return;
+  }
+  failed.hidden = true;
   const shown = jobs.filter(Boolean);
   $("history").replaceChildren(...shown.map(card));
   $("results-empty").hidden = shown.length > 0;

@@ -6,6 +6,7 @@ import * as api from "./api.js";
 import { $, apiMessage, el, showError } from "./dom.js";
 import * as history from "./history.js";
 import { duration, server, t } from "./i18n.js";
+import { notifyEnded, tabClear, tabEnded, tabTitle } from "./informed.js";
 import { record } from "./speed.js";
 import { JobStream } from "./stream.js";
 
@@ -19,6 +20,8 @@ export class JobView {
     this.job = null;
     this.rate = null;
     this.announced = -1;
+    this.connected = true;
+    this.titled = null;
     $("job-cancel").addEventListener("click", () => this.cancel());
     $("job-copy").addEventListener("click", () => this.copy());
     $("job-new").addEventListener("click", () => this.close());
@@ -31,6 +34,8 @@ export class JobView {
     this.job = { id, state: "queued" };
     this.rate = null;
     this.announced = -1;
+    this.connected = true;
+    this.titled = null;
     history.remember(id);
     if (location.hash !== `#job=${id}`) window.history.replaceState(null, "", `#job=${encodeURIComponent(id)}`);
     const section = $("job");
@@ -62,6 +67,8 @@ export class JobView {
   close() {
     if (this.stream) this.stream.stop();
     this.stream = null;
+    this.titled = null;
+    tabClear();
     $("job").hidden = true;
     window.history.replaceState(null, "", location.pathname + location.search);
     $("create").scrollIntoView({ behavior: "smooth" });
@@ -73,10 +80,19 @@ export class JobView {
     clearTimeout(this.connTimer);
     line.hidden = false;
     line.classList.toggle("is-ok", conn.kind === "open");
+    // A time left measured before the drop says nothing now: hidden until events flow again.
+    this.connected = conn.kind === "open";
+    if (!this.connected) this.rate = null;
+    if (this.job) this.paint();
     if (conn.kind === "open") {
       line.textContent = t("job.reconnected");
       this.connTimer = setTimeout(() => (line.hidden = true), 4000);
-    } else if (conn.kind === "offline") {
+      // The relay is back: the rest of the page (nodes, My results) reads itself again too.
+      document.dispatchEvent(new CustomEvent("relay-back"));
+      return;
+    }
+    document.dispatchEvent(new CustomEvent("relay-lost"));
+    if (conn.kind === "offline") {
       line.textContent = t("job.offline");
     } else {
       line.textContent = t("job.reconnecting", { s: Math.max(1, Math.round(conn.seconds)) });
@@ -119,6 +135,20 @@ export class JobView {
     else if (FINAL.has(job.state)) history.refresh();
   }
 
+  /** Read the watched job again (after the relay came back): its state as the relay has it
+   *  now, so a reason for waiting that no longer holds does not linger. */
+  async reread() {
+    const job = this.job;
+    if (!job || $("job").hidden || job.state === "gone") return;
+    try {
+      const view = await api.job(job.id);
+      if (this.job !== job) return;
+      this.onEvent({ type: "state", job: view });
+    } catch (err) {
+      if (err.status === 404 && this.job === job) this.onEvent({ type: "gone" });
+    }
+  }
+
   /** Note when an epoch was seen, to tell the time left from the pace since watching began. */
   learn(epoch) {
     const now = performance.now();
@@ -142,6 +172,7 @@ export class JobView {
       const seconds = (Date.parse(job.finished) - Date.parse(job.started)) / 1000;
       record(job.method, job.max_epochs || 1, job.width * job.height, seconds);
     }
+    notifyEnded(job, this.statusLine());
     history.refresh();
   }
 
@@ -154,6 +185,7 @@ export class JobView {
     badge.className = `badge badge--${state}`;
     badge.textContent = state === "gone" ? "—" : t(`job.state.${state}`);
     $("job-status").textContent = this.statusLine();
+    this.paintTitle();
     $("job-cancel").hidden = !(state === "queued" || state === "running");
     $("job-new").hidden = !(FINAL.has(state) || state === "gone");
     if (state === "gone") {
@@ -203,6 +235,31 @@ export class JobView {
     }
   }
 
+  /** The job's state on the browser tab, for a person waiting in another one. */
+  paintTitle() {
+    const job = this.job;
+    const state = job.state;
+    if (state === "gone") {
+      tabClear();
+    } else if (FINAL.has(state)) {
+      // Once per ending, so a later repaint (language, sharing) does not hold the title.
+      if (this.titled !== state) tabEnded(t(`job.state.${state}`));
+    } else if (state === "queued") {
+      tabTitle(t("title.queued", { n: job.position ?? "…" }));
+    } else {
+      const pct = this.percent();
+      tabTitle(pct === null ? t("job.state.running") : `${pct}%`);
+    }
+    this.titled = state;
+  }
+
+  /** How far a running job is, in %, or null when unknown (one-pass methods: no steps). */
+  percent() {
+    const job = this.job;
+    if (job.epoch === null || job.epoch === undefined || !(job.max_epochs > 1)) return null;
+    return Math.min(100, Math.round((100 * job.epoch) / job.max_epochs));
+  }
+
   /** Say the progress in steps of 10% to screen readers, not at every epoch. */
   announce(pct) {
     const step = Math.floor(pct / 10) * 10;
@@ -218,13 +275,20 @@ export class JobView {
     box.hidden = !(running || job.state === "done");
     if (box.hidden) return;
     const max = job.max_epochs || 1;
+    const bar = $("job-bar");
+    if (max <= 1 && job.state === "running") {
+      // One pass has no steps to count: the bar moves without a figure until it is done.
+      bar.removeAttribute("value");
+      const text = t("job.onepass");
+      $("job-progress-text").textContent = text;
+      bar.setAttribute("aria-valuetext", text);
+      return;
+    }
     const epoch = job.state === "done" ? max : job.epoch;
     const pct = Math.min(100, Math.round((100 * epoch) / max));
-    const bar = $("job-bar");
     bar.value = pct;
-    // One-pass methods report a single step: the epoch count says nothing there.
     let text = max > 1 ? t("job.progress", { epoch, max, pct }) : `${pct}%`;
-    const left = job.state === "running" ? this.secondsLeft() : null;
+    const left = job.state === "running" && this.connected ? this.secondsLeft() : null;
     if (left !== null) text += ` · ${t("job.left", { time: duration(left) })}`;
     $("job-progress-text").textContent = text;
     bar.setAttribute("aria-valuetext", text);

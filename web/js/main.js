@@ -6,12 +6,15 @@ import { $, apiMessage, clearErrors, showError } from "./dom.js";
 import { Gallery } from "./gallery.js";
 import * as history from "./history.js";
 import { initialLang, setLang, t } from "./i18n.js";
+import { askIfLong } from "./informed.js";
 import { JobView } from "./job.js";
 import { Photo } from "./photo.js";
 import { Settings } from "./settings.js";
 import { Showcase } from "./showcase.js";
 
 const NODE_POLL = 10000;
+// While the relay does not answer, look again sooner: the page heals soon after it is back.
+const NODE_RETRY = 3000;
 const ERROR_SLOTS = [
   "style-error",
   "photo-error",
@@ -19,6 +22,7 @@ const ERROR_SLOTS = [
   "epochs-error",
   "size-error",
   "advanced-error",
+  "email-error",
   "submit-error",
 ];
 
@@ -33,6 +37,8 @@ const job = new JobView((id) => {
 let nodes = null;
 let styleCount = -1;
 let retry = null;
+let nodeTimer = null;
+let reachable = true;
 
 // ---- loading ------------------------------------------------------------------------------
 
@@ -44,6 +50,8 @@ async function loadStyles() {
     gallery.load(data.styles, data.limits);
     photo.setLimits(data.limits);
     settings.load(data.methods, data.limits);
+    // The e-mail field only where the relay sends mail: elsewhere an address would go nowhere.
+    $("email-row").hidden = !data.limits.email;
     styleCount = data.styles.length;
     $("go").disabled = false;
     return true;
@@ -68,19 +76,39 @@ function paintNodes() {
 }
 
 async function pollNodes() {
+  clearTimeout(nodeTimer);
   try {
     const data = await api.nodes();
+    const before = nodes ? nodes.length : null;
     nodes = data.nodes;
     settings.setNodes(nodes);
+    settings.setReachable(true);
+    const back = !reachable;
+    reachable = true;
     const fast = new Set(nodes.flatMap((n) => n.styles || []));
     // Fast styles come and go with nodes: reload the gallery when their number changes.
     const have = gallery.styles.filter((s) => s.kind === "fast").length;
     if (styleCount >= 0 && fast.size !== have) await loadStyles();
+    if (back) relayBack({ nodes: false });
+    // A node came or went: what the open job waits for may have changed with it.
+    else if (before !== null && before !== nodes.length) job.reread();
   } catch {
-    // The header keeps its last word; the next poll tries again.
+    // The header keeps its last word; estimates hide until the relay answers again.
+    reachable = false;
+    settings.setReachable(false);
   }
   paintNodes();
-  setTimeout(pollNodes, NODE_POLL);
+  clearTimeout(nodeTimer); // a poll started by a reconnect meanwhile set one too
+  nodeTimer = setTimeout(pollNodes, reachable ? NODE_POLL : NODE_RETRY);
+}
+
+/** The relay answers again (after a restart or a network drop): read everything the page
+ *  shows from it again, so nothing from before the outage lingers. */
+function relayBack({ nodes: pollToo = true } = {}) {
+  if (pollToo) pollNodes();
+  if (styleCount < 0) loadStyles();
+  job.reread();
+  history.refresh();
 }
 
 // ---- submitting ---------------------------------------------------------------------------
@@ -88,6 +116,7 @@ async function pollNodes() {
 /** Which field an API refusal is about, so its message can stand next to it. */
 function fieldOf(status, message) {
   const m = message.toLowerCase();
+  if (m.includes("e-mail")) return "email-error";
   if (m.includes("photo")) return "photo-error";
   if (m.includes("style image")) return "style-error";
   if (status === 413) return "photo-error";
@@ -128,6 +157,16 @@ async function submit(event) {
   }
   if (!settings.fill(form)) return;
   form.append("filename", chosen.file.name);
+  const email = $("email").value.trim();
+  if (!$("email-row").hidden && email) {
+    if (!$("email").checkValidity()) {
+      showError("email-error", t("email.bad"), $("email"));
+      $("email").focus();
+      return;
+    }
+    form.append("email", email);
+  }
+  askIfLong(settings.seconds());
   if ($("share").checked) {
     form.append("share", "true");
     if ($("share-style").checked) form.append("share_style", "true");
@@ -179,6 +218,11 @@ $("create").addEventListener("submit", submit);
 document.addEventListener("style-drop", (e) => gallery.addUpload(e.detail));
 window.addEventListener("hashchange", followHash);
 document.addEventListener("gallery-changed", () => showcase.load());
+document.addEventListener("relay-back", () => relayBack());
+// The job's stream dropped: check the relay now, so stale estimates hide at once.
+document.addEventListener("relay-lost", () => pollNodes());
+$("results-retry").addEventListener("click", () => history.refresh());
+window.addEventListener("online", () => relayBack());
 // Sharing is off unless the person ticks it; the style image only if they tick that too.
 $("share").addEventListener("change", (e) => {
   $("share-style-row").hidden = !e.target.checked;

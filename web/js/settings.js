@@ -22,6 +22,7 @@ export class Settings {
     this.method = "gatys";
     this.kind = null;
     this.photo = null;
+    this.reachable = true;
     for (const id of ["epochs", "size", "strength"]) {
       $(id).addEventListener("input", () => this.refresh());
     }
@@ -59,6 +60,19 @@ export class Settings {
     const fits = kind ? FITS[kind] : ORDER;
     if (!fits.includes(this.method)) this.method = fits[0];
     this.render();
+  }
+
+  /** Whether the relay answers: estimates made without it would be stale, so they hide. */
+  setReachable(on) {
+    if (on === this.reachable) return;
+    this.reachable = on;
+    this.refresh();
+  }
+
+  /** The estimated seconds of the job as now set up. */
+  seconds() {
+    const gatys = this.method === "gatys";
+    return estimate(this.method, gatys ? Number($("epochs").value) : 1, this.pixels(), this.nodes).seconds;
   }
 
   setPhoto(photo) {
@@ -127,10 +141,12 @@ export class Settings {
       if (!slot) continue;
       const guess = estimate(id, id === "gatys" ? Number(epochs.value) : 1, pixels, this.nodes);
       slot.textContent = t("method.eta", { time: duration(guess.seconds) });
+      slot.hidden = !this.reachable;
     }
     const guess = estimate(this.method, gatys ? Number(epochs.value) : 1, pixels, this.nodes);
     const line = t(guess.measured ? "estimate.measured" : "estimate", { time: duration(guess.seconds) });
-    $("estimate").textContent = this.nodes.length ? line : `${line}\n${t("estimate.wait")}`;
+    if (!this.reachable) $("estimate").textContent = t("estimate.offline");
+    else $("estimate").textContent = this.nodes.length ? line : `${line}\n${t("estimate.wait")}`;
   }
 
   /** Append method and parameters to the job's form; false (errors shown) if one is bad. */
