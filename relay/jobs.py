@@ -119,7 +119,8 @@ class JobService:
         )
         self.showcase = Showcase(config, self.blobs, self.disk.usage, self.decoder, clock)
         """The public gallery of results people shared."""
-        self._positions: dict[str, int] = {}
+        self._positions: dict[str, tuple[int, str | None]] = {}
+        """The place and the waiting reason each watched queued job was last told."""
         self._paintings: dict[tuple[str, int], PreparedImage] = {}
         # Queued and running jobs, also kept here: nodes and pages ask about them often.
         self._open: dict[str, JobRecord] = {}
@@ -519,14 +520,15 @@ class JobService:
                     self.update(job_id, state=JobState.QUEUED, node=None, attempts=attempts)
                     self.live.pop(job_id, None)
                     position = self.scheduler.position(job_id)
+                    waiting = self.scheduler.why_waiting(job_id)
                     if position is not None:
-                        self._positions[job_id] = position
+                        self._positions[job_id] = (position, waiting)
                     self.bus.publish(
                         job_id,
                         {
                             "type": "queued",
                             "position": position,
-                            "reason": self.scheduler.why_waiting(job_id),
+                            "reason": waiting,
                             "requeued": reason,
                             "attempts": attempts,
                         },
@@ -621,11 +623,14 @@ class JobService:
         self.bus.publish(job.id, event)
 
     def _publish_positions(self) -> None:
-        """Tell subscribers of queued jobs their new place (only when it changed)."""
+        """Tell subscribers of queued jobs their place and why they wait, when either changed
+        (a node that came or went changes the reason, not the place)."""
         for job_id in self.bus.watched():
             position = self.scheduler.position(job_id)
-            if position is None or self._positions.get(job_id) == position:
+            if position is None:
                 continue
-            self._positions[job_id] = position
             reason = self.scheduler.why_waiting(job_id)
+            if self._positions.get(job_id) == (position, reason):
+                continue
+            self._positions[job_id] = (position, reason)
             self.bus.publish(job_id, {"type": "queued", "position": position, "reason": reason})

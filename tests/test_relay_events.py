@@ -131,3 +131,24 @@ async def test_unknown_job_is_404_before_upgrade(client: Client) -> None:
     resp = await client.get("/api/jobs/nope/events")
     assert resp.status == 404
     assert "No such job" in (await resp.json())["error"]
+
+
+async def test_a_new_reason_to_wait_is_announced_though_the_place_is_the_same(
+    client: Client,
+) -> None:
+    job_id = await create(client)
+    async with client.ws_connect(f"/api/jobs/{job_id}/events") as ws:
+        first = await receive(ws)
+        assert first["job"]["waiting_reason"].startswith("No node is online")
+        # A node comes that cannot run it: still first in line, but now for another reason.
+        node = FakeNode.connect(
+            client.app[SERVICE].hub, name="fast-only", methods=frozenset({"fast"})
+        )
+        news = await receive(ws)
+        assert (news["type"], news["position"]) == ("queued", 1)
+        assert "gatys" in news["reason"] and not news["reason"].startswith("No node is online")
+        # It leaves again: the same place, and the page must not keep the old words.
+        node.lost()
+        again = await receive(ws)
+        assert (again["type"], again["position"]) == ("queued", 1)
+        assert again["reason"].startswith("No node is online")
