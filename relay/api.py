@@ -107,7 +107,7 @@ def styles_view(service: JobService) -> dict[str, Any]:
         "max_size": config.max_size,
         "default_size": config.default_size,
         "max_styles": orders.MAX_STYLES,
-        "formats": ["png", "jpeg", "webp"],
+        "formats": ["png", "jpeg", "webp", "heic"],
         "result_ttl_s": config.result_ttl,
         "email": config.mail_enabled,
     }
@@ -144,26 +144,31 @@ async def _prepare(service: JobService, raw: orders.RawOrder, checked: orders.Ch
     config = service.config
     assert raw.content is not None
 
-    async def upload(data: bytes, what: str) -> PreparedImage:
+    async def upload(data: bytes, what: str, size: int) -> PreparedImage:
         return await uploads.load(
             data,
             max_bytes=config.max_upload_bytes,
             max_pixels=config.max_pixels,
-            size=checked.size,
+            size=size,
             what=what,
             decoder=service.decoder,
         )
 
-    content = await upload(raw.content, "The photo")
-    styles = [await upload(d, f"Style image {i + 1}") for i, d in enumerate(raw.style_images)]
-    styles += [await service.painting(p, checked.size) for p in checked.paintings]
+    content = await upload(raw.content, "The photo", checked.size)
+    size, params = checked.size, checked.params
+    if checked.method != "gatys" and raw.fields.get("size") is None:
+        # Sized by the photo (see `orders.check`): the styles and the job's view follow it.
+        size = max(content.width, content.height)
+        params = {**params, "size": size}
+    styles = [await upload(d, f"Style image {i + 1}", size) for i, d in enumerate(raw.style_images)]
+    styles += [await service.painting(p, size) for p in checked.paintings]
     return Order(
         method=checked.method,
         styles=checked.styles,
         content=content,
         style_images=tuple(styles),
         epochs=checked.epochs,
-        params=checked.params,
+        params=params,
         email=checked.email,
         filename=checked.filename,
         share=checked.share,

@@ -574,8 +574,10 @@ def check(raw: RawOrder, config: Config, fast_known: set[str]) -> Checked:
         raise BadRequest(
             f"epochs {epochs} is above this relay's cap of {config.max_epochs} (max_epochs)."
         )
-    size = _int("size", fields.get("size", config.default_size))
     top = min(config.max_size, GATYS_MAX_SIZE if method == "gatys" else NODE_MAX_SIZE)
+    # A one-pass method costs seconds at any size: without a `size` it keeps the photo's own
+    # (images are never scaled up), up to the cap. Gatys costs minutes per megapixel.
+    size = _int("size", fields.get("size", config.default_size if method == "gatys" else top))
     if not 16 <= size <= top:
         raise BadRequest(f"`size` must be between 16 and {top} pixels, not {size}.")
     if method == "gatys" and epochs < (scales := gatys_scales(size)):

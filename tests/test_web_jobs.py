@@ -39,7 +39,7 @@ def test_quality_job_from_gallery_to_downloaded_png(
     expect(page.locator("#gallery .tile[data-kind=fast]")).to_have_count(2)
     expect(page.locator("#nodes-text")).to_have_text("1 node online")
     expect(page.locator("#photo-limits")).to_have_text(
-        "PNG, JPEG or WebP, up to 1 MB and 4 megapixels."
+        "PNG, JPEG, WebP or HEIC, up to 1 MB and 4 megapixels."
     )
     snap(page, shots, "01-loaded")
 

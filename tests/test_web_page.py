@@ -33,7 +33,7 @@ def test_refusals_are_shown_next_to_their_cause(
     # A text file named .png, and a file over the byte cap: refused before upload.
     page.locator("#photo").set_input_files(str(files["fake"]))
     expect(page.locator("#photo-error")).to_have_text(
-        "“notes.png” is not a PNG, JPEG or WebP image."
+        "“notes.png” is not a PNG, JPEG, WebP or HEIC image."
     )
     page.locator("#photo").set_input_files(str(files["big"]))
     expect(page.locator("#photo-error")).to_contain_text("the limit is 1 MB")

@@ -10,6 +10,13 @@ const MAGIC = [
     type: "image/webp",
     test: (b) => String.fromCharCode(...b.slice(0, 4)) === "RIFF" && String.fromCharCode(...b.slice(8, 12)) === "WEBP",
   },
+  // HEIC/HEIF (iPhones): an ISO box `ftyp` naming a HEIF brand.
+  {
+    type: "image/heic",
+    test: (b) =>
+      String.fromCharCode(...b.slice(4, 8)) === "ftyp" &&
+      ["heic", "heix", "hevc", "hevx", "heim", "heis", "mif1", "msf1"].includes(String.fromCharCode(...b.slice(8, 12))),
+  },
 ];
 
 function megapixels(n) {
@@ -52,10 +59,14 @@ function dimensions(file) {
 export async function checkImage(file, limits) {
   const name = file.name || "?";
   const head = new Uint8Array(await file.slice(0, 12).arrayBuffer());
-  if (!MAGIC.some((m) => m.test(head))) return { error: t("photo.type", { name }) };
+  const kind = MAGIC.find((m) => m.test(head));
+  if (!kind) return { error: t("photo.type", { name }) };
   if (file.size > limits.max_upload_bytes) {
     return { error: t("photo.big", { name, size: bytes(file.size), mb: bytes(limits.max_upload_bytes) }) };
   }
+  // Most browsers cannot decode HEIC: the relay reads its size from the header and refuses it
+  // there if it has too many pixels. No preview and no size here.
+  if (kind.type === "image/heic") return { file, url: null, width: null, height: null };
   const dims = await dimensions(file);
   if (!dims) return { error: t("photo.broken", { name }) };
   const pixels = dims.width * dims.height;

@@ -23,6 +23,9 @@ export class JobView {
     this.connected = true;
     this.titled = null;
     $("job-cancel").addEventListener("click", () => this.cancel());
+    $("job-dock-cancel").addEventListener("click", () => this.cancel());
+    // Before/after: the result is clipped at the slider's position (CSSOM, allowed by the CSP).
+    $("job-ba-range").addEventListener("input", (e) => this.split(e.target.value));
     $("job-copy").addEventListener("click", () => this.copy());
     $("job-new").addEventListener("click", () => this.close());
     $("job-share").addEventListener("click", () => this.toggleShare());
@@ -52,6 +55,9 @@ export class JobView {
     $("job-styles").replaceChildren();
     $("job-progress").hidden = true;
     $("job-bar").value = 0;
+    $("job-ba").hidden = true;
+    $("job-ba-range").value = "50";
+    this.split(50);
     this.paint();
     if (focus) {
       section.scrollIntoView({ behavior: "smooth", block: "start" });
@@ -186,7 +192,12 @@ export class JobView {
     badge.textContent = state === "gone" ? "—" : t(`job.state.${state}`);
     $("job-status").textContent = this.statusLine();
     this.paintTitle();
-    $("job-cancel").hidden = !(state === "queued" || state === "running");
+    const active = state === "queued" || state === "running";
+    $("job-cancel").hidden = !active;
+    // Shown on phones only (CSS): the card scrolls away, the dock keeps Cancel in reach.
+    $("job-dock").hidden = !active;
+    $("job-dock-text").textContent = badge.textContent;
+    if (!active) $("job-ba").hidden = true;
     $("job-new").hidden = !(FINAL.has(state) || state === "gone");
     if (state === "gone") {
       showError("job-error", t("job.gone"));
@@ -279,6 +290,7 @@ export class JobView {
     if (max <= 1 && job.state === "running") {
       // One pass has no steps to count: the bar moves without a figure until it is done.
       bar.removeAttribute("value");
+      $("job-dock-bar").removeAttribute("value");
       const text = t("job.onepass");
       $("job-progress-text").textContent = text;
       bar.setAttribute("aria-valuetext", text);
@@ -287,6 +299,8 @@ export class JobView {
     const epoch = job.state === "done" ? max : job.epoch;
     const pct = Math.min(100, Math.round((100 * epoch) / max));
     bar.value = pct;
+    $("job-dock-bar").value = pct;
+    if (job.state === "running") $("job-dock-text").textContent = `${$("job-state").textContent} · ${pct}%`;
     let text = max > 1 ? t("job.progress", { epoch, max, pct }) : `${pct}%`;
     const left = job.state === "running" && this.connected ? this.secondsLeft() : null;
     if (left !== null) text += ` · ${t("job.left", { time: duration(left) })}`;
@@ -338,9 +352,30 @@ export class JobView {
       next.src = src;
     }
     if (!src && !result.hidden) result.hidden = true;
+    this.paintBeforeAfter();
     $("job-placeholder").hidden = result.hidden ? FINAL.has(job.state) : true;
     result.alt = t(job.state === "done" ? "job.alt.result" : "job.alt.preview");
     caption.textContent = t(job.state === "done" || !src ? "job.result" : "job.preview");
+  }
+
+  /** The before/after comparison, once there is a result to compare with the photo. */
+  paintBeforeAfter() {
+    const job = this.job;
+    const ready = job.state === "done" && job.content_url && job.result_url;
+    $("job-ba").hidden = !ready;
+    if (!ready) return;
+    const before = $("job-ba-before");
+    const after = $("job-ba-after");
+    if (before.getAttribute("src") !== job.content_url) before.src = job.content_url;
+    if (after.getAttribute("src") !== job.result_url) after.src = job.result_url;
+    before.alt = t("job.alt.before");
+    after.alt = t("job.alt.result");
+  }
+
+  split(value) {
+    const pct = Math.max(0, Math.min(100, Number(value)));
+    $("job-ba-frame").style.setProperty("--split", `${pct}%`);
+    $("job-ba-range").setAttribute("aria-valuetext", `${pct}%`);
   }
 
   async cancel() {

@@ -10,11 +10,14 @@ export class Photo {
     this.onChange = onChange;
     this.limits = null;
     this.current = null;
-    const input = $("photo");
-    input.addEventListener("change", () => {
-      const file = input.files && input.files[0];
-      if (file) this.use(file);
-    });
+    // The picker, and on phones the camera (`capture`): either gives the photo.
+    for (const id of ["photo", "photo-camera"]) {
+      const input = $(id);
+      input.addEventListener("change", () => {
+        const file = input.files && input.files[0];
+        if (file) this.use(file);
+      });
+    }
     this.watchDrops();
   }
 
@@ -31,7 +34,9 @@ export class Photo {
     if (this.current) {
       const { file, width, height } = this.current;
       $("photo-preview").alt = t("photo.alt", { name: file.name });
-      $("photo-name").textContent = `${file.name} — ${t("photo.dims", { w: width, h: height, size: bytes(file.size) })}`;
+      $("photo-name").textContent = width
+        ? `${file.name} — ${t("photo.dims", { w: width, h: height, size: bytes(file.size) })}`
+        : `${file.name} — ${bytes(file.size)}, ${t("photo.nopreview")}`;
     }
   }
 
@@ -42,14 +47,16 @@ export class Photo {
     if (checked.error) {
       showError("photo-error", checked.error, $("photo"));
       $("photo").value = "";
+      $("photo-camera").value = "";
       return;
     }
     showError("photo-error", "", $("photo"));
-    if (this.current) URL.revokeObjectURL(this.current.url);
+    if (this.current && this.current.url) URL.revokeObjectURL(this.current.url);
     this.current = checked;
     const preview = $("photo-preview");
-    preview.src = checked.url;
-    preview.hidden = false;
+    if (checked.url) preview.src = checked.url;
+    else preview.removeAttribute("src");
+    preview.hidden = !checked.url;
     $("drop").classList.add("has-photo");
     this.relabel();
     this.onChange(checked);

@@ -24,7 +24,10 @@ export class Settings {
     this.photo = null;
     this.reachable = true;
     for (const id of ["epochs", "size", "strength"]) {
-      $(id).addEventListener("input", () => this.refresh());
+      $(id).addEventListener("input", () => {
+        $(id).dataset.touched = "1"; // before refresh, which sizes an untouched slider
+        this.refresh();
+      });
     }
   }
 
@@ -34,11 +37,9 @@ export class Settings {
     const epochs = $("epochs");
     epochs.max = String(this.epochCap());
     if (!epochs.dataset.touched) epochs.value = String(limits.default_epochs);
-    epochs.addEventListener("input", () => (epochs.dataset.touched = "1"), { once: true });
     const size = $("size");
     size.max = String(limits.max_size);
     if (!size.dataset.touched) size.value = String(limits.default_size);
-    size.addEventListener("input", () => (size.dataset.touched = "1"), { once: true });
     this.render();
   }
 
@@ -115,9 +116,21 @@ export class Settings {
     this.refresh();
   }
 
+  /** The long side a one-pass job gets when the size slider was left alone: the photo's
+   * own, up to the relay's cap (the relay decides the same when no `size` is sent). */
+  photoSize() {
+    if (!this.photoSized() || !this.photo || !this.photo.width) return null;
+    return Math.min(Math.max(this.photo.width, this.photo.height), this.limits.max_size);
+  }
+
+  /** Whether the job is sized by its photo: a one-pass method, the size slider untouched. */
+  photoSized() {
+    return this.method !== "gatys" && !$("size").dataset.touched;
+  }
+
   pixels() {
-    const long = Number($("size").value) || 512;
-    if (!this.photo) return Math.round((long * long * 3) / 4);
+    const long = this.photoSize() || Number($("size").value) || 512;
+    if (!this.photo || !this.photo.width) return Math.round((long * long * 3) / 4);
     const { width, height } = this.photo;
     const scale = long / Math.max(width, height);
     return Math.round(width * scale * height * scale);
@@ -133,7 +146,10 @@ export class Settings {
     $("epochs-field").classList.toggle("is-off", !gatys);
     $("epochs-out").textContent = gatys ? epochs.value : "—";
     $("epochs-hint").textContent = gatys ? t("param.epochs.hint", { max: this.epochCap() }) : t("param.epochs.only");
-    $("size-out").textContent = `${$("size").value} px`;
+    const own = this.photoSize();
+    const size = $("size");
+    if (!size.dataset.touched) size.value = String(own || this.limits.default_size);
+    $("size-out").textContent = own ? t("param.size.photo", { n: own }) : `${size.value} px`;
     $("strength-out").textContent = `${$("strength").value}%`;
     const pixels = this.pixels();
     for (const id of ORDER) {
@@ -153,7 +169,8 @@ export class Settings {
   fill(form) {
     form.append("method", this.method);
     if (this.method === "gatys") form.append("epochs", $("epochs").value);
-    form.append("size", $("size").value);
+    // Left alone, a one-pass job keeps the photo's size: the relay's default for it.
+    if (!this.photoSized()) form.append("size", $("size").value);
     form.append("strength", String(Number($("strength").value) / 100));
     form.append("keep_colors", $("keep-colors").checked ? "true" : "false");
     showError("advanced-error", "");
