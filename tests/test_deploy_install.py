@@ -45,9 +45,10 @@ def test_relay_extra_installs_in_a_fresh_venv_without_torch_and_serves(tmp_path:
     # A copy of the sources, so the build leaves nothing in the work tree.
     src = tmp_path / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for name in ("relay", "protocol", "gpu_node", "web"):
+    for name in ("relay", "protocol", "gpu_node", "web", "stylerelay"):
         shutil.copytree(ROOT / name, src / name, ignore=ignore)
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "docs/api.md"):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, src / name)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
@@ -81,6 +82,9 @@ def test_relay_extra_installs_in_a_fresh_venv_without_torch_and_serves(tmp_path:
                 time.sleep(0.2)
         with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5) as r:
             assert b"stylerelay_nodes_connected 0" in r.read()
+        # The API page reads docs/api.md from where the wheel installed it.
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/api", timeout=5) as r:
+            assert b"Stylerelay HTTP API" in r.read()
     finally:
         relay.terminate()
         relay.wait(timeout=20)
