@@ -110,6 +110,8 @@ async def _page(request: web.Request) -> web.StreamResponse:
     """
     root: Path = request.app[WEB].resolve()
     rel = request.match_info.get("path", "") or "index.html"
+    if rel == "index":  # the seeds' address of the page
+        rel = "index.html"
     target = (root / rel).resolve()
     hidden = any(p.startswith((".", "__")) for p in Path(rel).parts) or target.suffix == ".py"
     if not hidden and target.is_relative_to(root) and target.is_file():
