@@ -14,7 +14,7 @@ from pathlib import Path
 from aiohttp import WSCloseCode, web
 
 import web as web_package
-from relay import api, crosssite, intake, peerlog, showcase_api, status
+from relay import api, crosssite, intake, openapi, peerlog, showcase_api, status
 from relay.config import Config
 from relay.errors import (
     ApiError,
@@ -146,6 +146,7 @@ def init(
     api.add_routes(app)
     status.add_routes(app)
     showcase_api.add_routes(app)
+    openapi.add_routes(app)
     app.router.add_get("/{path:.*}", _page)
     # Loaded now, so a bad certificate stops the relay before it serves anything.
     tls = None
