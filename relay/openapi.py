@@ -34,6 +34,11 @@ READ_ERRORS = (400, 404, 408, 413, 415, 429, 503)
 """What any request may meet on its way in (intake, limits), besides its own errors."""
 WRITE_ERRORS = (*READ_ERRORS, 403, 409, 507)
 _TRUE_FALSE = sorted(orders._TRUE | orders._FALSE)
+EXAMPLE_PNG = (
+    "iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAIAAACQkWg2AAAAGUlEQVR4nGPkqjjBQApgIkn1qIZRDUNKAwAjmgFqjisAt"
+    "wAAAABJRU5ErkJggg=="
+)
+"""A 16×16 PNG, for the request examples."""
 
 NULL_STR: Schema = {"type": ["string", "null"]}
 NULL_INT: Schema = {"type": ["integer", "null"]}
@@ -275,6 +280,7 @@ def _post_job(config: Config, seeds: bool) -> Schema:
         "schema": {"type": "number", "minimum": 0, "maximum": waiting.MAX_WAIT},
     }
     name = "Seeds" if seeds else ""
+    example = {"model": "udnie"} if seeds else {"style": "painting:udnie", "method": "arbitrary"}
     return _op(
         "The seeds' classic job request (also takes `model`)" if seeds else "Create a job",
         {
@@ -286,7 +292,10 @@ def _post_job(config: Config, seeds: bool) -> Schema:
         requestBody={
             "required": True,
             "content": {
-                "application/json": {"schema": {"$ref": f"#/components/schemas/{name}JobJson"}},
+                "application/json": {
+                    "schema": {"$ref": f"#/components/schemas/{name}JobJson"},
+                    "example": {"image": EXAMPLE_PNG, **example},
+                },
                 "multipart/form-data": {"schema": {"$ref": f"#/components/schemas/{name}JobForm"}},
             },
         },
@@ -431,6 +440,7 @@ def document(config: Config) -> Schema:
             )
         },
     }
+    _name_operations(paths)
     error = {
         "type": "object",
         "required": ["error"],
@@ -477,6 +487,28 @@ def document(config: Config) -> Schema:
             },
         },
     }
+
+
+def _name_operations(paths: Schema) -> None:
+    """Give each operation an id (`get_api_jobs_id_result`) and link a new job's answers to
+    the operations on it, so that tools can follow a job from its creation."""
+    for path, ops in paths.items():
+        for method, op in ops.items():
+            words = "".join(c if c.isalnum() else "_" for c in path).strip("_")
+            op["operationId"] = f"{method}_{words}" if words else f"{method}_root"
+    links = {
+        op["operationId"]: {
+            "operationId": op["operationId"],
+            "parameters": {"id": "$response.body#/id"},
+        }
+        for path, ops in paths.items()
+        if path.startswith("/api/jobs/{id}") and "{n}" not in path
+        for op in ops.values()
+    }
+    for path in ("/api/jobs", "/transform"):
+        for status in ("200", "202"):
+            response = paths[path]["post"]["responses"][status]
+            response["links"] = {k: v for k, v in links.items()}
 
 
 DOCUMENT = web.AppKey("openapi", dict[str, Any])

@@ -133,7 +133,7 @@ def test_schemathesis_finds_no_errors(live_relay: RelayThread) -> None:
         "--seed",
         "1",
         "--phases",
-        "examples,fuzzing",
+        "examples,fuzzing,stateful",
         "--request-timeout",
         "10",
         "--generation-deterministic",
