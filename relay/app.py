@@ -80,7 +80,8 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         return _error(exc413.status, exc413.message)
     except web.HTTPMethodNotAllowed as exc:
         allowed = ", ".join(sorted(exc.allowed_methods))
-        return _error(405, f"{request.method} is not allowed on {request.path}; use {allowed}.")
+        message = f"{request.method} is not allowed on {request.path}; use {allowed}."
+        return _error(405, message, {"Allow": allowed})
     except web.HTTPNotFound:
         return _error(404, f"Nothing here: {request.path}. The API is described at /help.")
     except web.HTTPException as exc:

@@ -144,3 +144,12 @@ def test_schemathesis_finds_no_errors(live_relay: RelayThread) -> None:
     )
     print(done.stdout[-6000:])
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+
+
+async def test_a_405_names_the_allowed_methods_in_allow(client: Client) -> None:
+    # Found by schemathesis (ST204): RFC 9110 requires `Allow` on a 405.
+    resp = await client.request("TRACE", "/api/jobs")
+    assert resp.status == 405
+    allowed = resp.headers["Allow"]
+    assert "POST" in allowed.split(", ")
+    assert f"use {allowed}." in (await resp.json())["error"]
