@@ -33,7 +33,8 @@ ERROR_STATUSES = {
 READ_ERRORS = (400, 404, 408, 413, 415, 429, 503)
 """What any request may meet on its way in (intake, limits), besides its own errors."""
 WRITE_ERRORS = (*READ_ERRORS, 403, 409, 507)
-_TRUE_FALSE = sorted(orders._TRUE | orders._FALSE)
+_TRUE_FALSE = ["", *sorted(orders._TRUE | orders._FALSE)]
+"""Also the empty string: an empty yes/no field is left out, so off."""
 EXAMPLE_PNG = (
     "iVBORw0KGgoAAAANSUhEUgAAABAAAAAQCAIAAACQkWg2AAAAGUlEQVR4nGPkqjjBQApgIkn1qIZRDUNKAwAjmgFqjisAt"
     "wAAAABJRU5ErkJggg=="

@@ -150,6 +150,18 @@ async def test_a_405_names_the_allowed_methods_in_allow(client: Client) -> None:
     # Found by schemathesis (ST204): RFC 9110 requires `Allow` on a 405.
     resp = await client.request("TRACE", "/api/jobs")
     assert resp.status == 405
-    allowed = resp.headers["Allow"]
-    assert "POST" in allowed.split(", ")
-    assert f"use {allowed}." in (await resp.json())["error"]
+    assert resp.headers["Allow"] == "POST"  # not the page's GET, which would be a 404
+    assert "use POST." in (await resp.json())["error"]
+    resp = await client.request("TRACE", "/api/jobs/x")
+    assert resp.headers["Allow"] == "DELETE, GET, HEAD"
+    resp = await client.post("/index")
+    assert resp.headers["Allow"] == "GET, HEAD"
+
+
+async def test_get_of_a_post_only_path_is_405_not_404(client: Client) -> None:
+    # Found by schemathesis (ST204): the page's catch-all answered GET /api/jobs with 404.
+    for path in ("/api/jobs", "/transform", "/api/gallery/x/report"):
+        resp = await client.get(path)
+        assert resp.status == 405, path
+        assert resp.headers["Allow"] == "POST"
+    assert (await client.get("/no-such-page")).status == 404
