@@ -29,6 +29,7 @@ METHOD_NOTES = {
 ENDPOINTS = [
     "GET    /api/styles                  styles, methods available now, limits",
     "POST   /api/jobs                    create a job (multipart or JSON); also /transform",
+    "POST   /api/jobs?wait=SECONDS       the same, answered with the ended job (up to 60 s)",
     "GET    /api/jobs/{id}               a job's state",
     "GET    /api/jobs/{id}/events        WebSocket of the job's events",
     "GET    /api/jobs/{id}/result        the result PNG",
@@ -38,6 +39,7 @@ ENDPOINTS = [
     "DELETE /api/jobs/{id}               cancel a job; once ended, delete it and its images",
     "GET    /api/nodes                   connected nodes",
     "GET    /healthz                     liveness, and whether the disk is full",
+    "GET    /openapi.json                this API as OpenAPI 3.1",
 ]
 NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 """On every image response: a browser must never read node-made bytes as HTML or script."""
