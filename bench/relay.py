@@ -277,6 +277,31 @@ async def latency(
     return posts, dones
 
 
+async def wait_vs_202(
+    session: aiohttp.ClientSession, url: str, *, rate: float, n: int
+) -> tuple[list[float], list[float]]:
+    """At `rate` jobs/s, open loop, alternating a plain POST (202) and one with `?wait=10`
+    (answered when the job is done): their times (ms), under the same load."""
+    plain: list[float] = []
+    waits: list[float] = []
+
+    async def one(waiting: bool) -> None:
+        t0 = time.perf_counter()
+        body = await _post(session, f"{url}?wait=10" if waiting else url)
+        assert not waiting or body["state"] == "done", body
+        (waits if waiting else plain).append((time.perf_counter() - t0) * 1000)
+
+    tasks = []
+    start = time.perf_counter()
+    for i in range(n):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(i % 2 == 1)))
+    await asyncio.gather(*tasks)
+    return plain, waits
+
+
 GALLERY_ITEMS = 10_000
 
 
@@ -400,13 +425,12 @@ async def main(quick: bool) -> None:
             print(
                 f"   relay-added p50 {statistics.median(dones) - statistics.median(bare_posts):.2f}"
             )
-            waits, _ = await latency(
-                s, child.relay, f"{relay_url}?wait=10", rate=50, n=count, until_done=False
-            )
+            plain, waits = await wait_vs_202(s, relay_url, rate=50, n=2 * count)
+            print(f"   relay POST (202)   p50 {pct(plain, 50):6.2f}  p99 {pct(plain, 99):6.2f}")
             print(
                 f"   relay POST?wait=10 p50 {pct(waits, 50):6.2f}  p99 {pct(waits, 99):6.2f}"
-                f"   (answered done) adds p99 {pct(waits, 99) - pct(posts, 99):.2f}"
-                " over the 202 POST   goal < 5"
+                f"   (answered done) adds p99 {pct(waits, 99) - pct(plain, 99):.2f}"
+                "   goal < 5"
             )
 
             waiting = await _post(
