@@ -30,8 +30,10 @@ ERROR_STATUSES = {
     503: "The queue is full or the relay is busy; has Retry-After.",
     507: "The relay's disk is full or at its cap.",
 }
-READ_ERRORS = (400, 404, 408, 413, 415, 429, 503)
-"""What any request may meet on its way in (intake, limits), besides its own errors."""
+READ_ERRORS = (400, 404, 405, 408, 413, 415, 429, 503)
+"""What any request may meet on its way in (intake, limits), besides its own errors; 405
+too, as a path parameter outside its values can name another route's path
+(`/api/gallery/x/report` is POST-only)."""
 WRITE_ERRORS = (*READ_ERRORS, 403, 409, 507)
 _TRUE_FALSE = ["", *sorted(orders._TRUE | orders._FALSE)]
 """Also the empty string: an empty yes/no field is left out, so off."""
