@@ -120,7 +120,7 @@ CHECKS = ",".join(
 
 
 @pytest.mark.slow
-def test_schemathesis_finds_no_errors(live_relay: RelayThread) -> None:
+def test_schemathesis_finds_no_errors(live_relay: RelayThread, tmp_path: Path) -> None:
     st = Path(sys.executable).parent / "st"
     command = [
         str(st),
@@ -140,7 +140,7 @@ def test_schemathesis_finds_no_errors(live_relay: RelayThread) -> None:
     ]
     env = {**os.environ, "NO_COLOR": "1", "SCHEMATHESIS_HOOKS": ""}
     done = subprocess.run(
-        command, check=False, capture_output=True, text=True, timeout=300, env=env
+        command, check=False, capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path
     )
     print(done.stdout[-6000:])
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
