@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from relay import apikeys, clients, gallery, intake, orders, uploads
+from relay import apikeys, clients, gallery, intake, orders, seeds, uploads, waiting
 from relay.config import Config
 from relay.disk import kept_files
 from relay.errors import BadRequest, NotFound
@@ -29,6 +29,7 @@ METHOD_NOTES = {
 ENDPOINTS = [
     "GET    /api/styles                  styles, methods available now, limits",
     "POST   /api/jobs                    create a job (multipart or JSON); also /transform",
+    "POST   /api/jobs?wait=SECONDS       the same, answered with the ended job (up to 60 s)",
     "GET    /api/jobs/{id}               a job's state",
     "GET    /api/jobs/{id}/events        WebSocket of the job's events",
     "GET    /api/jobs/{id}/result        the result PNG",
@@ -38,6 +39,7 @@ ENDPOINTS = [
     "DELETE /api/jobs/{id}               cancel a job; once ended, delete it and its images",
     "GET    /api/nodes                   connected nodes",
     "GET    /healthz                     liveness, and whether the disk is full",
+    "GET    /openapi.json                this API as OpenAPI 3.1",
 ]
 NOSNIFF = {"X-Content-Type-Options": "nosniff"}
 """On every image response: a browser must never read node-made bytes as HTML or script."""
@@ -176,10 +178,12 @@ async def _prepare(service: JobService, raw: orders.RawOrder, checked: orders.Ch
     )
 
 
-async def post_job(request: web.Request) -> web.Response:
-    """POST /api/jobs (and /transform): create a job from multipart or JSON."""
+async def post_job(request: web.Request) -> web.StreamResponse:
+    """POST /api/jobs (and /transform): create a job from multipart or JSON; with
+    `?wait=SECONDS`, answer with the ended job if it ends in time (`relay.waiting`)."""
     service = _service(request)
     config = service.config
+    wait = waiting.wait_seconds(request.query.get("wait"))
     client = client_key(request, config)
     key = apikeys.key_of(request)
     quota = key.quota if key is not None else None
@@ -199,11 +203,17 @@ async def post_job(request: web.Request) -> web.Response:
             raw = await orders.read_json(receipt, config.max_upload_bytes, service.decoder)
         else:
             raise BadRequest("Send the job as multipart/form-data or application/json.")
+        if request.path == "/transform":
+            seeds.take_model(raw, service.hub.known_fast)
         checked = orders.check(raw, config, service.hub.known_fast)
         job = await service.submit(client, await _prepare(service, raw, checked), quota)
-    return web.json_response(
-        service.view(job), status=202, headers={"Location": f"/api/jobs/{job.id}"}
-    )
+    location = {"Location": f"/api/jobs/{job.id}"}
+    if wait:
+        ended = await waiting.until_ended(request, service, job.id, wait)
+        if ended is not None:
+            return waiting.answer(request, service, ended, location)
+        job = service.get(job.id)
+    return web.json_response(service.view(job), status=202, headers=location)
 
 
 def _job(request: web.Request) -> JobRecord:

@@ -14,7 +14,7 @@ from pathlib import Path
 from aiohttp import WSCloseCode, web
 
 import web as web_package
-from relay import api, apidoc, apikeys, crosssite, intake, peerlog, showcase_api, status
+from relay import api, apidoc, apikeys, crosssite, intake, openapi, peerlog, showcase_api, status
 from relay.config import Config
 from relay.errors import (
     ApiError,
@@ -66,6 +66,22 @@ def _count_rejection(request: web.Request, exc: Exception) -> None:
     service.metrics.upload_rejected(reason)
 
 
+async def _api_methods(request: web.Request) -> set[str]:
+    """The methods the API routes take on this path (none for a page path)."""
+    page = request.app[PAGE]
+    allowed: set[str] = set()
+    for resource in request.app.router.resources():
+        if resource is not page:
+            allowed |= (await resource.resolve(request))[1]
+    return allowed
+
+
+async def _allowed(request: web.Request) -> set[str]:
+    """The methods this path takes. The page's catch-all GET matches every path, but it
+    does not serve API paths, so only API routes count where one matches."""
+    return await _api_methods(request) or {"GET", "HEAD"}
+
+
 @web.middleware
 async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Answer every error as JSON `{"error": "..."}` a person can read; never a traceback."""
@@ -78,9 +94,10 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         _count_rejection(request, exc)
         exc413 = too_large_body(request.app[api.CONFIG].max_upload_bytes)
         return _error(exc413.status, exc413.message)
-    except web.HTTPMethodNotAllowed as exc:
-        allowed = ", ".join(sorted(exc.allowed_methods))
-        return _error(405, f"{request.method} is not allowed on {request.path}; use {allowed}.")
+    except web.HTTPMethodNotAllowed:
+        allowed = ", ".join(sorted(await _allowed(request)))
+        message = f"{request.method} is not allowed on {request.path}; use {allowed}."
+        return _error(405, message, {"Allow": allowed})
     except web.HTTPNotFound:
         return _error(404, f"Nothing here: {request.path}. The API is described at /help.")
     except web.HTTPException as exc:
@@ -99,6 +116,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
 
 
 WEB = web.AppKey("web_dir", Path)
+PAGE = web.AppKey("page", web.AbstractResource)
 NODE_LISTENER = web.AppKey("node_listener", NodeListener)
 _TYPES = {".mjs": "text/javascript", ".js": "text/javascript", ".webmanifest": "application/json"}
 
@@ -110,6 +128,8 @@ async def _page(request: web.Request) -> web.StreamResponse:
     """
     root: Path = request.app[WEB].resolve()
     rel = request.match_info.get("path", "") or "index.html"
+    if rel == "index":  # the seeds' address of the page
+        rel = "index.html"
     target = (root / rel).resolve()
     hidden = any(p.startswith((".", "__")) for p in Path(rel).parts) or target.suffix == ".py"
     if not hidden and target.is_relative_to(root) and target.is_file():
@@ -121,6 +141,8 @@ async def _page(request: web.Request) -> web.StreamResponse:
             text="Stylerelay relay is running. The API is described at /help.\n",
             content_type="text/plain",
         )
+    if methods := await _api_methods(request):  # e.g. GET /api/jobs: a POST-only path
+        raise web.HTTPMethodNotAllowed(request.method, methods)
     raise NotFound(f"Nothing here: {request.path}. The API is described at /help.")
 
 
@@ -146,7 +168,10 @@ def init(
     status.add_routes(app)
     showcase_api.add_routes(app)
     apidoc.add_routes(app)
-    app.router.add_get("/{path:.*}", _page)
+    openapi.add_routes(app)
+    page = app.router.add_get("/{path:.*}", _page).resource
+    assert page is not None
+    app[PAGE] = page
     # Loaded now, so a bad certificate stops the relay before it serves anything.
     tls = None
     if config.node_tls_cert is not None and config.node_tls_key is not None:
