@@ -8,12 +8,81 @@ the engines.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from gpu_node.errors import BadInputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FastPaths:
+    """The speed settings a device gets; on anything but CUDA all are off (a no-op)."""
+
+    channels_last: bool
+    """Feature maps in NHWC, which cuDNN's tensor-core kernels prefer."""
+    cudnn_benchmark: bool
+    """Let cuDNN time its algorithms for each new shape and keep the fastest."""
+    tf32: bool
+    """TF32 matrix maths: style losses keep their quality at its 10-bit mantissa."""
+    bf16: bool
+    """Forward passes under bfloat16 autocast (asked for; outputs checked by bench/gpu.py)."""
+    compile: bool
+    """`torch.compile` the networks (asked for), falling back to eager if it fails."""
+
+
+def fast_paths(
+    device: str | torch.device, *, bf16: bool = False, compile: bool = False
+) -> FastPaths:
+    """The settings for `device`: CUDA gets the fast paths, every other device none."""
+    cuda = torch.device(device).type == "cuda"
+    return FastPaths(
+        channels_last=cuda,
+        cudnn_benchmark=cuda,
+        tf32=cuda,
+        bf16=bf16 and cuda,
+        compile=compile and cuda,
+    )
+
+
+def autocast(device: torch.device, paths: FastPaths) -> contextlib.AbstractContextManager[Any]:
+    """bfloat16 autocast when `paths` asks for it, else a context that does nothing."""
+    if paths.bf16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def compiled(fn: Callable[..., Any], paths: FastPaths) -> Callable[..., Any]:
+    """`fn` through `torch.compile` when asked, falling back to `fn` itself for good on the
+    first failure (no compiler toolchain, an unsupported op): speed is optional, results not.
+    """
+    if not paths.compile:
+        return fn
+    try:
+        fast = torch.compile(fn, dynamic=False)
+    except Exception as exc:  # e.g. torch built without dynamo on this platform
+        log.warning("torch.compile unavailable (%s); running eagerly", exc)
+        return fn
+    broken = False
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        nonlocal broken
+        if not broken:
+            try:
+                return fast(*args, **kwargs)
+            except Exception as exc:  # compile errors surface on the first call
+                broken = True
+                log.warning("torch.compile failed (%s); running eagerly from now on", exc)
+        return fn(*args, **kwargs)
+
+    return call
 
 
 @dataclass(frozen=True)
@@ -23,6 +92,7 @@ class BackendConfig:
     device: torch.device
     threads: int
     tf32: bool
+    paths: FastPaths
 
 
 def _mps_available() -> bool:
@@ -81,20 +151,26 @@ def resolve_device(requested: str | None) -> torch.device:
             )
 
 
-def configure_backend(device: torch.device, *, threads: int | None = None) -> BackendConfig:
-    """Apply the speed settings for `device` and return what was set.
+def configure_backend(
+    device: torch.device, *, threads: int | None = None, paths: FastPaths | None = None
+) -> BackendConfig:
+    """Apply the speed settings for `device` (see `fast_paths`) and return what was set.
 
-    CUDA gets TF32 matrix maths and cuDNN autotuning (style losses keep their quality at
-    TF32); the CPU gets one thread per core unless `threads` says otherwise.
+    The process-wide torch switches are only ever turned on, and only for CUDA, so the CPU
+    path computes exactly what it did; the CPU gets one thread per core unless `threads`
+    says otherwise.
     """
+    paths = paths if paths is not None else fast_paths(device)
     cores = threads if threads is not None else (os.cpu_count() or 1)
     torch.set_num_threads(max(1, cores))
-    tf32 = device.type == "cuda"
-    if tf32:
+    if paths.tf32:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
+    if paths.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
-    return BackendConfig(device=device, threads=torch.get_num_threads(), tf32=tf32)
+    return BackendConfig(
+        device=device, threads=torch.get_num_threads(), tf32=paths.tf32, paths=paths
+    )
 
 
 def pick_device(requested: str | None = None) -> torch.device:

@@ -5,6 +5,8 @@ and the owner's caps, raising `Declined`. `run` then decodes the images, dispatc
 method to an engine, streams throttled Progress and Preview through `emit`, and returns
 the Result; whatever goes wrong becomes `JobFailed` with a protocol failure code.
 Cancelling is the engine's business: it checks the job's `threading.Event` every epoch.
+Fast and arbitrary jobs running at once on several slots share one pass of the network
+when their sizes match (`gpu_node.fast.batching`); each still reports on its own.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from gpu_node.daemon.params import (
 from gpu_node.daemon.reporting import Emit, Reporter
 from gpu_node.engine.gatys import stylize_gatys
 from gpu_node.engine.progress import Progress as EngineProgress
+from gpu_node.engine.progress import check_cancel
 from gpu_node.engine.weights import load_weights
 from gpu_node.errors import (
     BadInputError,
@@ -39,7 +42,8 @@ from gpu_node.errors import (
     ImageError,
     WeightsError,
 )
-from gpu_node.fast.engine import FastEngine
+from gpu_node.fast.batching import Batcher
+from gpu_node.fast.engine import ArbitraryItem, FastEngine, FastItem
 from gpu_node.fast.registry import StyleRegistry
 from gpu_node.images import encode_png, open_image, resize_long_side
 from gpu_node.tensors import image_to_tensor, tensor_to_image
@@ -83,6 +87,10 @@ class JobRunner:
         self.device = device
         self._clock = clock
         self._fast = FastEngine(registry, device)
+        self._fast_batches: Batcher[FastItem, torch.Tensor] = Batcher(self._fast.stylize_batch)
+        self._arbitrary_batches: Batcher[ArbitraryItem, torch.Tensor] = Batcher(
+            self._fast.stylize_arbitrary_batch
+        )
         table: dict[str, Handler] = {
             "gatys": self._gatys,
             "fast": self._fast_style,
@@ -201,10 +209,10 @@ class JobRunner:
         assert isinstance(spec, FastJob)
         started = time.perf_counter()
         photo = image_to_tensor(_sized(content, spec.size), self.device)
-        out = self._fast.stylize(
-            photo, spec.mix, strength=spec.strength, preserve_colors=spec.preserve_colors,
-            cancel=cancel,
-        )  # fmt: skip
+        item = FastItem(photo, spec.mix, spec.strength, spec.preserve_colors)
+        check_cancel(cancel)
+        self._fast.check(item)
+        out = self._fast_batches.submit(self._fast.batch_key(item), item)
         reporter.progress(EngineProgress(1, 1, {}, time.perf_counter() - started))
         return tensor_to_image(out)
 
@@ -220,10 +228,8 @@ class JobRunner:
         started = time.perf_counter()
         style = _decode(offer.style_images[0].data, "style image", self.caps.max_pixels)
         photo = image_to_tensor(_sized(content, spec.size), self.device)
-        out = self._fast.stylize_arbitrary(
-            photo, style, strength=spec.strength, preserve_colors=spec.preserve_colors,
-            cancel=cancel,
-        )  # fmt: skip
+        item = self._fast.arbitrary_item(photo, style, spec.strength, spec.preserve_colors, cancel)
+        out = self._arbitrary_batches.submit(("arbitrary", tuple(photo.shape)), item)
         reporter.progress(EngineProgress(1, 1, {}, time.perf_counter() - started))
         return tensor_to_image(out)
 

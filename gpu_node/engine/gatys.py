@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from gpu_node.device import FastPaths, autocast, compiled, fast_paths
 from gpu_node.engine import color
 from gpu_node.engine.capacity import check_fits
 from gpu_node.engine.losses import content_loss, gram, style_loss, tv_loss
@@ -47,6 +48,8 @@ class _Job:
     cancel: threading.Event | None
     started: float
     finish: Callable[[torch.Tensor], torch.Tensor]
+    paths: FastPaths
+    progress_every: int
 
 
 def stylize_gatys(
@@ -59,8 +62,14 @@ def stylize_gatys(
     progress: ProgressFn | None = None,
     preview: PreviewFn | None = None,
     cancel: threading.Event | None = None,
+    paths: FastPaths | None = None,
+    progress_every: int = 1,
 ) -> Image.Image:
     """Paint `content` in the blended manner of `styles` ((image, blend weight) pairs).
+
+    `paths` are the device's speed settings (default: `fast_paths(device)`); progress is
+    reported every `progress_every` epochs and after the last, since reading the losses
+    off a GPU waits for it.
 
     Raises BadInputError for unusable arguments, CapacityError when the output would not
     fit the device, WeightsError for missing weights, and Cancelled when `cancel` is set.
@@ -68,6 +77,7 @@ def stylize_gatys(
     started = time.perf_counter()
     blends = _blend_weights(styles)
     device = device or torch.device("cpu")
+    paths = paths if paths is not None else fast_paths(device)
     vgg = weights if weights is not None else load_weights()
     final_w, final_h = _fitted(content.size, params.size)
     lbfgs = params.optimizer is Optimizer.LBFGS
@@ -83,7 +93,7 @@ def stylize_gatys(
     # cuDNN runs faster on channels-last maps; the picture itself stays contiguous because
     # L-BFGS flattens its gradient with view(-1).
     net = VGG19Features(
-        vgg, params.pooling, up_to=params.deepest_layer, channels_last=device.type == "cuda"
+        vgg, params.pooling, up_to=params.deepest_layer, channels_last=paths.channels_last
     ).to(device)
     full_content = image_to_tensor(resize_long_side(content, params.size), device)
     job = _Job(
@@ -95,6 +105,8 @@ def stylize_gatys(
         cancel=cancel,
         started=started,
         finish=_finisher(full_content, params.preserve_colors),
+        paths=paths,
+        progress_every=max(1, progress_every),
     )
     log.debug("gatys %dx%d on %s, scales %s", final_w, final_h, device, params.scales())
 
@@ -180,6 +192,7 @@ def _optimise(
 ) -> torch.Tensor:
     """Run `epochs` evaluations at this scale from `start`; return the picture (both 0..1)."""
     params, net = job.params, job.net
+    features_of = compiled(net, job.paths)
     content_names = [name for name, _ in params.content_layers]
     style_names = [name for name, _ in params.style_layers]
     with torch.no_grad():
@@ -191,11 +204,15 @@ def _optimise(
     canvas = (start.detach() * _PIXEL).contiguous()
     canvas.requires_grad_(True)
     optimizer = _optimizer(params, canvas)
-    terms: dict[str, float] = {}
+    # The loss terms stay on the device: reading them waits for the GPU, so that happens
+    # only when progress is reported. (L-BFGS itself reads the loss and gradient each step.)
+    terms: dict[str, torch.Tensor] = {}
 
-    def closure() -> float:
+    def closure() -> torch.Tensor:
         optimizer.zero_grad(set_to_none=True)
-        features = net(canvas * (1.0 / _PIXEL), names)
+        with autocast(job.device, job.paths):
+            features = features_of(canvas * (1.0 / _PIXEL), names)
+        features = {k: v.float() for k, v in features.items()}
         content_term = params.content_weight * content_loss(
             features, content_targets, params.content_layers
         )
@@ -204,17 +221,19 @@ def _optimise(
         if params.tv_weight > 0:
             tv_term = params.tv_weight * tv_loss(canvas)
             total = total + tv_term
-            terms["tv"] = tv_term.item()
+            terms["tv"] = tv_term.detach()
         total.backward()  # type: ignore[no-untyped-call]
-        terms.update(content=content_term.item(), style=style_term.item(), total=total.item())
-        return terms["total"]
+        terms.update(content=content_term.detach(), style=style_term.detach(), total=total.detach())
+        return total
 
-    for epoch in range(done + 1, done + epochs + 1):
+    last = done + epochs
+    for epoch in range(done + 1, last + 1):
         check_cancel(job.cancel)
-        optimizer.step(closure)
-        if job.progress is not None:
+        optimizer.step(closure)  # type: ignore[arg-type]
+        if job.progress is not None and (epoch % job.progress_every == 0 or epoch == last):
+            losses = {k: float(v) for k, v in terms.items()}
             elapsed = time.perf_counter() - job.started
-            job.progress(Progress(epoch, params.epochs, dict(terms), elapsed))
+            job.progress(Progress(epoch, params.epochs, losses, elapsed))
         if job.preview is not None and params.preview_every and epoch % params.preview_every == 0:
             job.preview(tensor_to_image(job.finish(canvas.detach() / _PIXEL)), epoch)
     return canvas.detach().div(_PIXEL).clamp(0.0, 1.0)

@@ -3,9 +3,14 @@
 `FastEngine` owns the loaded networks of one device and turns a request into a picture.
 Networks load on first use and stay loaded; trained models are cached by id. Like the
 Gatys engine it takes tensors and a cancel flag and knows nothing of the wire.
+
+Several requests of one network and picture size run as one batch (`stylize_batch`,
+`stylize_arbitrary_batch`); `batch_key` says which may share one.
 """
 
 import threading
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 
 import torch
 from PIL import Image
@@ -41,6 +46,25 @@ def check_fits(photo: torch.Tensor, device: torch.device) -> None:
             f"{photo.shape[-1]}x{photo.shape[-2]} needs about {need / 2**30:.1f} GiB and "
             f"{device} has {free / 2**30:.1f} GiB free; use a smaller size"
         )
+
+
+@dataclass(frozen=True)
+class FastItem:
+    """One built-in or trained style request: a photo [1, 3, H, W] and what to do to it."""
+
+    photo: torch.Tensor
+    request: StyleMix
+    strength: float = 1.0
+    preserve_colors: bool = False
+
+
+@dataclass(frozen=True)
+class ArbitraryItem:
+    """One arbitrary style request: a photo [1, 3, H, W] and its style vector [1, 100]."""
+
+    photo: torch.Tensor
+    vector: torch.Tensor
+    preserve_colors: bool = False
 
 
 class FastEngine:
@@ -90,22 +114,44 @@ class FastEngine:
         cancel: threading.Event | None = None,
     ) -> torch.Tensor:
         """Stylise `photo` [1, 3, H, W] in 0..1 with built-in blends or one trained style."""
-        strength = check_strength(strength)
+        item = FastItem(photo, request, strength, preserve_colors)
         check_cancel(cancel)
-        check_fits(photo, self.device)
-        photo = photo.to(self.device)
-        first = self.registry.get(request.ids[0])
+        self.check(item)
+        return self.stylize_batch([item])[0]
+
+    def check(self, item: FastItem) -> None:
+        """BadInputError or CapacityError if `item` cannot run (before it joins a batch)."""
+        check_strength(item.strength)
+        check_fits(item.photo, self.device)
+        first = self.registry.get(item.request.ids[0])
+        if first.kind is StyleKind.TRAINED and len(item.request.parts) > 1:
+            raise BadInputError(f"{first.id} is a trained style; it cannot be blended")
+        if first.kind is StyleKind.BUILTIN:
+            self.style_weights(item.request)
+
+    def batch_key(self, item: FastItem) -> Hashable:
+        """Items with equal keys run through the same network at the same size."""
+        first = self.registry.get(item.request.ids[0])
+        network = first.id if first.kind is StyleKind.TRAINED else "builtin"
+        return ("fast", network, tuple(item.photo.shape))
+
+    def stylize_batch(self, items: Sequence[FastItem]) -> list[torch.Tensor]:
+        """Run checked items of one `batch_key` in one pass; one picture [1, 3, H, W] each."""
+        photos = torch.cat([item.photo for item in items]).to(self.device)
+        first = self.registry.get(items[0].request.ids[0])
         with torch.inference_mode():
             if first.kind is StyleKind.TRAINED:
-                if len(request.parts) > 1:
-                    raise BadInputError(f"{first.id} is a trained style; it cannot be blended")
-                out = self._trained_net(first.id).stylize(photo)
+                outs = self._trained_net(first.id).stylize(photos)
             else:
-                weights = self.style_weights(request).to(self.device)
-                out = self.multistyle.stylize(photo, weights)
-            if preserve_colors:
-                out = keep_colors(out, photo)
-            return mix(out, photo, strength)
+                weights = torch.stack([self.style_weights(i.request) for i in items])
+                outs = self.multistyle.stylize(photos, weights.to(self.device))
+            results = []
+            for k, item in enumerate(items):
+                out, photo = outs[k : k + 1], photos[k : k + 1]
+                if item.preserve_colors:
+                    out = keep_colors(out, photo)
+                results.append(mix(out, photo, check_strength(item.strength)))
+            return results
 
     def _arbitrary_nets(self) -> tuple[ArbitraryTransformer, StylePredictor]:
         if self._arbitrary is None or self._predictor is None:
@@ -134,16 +180,38 @@ class FastEngine:
         cancel: threading.Event | None = None,
     ) -> torch.Tensor:
         """Stylise `photo` [1, 3, H, W] after any picture, at the photo's full resolution."""
+        item = self.arbitrary_item(photo, style_image, strength, preserve_colors, cancel)
+        return self.stylize_arbitrary_batch([item])[0]
+
+    def arbitrary_item(
+        self,
+        photo: torch.Tensor,
+        style_image: Image.Image,
+        strength: float = 1.0,
+        preserve_colors: bool = False,
+        cancel: threading.Event | None = None,
+    ) -> ArbitraryItem:
+        """Check the request and predict its style vector: the per-job part of the work."""
         strength = check_strength(strength)
         check_cancel(cancel)
         check_fits(photo, self.device)
-        transformer, _ = self._arbitrary_nets()
         vector = self.style_vector(photo, style_image, strength)
         check_cancel(cancel)
-        photo = photo.to(self.device)
+        return ArbitraryItem(photo, vector, preserve_colors)
+
+    def stylize_arbitrary_batch(self, items: Sequence[ArbitraryItem]) -> list[torch.Tensor]:
+        """Run items of one picture size through the transformer in one pass."""
+        transformer, _ = self._arbitrary_nets()
+        photos = torch.cat([item.photo for item in items]).to(self.device)
+        vectors = torch.cat([item.vector for item in items]).to(self.device)
         with torch.inference_mode():
-            out = transformer.stylize(photo, vector.to(self.device))
-            return keep_colors(out, photo) if preserve_colors else out
+            outs = transformer.stylize(photos, vectors)
+            return [
+                keep_colors(outs[k : k + 1], photos[k : k + 1])
+                if item.preserve_colors
+                else outs[k : k + 1]
+                for k, item in enumerate(items)
+            ]
 
 
 def _onnx_providers(device: torch.device) -> tuple[str, ...]:
