@@ -51,7 +51,8 @@ export function estimate(method, epochs, pixels, nodes) {
   const pool = takers.length ? takers : nodes;
   const paced = pool.map((n) => (n.pace || {})[method]).filter((p) => p && p.seconds >= 0 && p.seconds_per_mp >= 0);
   if (paced.length) {
-    return { seconds: Math.min(...paced.map((p) => jobSeconds(p, method, epochs, pixels))), measured: true };
+    const seconds = Math.min(...paced.map((p) => jobSeconds(p, method, epochs, pixels)));
+    return { seconds, measured: true, paced: true };
   }
   const mp = Math.max(0.01, pixels / 1e6);
   const work = method === "gatys" ? epochs * mp : mp;
