@@ -17,20 +17,21 @@ from gpu_node.engine.gatys import stylize_gatys
 from gpu_node.engine.params import GatysParams
 from gpu_node.engine.weights import VGGWeights
 
-# (long side, epochs): the first epoch of each run pays the targets and allocations, so
-# only the second is timed. About 2 s in all on an idle 2-core CPU.
+# (long side, epochs) of the two warm-up runs. About 2 s in all on an idle 2-core CPU.
 WARM_UP_RUNS = ((128, 2), (256, 2))
+START_EPOCHS = 2.0  # relay/estimates.py GATYS_START_EPOCHS; the node does not import the relay
 
 
 def _step_seconds(
     size: int, epochs: int, device: torch.device, weights: VGGWeights | None
 ) -> tuple[float, float]:
-    """(megapixels, seconds of one epoch after the first) for a 4:3 picture of `size`."""
+    """(megapixels, seconds per unit of work) of a short job on a 4:3 picture of `size`."""
     # A noisy picture: a flat one lets L-BFGS stop early and time nothing.
     gen = torch.Generator().manual_seed(0)
     noise = (torch.rand(size * 3 // 4, size, 3, generator=gen) * 255).to(torch.uint8).numpy()
     picture = Image.fromarray(noise, "RGB")
     marks: list[float] = []
+    started = time.perf_counter()
     stylize_gatys(
         picture,
         [(picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT), 1.0)],
@@ -41,7 +42,10 @@ def _step_seconds(
     )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    step = (marks[-1] - marks[0]) / max(1, len(marks) - 1)
+    # The whole run, start-up included, per unit of the relay's formula (epochs plus its
+    # GATYS_START_EPOCHS, relay/estimates.py): steady steps alone left out the start-up
+    # and made a fresh node's estimates two to four times too short (bench/estimates.py).
+    step = (time.perf_counter() - started) / (len(marks) + START_EPOCHS)
     return size * (size * 3 // 4) / 1e6, step
 
 
