@@ -12,7 +12,7 @@ from .checks import is_param, is_weight
 from .codes import ByeReason, DeclineReason, FailureCode, RejectReason
 from .connection import Connection
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from .handshake import Capabilities, Hello, Limits, Reject, StyleInfo, Welcome
+from .handshake import Capabilities, Hello, Limits, Pace, Reject, StyleInfo, Welcome
 from .limits import (
     CHUNK_SIZE,
     DEFAULT_MAX_FRAME_SIZE,
@@ -71,6 +71,7 @@ __all__ = [
     "LocalProtocolError",
     "Message",
     "Offer",
+    "Pace",
     "Ping",
     "Pong",
     "Preview",

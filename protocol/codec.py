@@ -15,7 +15,7 @@ from typing import Any
 from .codes import ByeReason, DeclineReason, FailureCode, RejectReason
 from .errors import LocalProtocolError, RemoteProtocolError
 from .frames import Body
-from .handshake import Capabilities, Hello, Limits, Reject, StyleInfo, Welcome
+from .handshake import Capabilities, Hello, Limits, Pace, Reject, StyleInfo, Welcome
 from .messages import (
     Accept,
     Bye,
@@ -46,7 +46,7 @@ def _caps(c: Capabilities) -> Body:
         {"id": s.id, "name": s.name, "method": s.method, "thumbnail_jpeg": s.thumbnail_jpeg}
         for s in c.styles
     ]
-    return {
+    body: Body = {
         "device_name": c.device_name,
         "device_memory": c.device_memory,
         "methods": c.methods,
@@ -55,6 +55,12 @@ def _caps(c: Capabilities) -> Body:
         "max_pixels": c.max_pixels,
         "slots": c.slots,
     }
+    if c.pace:  # optional: left out when unmeasured, as older nodes send it
+        body["pace"] = [
+            {"method": p.method, "seconds": p.seconds, "seconds_per_mp": p.seconds_per_mp}
+            for p in c.pace
+        ]
+    return body
 
 
 def _limits(x: Limits) -> Body:
@@ -141,8 +147,12 @@ def _hello(b: Body, take: Take) -> Hello:
         StyleInfo(s["id"], s["name"], s["method"], s.get("thumbnail_jpeg"))
         for s in map(_map, _list(c["styles"]))
     )
+    pace = tuple(
+        Pace(p["method"], _float(p["seconds"]), _float(p["seconds_per_mp"]))
+        for p in map(_map, _list(c.get("pace", [])))
+    )
     caps = Capabilities(c["device_name"], c["device_memory"], tuple(_list(c["methods"])),
-                        styles, c["max_epochs"], c["max_pixels"], c["slots"])  # fmt: skip
+                        styles, c["max_epochs"], c["max_pixels"], c["slots"], pace)  # fmt: skip
     return Hello(tuple(_list(b["versions"])), b["node_name"], b["token"],
                  b["software_version"], caps)  # fmt: skip
 

@@ -38,8 +38,27 @@ class StyleInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class Pace:
+    """How fast a node runs one method, measured on its device.
+
+    A job of this method takes about `seconds + seconds_per_mp * megapixels` per unit of
+    work: per epoch for `gatys`, per job for one-pass methods.
+    """
+
+    method: str
+    seconds: float
+    seconds_per_mp: float
+
+    def __post_init__(self) -> None:
+        checks.ident(self, "method", self.method)
+        checks.real(self, "seconds", self.seconds)
+        checks.real(self, "seconds_per_mp", self.seconds_per_mp)
+
+
+@dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What a node can do: its device, methods, styles and per-job limits."""
+    """What a node can do: its device, methods, styles, per-job limits and, optionally,
+    its measured pace per method (empty from nodes that do not measure it)."""
 
     device_name: str
     device_memory: int
@@ -48,6 +67,7 @@ class Capabilities:
     max_epochs: int
     max_pixels: int
     slots: int
+    pace: tuple[Pace, ...] = ()
 
     def __post_init__(self) -> None:
         checks.text(self, "device_name", self.device_name, MAX_NAME_LEN)
@@ -59,6 +79,7 @@ class Capabilities:
         checks.uint(self, "max_epochs", self.max_epochs, lo=1)
         checks.uint(self, "max_pixels", self.max_pixels, lo=1)
         checks.uint(self, "slots", self.slots, lo=1, hi=MAX_ITEMS)
+        checks.items(self, "pace", self.pace, Pace)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,8 @@ class NodeInfo:
     max_pixels: int = 4_000_000
     slots: int = 1
     titles: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+    pace: dict[str, tuple[float, float]] = field(default_factory=dict, compare=False, hash=False)
+    """Its measured pace by method (relay/estimates.py), empty if it sent none."""
     thumbnails: dict[str, bytes] = field(default_factory=dict, compare=False, hash=False)
 
 

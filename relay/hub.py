@@ -22,6 +22,7 @@ import math
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
+from relay import estimates
 from relay.dispatch import NodeInfo
 from relay.handles import CancelJob, FastStyle, NodeHandle, Offer
 from relay.imagecheck import BadImage
@@ -58,8 +59,10 @@ class NodeHub:
         self._service = service
         self._handles: dict[str, NodeHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self.speeds: dict[str, float] = {}
-        """Seconds per epoch per megapixel of each node's Gatys jobs, by node name."""
+        self.paces: dict[str, dict[str, tuple[float, float]]] = {}
+        """Each node's pace by method (relay/estimates.py): what its Hello said, corrected
+        by its finished Gatys jobs; the one home of a node's speed."""
+        self._paced_by_jobs: set[str] = set()
         self._recent_fast: OrderedDict[str, None] = OrderedDict()
         self._stopping = False
 
@@ -75,6 +78,11 @@ class NodeHub:
             forgotten = self.remember_fast(old.info.styles) - info.styles
         handle = NodeHandle(info, now, now, tick)
         self._handles[info.name] = handle
+        # What its jobs showed outranks a new start-up warm-up's guess.
+        pace = dict(info.pace)
+        if info.name in self._paced_by_jobs:
+            pace.update(self.paces.get(info.name, {}))
+        self.paces[info.name] = pace
         log.info(
             "node %s connected%s: %s, methods %s, %d slot(s)",
             info.name,
@@ -152,14 +160,31 @@ class NodeHub:
         return self._handles.get(handle.name) is handle
 
     def _measure(self, node: str, job: JobRecord, now: float) -> None:
-        """Fold a finished Gatys job's pace into the node's speed (a moving average)."""
-        if job.method != "gatys" or job.started is None or job.epochs <= 0:
+        """Fold a finished Gatys job's time into the node's pace."""
+        if job.method != "gatys" or job.started is None or job.epochs <= 0 or job.pixels <= 0:
             return
-        work = job.epochs * job.pixels / 1e6
-        rate = (now - job.started) / work
-        if work > 0 and rate > 0:
-            old = self.speeds.get(node)
-            self.speeds[node] = rate if old is None else 0.7 * old + 0.3 * rate
+        took = now - job.started
+        if took <= 0:
+            return
+        paces = self.paces.setdefault(node, {})
+        first = node not in self._paced_by_jobs
+        old = paces.get("gatys")
+        if old is None:  # a node that measured nothing: all its time counts per pixel
+            old, first = (
+                (0.0, took / estimates.units("gatys", job.epochs) / (job.pixels / 1e6)),
+                True,
+            )
+        paces["gatys"] = estimates.refined(
+            old, "gatys", job.epochs, job.pixels, took=took, first=first
+        )
+        self._paced_by_jobs.add(node)
+
+    def pace_view(self, node: str) -> dict[str, dict[str, float]]:
+        """A node's pace as /api/nodes shows it: per method, seconds and seconds per MP."""
+        return {
+            method: {"seconds": round(a, 6), "seconds_per_mp": round(b, 6)}
+            for method, (a, b) in sorted(self.paces.get(node, {}).items())
+        }
 
     def _lease_ended(self, handle: NodeHandle, lease: str) -> None:
         """The node's last word on a lease: if it was told to stop it, its slot is free."""
@@ -442,8 +467,11 @@ class NodeHub:
                     # A short tag, not the id: a job id is the key to its result.
                     "current_jobs": sorted(j[:6] for j in view.jobs),
                     "jobs_done": view.jobs_done,
-                    # Measured on its finished Gatys jobs: for the page's time estimates.
-                    "seconds_per_epoch_mp": self.speeds.get(info.name),
+                    # For the page's time estimates (relay/estimates.py, web/js/speed.js).
+                    "pace": self.pace_view(info.name),
+                    "seconds_per_epoch_mp": self.pace_view(info.name)
+                    .get("gatys", {})
+                    .get("seconds_per_mp"),
                     "connected_since": iso(handle.connected_since),
                     "last_seen": iso(handle.last_seen),
                 }

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from relay import gallery
+from relay import estimates, gallery
 from relay.apikeys import Quota
 from relay.blobs import BlobStore, no_space
 from relay.config import Config
@@ -370,8 +370,39 @@ class JobService:
             ttl=self.config.result_ttl,
         )
         view["email_status"] = self.email_status(job)
+        view["starts_in"] = self.starts_in(job.id)
         view.update(self.showcase.state(job.id))
         return view
+
+    def starts_in(self, job_id: str) -> float | None:
+        """Seconds until a queued job should start (relay/estimates.py), or None when it
+        is not queued or no connected node that serves its method has a pace."""
+        job = self._open.get(job_id)
+        if job is None or job.state is not JobState.QUEUED:
+            return None
+        paces = self.hub.paces
+        able = [
+            i
+            for i in self.hub.infos()
+            if job.method in i.methods and job.method in paces.get(i.name, {})
+        ]
+        if not able:
+            return None
+
+        def seconds(node: str, other: JobRecord) -> float:
+            pace = paces[node].get(other.method) or paces[node][job.method]
+            return estimates.job_seconds(pace, other.method, other.epochs, other.pixels)
+
+        names = {i.name for i in able}
+        best = min(names, key=lambda n: seconds(n, job))
+        now = self.clock()
+        running = [
+            seconds(o.node, o) - (now - (o.started or now))
+            for o in self._open.values()
+            if o.state is JobState.RUNNING and o.node in names
+        ]
+        ahead = [seconds(best, o) for i in self.scheduler.ahead(job_id) if (o := self._open.get(i))]
+        return round(estimates.wait_seconds(running, ahead, sum(i.slots for i in able)), 1)
 
     def email_status(self, job: JobRecord) -> str | None:
         """pending / sent / failed / limited for a job with an address and a mailer, else None."""
@@ -531,6 +562,7 @@ class JobService:
                             "reason": waiting,
                             "requeued": reason,
                             "attempts": attempts,
+                            "starts_in": self.starts_in(job_id),
                         },
                     )
                 case Failed(job_id, reason, attempts):
@@ -633,4 +665,12 @@ class JobService:
             if self._positions.get(job_id) == (position, reason):
                 continue
             self._positions[job_id] = (position, reason)
-            self.bus.publish(job_id, {"type": "queued", "position": position, "reason": reason})
+            self.bus.publish(
+                job_id,
+                {
+                    "type": "queued",
+                    "position": position,
+                    "reason": reason,
+                    "starts_in": self.starts_in(job_id),
+                },
+            )

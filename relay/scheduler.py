@@ -226,6 +226,23 @@ class Scheduler:
                 ahead += min(len(queue), index + 1 if earlier else index)
         return ahead + 1
 
+    def ahead(self, job_id: str) -> list[str]:
+        """The queued jobs before `job_id` in the fair order (as `position` counts them)."""
+        entry = self._jobs.get(job_id)
+        if entry is None or entry.lease is not None:
+            return []
+        client = entry.spec.client
+        index = self._queues[client].index(job_id)
+        out: list[str] = []
+        earlier = True
+        for other, queue in self._queues.items():
+            if other == client:
+                out += list(queue)[:index]
+                earlier = False
+            else:
+                out += list(queue)[: index + 1 if earlier else index]
+        return out
+
     def why_waiting(self, job_id: str) -> str | None:
         """Why no node has taken this queued job, in words; None if it is not queued."""
         entry = self._jobs.get(job_id)

@@ -220,8 +220,14 @@ class RelayThread:
         assert self.runner is not None
         return self.runner.app
 
-    def add_node(self, name: str = "test-gpu", **options: Any) -> FakeNode:
-        """Connect a fake node (methods gatys, fast, arbitrary; fast styles candy and mosaic)."""
+    def add_node(
+        self,
+        name: str = "test-gpu",
+        pace: dict[str, tuple[float, float]] | None = None,
+        **options: Any,
+    ) -> FakeNode:
+        """Connect a fake node (methods gatys, fast, arbitrary; fast styles candy and mosaic),
+        advertising `pace` as a real node's Hello would (relay/estimates.py)."""
 
         async def connect() -> FakeNode:
             hub = self.app[SERVICE].hub
@@ -235,6 +241,7 @@ class RelayThread:
                 max_epochs=1000,
                 max_pixels=4_000_000,
                 thumbnails={k: swatch(c) for k, c in FAST_STYLES.items()},
+                pace=dict(pace or {}),
             )
             node = FakeNode(hub, hub.node_connected(info), **{"epoch_seconds": 0.05, **options})
             task = asyncio.get_running_loop().create_task(node.serve())

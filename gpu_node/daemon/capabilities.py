@@ -20,7 +20,7 @@ from PIL import Image
 from gpu_node.daemon.config import NodeConfig
 from gpu_node.fast.registry import StyleEntry, StyleRegistry
 from gpu_node.images import encode_jpeg
-from protocol import Capabilities, StyleInfo
+from protocol import Capabilities, Pace, StyleInfo
 from protocol.limits import (
     MAX_HELLO_SIZE,
     MAX_ID_LEN,
@@ -120,8 +120,9 @@ def build_capabilities(
     registry: StyleRegistry,
     device: torch.device,
     methods: tuple[str, ...],
+    pace: tuple[Pace, ...] = (),
 ) -> Capabilities:
-    """The Capabilities of this node for its Hello."""
+    """The Capabilities of this node for its Hello; `pace` as the warm-up measured it."""
     name, memory = device_description(device)
     styles = style_infos(registry) if "fast" in methods else ()
     return Capabilities(
@@ -132,4 +133,5 @@ def build_capabilities(
         max_epochs=config.max_epochs,
         max_pixels=config.max_pixels,
         slots=config.slots,
+        pace=pace,
     )

@@ -163,7 +163,9 @@ def create_daemon(config: NodeConfig, *, rng: random.Random | None = None) -> Da
     runner = JobRunner(
         NodeCaps(config.max_epochs, config.max_pixels), registry, device, installed_methods()
     )
-    capabilities = build_capabilities(config, registry, device, runner.methods)
+    capabilities = build_capabilities(
+        config, registry, device, runner.methods, runner.measure_pace()
+    )
     log.info(
         "node %r on %s (%s): %s; %d style(s); max %d epochs, %d pixels, %d slot(s)",
         config.name, device, capabilities.device_name, ", ".join(runner.methods) or "no methods",

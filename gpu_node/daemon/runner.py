@@ -32,6 +32,7 @@ from gpu_node.daemon.params import (
 )
 from gpu_node.daemon.reporting import Emit, Reporter
 from gpu_node.engine.gatys import stylize_gatys
+from gpu_node.engine.pace import gatys_pace
 from gpu_node.engine.progress import Progress as EngineProgress
 from gpu_node.engine.progress import check_cancel
 from gpu_node.engine.weights import load_weights
@@ -47,7 +48,7 @@ from gpu_node.fast.engine import ArbitraryItem, FastEngine, FastItem
 from gpu_node.fast.registry import StyleRegistry
 from gpu_node.images import encode_png, open_image, resize_long_side
 from gpu_node.tensors import image_to_tensor, tensor_to_image
-from protocol import DeclineReason, Failure, FailureCode, Offer, Result
+from protocol import DeclineReason, Failure, FailureCode, Offer, Pace, Result
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,23 @@ class JobRunner:
             log.warning("could not warm the engines up: %s", exc)
             return
         log.info("engines ready in %.1f s", time.perf_counter() - started)
+
+    def measure_pace(self) -> tuple[Pace, ...]:
+        """Time a short warm-up of each measurable method on this device (a few seconds on
+        a CPU), for Hello; a method whose warm-up fails goes unmeasured."""
+        if "gatys" not in self._handlers:
+            return ()
+        started = time.perf_counter()
+        try:
+            seconds, per_mp = gatys_pace(self.device, load_weights())
+        except Exception as exc:  # the relay then estimates from the device's kind
+            log.warning("could not measure this node's pace: %s", exc)
+            return ()
+        log.info(
+            "gatys pace: %.3f s + %.2f s/MP per epoch (measured in %.1f s)",
+            seconds, per_mp, time.perf_counter() - started,
+        )  # fmt: skip
+        return (Pace("gatys", seconds, per_mp),)
 
     def screen(self, offer: Offer) -> JobSpec:
         """Check an offer before accepting it; Declined says why it cannot run here."""

@@ -116,7 +116,12 @@ export class JobView {
         if (event.type === "failed" && event.error) job.error = event.error;
         break;
       case "queued":
-        Object.assign(job, { state: "queued", position: event.position, waiting_reason: event.reason });
+        Object.assign(job, {
+          state: "queued",
+          position: event.position,
+          waiting_reason: event.reason,
+          starts_in: event.starts_in ?? null,
+        });
         job.requeued = event.requeued ? event.attempts : null;
         break;
       case "started":
@@ -230,6 +235,11 @@ export class JobView {
         if (job.requeued) return `${t("job.requeued", { n: job.requeued })} ${t("job.queued", { n })}`;
         const why = job.waiting_reason || "";
         if (why.startsWith("No node is online")) return t("job.queued.none", { n });
+        if (typeof job.starts_in === "number" && typeof job.position === "number") {
+          // The relay's estimate from the pace of the nodes that could take it.
+          const ahead = t("job.ahead", { n: job.position - 1, time: duration(job.starts_in) });
+          return why ? `${ahead} ${server(why)}` : ahead;
+        }
         return why ? t("job.queued.why", { n, why: server(why) }) : t("job.queued", { n });
       }
       case "running":

@@ -6,6 +6,8 @@ import { duration, t } from "./i18n.js";
 import { estimate } from "./speed.js";
 
 const ORDER = ["fast", "gatys", "arbitrary"];
+// A Quality job longer than this on every node online makes Any image the default.
+const SLOW_QUALITY = 180;
 const FITS = { fast: ["fast"], painting: ["gatys", "arbitrary"], upload: ["gatys", "arbitrary"] };
 const ADVANCED = [
   ["content-weight", "content_weight", "adv.content"],
@@ -60,7 +62,15 @@ export class Settings {
     this.kind = kind;
     const fits = kind ? FITS[kind] : ORDER;
     if (!fits.includes(this.method)) this.method = fits[0];
+    if (fits.includes("arbitrary") && this.method === "gatys" && this.qualityTooSlow()) this.method = "arbitrary";
     this.render();
+  }
+
+  /** Whether no node online could finish a Quality job as set up in a few minutes. */
+  qualityTooSlow() {
+    if (!this.limits || !this.nodes.length) return false;
+    const guess = estimate("gatys", Number($("epochs").value), this.pixels(), this.nodes);
+    return guess.seconds >= SLOW_QUALITY;
   }
 
   /** Whether the relay answers: estimates made without it would be stale, so they hide. */
@@ -156,11 +166,13 @@ export class Settings {
       const slot = document.getElementById(`m-${id}-eta`);
       if (!slot) continue;
       const guess = estimate(id, id === "gatys" ? Number(epochs.value) : 1, pixels, this.nodes);
-      slot.textContent = t("method.eta", { time: duration(guess.seconds) });
+      const slow = id === "gatys" && guess.seconds >= SLOW_QUALITY;
+      slot.textContent = t(slow ? "method.eta.slow" : "method.eta", { time: duration(guess.seconds) });
       slot.hidden = !this.reachable;
     }
     const guess = estimate(this.method, gatys ? Number(epochs.value) : 1, pixels, this.nodes);
-    const line = t(guess.measured ? "estimate.measured" : "estimate", { time: duration(guess.seconds) });
+    const key = guess.paced ? "estimate.paced" : guess.measured ? "estimate.measured" : "estimate";
+    const line = t(key, { time: duration(guess.seconds) });
     if (!this.reachable) $("estimate").textContent = t("estimate.offline");
     else $("estimate").textContent = this.nodes.length ? line : `${line}\n${t("estimate.wait")}`;
   }

@@ -67,6 +67,7 @@ export default {
   "method.needs.image": "Choose a painting or your own style image to use this.",
   "method.offline": "No node offers this right now; your job will wait for one.",
   "method.eta": "about {time}",
+  "method.eta.slow": "about {time} on the nodes online",
 
   "param.epochs": "Epochs",
   "param.epochs.hint": "More epochs, more detail. This relay allows up to {max}.",
@@ -91,6 +92,7 @@ export default {
   "submit.busy": "Sending…",
   "estimate": "Estimated time: {time}",
   "estimate.measured": "Estimated time: {time} (from jobs you ran here)",
+  "estimate.paced": "Estimated time: {time} (from the nodes' measured pace)",
   "estimate.wait": "No node is online: the job will wait in the queue.",
 
   "job.title": "Your painting",
@@ -112,6 +114,7 @@ export default {
   "job.state.failed": "Failed",
   "job.state.cancelled": "Cancelled",
   "job.queued": "Waiting in line: position {n}.",
+  "job.ahead": "Jobs ahead: {n} · starts in about {time}.",
   "job.queued.none": "No node online, your job will wait. Position in the queue: {n}.",
   "job.queued.why": "Waiting in line: position {n}. {why}",
   "job.requeued": "The node was lost; the job is back in the queue (attempt {n}).",

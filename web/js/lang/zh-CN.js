@@ -68,6 +68,7 @@ export default {
   "method.needs.image": "选择一幅名画或上传风格图片后即可使用。",
   "method.offline": "目前没有节点提供这种方式，任务会排队等候。",
   "method.eta": "约 {time}",
+  "method.eta.slow": "在线节点上约需 {time}",
 
   "param.epochs": "迭代轮数",
   "param.epochs.hint": "轮数越多，细节越丰富。本服务器最多允许 {max} 轮。",
@@ -92,6 +93,7 @@ export default {
   "submit.busy": "正在提交…",
   "estimate": "预计用时：{time}",
   "estimate.measured": "预计用时：{time}（根据你在这里运行过的任务估算）",
+  "estimate.paced": "预计用时：{time}（根据节点实测的速度估算）",
   "estimate.wait": "暂无在线节点：任务会在队列中等候。",
 
   "job.title": "你的画作",
@@ -113,6 +115,7 @@ export default {
   "job.state.failed": "失败",
   "job.state.cancelled": "已取消",
   "job.queued": "正在排队：第 {n} 位。",
+  "job.ahead": "前面还有 {n} 个任务 · 约 {time} 后开始。",
   "job.queued.none": "暂无在线节点，你的任务将排队等候。当前排在第 {n} 位。",
   "job.queued.why": "正在排队：第 {n} 位。{why}",
   "job.requeued": "节点已断开，任务重新回到队列（第 {n} 次尝试）。",

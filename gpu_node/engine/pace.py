@@ -1,0 +1,61 @@
+"""How fast this device runs Gatys, measured by a short warm-up: a few L-BFGS steps at two
+small sizes, fitted to `seconds + seconds_per_mp * megapixels` per epoch.
+
+An epoch's cost is not proportional to its pixels at small sizes (a fixed part per step:
+layer launches, the optimizer's bookkeeping), so two sizes give both terms; the relay's
+estimate formula (relay/estimates.py) reads the pair and adds the job's start-up.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from PIL import Image
+
+from gpu_node.engine.gatys import stylize_gatys
+from gpu_node.engine.params import GatysParams
+from gpu_node.engine.weights import VGGWeights
+
+# (long side, epochs) of the two warm-up runs. About 2 s in all on an idle 2-core CPU.
+WARM_UP_RUNS = ((128, 2), (256, 2))
+START_EPOCHS = 2.0  # relay/estimates.py GATYS_START_EPOCHS; the node does not import the relay
+
+
+def _step_seconds(
+    size: int, epochs: int, device: torch.device, weights: VGGWeights | None
+) -> tuple[float, float]:
+    """(megapixels, seconds per unit of work) of a short job on a 4:3 picture of `size`."""
+    # A noisy picture: a flat one lets L-BFGS stop early and time nothing.
+    gen = torch.Generator().manual_seed(0)
+    noise = (torch.rand(size * 3 // 4, size, 3, generator=gen) * 255).to(torch.uint8).numpy()
+    picture = Image.fromarray(noise, "RGB")
+    marks: list[float] = []
+    started = time.perf_counter()
+    stylize_gatys(
+        picture,
+        [(picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT), 1.0)],
+        GatysParams(size=size, epochs=epochs),
+        device=device,
+        weights=weights,
+        progress=lambda _: marks.append(time.perf_counter()),
+    )
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    # The whole run, start-up included, per unit of the relay's formula (epochs plus its
+    # GATYS_START_EPOCHS, relay/estimates.py): steady steps alone left out the start-up
+    # and made a fresh node's estimates two to four times too short (bench/estimates.py).
+    step = (time.perf_counter() - started) / (len(marks) + START_EPOCHS)
+    return size * (size * 3 // 4) / 1e6, step
+
+
+def gatys_pace(device: torch.device, weights: VGGWeights | None = None) -> tuple[float, float]:
+    """(seconds, seconds per megapixel) of one Gatys epoch on `device`, both >= 0."""
+    (mp_small, small), (mp_big, big) = (
+        _step_seconds(size, epochs, device, weights) for size, epochs in WARM_UP_RUNS
+    )
+    per_mp = (big - small) / (mp_big - mp_small)
+    fixed = small - per_mp * mp_small
+    if per_mp <= 0 or fixed < 0:  # noise beat the signal: all of it per pixel, as the big run
+        return 0.0, big / mp_big
+    return fixed, per_mp
