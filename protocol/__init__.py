@@ -12,7 +12,16 @@ from .checks import is_param, is_weight
 from .codes import ByeReason, DeclineReason, FailureCode, RejectReason
 from .connection import Connection
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from .handshake import Capabilities, Hello, Limits, Pace, Reject, StyleInfo, Welcome
+from .handshake import (
+    GATYS_START_EPOCHS,
+    Capabilities,
+    Hello,
+    Limits,
+    Pace,
+    Reject,
+    StyleInfo,
+    Welcome,
+)
 from .limits import (
     CHUNK_SIZE,
     DEFAULT_MAX_FRAME_SIZE,
@@ -47,6 +56,7 @@ __all__ = [
     "CHUNK_SIZE",
     "DEFAULT_MAX_FRAME_SIZE",
     "DEFAULT_MAX_TRANSFER_SIZE",
+    "GATYS_START_EPOCHS",
     "MAX_HELLO_SIZE",
     "MAX_STYLE_IMAGES",
     "MAX_TEXT_LEN",

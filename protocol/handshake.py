@@ -37,12 +37,19 @@ class StyleInfo:
             checks.blob(self, "thumbnail_jpeg", self.thumbnail_jpeg, MAX_THUMBNAIL_SIZE)
 
 
+GATYS_START_EPOCHS = 2.0
+"""A Gatys job spends about this many epochs' time before its first epoch (the style's and
+the content's targets, the first allocations, the PNG at the end; measured on a CPU): a
+Gatys job is `epochs + GATYS_START_EPOCHS` units of a `Pace`. Here because the node that
+measures a pace and the relay that uses it must count the same units."""
+
+
 @dataclass(frozen=True, slots=True)
 class Pace:
     """How fast a node runs one method, measured on its device.
 
     A job of this method takes about `seconds + seconds_per_mp * megapixels` per unit of
-    work: per epoch for `gatys`, per job for one-pass methods.
+    work: per epoch (plus `GATYS_START_EPOCHS`) for `gatys`, per job for one-pass methods.
     """
 
     method: str

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from protocol import GATYS_START_EPOCHS
+
 PaceTable = Mapping[str, tuple[float, float]]
 """A node's pace by method: (seconds, seconds per megapixel) per unit of work."""
 
-# A Gatys job spends about this many epochs' time before its first epoch: the style's and
-# the content's targets, the first allocations, the PNG at the end (measured on a CPU).
-GATYS_START_EPOCHS = 2.0
 # A finished job's pace counts this much against what was believed before; the first one
 # replaces the start-up warm-up's guess outright, since a real job is the better witness.
 REFINE_WEIGHT = 0.5

@@ -16,10 +16,10 @@ from PIL import Image
 from gpu_node.engine.gatys import stylize_gatys
 from gpu_node.engine.params import GatysParams
 from gpu_node.engine.weights import VGGWeights
+from protocol import GATYS_START_EPOCHS
 
 # (long side, epochs) of the two warm-up runs. About 2 s in all on an idle 2-core CPU.
 WARM_UP_RUNS = ((128, 2), (256, 2))
-START_EPOCHS = 2.0  # relay/estimates.py GATYS_START_EPOCHS; the node does not import the relay
 
 
 def _step_seconds(
@@ -42,10 +42,10 @@ def _step_seconds(
     )
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    # The whole run, start-up included, per unit of the relay's formula (epochs plus its
-    # GATYS_START_EPOCHS, relay/estimates.py): steady steps alone left out the start-up
-    # and made a fresh node's estimates two to four times too short (bench/estimates.py).
-    step = (time.perf_counter() - started) / (len(marks) + START_EPOCHS)
+    # The whole run, start-up included, per unit the relay counts (epochs plus
+    # GATYS_START_EPOCHS): steady steps alone left out the start-up and made a fresh
+    # node's estimates two to four times too short (bench/estimates.py).
+    step = (time.perf_counter() - started) / (len(marks) + GATYS_START_EPOCHS)
     return size * (size * 3 // 4) / 1e6, step
 
 
