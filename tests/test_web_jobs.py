@@ -124,10 +124,12 @@ def test_fast_style_job(
     data, _name = result_png(page)
     with Image.open(io.BytesIO(data)) as img:
         assert img.size == (320, 240)
-    # A fast style has no style image of its own: its gallery thumbnail stands in.
+    # A fast style has no style image of its own: its thumbnail stands in, named for what
+    # it is (the style painted on a sample photo), not passed off as the style.
     expect(page.locator("#job-styles img")).to_have_attribute(
         "src", "/api/styles/fast:candy/thumbnail"
     )
+    expect(page.locator("#job-styles .compare__fastname")).to_contain_text("sample photo")
     snap(page, shots, "06-fast-done", full=False)
 
 

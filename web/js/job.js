@@ -336,6 +336,14 @@ export class JobView {
           const url = s.id.startsWith("fast:") ? info.thumb : urls[imageIndex] || info.thumb;
           if (!s.id.startsWith("fast:")) imageIndex += 1;
           const name = s.id === "upload" ? t("style.own", { n: imageIndex }) : info.name;
+          if (url && s.id.startsWith("fast:")) {
+            // A fast style has no picture of its own: its thumbnail is the style painted on
+            // a sample photo, so it is named as such, not passed off as the style itself.
+            return el("span", { class: "compare__fast" }, [
+              el("img", { src: url, alt: t("job.alt.style", { name }) }),
+              el("span", { class: "compare__fastname", text: t("job.fastSample", { name }) }),
+            ]);
+          }
           return url
             ? el("img", { src: url, alt: t("job.alt.style", { name }) })
             : el("span", { class: "compare__named", text: name });

@@ -12,7 +12,7 @@ export default {
   "nodes.some": "{n} node online|{n} nodes online",
   "nodes.unknown": "Checking nodes…",
   "hero.title": "Turn your photo into a painting",
-  "hero.lead": "Pick a style, add a photo, and watch it being painted — in seconds with a fast style, or in a few minutes for the finest detail.",
+  "hero.lead": "Pick a style, add a photo, and watch it being painted — in seconds with a fast style or any image, or step by step for the finest detail (the page tells you how long).",
   "load.failed": "The relay could not be reached ({why}). Check your connection and reload the page.",
 
   "style.title": "Choose a style",
@@ -98,6 +98,7 @@ export default {
   "job.title": "Your painting",
   "job.photo": "Photo",
   "job.style": "Style",
+  "job.fastSample": "{name}: a fast style, shown on a sample photo",
   "job.result": "Result",
   "job.preview": "Live preview",
   "job.download": "Download PNG",

@@ -13,7 +13,7 @@ export default {
   "nodes.some": "{n} 个节点在线",
   "nodes.unknown": "正在查看节点…",
   "hero.title": "把你的照片变成一幅画",
-  "hero.lead": "选一种风格，添加一张照片，看着它被一笔笔画出来。快速风格几秒即成，精细模式几分钟就能呈现更丰富的细节。",
+  "hero.lead": "选一种风格，添加一张照片，看着它被一笔笔画出来。快速风格或任意图片几秒即成，精细模式逐步绘出更丰富的细节（页面会告诉你需要多久）。",
   "load.failed": "无法连接到中继服务器（{why}）。请检查网络后刷新页面。",
 
   "style.title": "选择风格",
@@ -61,7 +61,7 @@ export default {
   "method.fast": "快速",
   "method.fast.note": "用训练好的网络一次生成，几秒即可完成。",
   "method.gatys": "精细",
-  "method.gatys.note": "逐步优化画面，细节最丰富，需要几分钟。",
+  "method.gatys.note": "逐步优化画面，细节最丰富，需要更长时间。",
   "method.arbitrary": "任意图片",
   "method.arbitrary.note": "用任意名画或你自己的图片作为风格，一次生成。",
   "method.needs.fast": "选择一种快速风格后即可使用。",
@@ -98,6 +98,7 @@ export default {
 
   "job.title": "你的画作",
   "job.photo": "照片",
+  "job.fastSample": "{name}：快速风格，以示例照片展示",
   "job.style": "风格",
   "job.result": "成品",
   "job.preview": "实时预览",
