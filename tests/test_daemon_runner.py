@@ -278,3 +278,14 @@ def test_unreadable_images_fail_as_invalid_input(
     with pytest.raises(JobFailed, match=message) as caught:
         runner.run(job, runner.screen(job), threading.Event(), lambda m: None)
     assert caught.value.code is FailureCode.INVALID_INPUT
+
+
+def test_the_warm_up_measures_the_one_pass_methods_too(registry: StyleRegistry) -> None:
+    # Gatys is timed in tests/test_estimates.py; here the two one-pass networks, for real.
+    only = JobRunner(CAPS, registry, torch.device("cpu"), methods=("fast", "arbitrary"))
+    paces = {p.method: p for p in only.measure_pace()}
+    assert set(paces) == {"fast", "arbitrary"}
+    for pace in paces.values():
+        assert pace.seconds >= 0 and pace.seconds_per_mp > 0
+        # A one-pass job of a megapixel takes seconds on a CPU, not minutes.
+        assert pace.seconds + pace.seconds_per_mp < 60

@@ -32,7 +32,7 @@ from gpu_node.daemon.params import (
 )
 from gpu_node.daemon.reporting import Emit, Reporter
 from gpu_node.engine.gatys import stylize_gatys
-from gpu_node.engine.pace import gatys_pace
+from gpu_node.engine.pace import gatys_pace, one_pass_pace
 from gpu_node.engine.progress import Progress as EngineProgress
 from gpu_node.engine.progress import check_cancel
 from gpu_node.engine.weights import load_weights
@@ -46,6 +46,7 @@ from gpu_node.errors import (
 from gpu_node.fast.batching import Batcher
 from gpu_node.fast.engine import ArbitraryItem, FastEngine, FastItem
 from gpu_node.fast.registry import StyleRegistry
+from gpu_node.fast.spec import StyleMix
 from gpu_node.images import encode_png, open_image, resize_long_side
 from gpu_node.tensors import image_to_tensor, tensor_to_image
 from protocol import DeclineReason, Failure, FailureCode, Offer, Pace, Result
@@ -120,21 +121,39 @@ class JobRunner:
         log.info("engines ready in %.1f s", time.perf_counter() - started)
 
     def measure_pace(self) -> tuple[Pace, ...]:
-        """Time a short warm-up of each measurable method on this device (a few seconds on
-        a CPU), for Hello; a method whose warm-up fails goes unmeasured."""
-        if "gatys" not in self._handlers:
-            return ()
-        started = time.perf_counter()
-        try:
-            seconds, per_mp = gatys_pace(self.device, load_weights())
-        except Exception as exc:  # the relay then estimates from the device's kind
-            log.warning("could not measure this node's pace: %s", exc)
-            return ()
-        log.info(
-            "gatys pace: %.3f s + %.2f s/MP per epoch (measured in %.1f s)",
-            seconds, per_mp, time.perf_counter() - started,
-        )  # fmt: skip
-        return (Pace("gatys", seconds, per_mp),)
+        """Time a short warm-up of each method on this device (a few seconds on a CPU), for
+        Hello; a method whose warm-up fails goes unmeasured (the relay then guesses)."""
+        timers: dict[str, Callable[[], tuple[float, float]]] = {
+            "gatys": lambda: gatys_pace(self.device, load_weights()),
+            "fast": lambda: one_pass_pace(self._fast_pass, self.device),
+            "arbitrary": lambda: one_pass_pace(self._arbitrary_pass, self.device),
+        }
+        paces: list[Pace] = []
+        for method in self.methods:
+            timer = timers.get(method)
+            if timer is None:
+                continue
+            started = time.perf_counter()
+            try:
+                seconds, per_mp = timer()
+            except Exception as exc:
+                log.warning("could not measure this node's %s pace: %s", method, exc)
+                continue
+            log.info(
+                "%s pace: %.3f s + %.2f s/MP per %s (measured in %.1f s)",
+                method, seconds, per_mp, "epoch" if method == "gatys" else "job",
+                time.perf_counter() - started,
+            )  # fmt: skip
+            paces.append(Pace(method, seconds, per_mp))
+        return tuple(paces)
+
+    def _fast_pass(self, photo: torch.Tensor) -> object:
+        builtin = next(e.id for e in self.registry if e.id.startswith("builtin:"))
+        return self._fast.stylize(photo, StyleMix(((builtin, 1.0),)))
+
+    def _arbitrary_pass(self, photo: torch.Tensor) -> object:
+        style = Image.new("RGB", (256, 256), (200, 120, 40))
+        return self._fast.stylize_arbitrary(photo, style)
 
     def screen(self, offer: Offer) -> JobSpec:
         """Check an offer before accepting it; Declined says why it cannot run here."""

@@ -1,5 +1,6 @@
-"""How fast this device runs Gatys, measured by a short warm-up: a few L-BFGS steps at two
-small sizes, fitted to `seconds + seconds_per_mp * megapixels` per epoch.
+"""How fast this device runs each method, measured by a short warm-up: a few Gatys L-BFGS
+steps at two small sizes, fitted to `seconds + seconds_per_mp * megapixels` per epoch; and
+one pass of the fast and arbitrary networks at two sizes, fitted the same way per job.
 
 An epoch's cost is not proportional to its pixels at small sizes (a fixed part per step:
 layer launches, the optimizer's bookkeeping), so two sizes give both terms; the relay's
@@ -9,6 +10,7 @@ estimate formula (relay/estimates.py) reads the pair and adds the job's start-up
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 from PIL import Image
@@ -49,13 +51,43 @@ def _step_seconds(
     return size * (size * 3 // 4) / 1e6, step
 
 
+def _fit(small: tuple[float, float], big: tuple[float, float]) -> tuple[float, float]:
+    """(seconds, seconds per megapixel) through two (megapixels, seconds) points, both >= 0."""
+    (mp_small, t_small), (mp_big, t_big) = small, big
+    per_mp = (t_big - t_small) / (mp_big - mp_small)
+    fixed = t_small - per_mp * mp_small
+    if per_mp <= 0 or fixed < 0:  # noise beat the signal: all of it per pixel, as the big run
+        return 0.0, t_big / mp_big
+    return fixed, per_mp
+
+
 def gatys_pace(device: torch.device, weights: VGGWeights | None = None) -> tuple[float, float]:
     """(seconds, seconds per megapixel) of one Gatys epoch on `device`, both >= 0."""
-    (mp_small, small), (mp_big, big) = (
-        _step_seconds(size, epochs, device, weights) for size, epochs in WARM_UP_RUNS
-    )
-    per_mp = (big - small) / (mp_big - mp_small)
-    fixed = small - per_mp * mp_small
-    if per_mp <= 0 or fixed < 0:  # noise beat the signal: all of it per pixel, as the big run
-        return 0.0, big / mp_big
-    return fixed, per_mp
+    small, big = (_step_seconds(size, epochs, device, weights) for size, epochs in WARM_UP_RUNS)
+    return _fit(small, big)
+
+
+ONE_PASS_SIZES = (256, 512)
+"""Long sides of the two timed passes of a one-pass method (after an untimed first one)."""
+
+
+def one_pass_pace(
+    run: Callable[[torch.Tensor], object], device: torch.device
+) -> tuple[float, float]:
+    """(seconds, seconds per megapixel) of one pass of `run` over a photo [1, 3, H, W] in
+    0..1 on `device`: a first pass loads the network (not timed), then two sizes are timed."""
+    gen = torch.Generator().manual_seed(0)
+
+    def photo(size: int) -> torch.Tensor:
+        return torch.rand(1, 3, size * 3 // 4, size, generator=gen).to(device)
+
+    run(photo(128))
+    points = []
+    for size in ONE_PASS_SIZES:
+        picture = photo(size)
+        started = time.perf_counter()
+        run(picture)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        points.append((size * (size * 3 // 4) / 1e6, time.perf_counter() - started))
+    return _fit(points[0], points[1])
