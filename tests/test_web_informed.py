@@ -89,6 +89,9 @@ def test_tab_title_notification_and_email(
     page.locator("#job-new").click()
     page.locator("#email").fill("")
     page.get_by_text("The Starry Night").click()
+    # With only a slow node the page preselects Any image; this person wants Quality.
+    page.get_by_text("Quality", exact=True).click()
+    expect(page.locator("input[name=method][value=gatys]")).to_be_checked()
     set_range(page, "#epochs", 20)
     node.hold_at = 5
     node._release.clear()

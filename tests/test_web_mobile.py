@@ -35,7 +35,7 @@ def test_one_pass_size_and_before_after_by_keyboard(
 ) -> None:
     page = open_page(context, relay.url)
     page.get_by_text("The Starry Night").click()
-    page.get_by_text("Any image").click()
+    page.get_by_text("Any image", exact=True).click()
     expect(page.locator("input[name=method][value=arbitrary]")).to_be_checked()
     choose_photo(page, files["photo"])
     # A one-pass method keeps the photo's own size (400×300 here), not the 512 default.
