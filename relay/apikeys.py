@@ -39,6 +39,8 @@ class Quota:
     per_day: int | None = None
     priority: int = 0
     """Extra jobs served per round-robin turn (see `relay.scheduler`)."""
+    node: str | None = None
+    """The node token whose work earns this key more turns (`relay.kudos`)."""
 
 
 @dataclass(frozen=True)
@@ -64,8 +66,13 @@ def _quota(record: dict[str, object]) -> Quota:
         value = record.get(name)
         return value if isinstance(value, int) else None
 
+    node = record.get("node")
     return Quota(
-        number("max_open"), number("per_minute"), number("per_day"), number("priority") or 0
+        number("max_open"),
+        number("per_minute"),
+        number("per_day"),
+        number("priority") or 0,
+        node if isinstance(node, str) else None,
     )
 
 
@@ -110,7 +117,11 @@ class KeyStore:
             raise TokenError(
                 f"key name {name!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-'"
             )
+        if quota.node is not None and not _NAME.match(quota.node):
+            raise TokenError(f"node name {quota.node!r} is not a node token's name")
         for field, value in asdict(quota).items():
+            if field == "node":
+                continue
             if value is not None and value < (0 if field == "priority" else 1):
                 raise TokenError(f"--{field.replace('_', '-')} must be at least 1 (0 for priority)")
         data = dict(self._read())

@@ -25,6 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="stylerelay-relay",
         description="Stylerelay relay: the web page and API, and the port GPU nodes dial.",
+        # Whole flag names only: `keys add --node` must not read as a prefix of --node-port,
+        # and a shortened serving flag is a typo waiting to happen.
+        allow_abbrev=False,
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
     config_module.add_arguments(parser)
@@ -67,6 +70,10 @@ def _add_keys_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]")
     add.add_argument(
         "--priority", type=int, default=0, help="extra jobs served per turn of the queue"
     )
+    add.add_argument(
+        "--node",
+        help="a node token's name: the key earns extra turns in proportion to that node's work",
+    )
     listing = verbs.add_parser("list", help="list keys and their quotas")
     revoke = verbs.add_parser("revoke", help="revoke a key")
     revoke.add_argument("name")
@@ -78,7 +85,7 @@ def _keys(args: argparse.Namespace, config: Config) -> int:
     store = KeyStore(config.data_dir)
     match args.verb:
         case "add":
-            quota = Quota(args.max_open, args.per_minute, args.per_day, args.priority)
+            quota = Quota(args.max_open, args.per_minute, args.per_day, args.priority, args.node)
             key = store.add(args.name, quota)
             sys.stdout.write(key + "\n")
             sys.stderr.write(
@@ -96,7 +103,7 @@ def _keys(args: argparse.Namespace, config: Config) -> int:
                 sys.stdout.write(
                     f"{info.name}\t{created} UTC\tmax-open {shown(q.max_open)}\t"
                     f"per-minute {shown(q.per_minute)}\tper-day {shown(q.per_day)}\t"
-                    f"priority {q.priority}\n"
+                    f"priority {q.priority}\tnode {q.node or '-'}\n"
                 )
         case "revoke":
             store.revoke(args.name)

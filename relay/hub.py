@@ -469,6 +469,8 @@ class NodeHub:
                     "jobs_done": view.jobs_done,
                     # For the page's time estimates (relay/estimates.py, web/js/speed.js).
                     "pace": self.pace_view(info.name),
+                    # Megapixel-epochs of its finished jobs still kept: its kudos.
+                    "work_done": round(self._service.kudos.work(info.name), 3),
                     "seconds_per_epoch_mp": self.pace_view(info.name)
                     .get("gatys", {})
                     .get("seconds_per_mp"),

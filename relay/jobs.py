@@ -43,6 +43,7 @@ from relay.errors import (
 from relay.events import EventBus
 from relay.hub import NodeHub
 from relay.imagecheck import ImageChecker
+from relay.kudos import WorkLedger
 from relay.limits import RateLimiter, SlidingWindow
 from relay.logs import event as log_event
 from relay.mailer import EmailStatus, Mailer, MailSettings
@@ -106,6 +107,8 @@ class JobService:
         """New jobs a day of API keys that set a count (`relay.apikeys.Quota.per_day`)."""
         self.live: dict[str, Live] = {}
         self.hub = NodeHub(self)
+        self.kudos = WorkLedger()
+        """Work each node did recently: priority for API keys linked to it."""
         self.metrics = Metrics()
         self.decoder = Decoder(config.decode_workers)
         """Threads that decode images (uploads, node results): see `relay.decoding`."""
@@ -144,6 +147,7 @@ class JobService:
         jobs = self.store.recover()
         for stored in self.store.all():
             self.disk.usage.refer(stored, self.blobs.size)
+            self.kudos.credit(stored)
         now, wall = self.timer(), self.clock()
         for job in jobs:
             self._open[job.id] = job
@@ -283,7 +287,7 @@ class JobService:
         # cancelled meanwhile; it must not exist in the database alone.
         # Counted at once, not when the task below starts: admissions in between see it.
         if quota is not None:
-            self.scheduler.set_priority(client, quota.priority)
+            self.scheduler.set_priority(client, quota.priority + self.kudos.bonus(quota.node))
         self._adding[client] += 1
         self._adding_unservable += unservable
         await asyncio.shield(self._admit(job, shas, unservable))
@@ -495,6 +499,7 @@ class JobService:
             expired = []
         for job in expired:
             self.disk.usage.forget(job.id)
+            self.kudos.debit(job)
         self.showcase.sweep()
         removed = await asyncio.to_thread(self.blobs.collect, self.disk.usage)
         if expired or removed:
@@ -627,6 +632,7 @@ class JobService:
         )
         self._open.pop(job.id, None)
         done = replace(job, state=state, finished=now, **fields)
+        self.kudos.credit(done)
         self.disk.usage.refer(done, self.blobs.size)
         run = now - job.started if job.started is not None else None
         self.metrics.job_finished(job.method, str(state), run)

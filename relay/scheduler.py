@@ -173,6 +173,10 @@ class Scheduler:
         """Queued plus running jobs of one client."""
         return self._open.get(client, 0)
 
+    def priority(self, client: str) -> int:
+        """Extra jobs `client` is served per turn (0 for all but API keys)."""
+        return self._priority.get(client, 0)
+
     def set_priority(self, client: str, priority: int) -> None:
         """Serve `client` up to 1 + `priority` jobs per round-robin turn (0: one, as all)."""
         if priority > 0:

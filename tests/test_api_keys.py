@@ -194,3 +194,57 @@ def test_without_priority_round_robin_is_unchanged() -> None:
         if isinstance(a, SendOffer)
     ]  # fmt: skip
     assert order == ["x0", "y0", "x1", "y1"]
+
+
+# ---- kudos: priority earned with GPU time ------------------------------------------------
+
+
+def test_the_ledger_shares_turns_by_recent_work() -> None:
+    from relay.kudos import MAX_TURNS, WorkLedger
+    from relay.model import JobRecord, JobState
+
+    def done(job_id: str, node: str, epochs: int, side: int) -> JobRecord:
+        return JobRecord(job_id, "c", "gatys", (), (), "0" * 64, side, side, epochs,
+                         state=JobState.DONE, node=node)  # fmt: skip
+
+    ledger = WorkLedger()
+    a, b = done("a", "gpu-a", 100, 1000), done("b", "gpu-b", 100, 1000)
+    ledger.credit(a)
+    assert (ledger.work("gpu-a"), ledger.bonus("gpu-a")) == (100.0, MAX_TURNS)
+    ledger.credit(b)
+    assert ledger.share("gpu-a") == 0.5 and ledger.bonus("gpu-a") == MAX_TURNS // 2
+    ledger.debit(a)  # expired: it no longer counts
+    assert (ledger.work("gpu-a"), ledger.bonus("gpu-b"), ledger.bonus(None)) == (0.0, 4, 0)
+
+
+async def test_a_key_linked_to_a_node_earns_turns_from_its_work(
+    aiohttp_client: AiohttpClient, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = str(tmp_path / "data")
+    assert main(["keys", "add", "owner", "--node", "gpu-1", "--data-dir", data]) == 0
+    owner = capsys.readouterr().out.strip()
+    plain = add_key(tmp_path, "plain")
+    assert main(["keys", "list", "--data-dir", data]) == 0
+    assert "node gpu-1" in capsys.readouterr().out
+    clock = FakeClock()
+    client: Client = await aiohttp_client(init(make_config(tmp_path), clock, clock))
+    service = client.app[SERVICE]
+    node = FakeNode.connect(service.hub, name="gpu-1")
+    # Before its node did anything, the owner's key is served like any other.
+    assert (await post(client, owner))[0] == 202
+    assert service.scheduler.priority("key:owner") == 0
+    assert (await node.finish(await node.offer()))[0]
+    nodes = (await (await client.get("/api/nodes")).json())["nodes"]
+    assert nodes[0]["name"] == "gpu-1" and nodes[0]["work_done"] > 0
+    # Its node did all the recent work: the owner now gets the most extra turns there are,
+    # a key without a node none.
+    assert (await post(client, owner))[0] == 202
+    assert (await post(client, plain))[0] == 202
+    from relay.kudos import MAX_TURNS
+
+    assert service.scheduler.priority("key:owner") == MAX_TURNS
+    assert service.scheduler.priority("key:plain") == 0
+    # The work is rebuilt from the store after a restart.
+    await client.close()
+    again: Client = await aiohttp_client(init(make_config(tmp_path), clock, clock))
+    assert again.app[SERVICE].kudos.work("gpu-1") == service.kudos.work("gpu-1") > 0
