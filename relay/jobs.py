@@ -145,10 +145,15 @@ class JobService:
             if unsent:
                 log.info("%d e-mail(s) still to send from before the restart", len(unsent))
         jobs = self.store.recover()
+        now, wall = self.timer(), self.clock()
         for stored in self.store.all():
             self.disk.usage.refer(stored, self.blobs.size)
             self.kudos.credit(stored)
-        now, wall = self.timer(), self.clock()
+            # An API key's jobs of the last day still count against its daily quota (those
+            # older than --result-ttl are gone from the store, and so not counted).
+            age = wall - stored.created
+            if stored.client.startswith("key:") and 0 <= age < self.daily.window:
+                self.daily.add(stored.client, now - age)
         for job in jobs:
             self._open[job.id] = job
             over = self._over_caps(job)

@@ -118,6 +118,10 @@ async def test_a_key_has_its_own_rate_and_daily_count(start: Start, tmp_path: Pa
     assert [(await post(client, daily))[0] for _ in range(3)] == [202, 202, 429]
     assert "2 jobs a day" in (await post(client, daily))[1]["error"]
     assert (await post(client))[0] == 202  # the address itself is still under its limits
+    # A restart does not give the key its day back: its stored jobs are counted again.
+    await client.close()
+    again = await start(rate_per_minute=1000)
+    assert (await post(again, daily))[0] == 429
 
 
 async def test_bad_malformed_or_revoked_key_is_401_never_anonymous(
