@@ -106,12 +106,26 @@ def _then_trim(func: Callable[..., T], *args: object) -> T:
 
 class Decoder:
     """Runs decoding work on its own threads: `workers` for big jobs, one for small ones,
-    big ones only while their memory fits `budget` bytes together."""
+    big ones only while their memory fits `budget` bytes together; and one more thread for
+    checking what nodes send (`check`), which never queues behind uploads."""
 
     def __init__(self, workers: int, budget: int = MEMORY_BUDGET) -> None:
         self._big = ThreadPoolExecutor(workers, thread_name_prefix="decode")
         self._small = ThreadPoolExecutor(1, thread_name_prefix="decode-small")
+        self._checks = ThreadPoolExecutor(1, thread_name_prefix="decode-check")
         self.budget = MemoryBudget(budget)
+
+    async def check(self, cost: int, func: Callable[..., T], *args: object) -> T:
+        """Run a check of a node's image: inline when tiny, else on the checks' own thread.
+
+        A node holds a slot until its result is accepted; were its check queued behind a
+        pile of crafted uploads, anyone could stall every node by uploading. A result is at
+        most the job's size (`--max-size`), so it needs no memory budget of its own.
+        """
+        if cost <= INLINE_COST:
+            return func(*args)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._checks, functools.partial(_then_trim, func, *args))
 
     async def run(
         self, cost: int, func: Callable[..., T], *args: object, memory: int | None = None
@@ -146,3 +160,4 @@ class Decoder:
         """Stop the threads; work already queued is dropped."""
         self._big.shutdown(wait=False, cancel_futures=True)
         self._small.shutdown(wait=False, cancel_futures=True)
+        self._checks.shutdown(wait=False, cancel_futures=True)

@@ -134,17 +134,17 @@ def _scan_end(data: bytes, pos: int) -> int:
 
 
 class ImageChecker:
-    """Runs the checks on the relay's decoding threads (`relay.decoding`), so a node's
-    images wait their turn beside uploads instead of taking threads of their own."""
+    """Runs the checks on the decoder's thread for nodes' images (`Decoder.check`): bounded,
+    and never behind the uploads' queue."""
 
     def __init__(self, decoder: Decoder) -> None:
         self._decoder = decoder
 
     async def png(self, data: bytes, width: int, height: int) -> None:
         """`check_png` off the event loop."""
-        await self._decoder.run(width * height * 3, check_png, data, width, height)
+        await self._decoder.check(width * height * 3, check_png, data, width, height)
 
     async def jpeg(self, data: bytes, max_width: int, max_height: int) -> None:
         """`check_jpeg` off the event loop (even a small preview: a node chooses its bytes)."""
         cost = max(max_width * max_height * 3, INLINE_COST + 1)
-        await self._decoder.run(cost, check_jpeg, data, max_width, max_height)
+        await self._decoder.check(cost, check_jpeg, data, max_width, max_height)

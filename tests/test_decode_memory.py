@@ -175,3 +175,23 @@ def test_big_photos_are_reduced_first_and_look_the_same() -> None:
         got = np.asarray(img.convert("RGB")).astype(int)
     difference = np.abs(got - np.asarray(direct).astype(int))
     assert difference.mean() < 1.5 and difference.max() < 16
+
+
+async def test_checks_of_node_images_never_wait_behind_uploads() -> None:
+    # Both big lanes and the small one busy with uploads that do not end...
+    decoder = Decoder(2)
+    gate = threading.Event()
+    try:
+        held = [
+            asyncio.ensure_future(decoder.run(cost, gate.wait))
+            for cost in (50 * 1024 * 1024, 50 * 1024 * 1024, 2 * 1024 * 1024)
+        ]
+        await asyncio.sleep(0.05)
+        # ...a node's result (a 2048-px PNG's worth of pixels) is still checked at once.
+        checked = await asyncio.wait_for(decoder.check(2048 * 1365 * 3, lambda: "ok"), 5)
+        assert checked == "ok"
+        assert not any(task.done() for task in held)
+    finally:
+        gate.set()
+        await asyncio.gather(*held)
+        decoder.close()
