@@ -8,11 +8,7 @@ revoked key is refused (401), never served as anonymous. The file is read again 
 changes, so `keys revoke` takes effect on the next request without a restart.
 """
 
-import hashlib
-import hmac
-import json
 import logging
-import os
 import re
 import secrets
 import time
@@ -23,6 +19,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from relay.errors import Busy, TokenError, Unauthorized
+from relay.tokens import HashedSecrets, digest
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +54,6 @@ class KeyInfo:
         return f"key:{self.name}"
 
 
-def _digest(key: str) -> str:
-    return hashlib.sha256(key.encode("utf-8")).hexdigest()
-
-
 def _quota(record: dict[str, object]) -> Quota:
     def number(name: str) -> int | None:
         value = record.get(name)
@@ -76,40 +69,11 @@ def _quota(record: dict[str, object]) -> Quota:
     )
 
 
-class KeyStore:
+class KeyStore(HashedSecrets):
     """Adds, lists, revokes and verifies API keys in a data dir."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / KEYS_FILE
-        self._seen: tuple[int, int] | None = None
-        self._records: dict[str, dict[str, object]] = {}
-
-    def _read(self) -> dict[str, dict[str, object]]:
-        try:
-            stat = self.path.stat()
-        except FileNotFoundError:
-            self._seen, self._records = None, {}
-            return {}
-        # Parsed again only when the file changed: keyed requests may be many a second.
-        stamp = (stat.st_mtime_ns, stat.st_size)
-        if stamp == self._seen:
-            return self._records
-        try:
-            data = json.loads(self.path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise TokenError(f"{self.path} is not valid JSON: {exc}") from None
-        if not isinstance(data, dict):
-            raise TokenError(f"{self.path} should hold a JSON object")
-        self._seen, self._records = stamp, data
-        return data
-
-    def _write(self, data: dict[str, dict[str, object]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-        os.replace(tmp, self.path)
+        super().__init__(data_dir / KEYS_FILE)
 
     def add(self, name: str, quota: Quota = Quota()) -> str:
         """Create a key called `name` with `quota`; return it (shown only this once)."""
@@ -129,7 +93,7 @@ class KeyStore:
             raise TokenError(f"a key called {name!r} exists; revoke it first")
         key = "sr_" + secrets.token_urlsafe(32)
         limits = {k: v for k, v in asdict(quota).items() if v is not None}
-        data[name] = {"sha256": _digest(key), "created": time.time(), **limits}
+        data[name] = {"sha256": digest(key), "created": time.time(), **limits}
         self._write(data)
         return key
 
@@ -150,13 +114,11 @@ class KeyStore:
 
     def verify(self, key: str) -> KeyInfo | None:
         """The key's record, or None if it is unknown or revoked."""
-        digest = _digest(key)
-        found: KeyInfo | None = None
-        # Compare against every record, so timing says nothing about which one matched.
-        for name, record in self._read().items():
-            if hmac.compare_digest(digest, str(record.get("sha256", ""))):
-                found = KeyInfo(name, float(record.get("created", 0.0)), _quota(record))  # type: ignore[arg-type]
-        return found
+        found = self._match(key)
+        if found is None:
+            return None
+        name, record = found
+        return KeyInfo(name, float(record.get("created", 0.0)), _quota(record))  # type: ignore[arg-type]
 
 
 KEYS = web.AppKey("api_keys", KeyStore)

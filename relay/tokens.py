@@ -1,8 +1,9 @@
 """Node tokens: one per node, stored hashed in `<data dir>/tokens.json`.
 
 A token is 32 random bytes, shown once when added. Only its sha256 is kept, so a leaked
-data dir does not let anyone pose as a node. The file is read on every `verify`, so
+data dir does not let anyone pose as a node. The file is read again whenever it changed, so
 `tokens revoke` takes effect for the next connection without restarting the relay.
+`HashedSecrets` is that file; API keys (`relay.apikeys`) are kept the same way.
 """
 
 import hashlib
@@ -29,38 +30,69 @@ class TokenInfo:
     created: float
 
 
-def _digest(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+def digest(secret: str) -> str:
+    """The sha256 kept in place of a token or key."""
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-class TokenStore:
-    """Adds, lists, revokes and verifies node tokens in a data dir."""
+Records = dict[str, dict[str, object]]
 
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / TOKENS_FILE
 
-    def _read(self) -> dict[str, dict[str, object]]:
+class HashedSecrets:
+    """A JSON file of named records, each holding the sha256 of a secret (node tokens, API
+    keys): read again only when it changed, written atomically and owner-only."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._seen: tuple[int, int] | None = None
+        self._records: Records = {}
+
+    def _read(self) -> Records:
         try:
-            text = self.path.read_text(encoding="utf-8")
+            stat = self.path.stat()
         except FileNotFoundError:
+            self._seen, self._records = None, {}
             return {}
+        # Parsed again only when the file changed: a check may come many times a second,
+        # and a revoke (which rewrites the file) still counts from the next one.
+        stamp = (stat.st_mtime_ns, stat.st_size)
+        if stamp == self._seen:
+            return self._records
         try:
-            data = json.loads(text)
+            data = json.loads(self.path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise TokenError(f"{self.path} is not valid JSON: {exc}") from None
         if not isinstance(data, dict):
             raise TokenError(f"{self.path} should hold a JSON object")
+        self._seen, self._records = stamp, data
         return data
 
-    def _write(self, data: dict[str, dict[str, object]]) -> None:
+    def _write(self, data: Records) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp")
         # Owner-only from the first byte: the hashes are not secrets, but the names and
-        # the fact of who runs a node are nobody else's business.
+        # the fact of who runs a node or holds a key are nobody else's business.
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=2, sort_keys=True)
         os.replace(tmp, self.path)
+
+    def _match(self, secret: str) -> tuple[str, dict[str, object]] | None:
+        """The (name, record) whose hash is that of `secret`, or None."""
+        wanted = digest(secret)
+        found: tuple[str, dict[str, object]] | None = None
+        # Compare against every record, so timing says nothing about which one matched.
+        for name, record in self._read().items():
+            if hmac.compare_digest(wanted, str(record.get("sha256", ""))):
+                found = (name, record)
+        return found
+
+
+class TokenStore(HashedSecrets):
+    """Adds, lists, revokes and verifies node tokens in a data dir."""
+
+    def __init__(self, data_dir: Path) -> None:
+        super().__init__(data_dir / TOKENS_FILE)
 
     def add(self, name: str) -> str:
         """Create a token for a new node called `name`; return it (shown only this once)."""
@@ -68,11 +100,11 @@ class TokenStore:
             raise TokenError(
                 f"node name {name!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-'"
             )
-        data = self._read()
+        data = dict(self._read())
         if name in data:
             raise TokenError(f"a node called {name!r} already has a token; revoke it first")
         token = secrets.token_urlsafe(32)
-        data[name] = {"sha256": _digest(token), "created": time.time()}
+        data[name] = {"sha256": digest(token), "created": time.time()}
         self._write(data)
         return token
 
@@ -85,7 +117,7 @@ class TokenStore:
 
     def revoke(self, name: str) -> None:
         """Remove the token of node `name`; its next connection is refused."""
-        data = self._read()
+        data = dict(self._read())
         if name not in data:
             raise TokenError(f"no node called {name!r} has a token")
         del data[name]
@@ -93,10 +125,5 @@ class TokenStore:
 
     def verify(self, token: str) -> str | None:
         """The name of the node holding `token`, or None if it is unknown or revoked."""
-        digest = _digest(token)
-        found: str | None = None
-        # Compare against every record, so timing says nothing about which one matched.
-        for name, record in self._read().items():
-            if hmac.compare_digest(digest, str(record.get("sha256", ""))):
-                found = name
-        return found
+        found = self._match(token)
+        return None if found is None else found[0]
