@@ -439,6 +439,7 @@ class NodeHub:
             if handle is None:
                 continue
             info = view.info
+            pace = self.pace_view(info.name)
             now = self._service.timer()
             left = view.paused_until - now if view.paused_until is not None else 0.0
             paused = left > 0
@@ -468,12 +469,10 @@ class NodeHub:
                     "current_jobs": sorted(j[:6] for j in view.jobs),
                     "jobs_done": view.jobs_done,
                     # For the page's time estimates (relay/estimates.py, web/js/speed.js).
-                    "pace": self.pace_view(info.name),
+                    "pace": pace,
                     # Megapixel-epochs of its finished jobs still kept: its kudos.
                     "work_done": round(self._service.kudos.work(info.name), 3),
-                    "seconds_per_epoch_mp": self.pace_view(info.name)
-                    .get("gatys", {})
-                    .get("seconds_per_mp"),
+                    "seconds_per_epoch_mp": pace.get("gatys", {}).get("seconds_per_mp"),
                     "connected_since": iso(handle.connected_since),
                     "last_seen": iso(handle.last_seen),
                 }
