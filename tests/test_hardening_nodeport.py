@@ -6,17 +6,12 @@ import asyncio
 import gc
 import logging
 import struct
-import time
 import tracemalloc
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import pytest
-from pytest_aiohttp import AiohttpClient
-from relay_harness import FakeClock, jpeg, make_config
-from test_relay_nodelink import Relay, Start, accept, result_for
+from relay_harness import FakeClock, jpeg
 from wire_node import WireNode, capabilities
+from wire_relay import Relay, Start, accept, result_for
 
 from protocol import (
     MAX_HELLO_SIZE,
@@ -36,28 +31,10 @@ from protocol import (
     Welcome,
 )
 from relay.api import SERVICE
-from relay.app import NODE_LISTENER, init
+from relay.app import NODE_LISTENER
 from relay.events import Subscription
 from relay.hub import RECENT_FAST_STYLES
 from relay.reportmeter import FLOOD_FACTOR, FLOOD_SECONDS, PER_SECOND, Report
-
-
-@pytest.fixture
-async def start(aiohttp_client: AiohttpClient, tmp_path: Path) -> AsyncIterator[Start]:
-    relays: list[Relay] = []
-
-    async def go(
-        clock: FakeClock | None = None, timer: FakeClock | None = None, **changes: Any
-    ) -> Relay:
-        config = make_config(tmp_path, **changes)
-        app = init(config, clock or time.time, timer or time.monotonic)
-        relay = Relay(await aiohttp_client(app), config.data_dir)
-        relays.append(relay)
-        return relay
-
-    yield go
-    for relay in relays:
-        await relay.close()
 
 
 async def dial_from(relay: Relay, host: str) -> WireNode:
