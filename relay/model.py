@@ -9,8 +9,6 @@ from typing import Any
 
 from relay.dispatch import JobSpec
 
-METHODS = ("gatys", "fast", "arbitrary")
-"""Every style method a node may offer; anything else is refused as unknown."""
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 

@@ -1,20 +1,21 @@
 """The relay's OpenAPI 3.1 document, served at `/openapi.json`.
 
-Built from the tables the relay checks requests with: the job fields (`relay.orders.FIELDS`
-and `PARAMS`), the methods (`relay.model.METHODS`) and this relay's configured limits
-(epochs, size, upload bytes), so the document and the checks cannot drift apart. A field
-added to `FIELDS` without a schema here makes the document fail to build (and its test).
+Built from the tables the relay checks requests with: the job fields (`relay.orders.FIELDS`,
+its job parameters from the shared table `protocol.params`), the methods
+(`protocol.params.METHODS`) and this relay's configured limits (epochs, size, upload bytes),
+so the document and the checks cannot drift apart. A field added to `FIELDS` without a schema
+here makes the document fail to build (and its test).
 """
 
 from typing import Any
 
 from aiohttp import web
 
-from protocol import MAX_UINT
+from protocol.params import EPOCHS, METHODS, Kind, Param
 from relay import orders, waiting
 from relay.api import CONFIG
 from relay.config import Config
-from relay.model import METHODS, JobState
+from relay.model import JobState
 
 Schema = dict[str, Any]
 ERROR_STATUSES = {
@@ -52,47 +53,44 @@ def _bool() -> Schema:
     return {"oneOf": [{"type": "boolean"}, {"type": "string", "enum": _TRUE_FALSE}]}
 
 
-def param_schema(kind: str) -> Schema:
-    """The schema of one engine parameter, from its kind in `orders.PARAMS`."""
-    match kind.split(":"):
-        case ["weight"]:
-            return {"type": "number", "minimum": 0}
-        case ["positive"]:
-            return {"type": "number", "exclusiveMinimum": 0}
-        case ["fraction"]:
-            return {"type": "number", "minimum": 0, "maximum": 1}
-        case ["uint"]:
-            return {"type": "integer", "minimum": 0, "maximum": MAX_UINT}
-        case ["bool"]:
-            return _bool()
-        case ["choice", options]:
-            return {"type": "string", "enum": options.split(",")}
-    raise KeyError(kind)
+def param_schema(param: Param, config: Config) -> Schema:
+    """The schema of one job parameter, from the shared table (`protocol.params`), with
+    this relay's caps on `size` and `epochs`."""
+    schema: Schema
+    match param.kind:
+        case Kind.BOOLEAN:
+            schema = _bool()
+        case Kind.CHOICE:
+            schema = {"type": "string", "enum": list(param.choices)}
+        case Kind.STRING:
+            schema = {"type": "string"}
+        case Kind.INTEGER | Kind.NUMBER:
+            schema = {"type": param.kind.value}
+            if param.low is not None:
+                schema["exclusiveMinimum" if param.low_open else "minimum"] = param.low
+            cap = {"size": config.max_size, "epochs": config.max_epochs}.get(param.name)
+            high = param.high_for(None, cap)
+            if high is not None:
+                schema["maximum"] = high
+    methods = ", ".join(param.methods)
+    schema["description"] = f"{param.help} Methods: {methods}." + "".join(
+        f" At most {high} for {method}." for method, high in param.highs
+    )
+    default = min(orders.DEFAULT_EPOCHS, config.max_epochs) if param is EPOCHS else param.default
+    if param.name == "size":
+        default = config.default_size
+    if default is not None:
+        schema["default"] = default
+    return schema
 
 
 def field_schema(name: str, config: Config) -> Schema:
     """The schema of one job field (a name in `orders.FIELDS`), with this relay's limits."""
     if name in orders.PARAMS:
-        return param_schema(orders.PARAMS[name])
+        return param_schema(orders.PARAMS[name], config)
     match name:
         case "method":
             return {"type": "string", "enum": list(METHODS)}
-        case "epochs":
-            return {
-                "type": "integer",
-                "minimum": 1,
-                "maximum": config.max_epochs,
-                "default": min(orders.DEFAULT_EPOCHS, config.max_epochs),
-                "description": "Gatys only; the others run one pass.",
-            }
-        case "size":
-            return {
-                "type": "integer",
-                "minimum": 16,
-                "maximum": min(config.max_size, orders.NODE_MAX_SIZE),
-                "default": config.default_size,
-                "description": f"Long side in pixels (gatys: at most {orders.GATYS_MAX_SIZE}).",
-            }
         case "email":
             return {"type": "string", "maxLength": orders.MAX_EMAIL, "format": "email"}
         case "filename":

@@ -23,12 +23,13 @@ from aiohttp.hdrs import CONTENT_DISPOSITION
 from aiohttp.http_exceptions import BadHttpMessage
 
 from protocol import MAX_UINT, MIN_INT, is_param, is_weight
+from protocol.params import EPOCHS, METHODS, SIZE, TABLE, Kind, Param, ParamError
 from relay import gallery
 from relay.config import Config
 from relay.decoding import Decoder
 from relay.errors import BadRequest, TooLarge
 from relay.intake import Receipt
-from relay.model import METHODS, StyleChoice
+from relay.model import StyleChoice
 from relay.uploads import check_bytes
 
 MAX_STYLES = 4
@@ -67,28 +68,15 @@ _NON_ASCII = re.compile(rb"[\x80-\xff]+")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
-# Parameters passed on to the node's engine, with how to read them. The engine applies its
-# own defaults for any it is not given.
-PARAMS: dict[str, str] = {
-    "content_weight": "weight",
-    "style_weight": "weight",
-    "tv_weight": "weight",
-    "strength": "fraction",
-    "learning_rate": "positive",
-    "keep_colors": "bool",
-    "optimizer": "choice:lbfgs,adam",
-    "seed": "uint",
-}
-FIELDS = {"method", "epochs", "size", "email", "filename", "style_weights", *PARAMS}
+# What a request may set: the public job parameters of the shared table (protocol.params),
+# checked against it, and the relay's own fields.
+PARAMS: dict[str, Param] = {p.name: p for p in TABLE if p.public}
+FIELDS = {"method", "email", "filename", "style_weights", *PARAMS}
 # Consent to the public gallery (relay.showcase): the result, and the uploaded style too.
 FIELDS |= {"share", "share_style"}
-# What every node would decline whatever its caps (gpu_node/daemon/params.py and the engine
-# it builds): a job above these could be admitted only to fail.
-NODE_MAX_SIZE = 16384
+DEFAULT_EPOCHS = int(EPOCHS.default)  # type: ignore[arg-type]  # the table's, an int
 TRAINED_PREFIX = "fast:trained:"
 """A node's own trained style (gpu_node.fast.registry): it cannot be blended with others."""
-GATYS_MAX_SIZE = 8192
-"""The Gatys engine's largest long side (gpu_node.engine.params.MAX_SIZE)."""
 GATYS_MULTISCALE_ABOVE = 1024
 """Gatys paints larger outputs coarse to fine, halving the long side down to this; each
 scale needs at least one epoch (gpu_node.engine.params.GatysParams.epochs_per_scale)."""
@@ -424,37 +412,39 @@ def _float(name: str, value: Any) -> float:
     return number
 
 
-def _param(name: str, kind: str, value: Any) -> Any:
-    match kind.split(":"):
-        case ["weight"]:
-            number = _float(name, value)
-            if number < 0:
-                raise BadRequest(f"`{name}` must be zero or more, not {number}.")
-            return number
-        case ["positive"]:
-            number = _float(name, value)
-            if number <= 0:
-                raise BadRequest(f"`{name}` must be greater than zero, not {number}.")
-            return number
-        case ["fraction"]:
-            number = _float(name, value)
-            if not 0 <= number <= 1:
-                raise BadRequest(f"`{name}` must be between 0 and 1, not {number}.")
-            return number
-        case ["uint"]:
-            return _int(name, value, lo=0)
-        case ["bool"]:
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower() if type(value) in (str, int) else ""
-            if text in _TRUE | _FALSE:
-                return text in _TRUE
-            raise BadRequest(f"`{name}` must be true or false, not {_shown(value)}.")
-        case ["choice", options]:
-            if type(value) is not str or value not in options.split(","):
-                raise BadRequest(f"`{name}` must be one of {options.replace(',', ', ')}.")
-            return str(value)
-    raise AssertionError(kind)
+def _bool(name: str, value: Any) -> bool:
+    """Yes or no from a JSON bool or a form's text ("true", "off", "1"...)."""
+    if isinstance(value, bool):
+        return value
+    text = value.strip().lower() if type(value) is str else str(value) if type(value) is int else ""
+    if text in _TRUE | _FALSE:
+        return text in _TRUE
+    raise BadRequest(f"`{name}` must be true or false, not {_shown(value)}.")
+
+
+def _param(param: Param, value: Any, method: str, cap: int | None = None) -> Any:
+    """A parameter's value, read from JSON or a form's text and checked against the shared
+    table for `method` (and `cap`, this relay's own limit, if any)."""
+    name = param.name
+    if not param.applies(method):
+        raise BadRequest(
+            f"`{name}` applies to the {' and '.join(param.methods)} method"
+            f"{'s' if len(param.methods) > 1 else ''} only, not {method}."
+        )
+    match param.kind:
+        case Kind.INTEGER:
+            read: Any = _int(name, value)
+        case Kind.NUMBER:
+            read = _float(name, value)
+        case Kind.BOOLEAN:
+            read = _bool(name, value)
+        case _:
+            read = value
+    try:
+        return param.check(read, method, cap)
+    except ParamError:
+        rule = param.rule(method, cap)
+        raise BadRequest(f"`{name}` must be {rule}, not {_shown(read)}.") from None
 
 
 def _blend(weights: list[float]) -> list[float]:
@@ -567,28 +557,33 @@ def check(raw: RawOrder, config: Config, fast_known: set[str]) -> Checked:
         raise BadRequest(f"Unknown method {_shown(method)}; choose one of {', '.join(METHODS)}.")
     styles = _styles(raw, method, fast_known)
     paintings = tuple(p for s in styles if (p := gallery.find(s.id)) is not None)
-    epochs = _int("epochs", fields.get("epochs", min(DEFAULT_EPOCHS, config.max_epochs)))
-    if epochs < 1:
-        raise BadRequest(f"`epochs` must be at least 1, not {epochs}.")
-    if epochs > config.max_epochs:
-        raise BadRequest(
-            f"epochs {epochs} is above this relay's cap of {config.max_epochs} (max_epochs)."
-        )
-    top = min(config.max_size, GATYS_MAX_SIZE if method == "gatys" else NODE_MAX_SIZE)
+    given = {k: v for k, v in fields.items() if k in PARAMS and v not in (None, "")}
+    params: dict[str, Any] = {}
+    for name, value in given.items():
+        if name not in ("epochs", "size"):
+            params[name] = _param(PARAMS[name], value, method)
+    epochs = 1  # only gatys iterates; the others are one pass
+    if method == "gatys":
+        epochs = _int("epochs", given.get("epochs", min(DEFAULT_EPOCHS, config.max_epochs)))
+        if epochs > config.max_epochs:
+            raise BadRequest(
+                f"epochs {epochs} is above this relay's cap of {config.max_epochs} (max_epochs)."
+            )
+        epochs = _param(EPOCHS, epochs, method)
+    elif "epochs" in given:
+        _param(EPOCHS, given["epochs"], method)  # refused: it does nothing here
+    top = int(SIZE.high_for(method, config.max_size))  # type: ignore[arg-type]
     # A one-pass method costs seconds at any size: without a `size` it keeps the photo's own
     # (images are never scaled up), up to the cap. Gatys costs minutes per megapixel.
-    size = _int("size", fields.get("size", config.default_size if method == "gatys" else top))
-    if not 16 <= size <= top:
-        raise BadRequest(f"`size` must be between 16 and {top} pixels, not {size}.")
+    size = _param(
+        SIZE, given.get("size", config.default_size if method == "gatys" else top), method, top
+    )
     if method == "gatys" and epochs < (scales := gatys_scales(size)):
         raise BadRequest(
             f"A {size}-pixel Gatys painting needs at least {scales} epochs (one per scale "
             f"it is painted at), not {epochs}."
         )
-    params: dict[str, Any] = {"size": size}
-    for name, kind in PARAMS.items():
-        if fields.get(name) not in (None, ""):
-            params[name] = _param(name, kind, fields[name])
+    params = {"size": size, **params}
     email = check_email(fields.get("email") or None)
     filename = fields.get("filename") or None
     if filename is not None:
@@ -600,8 +595,7 @@ def check(raw: RawOrder, config: Config, fast_known: set[str]) -> Checked:
         method=method,
         styles=styles,
         paintings=paintings,
-        # Only gatys iterates; the others are one pass, whatever was asked.
-        epochs=epochs if method == "gatys" else 1,
+        epochs=epochs,
         size=size,
         params=params,
         email=email,
@@ -622,7 +616,7 @@ def gatys_scales(size: int) -> int:
 
 def flag(name: str, value: Any) -> bool:
     """A yes/no field that is off when absent or empty."""
-    return False if value in (None, "") else bool(_param(name, "bool", value))
+    return False if value in (None, "") else _bool(name, value)
 
 
 def too_large_body(max_bytes: int) -> TooLarge:

@@ -122,7 +122,7 @@ async def test_values_at_the_edges_are_admitted_and_encode_as_an_offer(start: St
         "style": [{"id": PAINTING, "weight": 1e-300}, {"id": "painting:udnie", "weight": 1e-300}],
         "seed": 2**63 - 1,
         "content_weight": 1e308,
-        "strength": 1,
+        "style_scale": 4,  # the table's upper edge, as a JSON int (strength is not gatys')
     }
     resp = await client.post("/api/jobs", data=json_body(**fields), headers=JSON)
     assert resp.status == 202, await resp.text()
@@ -130,6 +130,7 @@ async def test_values_at_the_edges_are_admitted_and_encode_as_an_offer(start: St
     message = wire_offer(await node.offer())
     assert message.params["seed"] == 2**63 - 1 == MAX_UINT
     assert message.params["content_weight"] == 1e308
+    assert message.params["style_scale"] == 4.0
     assert [s.weight for s in message.style_images] == [0.5, 0.5]
 
 

@@ -141,7 +141,7 @@ async def test_blend_weights_are_normalised(start: Start) -> None:
         ({"method": "magic"}, "Unknown method 'magic'; choose one of gatys, fast, arbitrary"),
         ({"epochs": "501"}, "epochs 501 is above this relay's cap of 500 (max_epochs)"),
         ({"epochs": "zero"}, "`epochs` must be a whole number"),
-        ({"size": "5000"}, "`size` must be between 16 and 2048"),
+        ({"size": "5000"}, "`size` must be a whole number between 16 and 2048 pixels"),
         ({"method": "fast"}, "Painting styles work with the gatys or arbitrary method"),
         ({"style": ""}, "Choose a style"),
         ({"optimizer": "sgd"}, "`optimizer` must be one of lbfgs, adam"),
