@@ -1,21 +1,16 @@
 """From an Offer to a job the engines understand: checked before the node accepts it.
 
 `job_spec` reads `Offer.params` (plain scalars on the wire) into one of `GatysJob`,
-`FastJob` or `ArbitraryJob`, checking the node owner's caps on the way. Anything wrong
-raises `Declined` with the protocol's reason code and a message a person can read.
-
-Parameters (all optional except what a method needs):
-
-    every method   size (long side, px), seed, preserve_colors (alias keep_colors), epochs
-    gatys          content_weight, style_weight, tv_weight, optimizer (lbfgs|adam),
-                   init (content|noise|style), learning_rate, style_scale, pooling (max|avg)
-    fast           strength (0..1), style_mix ("builtin:a:0.7,builtin:b:0.3"; else style_id)
-    arbitrary      strength (0..1); exactly one style image
+`FastJob` or `ArbitraryJob`, checking each against the shared table of job parameters
+(`protocol.params`: names, types, ranges) and the node owner's caps on the way. Anything
+wrong raises `Declined` with the protocol's reason code and a message a person can read.
+A known parameter that does not apply to the offer's method (the relay sends `epochs` 1 with
+one-pass jobs) is checked and then ignored; which of `style_id` / `style_images` a method
+needs is checked here.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -25,16 +20,12 @@ from gpu_node.engine.params import GatysParams, Init, Optimizer
 from gpu_node.errors import BadInputError
 from gpu_node.fast.registry import StyleKind, StyleRegistry
 from gpu_node.fast.spec import StyleMix, check_strength, parse_style_mix
-from protocol import DeclineReason, Offer, Scalar
+from protocol import DeclineReason, Offer
+from protocol.params import EPOCHS, PARAMS, TABLE, ParamError, Value
 
-GATYS_KEYS = frozenset(
-    {"content_weight", "style_weight", "tv_weight", "optimizer", "init", "learning_rate",
-     "style_scale", "pooling"}
-)  # fmt: skip
-COMMON_KEYS = frozenset({"size", "seed", "preserve_colors", "keep_colors", "epochs"})
-FAST_KEYS = frozenset({"strength", "style_mix"})
-KNOWN_KEYS = GATYS_KEYS | COMMON_KEYS | FAST_KEYS
-DEFAULT_GATYS_EPOCHS = 300
+GATYS_ENGINE_KEYS = tuple(p.name for p in TABLE if p.methods == ("gatys",) and p is not EPOCHS)
+"""The table's Gatys-only parameters, which GatysParams takes under the same names."""
+_ENUMS: dict[str, type[Enum]] = {"optimizer": Optimizer, "init": Init, "pooling": Pooling}
 
 
 class Declined(Exception):
@@ -92,29 +83,24 @@ def job_spec(
 
     `preview_every` is handed to the Gatys engine; None picks about 50 previews a job.
     """
-    params = offer.params
-    unknown = sorted(set(params) - KNOWN_KEYS)
-    if unknown:
-        raise _invalid(f"unknown parameter(s) {', '.join(unknown)}")
-    epochs = _int(params, "epochs", None)
+    params = _checked(offer)
+    epochs: int | None = params.get("epochs")  # type: ignore[assignment]
     if epochs is not None and epochs > caps.max_epochs:
         raise Declined(
             DeclineReason.TOO_LARGE,
             f"epochs {epochs} is above this node's cap of {caps.max_epochs} (max_epochs)",
         )
-    size = _int(params, "size", None)
-    if size is not None and not 16 <= size <= 16384:
-        raise _invalid(f"size must be between 16 and 16384 pixels, not {size}")
-    preserve = _bool(params, "preserve_colors", _bool(params, "keep_colors", False))
+    size: int | None = params.get("size")  # type: ignore[assignment]
+    preserve = bool(params.get("keep_colors", False))
     try:
         match offer.method:
             case "gatys":
                 return _gatys(
-                    offer, caps, epochs=epochs, size=size, preserve=preserve,
+                    offer, params, caps, epochs=epochs, size=size, preserve=preserve,
                     preview_every=preview_every,
                 )  # fmt: skip
             case "fast":
-                return FastJob(_mix(offer, registry), size, _strength(params), preserve)
+                return FastJob(_mix(offer, params, registry), size, _strength(params), preserve)
             case "arbitrary":
                 if len(offer.style_images) != 1:
                     raise _invalid(
@@ -127,8 +113,20 @@ def job_spec(
         raise _invalid(str(exc)) from None
 
 
+def _checked(offer: Offer) -> dict[str, Value]:
+    """The offer's params, each checked against the shared table for the offer's method."""
+    unknown = sorted(set(offer.params) - set(PARAMS))
+    if unknown:
+        raise _invalid(f"unknown parameter(s) {', '.join(unknown)}")
+    try:
+        return {k: PARAMS[k].check(v, offer.method) for k, v in offer.params.items()}
+    except ParamError as error:
+        raise _invalid(error.message) from None
+
+
 def _gatys(
     offer: Offer,
+    params: Mapping[str, Value],
     caps: NodeCaps,
     *,
     epochs: int | None,
@@ -138,9 +136,8 @@ def _gatys(
 ) -> GatysJob:
     if not offer.style_images:
         raise Declined(DeclineReason.INVALID_INPUT, "gatys needs at least one style image")
-    params = offer.params
     if epochs is None:
-        epochs = min(DEFAULT_GATYS_EPOCHS, caps.max_epochs)
+        epochs = min(int(EPOCHS.default), caps.max_epochs)  # type: ignore[arg-type]
     values: dict[str, object] = {
         "epochs": epochs,
         "max_epochs": caps.max_epochs,
@@ -149,20 +146,16 @@ def _gatys(
     }
     if size is not None:
         values["size"] = size
-    for key in ("content_weight", "style_weight", "tv_weight", "learning_rate", "style_scale"):
+    for key in GATYS_ENGINE_KEYS:
         if key in params:
-            values[key] = _float(params, key)
-    if "seed" in params:
-        values["seed"] = _int(params, "seed", 0)
-    for key, kind in (("optimizer", Optimizer), ("init", Init), ("pooling", Pooling)):
-        if key in params:
-            values[key] = _choice(params, key, kind)
+            kind = _ENUMS.get(key)
+            values[key] = kind(params[key]) if kind is not None else params[key]
     gatys = GatysParams(**values)  # type: ignore[arg-type]
     return GatysJob(gatys, tuple(image.weight for image in offer.style_images))
 
 
-def _mix(offer: Offer, registry: StyleRegistry) -> StyleMix:
-    spec = params_str(offer.params, "style_mix")
+def _mix(offer: Offer, params: Mapping[str, Value], registry: StyleRegistry) -> StyleMix:
+    spec: str | None = params.get("style_mix")  # type: ignore[assignment]
     if spec is not None:
         mix = parse_style_mix(spec)
     elif offer.style_id is not None:
@@ -183,51 +176,9 @@ def _mix(offer: Offer, registry: StyleRegistry) -> StyleMix:
     return StyleMix(tuple((e.id, w) for e, (_, w) in zip(entries, mix.parts, strict=True)))
 
 
-def _strength(params: Mapping[str, Scalar]) -> float:
-    return check_strength(_float(params, "strength") if "strength" in params else 1.0)
+def _strength(params: Mapping[str, Value]) -> float:
+    return check_strength(float(params.get("strength", 1.0)))
 
 
 def _invalid(message: str) -> Declined:
     return Declined(DeclineReason.INVALID_PARAMS, message)
-
-
-def _int(params: Mapping[str, Scalar], key: str, default: int | None) -> int | None:
-    value = params.get(key, default)
-    if value is None:
-        return None
-    if type(value) is float and value.is_integer():
-        value = int(value)  # JSON clients send 300.0
-    if type(value) is not int:
-        raise _invalid(f"{key} must be a whole number, not {value!r}")
-    return value
-
-
-def _float(params: Mapping[str, Scalar], key: str) -> float:
-    value = params[key]
-    if type(value) not in (int, float) or not math.isfinite(value):  # type: ignore[arg-type]
-        raise _invalid(f"{key} must be a finite number, not {value!r}")
-    return float(value)
-
-
-def _bool(params: Mapping[str, Scalar], key: str, default: bool) -> bool:
-    value = params.get(key, default)
-    if type(value) is not bool:
-        raise _invalid(f"{key} must be true or false, not {value!r}")
-    return value
-
-
-def params_str(params: Mapping[str, Scalar], key: str) -> str | None:
-    """The string parameter `key`, None if absent; Declined if it is not a string."""
-    value = params.get(key)
-    if value is None or type(value) is str:
-        return value
-    raise _invalid(f"{key} must be a string, not {value!r}")
-
-
-def _choice(params: Mapping[str, Scalar], key: str, kind: type[Enum]) -> Enum:
-    value = params[key]
-    try:
-        return kind(str(value).lower())
-    except ValueError:
-        names = ", ".join(member.value for member in kind)
-        raise _invalid(f"{key} must be one of {names}, not {value!r}") from None

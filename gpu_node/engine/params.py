@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from gpu_node.engine.layers import LAYER_INDEX, Pooling, check_layers
 from gpu_node.errors import BadInputError
+from protocol.params import SIZE
 
 LayerWeights = tuple[tuple[str, float], ...]
 
@@ -31,7 +32,8 @@ DEFAULT_STYLE_LAYERS: LayerWeights = (
     ("relu4_1", 1.0),
     ("relu5_1", 1.0),
 )
-MAX_SIZE = 8192
+MAX_SIZE = int(SIZE.high_for("gatys"))  # type: ignore[arg-type]  # the table's, an int
+"""The longest side the engine paints, from the shared table of job parameters."""
 
 
 class Optimizer(enum.Enum):
@@ -51,11 +53,14 @@ class Init(enum.Enum):
 
 @dataclass(frozen=True)
 class GatysParams:
-    """Everything that shapes a Gatys job; invalid values raise BadInputError on creation."""
+    """Everything that shapes a Gatys job; invalid values raise BadInputError on creation.
+
+    The fields the shared table of job parameters names (`protocol.params`) have its
+    defaults; tests/test_params_table.py holds them equal."""
 
     size: int = 512
     """Long side of the output in pixels."""
-    epochs: int = 300
+    epochs: int = 200
     """Loss-and-gradient evaluations to run (over all scales)."""
     max_epochs: int = 1000
     """The caller's cap on `epochs`; asking for more is an error, never a silent clamp."""
