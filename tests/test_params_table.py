@@ -24,6 +24,8 @@ from protocol.params import (
     markdown_table,
 )
 from relay import orders
+from relay.config import Config
+from relay.openapi import document
 
 ROOT = Path(__file__).resolve().parent.parent
 MARKED = re.compile(r"<!-- params:start[^>]*-->\n(.*?)<!-- params:end -->", re.S)
@@ -112,3 +114,15 @@ def test_the_docs_quote_the_table_exactly(doc: str) -> None:
 def test_the_table_is_torch_free() -> None:
     code = "import sys, protocol.params; assert 'torch' not in sys.modules, 'torch'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
+
+
+def test_the_openapi_schemas_come_from_the_table() -> None:
+    doc = document(Config().replace(max_size=1500, max_epochs=321))
+    props = doc["components"]["schemas"]["JobJson"]["properties"]
+    assert props["init"]["enum"] == ["content", "noise", "style"]
+    assert props["pooling"]["enum"] == ["max", "avg"]
+    assert (props["style_scale"]["minimum"], props["style_scale"]["maximum"]) == (0.05, 4.0)
+    assert props["learning_rate"]["exclusiveMinimum"] == 0
+    assert (props["size"]["maximum"], props["epochs"]["maximum"]) == (1500, 321)
+    assert "gatys" in props["style_scale"]["description"]
+    assert "style_mix" not in props
