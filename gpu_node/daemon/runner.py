@@ -48,12 +48,13 @@ from gpu_node.fast.engine import ArbitraryItem, FastEngine, FastItem
 from gpu_node.fast.registry import StyleRegistry
 from gpu_node.fast.spec import StyleMix
 from gpu_node.images import encode_png, open_image, resize_long_side
+from gpu_node.methods import METHODS
 from gpu_node.tensors import image_to_tensor, tensor_to_image
 from protocol import DeclineReason, Failure, FailureCode, Offer, Pace, Result
 
 log = logging.getLogger(__name__)
 
-ALL_METHODS = ("gatys", "fast", "arbitrary")
+ALL_METHODS = tuple(METHODS)
 
 
 class JobFailed(Exception):
