@@ -1,4 +1,5 @@
-"""Command line of the node: `stylize`, `styles`, `train`, and the daemon itself.
+"""Command line of the node: `stylize`, `styles`, `train`, the daemon itself (`run`), and
+`thumbnails` for developers.
 
 Each subcommand lives in `gpu_node.commands.<name>` and adds itself with `register`.
 Errors a person caused end with exit status 2 and one line on stderr, never a traceback.
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from gpu_node.errors import BadInputError, NodeError
 
 # Subcommand modules; each exposes register(subparsers) and sets `func` on its parser.
-COMMANDS = ("stylize", "styles", "train", "run")
+COMMANDS = ("stylize", "styles", "train", "run", "thumbnails")
 
 Handler = Callable[[argparse.Namespace], int]
 

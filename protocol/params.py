@@ -154,8 +154,7 @@ def _shown(value: object) -> str:
 
 SIZE = Param(
     "size", Kind.INTEGER, METHODS, None,
-    "Long side of the output. Left out: the relay's `default_size` for gatys, the photo's own "
-    "size for the others (never scaled up).",
+    "Long side of the output (a photo is never scaled up).",
     low=16, high=16384, highs=(("gatys", 8192),), unit="pixels",
 )  # fmt: skip
 EPOCHS = Param(

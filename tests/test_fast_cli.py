@@ -66,7 +66,7 @@ def test_stylize_writes_a_png_at_the_asked_size(tmp_path: Path, extra: list[str]
         (["--method", "fast", "--style", "starry-blue:-2"], "positive"),
         (["--method", "fast", "--style", "starry-blue", "--strength", "2"], "strength"),
         (["--method", "arbitrary"], "exactly one --style-image"),
-        (["--method", "fast", "--style", "starry-blue", "--size", "4"], "too small"),
+        (["--method", "fast", "--style", "starry-blue", "--size", "4"], "size must be"),
         (["--method", "arbitrary", "--style-image", PHOTO + ".missing"], "no such file"),
     ],
 )

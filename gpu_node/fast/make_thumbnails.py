@@ -1,6 +1,6 @@
 """Render gallery thumbnails with our own networks, all from one shipped photo.
 
-    python -m gpu_node.fast.make_thumbnails
+    python -m gpu_node thumbnails
 
 The built-in thumbnails are committed rather than rendered at start-up: a node then
 starts without running 26 networks, and every node advertises byte-identical pictures.
@@ -8,7 +8,6 @@ Re-run this after changing the network or the names. Training renders a trained 
 thumbnail from the same photo (`render_thumbnail`), so the whole gallery shows one cat.
 """
 
-import argparse
 import functools
 import logging
 from collections.abc import Callable
@@ -58,16 +57,3 @@ def render_builtin_thumbnails(out_dir: Path = OUT_DIR) -> list[Path]:
         written.append(path)
         log.info("wrote %s", path)
     return written
-
-
-def main() -> None:
-    """Command line entry point."""
-    parser = argparse.ArgumentParser(description="Render the built-in style thumbnails.")
-    parser.add_argument("--out-dir", type=Path, default=OUT_DIR)
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    render_builtin_thumbnails(args.out_dir)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,13 +1,18 @@
 """Parsing a style request: `ID[:WEIGHT,ID:WEIGHT...]` into weighted style ids.
 
 Ids carry a prefix (`builtin:starry-blue`), so a weight is the last `:` field only when
-it reads as a number. Weights must be positive; they are normalised to sum to 1.
+it reads as a number. The API's ids (`fast:builtin:starry-blue`) are taken too: its `fast:`
+prefix names the method, not the style. Weights must be positive; they are normalised to
+sum to 1.
 """
 
 import math
 from dataclasses import dataclass
 
 from gpu_node.errors import BadInputError
+
+API_PREFIX = "fast:"
+"""How the relay's API names a fast style (`fast:builtin:starry-blue`)."""
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,7 @@ def parse_style_mix(spec: str) -> StyleMix:
         if not part:
             continue
         style_id, weight = _split_weight(part)
+        style_id = style_id.removeprefix(API_PREFIX)
         totals[style_id] = totals.get(style_id, 0.0) + weight
     if not totals:
         raise BadInputError("no style given; use e.g. builtin:starry-blue or a:0.5,b:0.5")

@@ -1,1 +1,1 @@
-"""JPEG thumbnails of the 26 built-in styles, made by `python -m gpu_node.fast.make_thumbnails`."""
+"""JPEG thumbnails of the 26 built-in styles, made by `python -m gpu_node thumbnails`."""
