@@ -1,5 +1,9 @@
 // Method and parameters: which methods fit the chosen style, the epochs/size/strength
 // controls, the advanced panel, and an estimate of how long the job will take.
+//
+// A control carries the methods its job parameter applies to (`data-methods`, as the
+// relay's table of job parameters says: tests/test_web_params.py holds them equal); it is
+// hidden, and its value not sent, for any other method.
 
 import { $, el, showError } from "./dom.js";
 import { duration, t } from "./i18n.js";
@@ -146,9 +150,18 @@ export class Settings {
     return Math.round(width * scale * height * scale);
   }
 
-  /** Update outputs, the epochs slider's state and every time estimate. */
+  /** Whether the job parameter `name` means anything for the chosen method. */
+  applies(name) {
+    const box = document.querySelector(`[data-param="${name}"]`);
+    return box.dataset.methods.split(" ").includes(this.method);
+  }
+
+  /** Update outputs, which controls show, the epochs slider's state and every estimate. */
   refresh() {
     if (!this.limits) return;
+    for (const box of document.querySelectorAll("[data-methods]")) {
+      box.hidden = !box.dataset.methods.split(" ").includes(this.method);
+    }
     const epochs = $("epochs");
     epochs.max = String(this.epochCap());
     const gatys = this.method === "gatys";
@@ -183,9 +196,20 @@ export class Settings {
     if (this.method === "gatys") form.append("epochs", $("epochs").value);
     // Left alone, a one-pass job keeps the photo's size: the relay's default for it.
     if (!this.photoSized()) form.append("size", $("size").value);
-    form.append("strength", String(Number($("strength").value) / 100));
+    if (this.applies("strength")) form.append("strength", String(Number($("strength").value) / 100));
     form.append("keep_colors", $("keep-colors").checked ? "true" : "false");
     showError("advanced-error", "");
+    return this.method === "gatys" ? this.fillAdvanced(form) : true;
+  }
+
+  /** Append the advanced (Gatys) settings that were filled in; false if one is bad. */
+  fillAdvanced(form) {
+    const refuse = (input, message) => {
+      $("advanced").open = true;
+      showError("advanced-error", message, input);
+      input.focus();
+      return false;
+    };
     for (const [id, field, label] of ADVANCED) {
       const input = $(id);
       input.removeAttribute("aria-invalid");
@@ -193,23 +217,24 @@ export class Settings {
       if (!raw && !input.validity.badInput) continue;
       const value = Number(raw);
       if (!Number.isFinite(value) || value < 0 || !input.checkValidity()) {
-        $("advanced").open = true;
-        showError("advanced-error", t("adv.bad", { field: t(label) }), input);
-        input.focus();
-        return false;
+        return refuse(input, t("adv.bad", { field: t(label) }));
       }
       form.append(field, raw);
     }
-    if ($("optimizer").value) form.append("optimizer", $("optimizer").value);
+    const scale = $("style-scale");
+    scale.removeAttribute("aria-invalid");
+    if (scale.value.trim() || scale.validity.badInput) {
+      const value = Number(scale.value.trim());
+      if (!(value >= 0.05 && value <= 4) || scale.validity.badInput) return refuse(scale, t("adv.scale.bad"));
+      form.append("style_scale", scale.value.trim());
+    }
+    for (const id of ["optimizer", "init", "pooling"]) {
+      if ($(id).value) form.append(id, $(id).value);
+    }
     const seed = $("seed");
     seed.removeAttribute("aria-invalid");
     if (seed.value.trim() || seed.validity.badInput) {
-      if (!/^\d{1,18}$/.test(seed.value.trim())) {
-        $("advanced").open = true;
-        showError("advanced-error", t("adv.seed.bad"), seed);
-        seed.focus();
-        return false;
-      }
+      if (!/^\d{1,18}$/.test(seed.value.trim())) return refuse(seed, t("adv.seed.bad"));
       form.append("seed", seed.value.trim());
     }
     return true;
