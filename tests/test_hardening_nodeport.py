@@ -189,7 +189,7 @@ async def test_progress_and_previews_beyond_the_allowance_are_dropped(start: Sta
     timer = FakeClock()
     relay = await start(timer=timer)
     node = await relay.node()
-    job_id = await relay.job(epochs="500")
+    job_id = await relay.job()
     offer = await accept(node)
     sub = relay.client.app[SERVICE].bus.subscribe(job_id)
     for epoch in range(1, 101):
@@ -212,7 +212,7 @@ async def test_a_node_that_floods_is_dropped_and_its_job_requeued(start: Start) 
     timer = FakeClock()
     relay = await start(timer=timer)
     node = await relay.node()
-    job_id = await relay.job(epochs="500")
+    job_id = await relay.job()
     offer = await accept(node)
     burst = FLOOD_FACTOR * PER_SECOND[Report.PROGRESS] + 50
     progress = Progress(offer.job_id, offer.lease_id, 1, 500, {}, 0.1)

@@ -97,7 +97,7 @@ async def test_anything_but_hello_first_is_refused(start: Start) -> None:
 async def test_a_job_runs_over_the_wire_to_a_downloadable_result(start: Start) -> None:
     relay = await start()
     node = await relay.node()
-    job_id = await relay.job(epochs="1", keep_colors="true")
+    job_id = await relay.job(keep_colors="true")
     offer = await node.expect(Offer)
     assert (offer.job_id, offer.method, offer.style_id) == (job_id, "fast", "builtin:candy")
     assert offer.params["keep_colors"] is True
