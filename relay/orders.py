@@ -22,7 +22,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp.hdrs import CONTENT_DISPOSITION
 from aiohttp.http_exceptions import BadHttpMessage
 
-from protocol import MAX_UINT, MIN_INT, is_param, is_weight
+from protocol import is_param, is_weight
 from protocol.params import EPOCHS, METHODS, SIZE, TABLE, Kind, Param, ParamError
 from relay import gallery
 from relay.config import Config
@@ -379,9 +379,9 @@ def _too_large(name: str, value: Any) -> BadRequest:
     return BadRequest(f"`{name}` is far too large ({_shown(value)}).")
 
 
-def _int(name: str, value: Any, lo: int = MIN_INT) -> int:
-    """A whole number from a JSON int or a form's text, from `lo` up to what a param may
-    hold."""
+def _int(name: str, value: Any, rule: str) -> int:
+    """A whole number from a JSON int or a form's text that a param may hold; `rule` says
+    what it must be when it is not."""
     if isinstance(value, _Huge):
         raise _too_large(name, value)
     number = None
@@ -394,8 +394,8 @@ def _int(name: str, value: Any, lo: int = MIN_INT) -> int:
         raise _too_large(name, value)
     if number is None:
         raise BadRequest(f"`{name}` must be a whole number, not {_shown(value)}.")
-    if not is_param(number) or number < lo:
-        raise BadRequest(f"`{name}` must be between {lo} and {MAX_UINT}, not {_shown(number)}.")
+    if not is_param(number):
+        raise BadRequest(f"`{name}` must be {rule}, not {_shown(number)}.")
     return number
 
 
@@ -433,7 +433,7 @@ def _param(param: Param, value: Any, method: str, cap: int | None = None) -> Any
         )
     match param.kind:
         case Kind.INTEGER:
-            read: Any = _int(name, value)
+            read: Any = _int(name, value, param.rule(method, cap))
         case Kind.NUMBER:
             read = _float(name, value)
         case Kind.BOOLEAN:
@@ -564,12 +564,14 @@ def check(raw: RawOrder, config: Config, fast_known: set[str]) -> Checked:
             params[name] = _param(PARAMS[name], value, method)
     epochs = 1  # only gatys iterates; the others are one pass
     if method == "gatys":
-        epochs = _int("epochs", given.get("epochs", min(DEFAULT_EPOCHS, config.max_epochs)))
+        default = min(DEFAULT_EPOCHS, config.max_epochs)
+        rule = EPOCHS.rule(method, config.max_epochs)
+        epochs = _int("epochs", given.get("epochs", default), rule)
         if epochs > config.max_epochs:
             raise BadRequest(
                 f"epochs {epochs} is above this relay's cap of {config.max_epochs} (max_epochs)."
             )
-        epochs = _param(EPOCHS, epochs, method)
+        epochs = _param(EPOCHS, epochs, method, config.max_epochs)
     elif "epochs" in given:
         _param(EPOCHS, given["epochs"], method)  # refused: it does nothing here
     top = int(SIZE.high_for(method, config.max_size))  # type: ignore[arg-type]
