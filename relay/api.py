@@ -158,7 +158,7 @@ async def _prepare(service: JobService, raw: orders.RawOrder, checked: orders.Ch
 
     content = await upload(raw.content, "The photo", checked.size)
     size, params = checked.size, checked.params
-    if checked.method != "gatys" and raw.fields.get("size") is None:
+    if checked.method != "gatys" and raw.fields.get("size") in (None, ""):
         # Sized by the photo (see `orders.check`): the styles and the job's view follow it.
         size = max(content.width, content.height)
         params = {**params, "size": size}

@@ -2,8 +2,10 @@
 `Order` whose images are decoded and scaled (see `relay.uploads`).
 
 Every refusal names the field and the rule, e.g. "epochs 5000 is above this relay's cap of
-1000 (max_epochs)", and quotes the value only briefly. A value is admitted only if it can
-travel to a node: the protocol's `is_param` and `is_weight` are the rule, so a job the relay
+1000 (max_epochs)", and quotes the value only briefly. The job parameters, their ranges and
+the methods they apply to are the shared table's (`protocol.params`), which nodes check
+offers against too; the relay's caps (`max_size`, `max_epochs`) narrow it. A value is
+admitted only if it can travel to a node (`is_param`, `is_weight`), so a job the relay
 accepts can always be offered.
 """
 

@@ -137,3 +137,15 @@ def test_the_node_declines_offers_outside_the_table(
         job_spec(offer, CAPS, registry)
     assert caught.value.reason is DeclineReason.INVALID_PARAMS
     assert says in caught.value.message
+
+
+async def test_an_empty_size_field_is_no_size(start: Start) -> None:
+    # A form may send every field, empty ones too: an empty `size` is left out, so a
+    # one-pass job keeps the photo's own size (as without the field).
+    client = await start()
+    resp = await client.post(
+        "/api/jobs", data=form(png((64, 48)), style=PAINTING, method="arbitrary", size="")
+    )
+    body = await resp.json()
+    assert resp.status == 202, body
+    assert (body["width"], body["height"], body["params"]["size"]) == (64, 48, 64)
