@@ -122,7 +122,7 @@ function fieldOf(status, message) {
   if (status === 413) return "photo-error";
   if (m.includes("epochs")) return "epochs-error";
   if (m.includes("`size`")) return "size-error";
-  if (/`(content_weight|style_weight|tv_weight|learning_rate|optimizer|seed|strength)`/.test(m)) {
+  if (/`(content_weight|style_weight|tv_weight|learning_rate|optimizer|seed|init|style_scale|pooling|strength)`/.test(m)) {
     return "advanced-error";
   }
   if (m.includes("style")) return "style-error";
