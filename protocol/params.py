@@ -7,7 +7,11 @@ docs/api.md and docs/protocol.md quote `markdown_table()`. An Offer's `params` c
 names and nothing else.
 
     param = PARAMS["size"]
-    param.check(9000, "gatys")  # ParamError: size must be between 16 and 8192 pixels, not 9000
+    param.check(9000, "gatys")
+    # ParamError: size must be a whole number between 16 and 8192 pixels, not 9000
+
+A value outside the table raises `ParamError` (a ValueError), whose message names the
+parameter and its rule; the relay and the node turn it into their own refusals.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ METHODS = ("gatys", "fast", "arbitrary")
 epochs; fast (a trained network) and arbitrary (any style image) run one pass."""
 
 ONE_PASS = ("fast", "arbitrary")
+"""The methods that run one pass (one epoch), whatever the size."""
 
 Value = bool | int | float | str
 """What a parameter's value may be (what an Offer's params carry)."""
@@ -148,6 +153,8 @@ def _num(number: float) -> str:
 
 
 def _shown(value: object) -> str:
+    if type(value) is int and value.bit_length() > 256:
+        return f"a {value.bit_length()}-bit number"  # repr() of a vast int is slow, or refused
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 

@@ -58,6 +58,7 @@ def test_every_entry_is_sound() -> None:
         ("keep_colors", 1, "fast", "true or false"),
         ("init", "Noise", "gatys", "one of content, noise, style"),
         ("seed", 2**63, "gatys", "between 0 and 9223372036854775807"),
+        pytest.param("seed", 10**5000, "gatys", "not a 16610-bit number", id="vast-seed"),
     ],
 )
 def test_values_outside_the_table_name_the_rule(
