@@ -19,7 +19,7 @@ from gpu_node.engine.layers import Pooling
 from gpu_node.engine.params import GatysParams, Init, Optimizer
 from gpu_node.errors import BadInputError
 from gpu_node.fast.registry import StyleKind, StyleRegistry
-from gpu_node.fast.spec import StyleMix, check_strength, parse_style_mix
+from gpu_node.fast.spec import StyleMix, parse_style_mix
 from protocol import DeclineReason, Offer
 from protocol.params import EPOCHS, PARAMS, TABLE, ParamError, Value
 
@@ -177,7 +177,7 @@ def _mix(offer: Offer, params: Mapping[str, Value], registry: StyleRegistry) -> 
 
 
 def _strength(params: Mapping[str, Value]) -> float:
-    return check_strength(float(params.get("strength", 1.0)))
+    return float(params.get("strength", PARAMS["strength"].default))  # type: ignore[arg-type]
 
 
 def _invalid(message: str) -> Declined:
