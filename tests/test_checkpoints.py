@@ -13,7 +13,7 @@ import random
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import torch
 from daemon_helpers import decode, fake_relay, picture, png
+from fast_helpers import one_thread
 from PIL import Image
 from relay_harness import png as plain_png
 from wire_node import capabilities
@@ -62,6 +63,12 @@ from relay.api import SERVICE
 from relay.jobs import JobService
 
 Json = dict[str, Any]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    with one_thread():
+        yield
 
 
 # ---- the engine ------------------------------------------------------------------------
@@ -427,6 +434,7 @@ async def test_cancel_at_30_percent_keeps_a_partial_png_of_the_requested_size(
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(400)  # a node process starts (torch, its pace measured) on a CPU
 async def test_a_node_killed_mid_job_loses_only_the_work_since_its_last_checkpoint(
     start: Start, daemons: list[Any], tmp_path: Path
 ) -> None:
@@ -435,13 +443,13 @@ async def test_a_node_killed_mid_job_loses_only_the_work_since_its_last_checkpoi
     cmd = [sys.executable, "-m", "gpu_node", "run", "--relay", f"127.0.0.1:{relay.port}"]
     cmd += ["--token", token, "--name", "doomed", "--device", "cpu"]
     cmd += ["--checkpoint-every", "0.5"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
     doomed = subprocess.Popen(cmd, env=env, stderr=subprocess.DEVNULL)
     try:
         async with asyncio.timeout(90):
             while "doomed" not in [n["name"] for n in await relay.nodes()]:
                 await asyncio.sleep(0.1)
-        epochs = 80
+        epochs = 120
         job_id = await relay.job(
             method="gatys", style="painting:udnie", epochs=str(epochs), size="64"
         )
