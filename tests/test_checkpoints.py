@@ -7,6 +7,7 @@ checkpoints; a real relay with fake nodes over TCP keeps, replaces, shows and re
 daemons, one of them killed with SIGKILL mid-job.
 """
 
+import argparse
 import asyncio
 import os
 import random
@@ -28,7 +29,7 @@ from wire_node import capabilities
 from wire_relay import Relay, Start, accept, result_for
 
 from gpu_node.daemon.capabilities import build_capabilities
-from gpu_node.daemon.config import NodeConfig
+from gpu_node.daemon.config import ConfigError, NodeConfig, add_arguments, from_args
 from gpu_node.daemon.daemon import Daemon
 from gpu_node.daemon.params import NodeCaps
 from gpu_node.daemon.reporting import Reporter
@@ -169,6 +170,21 @@ def test_the_reporter_sends_a_checkpoint_when_due_and_the_newest_when_asked() ->
     quiet.checkpoint(1, render_of(1))
     quiet.last_checkpoint()
     assert len(sent) == 3
+
+
+def test_the_checkpoint_interval_is_a_node_setting() -> None:
+    def config(argv: list[str], env: dict[str, str] | None = None) -> NodeConfig:
+        parser = argparse.ArgumentParser()
+        add_arguments(parser)
+        base = ["--relay", "relay.example:5678", "--token", "t"]
+        return from_args(parser.parse_args(base + argv), env or {})
+
+    assert config([]).checkpoint_every == 30.0
+    assert config(["--checkpoint-every", "0.5"]).checkpoint_every == 0.5
+    assert config([], {"STYLERELAY_NODE_CHECKPOINT_EVERY": "90"}).checkpoint_every == 90.0
+    for bad in ("0", "-1", "inf"):
+        with pytest.raises(ConfigError, match="--checkpoint-every must be a positive number"):
+            config(["--checkpoint-every", bad])
 
 
 # ---- the daemon hands a job back with its picture --------------------------------------
