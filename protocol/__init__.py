@@ -36,6 +36,7 @@ from .messages import (
     Accept,
     Bye,
     Cancel,
+    Checkpoint,
     Decline,
     Drain,
     Failure,
@@ -50,9 +51,10 @@ from .messages import (
     StyleImage,
 )
 from .state import ConnectionState, Role
-from .versions import PROTOCOL_VERSION, SUPPORTED_VERSIONS, choose_version
+from .versions import CHECKPOINTS_SINCE, PROTOCOL_VERSION, SUPPORTED_VERSIONS, choose_version
 
 __all__ = [
+    "CHECKPOINTS_SINCE",
     "CHUNK_SIZE",
     "DEFAULT_MAX_FRAME_SIZE",
     "DEFAULT_MAX_TRANSFER_SIZE",
@@ -69,6 +71,7 @@ __all__ = [
     "ByeReason",
     "Cancel",
     "Capabilities",
+    "Checkpoint",
     "Connection",
     "ConnectionState",
     "Decline",

@@ -20,6 +20,7 @@ from .messages import (
     Accept,
     Bye,
     Cancel,
+    Checkpoint,
     Decline,
     Drain,
     Failure,
@@ -80,6 +81,18 @@ def _encode_result(m: Result, put: Put) -> Body:
             "width": m.width, "height": m.height, "sha256": m.sha256}  # fmt: skip
 
 
+def _encode_offer(m: Offer, put: Put) -> Body:
+    body: Body = {
+        "type": "offer", "job_id": m.job_id, "lease_id": m.lease_id, "method": m.method,
+        "params": m.params, "style_id": m.style_id, "content": put(m.content)[0],
+        "style_images": [{"data": put(s.data)[0], "weight": s.weight} for s in m.style_images],
+    }  # fmt: skip
+    if m.start_image is not None:  # version 2; left out otherwise, as version 1 sends it
+        body["start_image"] = put(m.start_image)[0]
+        body["start_epoch"] = m.start_epoch
+    return body
+
+
 # fmt: off
 _ENCODERS: dict[type, Callable[[Any, Put], Body]] = {
     Hello: lambda m, put: {
@@ -89,10 +102,7 @@ _ENCODERS: dict[type, Callable[[Any, Put], Body]] = {
         "type": "welcome", "version": m.version, "session_id": m.session_id,
         "heartbeat_interval": m.heartbeat_interval, "limits": _limits(m.limits)},
     Reject: lambda m, put: {"type": "reject", "reason": m.reason.value, "message": m.message},
-    Offer: lambda m, put: {
-        "type": "offer", "job_id": m.job_id, "lease_id": m.lease_id, "method": m.method,
-        "params": m.params, "style_id": m.style_id, "content": put(m.content)[0],
-        "style_images": [{"data": put(s.data)[0], "weight": s.weight} for s in m.style_images]},
+    Offer: _encode_offer,
     Accept: lambda m, put: {"type": "accept", "job_id": m.job_id, "lease_id": m.lease_id},
     Decline: lambda m, put: {
         "type": "decline", "job_id": m.job_id, "lease_id": m.lease_id,
@@ -104,6 +114,9 @@ _ENCODERS: dict[type, Callable[[Any, Put], Body]] = {
         "type": "preview", "job_id": m.job_id, "lease_id": m.lease_id, "epoch": m.epoch,
         "jpeg": put(m.jpeg)[0]},
     Result: _encode_result,
+    Checkpoint: lambda m, put: {
+        "type": "checkpoint", "job_id": m.job_id, "lease_id": m.lease_id, "epoch": m.epoch,
+        "png": put(m.png)[0], "width": m.width, "height": m.height},
     Failure: lambda m, put: {
         "type": "failure", "job_id": m.job_id, "lease_id": m.lease_id,
         "code": m.code.value, "message": m.message},
@@ -169,8 +182,11 @@ def _offer(b: Body, take: Take) -> Offer:
         StyleImage(take(s["data"]).data, _float(s["weight"]))
         for s in map(_map, _list(b["style_images"]))
     )
+    start = b.get("start_image")
+    start_image = None if start is None else take(start).data
+    start_epoch = b["start_epoch"] if start is not None else 0
     return Offer(b["job_id"], b["lease_id"], b["method"], b["params"], b["style_id"],
-                 images, content)  # fmt: skip
+                 images, content, start_image, start_epoch)  # fmt: skip
 
 
 def _progress(b: Body, take: Take) -> Progress:
@@ -205,6 +221,8 @@ _DECODERS: dict[str, Callable[[Body, Take], Message]] = {
     "preview": lambda b, take: Preview(
         b["job_id"], b["lease_id"], b["epoch"], take(b["jpeg"]).data),
     "result": _decode_result,
+    "checkpoint": lambda b, take: Checkpoint(
+        b["job_id"], b["lease_id"], b["epoch"], take(b["png"]).data, b["width"], b["height"]),
     "failure": lambda b, take: Failure(
         b["job_id"], b["lease_id"], FailureCode(b["code"]), b["message"]),
     "cancel": lambda b, take: Cancel(b["job_id"], b["lease_id"]),

@@ -20,7 +20,7 @@ from .limits import (
     MAX_STYLE_IMAGES,
 )
 from .limits import MIN_MAX_FRAME_SIZE as _MIN_FRAME
-from .messages import Bye, Message, Offer, Preview, Result
+from .messages import Bye, Checkpoint, Message, Offer, Preview, Result
 from .state import ConnectionState, Role, StateMachine
 from .transfers import TransferReader, TransferWriter
 
@@ -30,7 +30,9 @@ _BETWEEN_CHUNKS = ("ping", "pong", "bye")
 
 
 def _no_binaries(data: bytes) -> tuple[int, str]:
-    raise LocalProtocolError("only Offer, Preview and Result carry binaries")  # never reached
+    raise LocalProtocolError(
+        "only Offer, Preview, Checkpoint and Result carry binaries"
+    )  # never reached
 
 
 class Connection:
@@ -62,8 +64,9 @@ class Connection:
         hello_cap = min(max_frame_size, MAX_HELLO_SIZE)
         self._reader = FrameReader(hello_cap if role is Role.RELAY else max_frame_size)
         self._writer = TransferWriter(self._packer)
-        # The node's messages carry at most one binary; the relay's Offer up to 1 + styles.
-        pending = 1 if role is Role.RELAY else 1 + MAX_STYLE_IMAGES
+        # The node's messages carry at most one binary; the relay's Offer up to the content,
+        # the styles and a start image.
+        pending = 1 if role is Role.RELAY else 2 + MAX_STYLE_IMAGES
         self._transfers = TransferReader(max_transfer_size, pending)
         self._out: list[bytes | memoryview] = []
         self._error: RemoteProtocolError | None = None
@@ -97,7 +100,7 @@ class Connection:
     def send(self, message: Message) -> bytes:
         """The bytes that send `message` (chunk frames first); LocalProtocolError if illegal."""
         kind = type(message)
-        if kind is Offer or kind is Preview or kind is Result:
+        if kind is Offer or kind is Preview or kind is Result or kind is Checkpoint:
             return self._send_with_binaries(message)  # type: ignore[arg-type]
         try:
             data: bytes = self._packer.pack(encode(message, _no_binaries))
@@ -114,7 +117,7 @@ class Connection:
             self._closed_by_us = True
         return HEADER.pack(len(data)) + data
 
-    def _send_with_binaries(self, message: Offer | Preview | Result) -> bytes:
+    def _send_with_binaries(self, message: Offer | Preview | Result | Checkpoint) -> bytes:
         out: list[bytes | memoryview] = []
         self._out = out  # where _put writes the chunk frames of the message's binaries
         try:

@@ -1,11 +1,12 @@
-"""The messages of protocol version 1, one frozen dataclass each (the handshake's are in
-`handshake.py`).
+"""The messages of the protocol (versions 1 and 2), one frozen dataclass each (the
+handshake's are in `handshake.py`).
 
 A message object that exists is valid: `__post_init__` checks every field (types and the
 limits of `limits.py`) and raises `LocalProtocolError`. The decoder builds messages through
 the same constructors, so a peer's bad field becomes a `RemoteProtocolError` there.
 Binary fields are plain `bytes` here; how they travel (chunked transfers) is the
-connection's business.
+connection's business. What is new in version 2 (`Checkpoint`, the resume fields of `Offer`)
+is legal only on a connection that chose version 2 or later: the state machine checks that.
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ class Offer:
     style_id: str | None
     style_images: tuple[StyleImage, ...]
     content: bytes
+    start_image: bytes | None = None
+    """Version 2: the job's latest checkpoint (a PNG at the output size) to continue from,
+    or None to start afresh."""
+    start_epoch: int = 0
+    """Version 2: the epoch `start_image` reached; 0 when there is none."""
 
     def __post_init__(self) -> None:
         checks.job(self, self.job_id, self.lease_id)
@@ -65,6 +71,16 @@ class Offer:
             checks.ident(self, "style_id", self.style_id)
         checks.items(self, "style_images", self.style_images, StyleImage, MAX_STYLE_IMAGES)
         checks.blob(self, "content", self.content)
+        if self.start_image is None:
+            checks.uint(self, "start_epoch", self.start_epoch, hi=0)
+        else:
+            checks.blob(self, "start_image", self.start_image)
+            checks.uint(self, "start_epoch", self.start_epoch)
+
+    @property
+    def resumes(self) -> bool:
+        """Whether the offer continues a job from a checkpoint (a version-2 field)."""
+        return self.start_image is not None
 
 
 def _check_scalar(owner: Offer, key: str, value: object) -> None:
@@ -162,6 +178,27 @@ class Result:
 
 
 @dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Node -> relay (version 2): the picture so far, as a PNG at the job's full output
+    size, after `epoch` epochs; the relay keeps the latest one to resume the job from or
+    to show if it ends without a result. Does not end the lease."""
+
+    job_id: str
+    lease_id: str
+    epoch: int
+    png: bytes
+    width: int
+    height: int
+
+    def __post_init__(self) -> None:
+        checks.job(self, self.job_id, self.lease_id)
+        checks.uint(self, "epoch", self.epoch)
+        checks.blob(self, "png", self.png)
+        checks.uint(self, "width", self.width, lo=1)
+        checks.uint(self, "height", self.height, lo=1)
+
+
+@dataclass(frozen=True, slots=True)
 class Failure:
     """Node -> relay: an accepted job ended without a result; ends the lease."""
 
@@ -234,6 +271,7 @@ Message = (
     | Progress
     | Preview
     | Result
+    | Checkpoint
     | Failure
     | Cancel
     | Ping
@@ -241,4 +279,4 @@ Message = (
     | Drain
     | Bye
 )
-"""Any message of protocol version 1."""
+"""Any message of the protocol."""

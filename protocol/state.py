@@ -17,6 +17,7 @@ from .messages import (
     Accept,
     Bye,
     Cancel,
+    Checkpoint,
     Decline,
     Drain,
     Failure,
@@ -28,7 +29,7 @@ from .messages import (
     Progress,
     Result,
 )
-from .versions import SUPPORTED_VERSIONS
+from .versions import CHECKPOINTS_SINCE, SUPPORTED_VERSIONS
 
 
 class Role(Enum):
@@ -65,6 +66,7 @@ class Rule:
     crossing: tuple[ConnectionState, ...] = ()
     next_state: ConnectionState | None = None
     lease: bool = False  # a job message: it must fit the life of its lease
+    since: int = 1  # the protocol version that added it
 
 
 RULES: dict[type, Rule] = {
@@ -77,6 +79,7 @@ RULES: dict[type, Rule] = {
     Decline: Rule(Role.NODE, _LIVE, lease=True),
     Progress: Rule(Role.NODE, _LIVE, lease=True),
     Preview: Rule(Role.NODE, _LIVE, lease=True),
+    Checkpoint: Rule(Role.NODE, _LIVE, lease=True, since=CHECKPOINTS_SINCE),
     Result: Rule(Role.NODE, _LIVE, lease=True),
     Failure: Rule(Role.NODE, _LIVE, lease=True),
     Drain: Rule(Role.NODE, (_S.ESTABLISHED,), next_state=_S.DRAINING),
@@ -93,7 +96,7 @@ class _Lease:
     accepted: bool = False
 
 
-JobMessage = Offer | Accept | Decline | Progress | Preview | Result | Failure | Cancel
+JobMessage = Offer | Accept | Decline | Progress | Preview | Checkpoint | Result | Failure | Cancel
 """The messages that name a job and its lease."""
 
 
@@ -138,6 +141,8 @@ class StateMachine:
             self.state not in rule.states
         ):
             self._check_exception(kind, rule, sender, error)
+        if rule.since > 1 or (kind is Offer and message.resumes):  # type: ignore[union-attr]
+            self._check_version(kind, CHECKPOINTS_SINCE if kind is Offer else rule.since, error)
         if rule.lease:
             self._lease(message, sender, error)  # type: ignore[arg-type]
         elif kind is Hello:
@@ -163,6 +168,16 @@ class StateMachine:
             return
         raise error(f"the {sender.value} may not send {name} while the connection is {state.value}")
 
+    def _check_version(self, kind: type, since: int, error: type[ProtocolError]) -> None:
+        """What a later version added is a protocol error on a connection of an earlier one."""
+        version = self.version or 1
+        if version < since:
+            what = "an Offer with start_image" if kind is Offer else kind.__name__
+            raise error(
+                f"{what} is new in protocol version {since}; this connection speaks "
+                f"version {version}"
+            )
+
     def _choose(self, version: int, error: type[ProtocolError]) -> None:
         if version not in self._offered_versions or version not in SUPPORTED_VERSIONS:
             raise error(
@@ -176,7 +191,7 @@ class StateMachine:
         lease_id = message.lease_id
         lease = self._leases.get(lease_id)
         if (
-            (kind is Progress or kind is Preview)
+            (kind is Progress or kind is Preview or kind is Checkpoint)
             and lease is not None
             and lease.accepted
             and lease.job_id == message.job_id
@@ -205,5 +220,5 @@ class StateMachine:
             raise error(f"{name} for lease {lease_id!r} before its Accept")
         if kind is Accept:
             lease.accepted = True
-        elif kind is not Progress and kind is not Preview:
+        elif kind is not Progress and kind is not Preview and kind is not Checkpoint:
             del self._leases[lease_id]  # Decline, Result, Failure end the lease

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 """The newest protocol version this package speaks."""
 
-SUPPORTED_VERSIONS: tuple[int, ...] = (1,)
+SUPPORTED_VERSIONS: tuple[int, ...] = (1, 2)
 """Every protocol version this package speaks."""
+
+CHECKPOINTS_SINCE = 2
+"""The version that added `Checkpoint` and the resume fields of `Offer` (a checkpointed
+job offered again starts from its latest picture)."""
 
 
 def choose_version(

@@ -249,6 +249,23 @@ async def get_result(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(_service(request).blobs.path(job.result_file), headers=headers)
 
 
+async def get_partial(request: web.Request) -> web.StreamResponse:
+    """GET /api/jobs/{id}/partial: the painting so far of a job that ended without a
+    result (its latest checkpoint, `relay.checkpoints`), as a PNG download."""
+    job = _job(request)
+    sha = job.partial_file
+    if sha is None or sha not in kept_files(job):
+        raise NotFound(f"The job has no painting so far to show ({job.state}).")
+    name = result_name(job.id, job.filename).replace("-stylized.png", "-partial.png")
+    headers = {
+        "Content-Type": "image/png",
+        "Content-Disposition": f'attachment; filename="{name}"',
+        "Cache-Control": "private, no-cache",
+        **NOSNIFF,
+    }
+    return web.FileResponse(_service(request).blobs.path(sha), headers=headers)
+
+
 async def get_preview(request: web.Request) -> web.StreamResponse:
     """GET /api/jobs/{id}/preview: the latest preview JPEG."""
     service, job = _service(request), _job(request)
@@ -355,6 +372,7 @@ def add_routes(app: web.Application) -> None:
     r.add_get("/api/jobs/{id}/events", job_events)
     r.add_get("/api/jobs/{id}/result", get_result)
     r.add_get("/api/jobs/{id}/preview", get_preview)
+    r.add_get("/api/jobs/{id}/partial", get_partial)
     r.add_get("/api/jobs/{id}/content", get_input)
     r.add_get("/api/jobs/{id}/style/{n:\\d+}", get_input)
     r.add_get("/api/nodes", get_nodes)

@@ -5,7 +5,8 @@ A job keeps files while it may still need or show them:
 - queued or running: its inputs (the photo and the style images sent to the node);
 - done: its inputs too (the page shows them beside the result), its result and preview,
   until the result expires (`--result-ttl`);
-- failed or cancelled: nothing. The API stops serving their inputs at once, and the next
+- failed or cancelled: only the painting so far (its latest checkpoint, `relay.checkpoints`),
+  until it expires like a result. The API stops serving their inputs at once, and the next
   sweep deletes the files unless another live job shares them.
 
 Files are content-addressed and shared between jobs (a gallery painting prepared at one
@@ -38,7 +39,10 @@ _KEEPS_INPUTS = frozenset({JobState.QUEUED, JobState.RUNNING, JobState.DONE})
 def kept_files(job: JobRecord) -> frozenset[str]:
     """The stored files this job keeps in its present state."""
     if job.state not in _KEEPS_INPUTS:
-        return frozenset()
+        return frozenset(f for f in (job.partial_file,) if f)
+    if job.state is JobState.DONE:  # the result supersedes the checkpoint
+        done = (job.content_file, *job.style_files, job.result_file, job.preview_file)
+        return frozenset(f for f in done if f)
     return frozenset(job.files())
 
 

@@ -23,6 +23,10 @@ class Offer:
     content_png: bytes
     style_images: tuple[tuple[bytes, float], ...]
     fast_styles: tuple[tuple[str, float], ...]
+    start_png: bytes | None = None
+    """The job's latest checkpoint, to continue from (`relay.checkpoints`)."""
+    start_epoch: int = 0
+    """The epoch that checkpoint reached."""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ node) calls in, and where it picks up the offers and cancels meant for it.
     await hub.preview(handle, job_id, lease, jpeg_bytes)
     await hub.result(handle, job_id, lease, png_bytes, width=w, height=h)
     hub.failed(handle, job_id, lease, reason, retry=True)
+    await hub.checkpoint(handle, job_id, lease, epoch, png, width=w, height=h)
     hub.node_lost(handle)
 
 Every report names its lease; reports for a lease that is no longer current (the job was
@@ -23,6 +24,7 @@ from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from relay import estimates
+from relay.checkpoints import resume_fields
 from relay.dispatch import NodeInfo
 from relay.handles import CancelJob, FastStyle, NodeHandle, Offer
 from relay.imagecheck import BadImage
@@ -344,6 +346,24 @@ class NodeHub:
         )
         return True
 
+    async def checkpoint(
+        self, handle: NodeHandle, job_id: str, lease: str, epoch: int, png: bytes, *,
+        width: int, height: int,
+    ) -> bool:  # fmt: skip
+        """The node sends its picture so far (`relay.checkpoints`); False if not kept."""
+
+        def welcome() -> bool:
+            return self._holds(handle, job_id, lease) or (
+                self._current(handle)
+                and self._service.checkpoints.stopped_here(job_id, handle.name)
+            )
+
+        if not welcome():
+            return False
+        return await self._service.checkpoints.keep(
+            job_id, handle.name, epoch, png, width=width, height=height, welcome=welcome
+        )
+
     # ---- commands to nodes -----------------------------------------------------------
 
     def send_offer(self, node: str, job_id: str, lease: str) -> None:
@@ -394,6 +414,7 @@ class NodeHub:
                 (blobs.read(sha), s.weight) for sha, s in zip(job.style_files, images, strict=True)
             ),
             fast_styles=tuple((s.id.removeprefix("fast:"), s.weight) for s in fast),
+            **resume_fields(job, blobs),
         )
 
     def send_cancel(self, node: str, job_id: str, lease: str) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from relay import estimates, gallery
 from relay.apikeys import Quota
 from relay.blobs import BlobStore, no_space
+from relay.checkpoints import Checkpoints
 from relay.config import Config
 from relay.decoding import Decoder
 from relay.disk import DISK_FULL, Disk
@@ -107,6 +108,8 @@ class JobService:
         """New jobs a day of API keys that set a count (`relay.apikeys.Quota.per_day`)."""
         self.live: dict[str, Live] = {}
         self.hub = NodeHub(self)
+        self.checkpoints = Checkpoints(self)
+        """The latest picture of each Gatys job, to resume it or show it."""
         self.kudos = WorkLedger()
         """Work each node did recently: priority for API keys linked to it."""
         self.metrics = Metrics()

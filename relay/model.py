@@ -64,6 +64,10 @@ class JobRecord:
     email_status: str | None = None
     """pending / sent / failed / limited once the job ended with an address and mail is
     set up (`relay.mailer.EmailStatus`)."""
+    partial_file: str | None = None
+    """The latest checkpoint a node sent (a PNG at the job's size; `relay.checkpoints`)."""
+    partial_epoch: int | None = None
+    """The epoch that checkpoint reached."""
 
     @property
     def pixels(self) -> int:
@@ -73,6 +77,7 @@ class JobRecord:
     def files(self) -> list[str]:
         """Every stored file this job refers to."""
         refs = [self.content_file, *self.style_files, self.result_file, self.preview_file]
+        refs.append(self.partial_file)
         return [ref for ref in refs if ref]
 
 

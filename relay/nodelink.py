@@ -25,10 +25,12 @@ import time
 from collections.abc import Callable
 
 from protocol import (
+    CHECKPOINTS_SINCE,
     Accept,
     Bye,
     ByeReason,
     Cancel,
+    Checkpoint,
     Connection,
     Decline,
     DeclineReason,
@@ -244,6 +246,10 @@ class NodeLink:
                 Report.PREVIEW, job_id, lease_id
             ):
                 pass
+            case Checkpoint(job_id=job_id, lease_id=lease_id) if not self._allow(
+                Report.CHECKPOINT, job_id, lease_id
+            ):
+                pass
             case Progress(job_id=job_id, lease_id=lease_id, epoch=epoch, max_epochs=top):
                 hub.progress(
                     handle,
@@ -255,6 +261,11 @@ class NodeLink:
                 )
             case Preview(job_id=job_id, lease_id=lease_id, jpeg=jpeg):
                 await hub.preview(handle, job_id, lease_id, jpeg)
+            case Checkpoint(job_id=job_id, lease_id=lease_id, epoch=epoch, png=png):
+                await hub.checkpoint(
+                    handle, job_id, lease_id, epoch, png, width=message.width,
+                    height=message.height,
+                )  # fmt: skip
             case Result(job_id=job_id, lease_id=lease_id, png=png):
                 # The protocol checked the PNG against its sha256 on the way in.
                 await hub.result(
@@ -292,7 +303,8 @@ class NodeLink:
             match command:
                 case HubOffer():
                     try:
-                        offer = wire_offer(command)
+                        resume = (self.conn.version or 1) >= CHECKPOINTS_SINCE
+                        offer = wire_offer(command, resume=resume)
                         data = self.conn.send(offer)
                     except LocalProtocolError as exc:
                         # The job cannot travel; the node did nothing wrong and keeps its

@@ -25,12 +25,14 @@ def node_info(name: str, hello: Hello) -> NodeInfo:
     )
 
 
-def wire_offer(offer: HubOffer) -> Offer:
+def wire_offer(offer: HubOffer, *, resume: bool = True) -> Offer:
     """The hub's offer as a protocol message (docs/protocol.md, the `offer` message).
 
     The images are already scaled to the job's size; `size` tells the engine the long side.
     One fast style travels as `style_id`, a blend of several as the `style_mix` parameter.
+    The start picture travels only if `resume` (the node speaks protocol version 2).
     """
+    start = offer.start_png if resume else None
     params: dict[str, Scalar] = dict(offer.params)
     params.update(epochs=offer.epochs, size=max(offer.width, offer.height))
     style_id: str | None = None
@@ -46,4 +48,6 @@ def wire_offer(offer: HubOffer) -> Offer:
         style_id=style_id,
         style_images=tuple(StyleImage(data, float(w)) for data, w in offer.style_images),
         content=offer.content_png,
+        start_image=start,
+        start_epoch=offer.start_epoch if start is not None else 0,
     )

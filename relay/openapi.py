@@ -207,6 +207,13 @@ def job_view() -> Schema:
             "style_urls": {"type": "array", "items": {"type": "string"}},
             "result_url": NULL_STR,
             "preview_url": NULL_STR,
+            "partial": {
+                "type": ["object", "null"],
+                "description": "A cancelled or failed Gatys job's painting so far (its "
+                "latest checkpoint): the epoch it reached and where GET serves the PNG.",
+                "required": ["epoch", "url"],
+                "properties": {"epoch": {"type": "integer"}, "url": {"type": "string"}},
+            },
             "shared": {"type": "boolean"},
             "gallery_id": NULL_STR,
         },
@@ -354,6 +361,14 @@ def document(config: Config) -> Schema:
             "get": _op(
                 "The latest preview",
                 {200: _media("image/jpeg", "")},
+                READ_ERRORS,
+                parameters=job_id,
+            )
+        },
+        "/api/jobs/{id}/partial": {
+            "get": _op(
+                "A cancelled or failed job's painting so far (its latest checkpoint)",
+                {200: _media("image/png", "")},
                 READ_ERRORS,
                 parameters=job_id,
             )

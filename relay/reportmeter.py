@@ -1,4 +1,4 @@
-"""How often a node may report progress and previews, and when it is flooding.
+"""How often a node may report progress, previews and checkpoints, and when it floods.
 
 Reports beyond the allowance of a lease are dropped, not published: watchers need a few
 updates a second, not thousands. A node whose reports run far beyond any honest pace for
@@ -20,9 +20,10 @@ class Report(Enum):
 
     PROGRESS = "progress"
     PREVIEW = "preview"
+    CHECKPOINT = "checkpoint"
 
 
-PER_SECOND = {Report.PROGRESS: 20, Report.PREVIEW: 2}
+PER_SECOND = {Report.PROGRESS: 20, Report.PREVIEW: 2, Report.CHECKPOINT: 4}
 """Reports of each kind published per lease and second; more are dropped."""
 FLOOD_FACTOR = 10
 """A node sending more than this many times one lease's allowance in a second is flooding

@@ -59,7 +59,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     error        TEXT,
     result_file  TEXT,
     preview_file TEXT,
-    email_status TEXT
+    email_status TEXT,
+    partial_file TEXT,
+    partial_epoch INTEGER
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, finished);
 """
@@ -67,9 +69,10 @@ _COLUMNS = (
     *("id", "client", "method", "styles", "style_files", "content_file", "width", "height"),
     *("epochs", "params", "email", "filename", "state", "attempts", "created", "started"),
     *("finished", "node", "error", "result_file", "preview_file", "email_status"),
+    *("partial_file", "partial_epoch"),
 )
 # Columns added after the first release, for databases made before them.
-_ADDED = {"email_status": "TEXT"}
+_ADDED = {"email_status": "TEXT", "partial_file": "TEXT", "partial_epoch": "INTEGER"}
 _INSERT = f"INSERT INTO jobs ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' for _ in _COLUMNS)})"
 _UPDATABLE = frozenset(_COLUMNS) - {"id", "client", "method", "styles", "style_files"}
 
@@ -333,10 +336,12 @@ class JobStore:
     def referenced_files(self) -> set[str]:
         """Every file digest some job still refers to (blocking: call it in a thread)."""
         refs: set[str] = set()
-        query = "SELECT content_file, style_files, result_file, preview_file FROM jobs"
+        query = (
+            "SELECT content_file, style_files, result_file, preview_file, partial_file FROM jobs"
+        )
         with contextlib.closing(sqlite3.connect(self.path)) as db:
-            for content, styles, result, preview in db.execute(query):
+            for content, styles, result, preview, partial in db.execute(query):
                 refs.add(content)
                 refs.update(json.loads(styles))
-                refs.update(r for r in (result, preview) if r)
+                refs.update(r for r in (result, preview, partial) if r)
         return refs

@@ -3,6 +3,7 @@
 import time
 from typing import Any
 
+from relay.checkpoints import partial_view
 from relay.model import JobRecord, JobState, Live
 
 
@@ -54,4 +55,5 @@ def job_view(
         "style_urls": [job_url(job.id, f"/style/{i}") for i in range(len(job.style_files))],
         "result_url": job_url(job.id, "/result") if job.state is JobState.DONE else None,
         "preview_url": job_url(job.id, "/preview") if has_preview else None,
+        "partial": partial_view(job, job_url(job.id, "/partial")),
     }

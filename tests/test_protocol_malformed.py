@@ -180,7 +180,16 @@ def test_missing_fields(message: Message, key: str) -> None:
         receiver.receive_data(frame(_tuples_to_lists(body)))
 
 
-_NODE_SENT = {"Accept", "Decline", "Progress", "Preview", "Result", "Failure", "Drain"}
+_NODE_SENT = {
+    "Accept",
+    "Decline",
+    "Progress",
+    "Preview",
+    "Checkpoint",
+    "Result",
+    "Failure",
+    "Drain",
+}
 
 
 def _tuples_to_lists(value: Any) -> Any:

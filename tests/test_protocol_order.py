@@ -15,6 +15,7 @@ from protocol import (
     ByeReason,
     Cancel,
     Capabilities,
+    Checkpoint,
     Connection,
     ConnectionState,
     Decline,
@@ -36,6 +37,7 @@ from protocol import (
     Role,
     StyleInfo,
     Welcome,
+    choose_version,
 )
 from protocol.codec import encode
 
@@ -101,11 +103,11 @@ def test_only_the_relay_sends_offers() -> None:
 
 def test_welcome_must_choose_an_offered_version() -> None:
     node = Connection(Role.NODE)
-    node.send(Hello((1,), "n", "", "", CAPS))
+    node.send(Hello((1, 2), "n", "", "", CAPS))
     other = Connection(Role.RELAY)
-    other.receive_data(Connection(Role.NODE).send(Hello((1, 7), "n", "", "", CAPS)))
-    # A relay that speaks version 7 answers a Hello offering (1, 7); our node offered only 1.
-    body = other.send(WELCOME).replace(b"\xa7version\x01", b"\xa7version\x07")
+    other.receive_data(Connection(Role.NODE).send(Hello((2, 7), "n", "", "", CAPS)))
+    # A relay that speaks version 7 answers a Hello offering (2, 7); our node offered 1, 2.
+    body = other.send(WELCOME).replace(b"\xa7version\x02", b"\xa7version\x07")
     with pytest.raises(RemoteProtocolError, match="Welcome chooses version 7"):
         node.receive_data(body)
 
@@ -239,11 +241,11 @@ def test_nothing_after_our_bye_or_reject() -> None:
 
 def test_welcome_must_choose_a_version_both_speak() -> None:
     relay = Connection(Role.RELAY)
-    relay.receive_data(Connection(Role.NODE).send(Hello((2, 3), "n", "", "", CAPS)))
-    with pytest.raises(LocalProtocolError, match=r"offered \[2, 3\] and we speak \[1\]"):
+    relay.receive_data(Connection(Role.NODE).send(Hello((3, 4), "n", "", "", CAPS)))
+    with pytest.raises(LocalProtocolError, match=r"offered \[3, 4\] and we speak \[1, 2\]"):
         relay.send(WELCOME)
     assert relay.state is ConnectionState.AWAITING_WELCOME
-    relay.send(Reject(RejectReason.UNSUPPORTED_VERSION, "version 1 only"))
+    relay.send(Reject(RejectReason.UNSUPPORTED_VERSION, "versions 1 and 2 only"))
 
 
 def test_a_refused_send_changes_nothing() -> None:
@@ -314,3 +316,77 @@ def test_connection_limits_are_checked() -> None:
         Connection(Role.NODE, max_frame_size=1000)
     with pytest.raises(LocalProtocolError, match="max_transfer_size must be positive"):
         Connection(Role.NODE, max_transfer_size=0)
+
+
+# --- what version 2 added is refused on a version-1 connection ---------------------------
+
+V1_HELLO = Hello((1,), "old-node", "", "0.0.9", CAPS)
+V1_WELCOME = Welcome(1, "session-1", 10.0, LIMITS)
+CHECKPOINT = Checkpoint("job-1", "lease-1", 4, b"\x89PNG checkpoint", 1, 1)
+RESUMED = Offer("job-1", "lease-1", "gatys", {}, None, (), b"content", b"\x89PNG start", 4)
+
+
+def running_v1() -> tuple[Connection, Connection]:
+    """A relay and an old node that speaks only version 1, with lease-1 accepted."""
+    relay, node = Connection(Role.RELAY), Connection(Role.NODE)
+    relay.receive_data(node.send(V1_HELLO))
+    node.receive_data(relay.send(V1_WELCOME))
+    node.receive_data(relay.send(OFFER))
+    relay.receive_data(node.send(ACCEPT))
+    return relay, node
+
+
+def test_the_highest_common_version_is_chosen() -> None:
+    assert choose_version(V1_HELLO.versions) == 1
+    assert choose_version(HELLO.versions) == 2
+    assert running_v1()[0].version == 1
+    assert handshaken()[0].version == 2
+
+
+def test_a_checkpoint_on_a_version_1_connection_is_a_protocol_error() -> None:
+    relay, node = running_v1()
+    with pytest.raises(LocalProtocolError, match="Checkpoint is new in protocol version 2"):
+        node.send(CHECKPOINT)
+    # A peer that sends one anyway (its chunks, then the message) breaks the protocol.
+    relay2, node2 = running()
+    data = node2.send(CHECKPOINT)
+    with pytest.raises(
+        RemoteProtocolError,
+        match="Checkpoint is new in protocol version 2; this connection speaks version 1",
+    ):
+        relay.receive_data(data)
+    assert relay.state is ConnectionState.ERROR
+    assert relay2.receive_data(data) == [CHECKPOINT]  # on version 2 it is a report
+
+
+def test_resume_fields_only_travel_on_version_2() -> None:
+    relay, node = Connection(Role.RELAY), Connection(Role.NODE)
+    relay.receive_data(node.send(V1_HELLO))
+    node.receive_data(relay.send(V1_WELCOME))
+    with pytest.raises(LocalProtocolError, match="an Offer with start_image is new in protocol"):
+        relay.send(RESUMED)
+    assert relay.open_leases == 0  # the refused offer opened no lease
+    data = handshaken()[0].send(RESUMED)
+    with pytest.raises(RemoteProtocolError, match="start_image is new in protocol version 2"):
+        node.receive_data(data)
+
+
+def test_a_checkpoint_needs_an_accepted_lease_and_does_not_end_it() -> None:
+    relay, node = offered()
+    with pytest.raises(LocalProtocolError, match="Checkpoint for lease 'lease-1' before its"):
+        node.send(CHECKPOINT)
+    relay.receive_data(node.send(ACCEPT))
+    assert relay.receive_data(node.send(CHECKPOINT)) == [CHECKPOINT]
+    assert relay.open_leases == node.open_leases == 1
+    assert relay.receive_data(node.send(RESULT)) == [RESULT]
+    with pytest.raises(LocalProtocolError, match="not open"):
+        node.send(CHECKPOINT)
+
+
+def test_a_resumed_offer_round_trips_on_version_2() -> None:
+    relay, node = handshaken()
+    [received] = node.receive_data(relay.send(RESUMED))
+    assert received == RESUMED
+    assert isinstance(received, Offer) and received.resumes and received.start_epoch == 4
+    [plain] = handshaken()[1].receive_data(handshaken()[0].send(OFFER))
+    assert isinstance(plain, Offer) and not plain.resumes and plain.start_image is None

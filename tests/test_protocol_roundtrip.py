@@ -50,7 +50,7 @@ def test_a_whole_conversation_round_trips(big: bool) -> None:
     assert {relay.state, node.state} == {ConnectionState.AWAITING_WELCOME}
     for message in relay_messages(big):
         assert node.receive_data(relay.send(message)) == [message]
-    assert relay.version == node.version == 1
+    assert relay.version == node.version == 2
     assert {relay.state, node.state} == {ConnectionState.ESTABLISHED}
     assert node.peer_limits == WELCOME.limits
     for message in node_messages(big):

@@ -11,6 +11,7 @@ from protocol import (
     ByeReason,
     Cancel,
     Capabilities,
+    Checkpoint,
     Connection,
     Decline,
     DeclineReason,
@@ -46,11 +47,12 @@ CAPS = Capabilities(
     max_pixels=4096 * 4096,
     slots=2,
 )
-HELLO = Hello((1,), "node-1", "s3cret", "0.1.0", CAPS)
+HELLO = Hello((1, 2), "node-1", "s3cret", "0.1.0", CAPS)
 LIMITS = Limits(
     max_epochs=500, max_pixels=2048 * 2048, max_frame_size=2**20, max_transfer_size=2**26
 )
-WELCOME = Welcome(1, "session-7", 10.0, LIMITS)
+WELCOME = Welcome(2, "session-7", 10.0, LIMITS)
+"""Version 2 (checkpoints and resumed offers); `test_protocol_order` also speaks version 1."""
 
 
 def relay_messages(big: bool) -> list[Message]:
@@ -72,6 +74,18 @@ def relay_messages(big: bool) -> list[Message]:
         Offer("job-2", "lease-2", "fast", {}, "mosaic", (), b"jpeg" * 10),
         Offer("job-3", "lease-3", "arbitrary", {"strength": 1}, None, (), b"x"),
         Cancel("job-3", "lease-3"),
+        # Version 2: a job offered again, to continue from its latest checkpoint.
+        Offer(
+            "job-4",
+            "lease-4",
+            "gatys",
+            {"epochs": 20},
+            None,
+            (StyleImage(b"style", 1.0),),
+            content,
+            start_image=content[:1000] + b"start",
+            start_epoch=12,
+        ),
         Pong(2),
     ]
 
@@ -85,10 +99,15 @@ def node_messages(big: bool) -> list[Message]:
         Accept("job-1", "lease-1"),
         Progress("job-1", "lease-1", 5, 20, {"content": 12.5, "style": 3.25e5}, 1.25),
         Preview("job-1", "lease-1", 5, b"\xff\xd8 preview"),
+        Checkpoint("job-1", "lease-1", 5, png[::-1], 64, 48),
         Result.for_png("job-1", "lease-1", png, 64, 48),
         Decline("job-2", "lease-2", DeclineReason.UNKNOWN_STYLE, "no mosaic here"),
         Accept("job-3", "lease-3"),
         Failure("job-3", "lease-3", FailureCode.CANCELLED, "cancelled by the relay"),
+        Accept("job-4", "lease-4"),
+        Progress("job-4", "lease-4", 13, 20, {"style": 1.5}, 0.5),
+        Checkpoint("job-4", "lease-4", 13, png, 64, 48),
+        Failure("job-4", "lease-4", FailureCode.CANCELLED),
         Drain(),
         Bye(ByeReason.DRAINED),
     ]
@@ -171,6 +190,12 @@ def test_choose_version_picks_the_highest_common_version() -> None:
         lambda: StyleInfo("id", "name", "fast", b"x" * (32 * 1024 + 1)),
         lambda: Result("j", "l", b"png", 1, 1, "ABC"),
         lambda: Result("j", "l", b"png", 0, 1, "0" * 64),
+        lambda: Offer("j", "l", "gatys", {}, None, (), b"", start_epoch=3),  # and no image
+        lambda: Offer("j", "l", "gatys", {}, None, (), b"", b"x", -1),
+        lambda: Offer("j", "l", "gatys", {}, None, (), b"", "png", 1),  # type: ignore[arg-type]
+        lambda: Checkpoint("j", "l", 1, b"png", 0, 1),
+        lambda: Checkpoint("j", "l", -1, b"png", 1, 1),
+        lambda: Checkpoint("j", "l", 1, bytearray(b"png"), 1, 1),  # type: ignore[arg-type]
         lambda: Failure("j", "l", "oom", ""),  # type: ignore[arg-type]  # a str, not a FailureCode
         lambda: Bye(ByeReason.SHUTDOWN, "x" * (16 * 1024 + 1)),
         lambda: Limits(1, 1, 1024, 1),  # frame limit below a chunk

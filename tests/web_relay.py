@@ -107,6 +107,8 @@ class FakeNode:
     epoch_seconds: float
     preview_every: int = 3
     hold_at: int | None = None
+    checkpoints: bool = False
+    """Send a checkpoint every 5 epochs and when cancelled, as a real Gatys node does."""
     offers: list[Offer] = field(default_factory=list)
     epochs_reported: list[int] = field(default_factory=list)
     _cancelled: set[str] = field(default_factory=set)
@@ -142,6 +144,8 @@ class FakeNode:
         for epoch in range(1, offer.epochs + 1):
             await asyncio.sleep(self.epoch_seconds)
             if offer.job_id in self._cancelled:
+                if self.checkpoints and epoch > 1:
+                    await self._checkpoint(offer, epoch - 1)
                 return
             if self.hold_at is not None and epoch == self.hold_at and not self._release.is_set():
                 self._held.set()
@@ -159,10 +163,19 @@ class FakeNode:
             if epoch % self.preview_every == 0 or epoch == offer.epochs:
                 image = await asyncio.to_thread(paint, offer, epoch / offer.epochs)
                 await hub.preview(handle, offer.job_id, offer.lease, _jpeg(image, 70))
+            if self.checkpoints and epoch % 5 == 0:
+                await self._checkpoint(offer, epoch)
         result = await asyncio.to_thread(lambda: _png(paint(offer, 1.0)))
         await hub.result(
             handle, offer.job_id, offer.lease, result, width=offer.width, height=offer.height
         )
+
+    async def _checkpoint(self, offer: Offer, epoch: int) -> None:
+        image = await asyncio.to_thread(lambda: _png(paint(offer, epoch / offer.epochs)))
+        await self.hub.checkpoint(
+            self.handle, offer.job_id, offer.lease, epoch, image, width=offer.width,
+            height=offer.height,
+        )  # fmt: skip
 
     def release(self) -> None:
         """Let a node held at `hold_at` go on."""

@@ -52,8 +52,16 @@ class WireNode:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         return cls(reader, writer)
 
-    async def hello(self, token: str, name: str = "gpu-1", **caps: object) -> None:
-        await self.send(Hello((PROTOCOL_VERSION,), name, token, "test", capabilities(**caps)))
+    async def hello(
+        self,
+        token: str,
+        name: str = "gpu-1",
+        *,
+        versions: tuple[int, ...] = (PROTOCOL_VERSION,),
+        **caps: object,
+    ) -> None:
+        """Say Hello offering `versions` (an older node offers (1,))."""
+        await self.send(Hello(versions, name, token, "test", capabilities(**caps)))
 
     async def send(self, message: Message) -> None:
         self.writer.write(self.conn.send(message))

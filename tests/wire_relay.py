@@ -13,7 +13,7 @@ from PIL import Image
 from relay_harness import form, png
 from wire_node import WireNode
 
-from protocol import Accept, Offer, Result, Welcome
+from protocol import PROTOCOL_VERSION, Accept, Offer, Result, Welcome
 from relay.app import NODE_LISTENER
 from relay.tokens import TokenStore
 
@@ -36,12 +36,15 @@ class Relay:
         self.dialled.append(node)
         return node
 
-    async def node(self, name: str = "gpu-1", **caps: object) -> WireNode:
-        """A node that said Hello with a fresh token and was welcomed."""
+    async def node(
+        self, name: str = "gpu-1", *, versions: tuple[int, ...] = (PROTOCOL_VERSION,),
+        **caps: object,
+    ) -> WireNode:  # fmt: skip
+        """A node that said Hello (offering `versions`) with a fresh token and was welcomed."""
         node = await self.dial()
         if name not in self.issued:
             self.issued[name] = self.tokens.add(name)
-        await node.hello(self.issued[name], name, **caps)
+        await node.hello(self.issued[name], name, versions=versions, **caps)
         await node.expect(Welcome)
         return node
 

@@ -22,6 +22,8 @@ DEFAULT_PORT = 5678
 DEFAULT_MAX_EPOCHS = 1000
 # 2048 x 2048: the largest picture a Gatys job fits on a common 8 GB card.
 DEFAULT_MAX_PIXELS = 2048 * 2048
+DEFAULT_CHECKPOINT_EVERY = 30.0
+"""Seconds between a Gatys job's checkpoints (`--checkpoint-every`)."""
 MAX_SLOTS = 64
 MAX_TOKEN_LEN = 1024
 MAX_NAME_LEN = 256
@@ -52,6 +54,9 @@ class NodeConfig:
     """A connection up this long resets the backoff."""
     drain_grace: float = 120.0
     """On SIGTERM, how long running jobs may take before they are handed back."""
+    checkpoint_every: float = DEFAULT_CHECKPOINT_EVERY
+    """Seconds between checkpoints of a Gatys job (its picture so far, sent to the relay,
+    which resumes the job from it if this node stops or is lost)."""
     tls: bool = False
     """Dial the relay over TLS, verifying its certificate."""
     ca_file: Path | None = None
@@ -79,6 +84,11 @@ class NodeConfig:
             raise ConfigError("--insecure skips verification; it makes no sense with --ca-file")
         if self.drain_grace < 0:
             raise ConfigError(f"--drain-grace must be zero or more, not {self.drain_grace}")
+        if not 0 < self.checkpoint_every < float("inf"):
+            raise ConfigError(
+                f"--checkpoint-every must be a positive number of seconds, not "
+                f"{self.checkpoint_every}"
+            )
 
     @property
     def relay(self) -> str:
@@ -144,6 +154,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--models-dir", type=Path, help=f"folder of trained fast styles (also ${MODELS_DIR_ENV})")
     add("--backoff-max", type=float, help="longest wait between reconnects, seconds (default 60)")
     add("--drain-grace", type=float, help="on SIGTERM, seconds a running job may still take")
+    add(
+        "--checkpoint-every",
+        type=float,
+        metavar="SECONDS",
+        help="send a Gatys job's picture so far to the relay this often, so a stopped or "
+        f"lost node loses little work (default {DEFAULT_CHECKPOINT_EVERY:g})",
+    )
     add("--tls", action="store_true", default=None, help="dial the relay over TLS (or tls://HOST)")
     add("--ca-file", type=Path, metavar="PEM", help="CA of the relay's certificate (implies --tls)")
     add(
@@ -210,6 +227,7 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         backoff_min=min(1.0, backoff_max),
         backoff_max=backoff_max,
         drain_grace=number("drain_grace", float, 120.0),
+        checkpoint_every=number("checkpoint_every", float, DEFAULT_CHECKPOINT_EVERY),
         tls=bool(tls),
         ca_file=Path(ca_file) if ca_file else None,
         insecure=insecure,

@@ -1,15 +1,17 @@
 """`JobTable`: the jobs of one session, from the Offer to the message that ends the lease.
 
 It answers each Offer (Decline when busy, draining or unfit; else Accept), runs accepted
-jobs on the executor's worker threads, and queues their Progress, Preview, Result and
-Failure through the session's `send`. Worker threads never touch the connection: their
-messages hop onto the event loop with `call_soon_threadsafe`.
+jobs on the executor's worker threads, and queues their Progress, Preview, Checkpoint,
+Result and Failure through the session's `send`. Worker threads never touch the
+connection: their messages hop onto the event loop with `call_soon_threadsafe`. A job
+handed back says nothing more on its lease but its last Checkpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import threading
 from collections.abc import Callable
@@ -17,7 +19,17 @@ from dataclasses import dataclass, field
 
 from gpu_node.daemon.params import Declined, JobSpec
 from gpu_node.daemon.runner import JobFailed, JobRunner
-from protocol import Accept, Decline, DeclineReason, Failure, FailureCode, Message, Offer, Result
+from protocol import (
+    Accept,
+    Checkpoint,
+    Decline,
+    DeclineReason,
+    Failure,
+    FailureCode,
+    Message,
+    Offer,
+    Result,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +60,9 @@ class JobTable:
         self.slots = slots
         self.draining = False
         """When set, every new offer is declined with reason `draining`."""
+        self.checkpoint_every: float | None = None
+        """Seconds between a Gatys job's checkpoints; None (the default, and on a
+        version-1 connection) sends none."""
         self._send = send
         self._jobs: dict[str, Job] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -105,7 +120,8 @@ class JobTable:
     def _emit(self, message: Message) -> None:
         lease = getattr(message, "lease_id", None)
         job = self._jobs.get(lease) if isinstance(lease, str) else None
-        if job is not None and not job.handed_back:
+        # A job handed back still leaves its picture behind: the relay resumes from it.
+        if job is not None and (not job.handed_back or type(message) is Checkpoint):
             self._send(message)
 
     async def _run(self, job: Job, spec: JobSpec) -> None:
@@ -113,8 +129,9 @@ class JobTable:
         loop = asyncio.get_running_loop()
         final: Result | Failure
         try:
+            run = functools.partial(self.runner.run, checkpoint_every=self.checkpoint_every)
             final = await loop.run_in_executor(
-                self.executor, self.runner.run, offer, spec, job.cancel, self.emit_threadsafe
+                self.executor, run, offer, spec, job.cancel, self.emit_threadsafe
             )
             log.info("job %s: done, %dx%d", offer.job_id, final.width, final.height)
         except JobFailed as exc:

@@ -1,9 +1,12 @@
-"""Turning an engine's per-epoch callbacks into a modest stream of Progress and Preview.
+"""Turning an engine's per-epoch callbacks into a modest stream of Progress, Preview and
+Checkpoint.
 
 An engine on a GPU reports hundreds of epochs a second; the relay and the browser need a
 few. `Reporter` passes at most one Progress per `progress_interval` (the job's last epoch
-always goes through) and one small JPEG Preview per `preview_interval`. The clock is
-injected so the throttling can be tested without sleeping.
+always goes through), one small JPEG Preview per `preview_interval` and, when asked to,
+one full-size PNG Checkpoint per `checkpoint_every` (and the newest picture once more by
+`last_checkpoint` when the job stops without a result: cancelled or handed back). The
+clock is injected so the throttling can be tested without sleeping.
 """
 
 from __future__ import annotations
@@ -14,8 +17,9 @@ from collections.abc import Callable
 from PIL import Image
 
 from gpu_node.engine.progress import Progress as EngineProgress
-from gpu_node.images import encode_jpeg
-from protocol import Message, Offer, Preview, Progress
+from gpu_node.engine.progress import Render
+from gpu_node.images import encode_jpeg, encode_png
+from protocol import Checkpoint, Message, Offer, Preview, Progress
 
 Emit = Callable[[Message], None]
 """Hands one outgoing message to the connection's writer (thread-safe)."""
@@ -37,6 +41,7 @@ class Reporter:
         clock: Callable[[], float] = time.monotonic,
         progress_interval: float = PROGRESS_INTERVAL,
         preview_interval: float = PREVIEW_INTERVAL,
+        checkpoint_every: float | None = None,
     ) -> None:
         self._job = offer.job_id
         self._lease = offer.lease_id
@@ -46,6 +51,10 @@ class Reporter:
         self._preview_interval = preview_interval
         self._last_progress = -float("inf")
         self._last_preview = -float("inf")
+        self._checkpoint_every = checkpoint_every
+        self._last_checkpoint = clock()
+        self._newest: tuple[int, Render] | None = None
+        self._sent_epoch = -1
 
     def progress(self, report: EngineProgress) -> None:
         """Pass an engine's epoch report on, unless one went out just now."""
@@ -75,6 +84,30 @@ class Reporter:
             return
         self._last_preview = self._clock()
         self._emit(Preview(self._job, self._lease, epoch, preview_jpeg(image)))
+
+    def checkpoint(self, epoch: int, render: Render) -> None:
+        """Keep the engine's newest picture within reach; send it if a checkpoint is due.
+        Does nothing unless the reporter was made with `checkpoint_every`."""
+        if self._checkpoint_every is None:
+            return
+        self._newest = (epoch, render)
+        if self._clock() - self._last_checkpoint >= self._checkpoint_every:
+            self._send_checkpoint()
+
+    def last_checkpoint(self) -> None:
+        """Send the newest picture, unless it went out already: the job stops (cancelled or
+        handed back) and the relay should keep what it reached."""
+        if self._newest is not None and self._newest[0] > self._sent_epoch:
+            self._send_checkpoint()
+
+    def _send_checkpoint(self) -> None:
+        assert self._newest is not None
+        epoch, render = self._newest
+        image = render()
+        png = encode_png(image)
+        self._last_checkpoint = self._clock()
+        self._sent_epoch = epoch
+        self._emit(Checkpoint(self._job, self._lease, epoch, png, image.width, image.height))
 
 
 def preview_jpeg(image: Image.Image, side: int = PREVIEW_SIDE) -> bytes:

@@ -2,8 +2,9 @@
 
 `screen` is quick and runs before the node answers the offer: method, style, parameters
 and the owner's caps, raising `Declined`. `run` then decodes the images, dispatches on the
-method to an engine, streams throttled Progress and Preview through `emit`, and returns
-the Result; whatever goes wrong becomes `JobFailed` with a protocol failure code.
+method to an engine, streams throttled Progress and Preview (and, for Gatys, Checkpoint)
+through `emit`, and returns the Result; whatever goes wrong becomes `JobFailed` with a
+protocol failure code. A Gatys offer with a start picture continues from it.
 Cancelling is the engine's business: it checks the job's `threading.Event` every epoch.
 Fast and arbitrary jobs running at once on several slots share one pass of the network
 when their sizes match (`gpu_node.fast.batching`); each still reports on its own.
@@ -167,6 +168,7 @@ class JobRunner:
         preview_every = 1 if self.device.type == "cpu" else None
         spec = job_spec(offer, self.caps, self.registry, preview_every=preview_every)
         self._check_output_pixels(offer, spec)
+        _check_start(offer, spec)
         return spec
 
     def _check_output_pixels(self, offer: Offer, spec: JobSpec) -> None:
@@ -182,15 +184,27 @@ class JobRunner:
                 f"this node's cap of {self.caps.max_pixels:,} (max_pixels)",
             )
 
-    def run(self, offer: Offer, spec: JobSpec, cancel: threading.Event, emit: Emit) -> Result:
-        """Run an accepted offer to its Result, or raise JobFailed."""
-        reporter = Reporter(offer, emit, clock=self._clock)
+    def run(
+        self,
+        offer: Offer,
+        spec: JobSpec,
+        cancel: threading.Event,
+        emit: Emit,
+        *,
+        checkpoint_every: float | None = None,
+    ) -> Result:
+        """Run an accepted offer to its Result, or raise JobFailed. A Gatys job sends its
+        picture as a Checkpoint every `checkpoint_every` seconds (None: never) and once
+        more when it is cancelled, so the relay keeps what it reached."""
+        every = checkpoint_every if isinstance(spec, GatysJob) else None
+        reporter = Reporter(offer, emit, clock=self._clock, checkpoint_every=every)
         started = time.perf_counter()
         try:
             content = _decode(offer.content, "content image", self.caps.max_pixels)
             image = self._handlers[offer.method](offer, spec, content, cancel, reporter)
             png = encode_png(image)
         except Cancelled:
+            reporter.last_checkpoint()
             raise JobFailed(FailureCode.CANCELLED, "the job was cancelled") from None
         except BadInputError as exc:
             raise JobFailed(FailureCode.INVALID_INPUT, str(exc)) from None
@@ -226,6 +240,7 @@ class JobRunner:
             (_decode(s.data, f"style image {i + 1}", self.caps.max_pixels), s.weight)
             for i, s in enumerate(offer.style_images)
         ]
+        start = offer.start_image
         return stylize_gatys(
             content,
             styles,
@@ -234,6 +249,9 @@ class JobRunner:
             progress=reporter.progress,
             preview=reporter.preview,
             cancel=cancel,
+            checkpoint=reporter.checkpoint,
+            start=None if start is None else _decode(start, "start image", self.caps.max_pixels),
+            start_epoch=offer.start_epoch,
         )
 
     def _fast_style(
@@ -278,6 +296,22 @@ def _decode(data: bytes, what: str, max_pixels: int) -> Image.Image:
     except ImageError as exc:
         # open_image names bytes "the image"; say which image of the offer it was
         raise ImageError(str(exc).replace("the image", f"the {what}", 1)) from None
+
+
+def _check_start(offer: Offer, spec: JobSpec) -> None:
+    """A start picture (a resumed job) only continues a Gatys job, within its epochs."""
+    if not offer.resumes:
+        return
+    if not isinstance(spec, GatysJob):
+        raise Declined(
+            DeclineReason.INVALID_PARAMS, f"a {offer.method} job cannot continue from a picture"
+        )
+    if offer.start_epoch > spec.params.epochs:
+        raise Declined(
+            DeclineReason.INVALID_PARAMS,
+            f"the start picture reached epoch {offer.start_epoch}, beyond the job's "
+            f"{spec.params.epochs}",
+        )
 
 
 def _sized(image: Image.Image, size: int | None) -> Image.Image:

@@ -23,6 +23,7 @@ from gpu_node.daemon.jobs import JobTable
 from gpu_node.daemon.runner import JobRunner
 from gpu_node.errors import NodeError
 from protocol import (
+    CHECKPOINTS_SINCE,
     SUPPORTED_VERSIONS,
     Bye,
     ByeReason,
@@ -53,6 +54,9 @@ HANDSHAKE_TIMEOUT = 15.0
 """Seconds to wait for Welcome or Reject after Hello."""
 MISSED_HEARTBEATS = 3
 """Heartbeat intervals of silence after which the relay counts as gone."""
+HAND_BACK_WAIT = 10.0
+"""Seconds jobs handed back may take to stop and send their last checkpoint before Bye
+(an engine stops within one epoch)."""
 FATAL_REJECTS = frozenset({RejectReason.BAD_TOKEN, RejectReason.UNSUPPORTED_VERSION})
 READ_SIZE = 256 * 1024
 
@@ -94,6 +98,7 @@ class Session:
         self._end: asyncio.Future[Outcome] | None = None
         self._draining = False
         self._drain_task: asyncio.Task[None] | None = None
+        self._hand_back_task: asyncio.Task[None] | None = None
         self._grace = config.drain_grace
         self._welcomed = asyncio.Event()
         self._nonces = itertools.count(1)
@@ -139,8 +144,7 @@ class Session:
         running = self._jobs.tasks()
         self._jobs.hand_back()  # the relay requeues a lost node's jobs
         writer_task, *others = tasks
-        if self._drain_task is not None:
-            others.append(self._drain_task)
+        others += [t for t in (self._drain_task, self._hand_back_task) if t is not None]
         for task in others:
             task.cancel()
         self._outbox.put_nowait(None)  # flush what is queued (a final Result, Bye), then stop
@@ -218,6 +222,8 @@ class Session:
             case Welcome():
                 self.welcome = message
                 self._welcomed.set()
+                if message.version >= CHECKPOINTS_SINCE:  # an older relay takes none
+                    self._jobs.checkpoint_every = self.config.checkpoint_every
                 log.info(
                     "connected to the relay at %s as %r (session %s, protocol v%d)",
                     self.config.relay, self.config.name, message.session_id, message.version,
@@ -312,8 +318,16 @@ class Session:
         self._finish(Outcome.DRAINED)
 
     def _hand_back(self) -> None:
+        running = self._jobs.tasks()
         count = self._jobs.hand_back()
         log.warning("handing %d job(s) back to the relay", count)
+        if self._hand_back_task is None:
+            self._hand_back_task = asyncio.create_task(self._bye_after(running, count))
+
+    async def _bye_after(self, running: list[asyncio.Task[None]], count: int) -> None:
+        """Let the jobs handed back stop and send their last checkpoints, then say Bye."""
+        if running and self._jobs.checkpoint_every is not None:
+            await asyncio.wait(running, timeout=HAND_BACK_WAIT)
         self._send(
             Bye(ByeReason.SHUTDOWN, f"the node is shutting down; {count} job(s) handed back")
         )

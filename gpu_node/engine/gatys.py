@@ -2,7 +2,9 @@
 content image's and its Gram matrices match the style images'.
 
 `stylize_gatys` is the one entry point for the CLI and the node daemon. It runs on the
-caller's thread, reports every epoch, and checks the cancel flag before each epoch.
+caller's thread, reports every epoch, and checks the cancel flag before each epoch. Given a
+`start` picture and the epoch it reached (a checkpoint of an earlier run), it continues
+from there: the optimiser's history starts afresh, the picture does not.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ from gpu_node.engine import color
 from gpu_node.engine.capacity import check_fits
 from gpu_node.engine.losses import content_loss, gram, style_loss, tv_loss
 from gpu_node.engine.params import GatysParams, Init, Optimizer
-from gpu_node.engine.progress import PreviewFn, Progress, ProgressFn, check_cancel
+from gpu_node.engine.progress import (
+    CheckpointFn,
+    PreviewFn,
+    Progress,
+    ProgressFn,
+    Render,
+    check_cancel,
+)
 from gpu_node.engine.vgg import VGG19Features
 from gpu_node.engine.weights import VGGWeights, load_weights
 from gpu_node.errors import BadInputError
@@ -50,6 +59,9 @@ class _Job:
     finish: Callable[[torch.Tensor], torch.Tensor]
     paths: FastPaths
     progress_every: int
+    checkpoint: CheckpointFn | None
+    full: torch.Tensor
+    """The content at the output size: what checkpoints are drawn at."""
 
 
 def stylize_gatys(
@@ -64,18 +76,27 @@ def stylize_gatys(
     cancel: threading.Event | None = None,
     paths: FastPaths | None = None,
     progress_every: int = 1,
+    checkpoint: CheckpointFn | None = None,
+    start: Image.Image | None = None,
+    start_epoch: int = 0,
 ) -> Image.Image:
     """Paint `content` in the blended manner of `styles` ((image, blend weight) pairs).
 
     `paths` are the device's speed settings (default: `fast_paths(device)`); progress is
     reported every `progress_every` epochs and after the last, since reading the losses
-    off a GPU waits for it.
+    off a GPU waits for it. `checkpoint` is offered the picture after every epoch. With a
+    `start` picture that reached `start_epoch` of `params.epochs`, the job continues from
+    it: only the remaining epochs run, and progress counts on from `start_epoch`.
 
     Raises BadInputError for unusable arguments, CapacityError when the output would not
     fit the device, WeightsError for missing weights, and Cancelled when `cancel` is set.
     """
     started = time.perf_counter()
     blends = _blend_weights(styles)
+    if start is not None and not 0 <= start_epoch <= params.epochs:
+        raise BadInputError(
+            f"the start picture's epoch {start_epoch} is not within the job's {params.epochs}"
+        )
     device = device or torch.device("cpu")
     paths = paths if paths is not None else fast_paths(device)
     vgg = weights if weights is not None else load_weights()
@@ -107,12 +128,17 @@ def stylize_gatys(
         finish=_finisher(full_content, params.preserve_colors),
         paths=paths,
         progress_every=max(1, progress_every),
+        checkpoint=checkpoint,
+        full=full_content,
     )
     log.debug("gatys %dx%d on %s, scales %s", final_w, final_h, device, params.scales())
 
     canvas: torch.Tensor | None = None
     done = 0
     for size, epochs in zip(params.scales(), params.epochs_per_scale(), strict=True):
+        if start is not None and done + epochs <= start_epoch:
+            done += epochs  # this scale was finished before the start picture was taken
+            continue
         content_t = (
             full_content
             if size == params.size
@@ -126,12 +152,22 @@ def stylize_gatys(
         if params.preserve_colors:
             style_ts = [(color.match_luminance(s, content_t), b) for s, b in style_ts]
             content_t = color.luminance_as_rgb(content_t)
-        start = _initial(params, content_t, style_ts[0][0]) if canvas is None else canvas
+        skip = 0
+        if canvas is not None:
+            first = canvas
+        elif start is not None:
+            first = image_to_tensor(start.convert("RGB"), device)
+            skip = start_epoch - done  # epochs of this scale the start picture has had
+        else:
+            first = _initial(params, content_t, style_ts[0][0])
         canvas = _optimise(
-            job, content_t, style_ts, _resized(start, content_t), epochs=epochs, done=done
-        )
+            job, content_t, style_ts, _resized(first, content_t), epochs=epochs - skip,
+            done=done + skip,
+        )  # fmt: skip
         done += epochs
-    assert canvas is not None
+    if canvas is None:  # the start picture had every epoch already
+        assert start is not None
+        canvas = _resized(image_to_tensor(start.convert("RGB"), device), full_content)
     return tensor_to_image(job.finish(canvas))
 
 
@@ -236,7 +272,19 @@ def _optimise(
             job.progress(Progress(epoch, params.epochs, losses, elapsed))
         if job.preview is not None and params.preview_every and epoch % params.preview_every == 0:
             job.preview(tensor_to_image(job.finish(canvas.detach() / _PIXEL)), epoch)
+        if job.checkpoint is not None:
+            job.checkpoint(epoch, _render(job, canvas))
     return canvas.detach().div(_PIXEL).clamp(0.0, 1.0)
+
+
+def _render(job: _Job, canvas: torch.Tensor) -> Render:
+    """Draw `canvas` (pixel units, at any scale) as the finished picture at the output size."""
+
+    def render() -> Image.Image:
+        picture = canvas.detach().div(_PIXEL).clamp(0.0, 1.0)
+        return tensor_to_image(job.finish(_resized(picture, job.full)))
+
+    return render
 
 
 def _optimizer(params: GatysParams, canvas: torch.Tensor) -> torch.optim.Optimizer:

@@ -1,8 +1,10 @@
-"""The contract every engine shares with its caller: progress, previews and cancelling.
+"""The contract every engine shares with its caller: progress, previews, checkpoints and
+cancelling.
 
 An engine reports a `Progress` after every epoch through a `ProgressFn`, hands a preview
-image to a `PreviewFn` every so often, and checks a `threading.Event` at least once per
-epoch, raising `Cancelled` when it is set. Callbacks run on the engine's own thread.
+image to a `PreviewFn` every so often, offers a checkpoint to a `CheckpointFn` after every
+epoch, and checks a `threading.Event` at least once per epoch, raising `Cancelled` when it
+is set. Callbacks run on the engine's own thread.
 """
 
 from __future__ import annotations
@@ -36,6 +38,15 @@ ProgressFn = Callable[[Progress], None]
 
 PreviewFn = Callable[[Image.Image, int], None]
 """Called every few epochs with the current picture and the epoch it shows."""
+
+Render = Callable[[], Image.Image]
+"""Draws the picture as it stands, at the job's full output size (not cheap: call it only
+for a checkpoint that is kept)."""
+
+CheckpointFn = Callable[[int, Render], None]
+"""Called after every epoch with the epoch reached and a `Render` of the picture. The render
+stays valid until the next epoch begins, and after the engine stops (cancelled) it draws
+the picture of the last epoch reported."""
 
 
 def check_cancel(cancel: threading.Event | None) -> None:

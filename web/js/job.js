@@ -185,6 +185,7 @@ export class JobView {
     }
     notifyEnded(job, this.statusLine());
     history.refresh();
+    if (job.state === "failed" || job.state === "cancelled") this.awaitPartial();
   }
 
   // ---- drawing ------------------------------------------------------------------------
@@ -215,9 +216,12 @@ export class JobView {
     this.paintProgress();
     this.paintImages();
     const done = state === "done";
+    const partial = this.partial();
     const download = $("job-download");
-    download.hidden = !done;
+    download.hidden = !(done || partial);
     if (done) download.href = job.result_url;
+    else if (partial) download.href = partial.src;
+    download.textContent = t(done || !partial ? "job.download" : "job.download.partial");
     const share = $("job-share");
     share.hidden = !done;
     share.textContent = job.shared ? t("job.unshare") : t("job.share");
@@ -248,11 +252,47 @@ export class JobView {
       case "done":
         return t("job.done");
       case "failed":
-        return t("job.failed", { why: server(job.error) || "?" });
+        return this.withPartial(t("job.failed", { why: server(job.error) || "?" }));
       case "cancelled":
-        return t("job.cancelled");
+        return this.withPartial(t("job.cancelled"));
       default:
         return "";
+    }
+  }
+
+  /** The painting so far of a job that ended without a result (its node's latest
+   *  checkpoint): where to load it, the epoch it reached and the job's planned epochs. */
+  partial() {
+    const job = this.job;
+    const p = job.partial;
+    if (!p || (job.state !== "failed" && job.state !== "cancelled")) return null;
+    // The URL stays the same while a later checkpoint may replace the picture.
+    return { src: `${p.url}?epoch=${p.epoch}`, epoch: p.epoch, max: job.epochs ?? job.max_epochs ?? "?" };
+  }
+
+  withPartial(line) {
+    const p = this.partial();
+    return p ? `${line} ${t("job.partial", { epoch: p.epoch, max: p.max })}` : line;
+  }
+
+  /** A cancelled or failed Gatys job's node sends its last checkpoint as it stops, a moment
+   *  after the job ended: read the job again a few times to show it. */
+  awaitPartial() {
+    const job = this.job;
+    if (!job || job.method !== "gatys" || !job.started) return;
+    const seen = job.partial ? job.partial.epoch : 0;
+    for (const delay of [1000, 3000, 7000]) {
+      setTimeout(async () => {
+        if (this.job !== job || (job.partial && job.partial.epoch > seen)) return;
+        try {
+          const view = await api.job(job.id);
+          if (this.job !== job || !view.partial) return;
+          job.partial = view.partial;
+          this.paint();
+        } catch {
+          // The next try, or the job's own state, will tell.
+        }
+      }, delay);
     }
   }
 
@@ -352,7 +392,8 @@ export class JobView {
     }
     const result = $("job-result");
     const caption = $("job-result-caption");
-    const src = job.state === "done" ? job.result_url : job.preview_url;
+    const partial = this.partial();
+    const src = job.state === "done" ? job.result_url : partial ? partial.src : job.preview_url;
     if (src && src !== this.wanted) {
       this.wanted = src;
       // Load off screen and swap when ready: no flicker, and a preview that fails to load
@@ -372,8 +413,10 @@ export class JobView {
     if (!src && !result.hidden) result.hidden = true;
     this.paintBeforeAfter();
     $("job-placeholder").hidden = result.hidden ? FINAL.has(job.state) : true;
-    result.alt = t(job.state === "done" ? "job.alt.result" : "job.alt.preview");
-    caption.textContent = t(job.state === "done" || !src ? "job.result" : "job.preview");
+    result.alt = t(job.state === "done" ? "job.alt.result" : partial ? "job.alt.partial" : "job.alt.preview");
+    caption.textContent = partial
+      ? t("job.partial.caption", { epoch: partial.epoch, max: partial.max })
+      : t(job.state === "done" || !src ? "job.result" : "job.preview");
   }
 
   /** The before/after comparison, once there is a result to compare with the photo. */
@@ -405,6 +448,7 @@ export class JobView {
       this.paint();
       if (this.stream) this.stream.finish();
       history.refresh();
+      this.awaitPartial();
     } catch (err) {
       showError("job-error", t("job.cancel.failed", { why: err.network ? t("err.network") : server(err.message) }));
     } finally {
