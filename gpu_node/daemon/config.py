@@ -162,7 +162,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_int_arg,
         help=f"largest picture in pixels (default {DEFAULT_MAX_PIXELS})",
     )
-    add("--slots", type=_int_arg, help="jobs run at once (default 1)")
+    add("--slots", type=_int_arg, help="jobs run at once on each device (default 1)")
     add("--models-dir", type=Path, help=f"folder of trained fast styles (also ${MODELS_DIR_ENV})")
     add("--backoff-max", type=float, help="longest wait between reconnects, seconds (default 60)")
     add("--drain-grace", type=float, help="on SIGTERM, seconds a running job may still take")

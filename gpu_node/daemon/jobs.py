@@ -15,8 +15,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gpu_node.daemon.devices import Runner
 from gpu_node.daemon.params import Declined, JobSpec
-from gpu_node.daemon.runner import JobFailed, JobRunner
+from gpu_node.daemon.runner import JobFailed
 from protocol import Accept, Decline, DeclineReason, Failure, FailureCode, Message, Offer, Result
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ class JobTable:
 
     def __init__(
         self,
-        runner: JobRunner,
+        runner: Runner,
         executor: concurrent.futures.Executor,
         slots: int,
         send: Callable[[Message], None],
