@@ -76,8 +76,8 @@ def stylize_gatys(
     """Paint `content` in the blended manner of `styles` ((image, blend weight) pairs).
 
     `paths` are the device's speed settings (default: `fast_paths(device)`); progress is
-    reported every `progress_every` epochs and after the last, since reading the losses
-    off a GPU waits for it. `free_memory` is the bytes the job may take (default: what the
+    reported every `progress_every` epochs and after the last (on a GPU an epoch or so
+    late: the losses travel back without stalling it). `free_memory` is the bytes the job may take (default: what the
     device has free); a job that fits only with gradient checkpointing runs with it.
 
     Raises BadInputError for unusable arguments, CapacityError when the output would not
