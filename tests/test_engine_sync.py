@@ -9,6 +9,7 @@ tensors have no values, refuses any such read outright.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -117,3 +118,36 @@ def test_host_copies_are_snapshots_handed_back_in_order() -> None:
     assert [tag for tag, _ in landed] == [1, 2]
     assert landed[0][1].sum() == 0 and landed[1][1].sum() == 30
     assert copies.arrived() == [] and copies.wait() == [] and len(copies) == 0
+
+
+def _cuda_syncs(epochs: int) -> int:
+    """How many synchronising CUDA calls one small Gatys job makes (torch warns of each)."""
+    content = resize_long_side(open_image(DATA / "cat.jpg"), 64)
+    style = resize_long_side(open_image(DATA / "starry_night.jpg"), 64)
+    params = GatysParams(size=64, epochs=epochs, max_epochs=epochs, preview_every=2)
+    reports: list[Progress] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            stylize_gatys(
+                content,
+                [(style, 1.0)],
+                params,
+                device=torch.device("cuda"),
+                progress=reports.append,
+                preview=lambda image, epoch: None,
+            )
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    assert len(reports) == epochs  # progress every epoch, all of it delivered
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_the_synchronising_calls_do_not_grow_with_the_epochs() -> None:
+    # Setting up and finishing a job synchronise a fixed number of times; the loop, with
+    # progress every epoch and a preview every other one, not once.
+    _cuda_syncs(2)  # first-call set-up (cuDNN's autotuner) out of the way
+    assert _cuda_syncs(16) == _cuda_syncs(4)
