@@ -77,8 +77,9 @@ def stylize_gatys(
 
     `paths` are the device's speed settings (default: `fast_paths(device)`); progress is
     reported every `progress_every` epochs and after the last (on a GPU an epoch or so
-    late: the losses travel back without stalling it). `free_memory` is the bytes the job may take (default: what the
-    device has free); a job that fits only with gradient checkpointing runs with it.
+    late: the losses travel back without stalling it). `free_memory` is the bytes the job
+    may take (default: what the device has free); a job that fits only with gradient
+    checkpointing runs with it.
 
     Raises BadInputError for unusable arguments, CapacityError when the output would not
     fit the device, WeightsError for missing weights, and Cancelled when `cancel` is set.
