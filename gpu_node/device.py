@@ -3,7 +3,9 @@
 `pick_device` prefers CUDA, then Apple MPS, then the CPU, unless one is asked for by name.
 `configure_backend` applies the speed settings that suit the device; torch keeps these
 process-wide, so they are set once by the entry point (the CLI or the daemon), not by
-the engines.
+the engines. `node_paths` turns the owner's `--precision` and `--compile` into the
+settings a device can take, saying in the log what it cannot; `resolve_devices` reads a
+list of devices (`cuda:0,cuda:1`, `all`) for a daemon that drives several.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import torch
 
 from gpu_node.errors import BadInputError
+from gpu_node.precision import Precision
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +42,34 @@ class FastPaths:
 
 
 def fast_paths(
-    device: str | torch.device, *, bf16: bool = False, compile: bool = False
+    device: str | torch.device, *, bf16: bool = False, compile: bool = False, tf32: bool = True
 ) -> FastPaths:
     """The settings for `device`: CUDA gets the fast paths, every other device none."""
     cuda = torch.device(device).type == "cuda"
     return FastPaths(
         channels_last=cuda,
         cudnn_benchmark=cuda,
-        tf32=cuda,
+        tf32=tf32 and cuda,
         bf16=bf16 and cuda,
         compile=compile and cuda,
     )
+
+
+def node_paths(device: torch.device, precision: Precision, compile: bool) -> FastPaths:
+    """The settings for the owner's `--precision` and `--compile` on `device`; what the
+    device cannot take is logged and left off (only CUDA has TF32, bf16 and compile here),
+    so the same flags run everywhere."""
+    paths = fast_paths(
+        device,
+        bf16=precision is Precision.BF16,
+        compile=compile,
+        tf32=precision is not Precision.FP32,
+    )
+    if precision is not Precision.FP32 and device.type != "cuda":
+        log.info("--precision %s: %s runs plain float32", precision.value, device)
+    if compile and not paths.compile:
+        log.info("--compile: only CUDA devices are compiled; %s runs eagerly", device)
+    return paths
 
 
 def autocast(device: torch.device, paths: FastPaths) -> contextlib.AbstractContextManager[Any]:
@@ -59,14 +79,24 @@ def autocast(device: torch.device, paths: FastPaths) -> contextlib.AbstractConte
     return contextlib.nullcontext()
 
 
-def compiled(fn: Callable[..., Any], paths: FastPaths) -> Callable[..., Any]:
+Compiler = Callable[[Callable[..., Any]], Callable[..., Any]]
+"""What `compiled` compiles with: `torch.compile` unless a test gives another."""
+
+
+def _torch_compile(fn: Callable[..., Any]) -> Callable[..., Any]:
+    return torch.compile(fn, dynamic=False)
+
+
+def compiled(
+    fn: Callable[..., Any], paths: FastPaths, *, compiler: Compiler = _torch_compile
+) -> Callable[..., Any]:
     """`fn` through `torch.compile` when asked, falling back to `fn` itself for good on the
     first failure (no compiler toolchain, an unsupported op): speed is optional, results not.
     """
     if not paths.compile:
         return fn
     try:
-        fast = torch.compile(fn, dynamic=False)
+        fast = compiler(fn)
     except Exception as exc:  # e.g. torch built without dynamo on this platform
         log.warning("torch.compile unavailable (%s); running eagerly", exc)
         return fn
@@ -156,21 +186,42 @@ def configure_backend(
 ) -> BackendConfig:
     """Apply the speed settings for `device` (see `fast_paths`) and return what was set.
 
-    The process-wide torch switches are only ever turned on, and only for CUDA, so the CPU
-    path computes exactly what it did; the CPU gets one thread per core unless `threads`
-    says otherwise.
+    The process-wide torch switches are only set for CUDA (TF32 on, or off for
+    `--precision fp32`), so the CPU path computes exactly what it did; the CPU gets one
+    thread per core unless `threads` says otherwise.
     """
     paths = paths if paths is not None else fast_paths(device)
     cores = threads if threads is not None else (os.cpu_count() or 1)
     torch.set_num_threads(max(1, cores))
-    if paths.tf32:
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = paths.tf32
+        torch.backends.cudnn.allow_tf32 = paths.tf32
     if paths.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
     return BackendConfig(
         device=device, threads=torch.get_num_threads(), tf32=paths.tf32, paths=paths
     )
+
+
+ALL_DEVICES = "all"
+"""`--device all`: every CUDA device of the machine (or the best device if it has none)."""
+
+
+def resolve_devices(requested: str | None) -> list[torch.device]:
+    """The devices of a comma-separated list (`cuda:0,cuda:1`, `cpu,cpu`), or every CUDA
+    device for `all`; one entry per lane of work, so a name may repeat. BadInputError for
+    an empty entry or one that `resolve_device` refuses."""
+    text = (requested or "").strip()
+    if text == ALL_DEVICES:
+        if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+            return [torch.device("cuda", i) for i in range(torch.cuda.device_count())]
+        device = resolve_device(None)
+        log.info("--device all: no CUDA device here; using %s", device)
+        return [device]
+    names = [name.strip() for name in text.split(",")] if text else ["auto"]
+    if any(not name for name in names):
+        raise BadInputError(f"--device {requested!r} has an empty entry; e.g. cuda:0,cuda:1")
+    return [resolve_device(name) for name in names]
 
 
 def pick_device(requested: str | None = None) -> torch.device:

@@ -15,6 +15,7 @@ from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .handshake import (
     GATYS_START_EPOCHS,
     Capabilities,
+    DeviceInfo,
     Hello,
     Limits,
     Pace,
@@ -76,6 +77,7 @@ __all__ = [
     "ConnectionState",
     "Decline",
     "DeclineReason",
+    "DeviceInfo",
     "Drain",
     "Failure",
     "FailureCode",

@@ -15,7 +15,16 @@ from typing import Any
 from .codes import ByeReason, DeclineReason, FailureCode, RejectReason
 from .errors import LocalProtocolError, RemoteProtocolError
 from .frames import Body
-from .handshake import Capabilities, Hello, Limits, Pace, Reject, StyleInfo, Welcome
+from .handshake import (
+    Capabilities,
+    DeviceInfo,
+    Hello,
+    Limits,
+    Pace,
+    Reject,
+    StyleInfo,
+    Welcome,
+)
 from .messages import (
     Accept,
     Bye,
@@ -60,6 +69,10 @@ def _caps(c: Capabilities) -> Body:
         body["pace"] = [
             {"method": p.method, "seconds": p.seconds, "seconds_per_mp": p.seconds_per_mp}
             for p in c.pace
+        ]
+    if c.devices:  # optional, like pace
+        body["devices"] = [
+            {"name": d.name, "memory": d.memory, "slots": d.slots} for d in c.devices
         ]
     return body
 
@@ -164,8 +177,13 @@ def _hello(b: Body, take: Take) -> Hello:
         Pace(p["method"], _float(p["seconds"]), _float(p["seconds_per_mp"]))
         for p in map(_map, _list(c.get("pace", [])))
     )
+    devices = tuple(
+        DeviceInfo(d["name"], d["memory"], d["slots"])
+        for d in map(_map, _list(c.get("devices", [])))
+    )
     caps = Capabilities(c["device_name"], c["device_memory"], tuple(_list(c["methods"])),
-                        styles, c["max_epochs"], c["max_pixels"], c["slots"], pace)  # fmt: skip
+                        styles, c["max_epochs"], c["max_pixels"], c["slots"], pace,
+                        devices)  # fmt: skip
     return Hello(tuple(_list(b["versions"])), b["node_name"], b["token"],
                  b["software_version"], caps)  # fmt: skip
 

@@ -63,9 +63,26 @@ class Pace:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceInfo:
+    """One device of a node that drives several: its name, memory and job slots."""
+
+    name: str
+    memory: int
+    """Bytes (0 if unknown)."""
+    slots: int
+
+    def __post_init__(self) -> None:
+        checks.text(self, "name", self.name, MAX_NAME_LEN)
+        checks.uint(self, "memory", self.memory)
+        checks.uint(self, "slots", self.slots, lo=1, hi=MAX_ITEMS)
+
+
+@dataclass(frozen=True, slots=True)
 class Capabilities:
     """What a node can do: its device, methods, styles, per-job limits and, optionally,
-    its measured pace per method (empty from nodes that do not measure it)."""
+    its measured pace per method (empty from nodes that do not measure it) and its
+    devices one by one (empty from nodes that do not list them; `device_name`,
+    `device_memory` and `slots` then describe the whole node)."""
 
     device_name: str
     device_memory: int
@@ -75,6 +92,7 @@ class Capabilities:
     max_pixels: int
     slots: int
     pace: tuple[Pace, ...] = ()
+    devices: tuple[DeviceInfo, ...] = ()
 
     def __post_init__(self) -> None:
         checks.text(self, "device_name", self.device_name, MAX_NAME_LEN)
@@ -87,6 +105,7 @@ class Capabilities:
         checks.uint(self, "max_pixels", self.max_pixels, lo=1)
         checks.uint(self, "slots", self.slots, lo=1, hi=MAX_ITEMS)
         checks.items(self, "pace", self.pace, Pace)
+        checks.items(self, "devices", self.devices, DeviceInfo)
 
 
 @dataclass(frozen=True, slots=True)

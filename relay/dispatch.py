@@ -28,6 +28,8 @@ class NodeInfo:
     pace: dict[str, tuple[float, float]] = field(default_factory=dict, compare=False, hash=False)
     """Its measured pace by method (relay/estimates.py), empty if it sent none."""
     thumbnails: dict[str, bytes] = field(default_factory=dict, compare=False, hash=False)
+    devices: tuple[tuple[str, int, int], ...] = field(default=(), compare=False, hash=False)
+    """(name, memory bytes, slots) of each device it drives, empty if it listed none."""
 
 
 @dataclass(frozen=True)

@@ -473,6 +473,12 @@ class NodeHub:
                     "name": info.name,
                     "device": info.device_name,
                     "memory": info.device_memory,
+                    # Each of its devices; a node that lists none is its one device.
+                    "devices": [
+                        {"name": name, "memory": memory, "slots": slots}
+                        for name, memory, slots in info.devices
+                        or ((info.device_name, info.device_memory, info.slots),)
+                    ],
                     "methods": sorted(info.methods),
                     "styles": sorted("fast:" + s for s in info.styles),
                     "max_epochs": info.max_epochs,

@@ -22,6 +22,7 @@ def node_info(name: str, hello: Hello) -> NodeInfo:
         thumbnails={i: s.thumbnail_jpeg for i, s in styles.items() if s.thumbnail_jpeg},
         titles={i: s.name for i, s in styles.items()},
         pace={p.method: (p.seconds, p.seconds_per_mp) for p in caps.pace},
+        devices=tuple((d.name, d.memory, d.slots) for d in caps.devices),
     )
 
 

@@ -26,6 +26,8 @@ def test_quick_cpu_run_writes_every_figure(tmp_path: Path) -> None:
     for prefix in ("gatys", "fast", "arbitrary"):
         assert any(name.startswith(prefix) for name in names)
     assert any("batch" in name for name in names) and any("bf16" in name for name in names)
+    for case in ("fp32", "tf32+compile", "checkpointed", "x2 devices"):  # the node's paths
+        assert any(case in name for name in names), case
     for row in report["rows"]:
         assert isinstance(row["ours_s"], float) and row["ours_s"] > 0
         assert isinstance(row["peak_mb"], float) and row["peak_mb"] > 0

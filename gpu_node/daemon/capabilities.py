@@ -12,6 +12,7 @@ import io
 import logging
 import os
 import platform
+from collections.abc import Sequence
 
 import torch
 from PIL import Image
@@ -19,7 +20,7 @@ from PIL import Image
 from gpu_node.daemon.config import NodeConfig
 from gpu_node.fast.registry import StyleEntry, StyleRegistry
 from gpu_node.images import encode_jpeg
-from protocol import Capabilities, Pace, StyleInfo
+from protocol import Capabilities, DeviceInfo, Pace, StyleInfo
 from protocol.limits import (
     MAX_HELLO_SIZE,
     MAX_ID_LEN,
@@ -101,17 +102,36 @@ def build_capabilities(
     device: torch.device,
     methods: tuple[str, ...],
     pace: tuple[Pace, ...] = (),
+    *,
+    devices: Sequence[torch.device] = (),
 ) -> Capabilities:
-    """The Capabilities of this node for its Hello; `pace` as the warm-up measured it."""
-    name, memory = device_description(device)
+    """The Capabilities of this node for its Hello; `pace` as the warm-up measured it.
+
+    A node of several `devices` (else just `device`) lists each, with `config.slots` slots
+    apiece; the node as a whole has their slots and memory summed.
+    """
+    listed = [
+        DeviceInfo(name[:MAX_NAME_LEN], memory, config.slots)
+        for name, memory in map(device_description, devices or [device])
+    ]
     styles = style_infos(registry) if "fast" in methods else ()
     return Capabilities(
-        device_name=name[:MAX_NAME_LEN],
-        device_memory=memory,
+        device_name=_node_device_name([d.name for d in listed]),
+        device_memory=sum(d.memory for d in listed),
         methods=methods,
         styles=styles,
         max_epochs=config.max_epochs,
         max_pixels=config.max_pixels,
-        slots=config.slots,
+        slots=sum(d.slots for d in listed),
         pace=pace,
+        devices=tuple(listed),
     )
+
+
+def _node_device_name(names: list[str]) -> str:
+    """`NVIDIA H100`, `2 x NVIDIA H100`, or `NVIDIA H100 + NVIDIA A100` when they differ."""
+    if len(set(names)) == 1:
+        name = names[0] if len(names) == 1 else f"{len(names)} x {names[0]}"
+    else:
+        name = " + ".join(names)
+    return name[:MAX_NAME_LEN]

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from gpu_node.errors import BadInputError
 from gpu_node.fast.registry import MODELS_DIR_ENV
+from gpu_node.precision import DEFAULT_PRECISION, Precision
 
 ENV_PREFIX = "STYLERELAY_NODE_"
 DEFAULT_PORT = 5678
@@ -42,6 +43,12 @@ class NodeConfig:
     token: str = field(repr=False)
     name: str
     device: str = "auto"
+    """One torch device, a comma-separated list (`cuda:0,cuda:1`) or `all`: one daemon,
+    one connection, `slots` jobs per device."""
+    precision: Precision = DEFAULT_PRECISION
+    """The networks' arithmetic on CUDA (fp32, tf32, bf16); other devices run float32."""
+    compile: bool = False
+    """`torch.compile` the Gatys network on CUDA, running eagerly where that fails."""
     max_epochs: int = DEFAULT_MAX_EPOCHS
     max_pixels: int = DEFAULT_MAX_PIXELS
     slots: int = 1
@@ -139,7 +146,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--token", help="this node's token (prefer --token-file: flags show in `ps`)")
     add("--token-file", type=Path, metavar="PATH", help="read the token from this file")
     add("--name", help="the name the relay shows (default: this machine's hostname)")
-    add("--device", help="torch device: auto, cpu, cuda, cuda:N, mps (default auto)")
+    add(
+        "--device",
+        help="torch device: auto, cpu, cuda, cuda:N, mps, a list (cuda:0,cuda:1) or all "
+        "(every GPU; --slots then counts per device) (default auto)",
+    )
+    add(
+        "--precision",
+        choices=[p.value for p in Precision],
+        help=f"arithmetic on CUDA (default {DEFAULT_PRECISION.value}); other devices run fp32",
+    )
+    add(
+        "--compile",
+        action="store_true",
+        default=None,
+        help="torch.compile the Gatys network on CUDA (falls back to eager if it fails)",
+    )
     add(
         "--max-epochs",
         type=_int_arg,
@@ -150,7 +172,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_int_arg,
         help=f"largest picture in pixels (default {DEFAULT_MAX_PIXELS})",
     )
-    add("--slots", type=_int_arg, help="jobs run at once (default 1)")
+    add("--slots", type=_int_arg, help="jobs run at once on each device (default 1)")
     add("--models-dir", type=Path, help=f"folder of trained fast styles (also ${MODELS_DIR_ENV})")
     add("--backoff-max", type=float, help="longest wait between reconnects, seconds (default 60)")
     add("--drain-grace", type=float, help="on SIGTERM, seconds a running job may still take")
@@ -220,6 +242,8 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         token=_token(args, env),
         name=pick("name") or socket.gethostname() or "node",
         device=pick("device") or "auto",
+        precision=_precision(pick("precision")),
+        compile=_switch("compile", pick("compile")),
         max_epochs=int(number("max_epochs", int, DEFAULT_MAX_EPOCHS)),
         max_pixels=int(number("max_pixels", int, DEFAULT_MAX_PIXELS)),
         slots=int(number("slots", int, 1)),
@@ -232,6 +256,16 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         ca_file=Path(ca_file) if ca_file else None,
         insecure=insecure,
     )
+
+
+def _precision(raw: str | None) -> Precision:
+    if raw is None:
+        return DEFAULT_PRECISION
+    try:
+        return Precision(raw.strip().lower())
+    except ValueError:
+        choices = ", ".join(p.value for p in Precision)
+        raise ConfigError(f"--precision {raw!r}: expected one of {choices}") from None
 
 
 def _switch(flag: str, raw: str | None) -> bool:

@@ -19,16 +19,18 @@ from importlib import metadata
 
 from gpu_node.daemon.backoff import Backoff
 from gpu_node.daemon.capabilities import build_capabilities
-from gpu_node.daemon.config import NodeConfig
+from gpu_node.daemon.config import ConfigError, NodeConfig
+from gpu_node.daemon.devices import DeviceRunners, Runner
 from gpu_node.daemon.params import NodeCaps
 from gpu_node.daemon.runner import JobRunner
 from gpu_node.daemon.session import FatalReject, Outcome, Session
 from gpu_node.daemon.tls import client_context, explain
-from gpu_node.device import pick_device
+from gpu_node.device import configure_backend, node_paths, resolve_devices
 from gpu_node.fast.allocator import keep_freed_memory
 from gpu_node.fast.registry import build_registry
 from gpu_node.methods import installed_methods
 from protocol import Capabilities
+from protocol.limits import MAX_ITEMS
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ class Daemon:
         self,
         config: NodeConfig,
         capabilities: Capabilities,
-        runner: JobRunner,
+        runner: Runner,
         *,
         rng: random.Random | None = None,
     ) -> None:
@@ -67,7 +69,7 @@ class Daemon:
         self.connections = 0
         """How many times a connection was opened (for tests and logs)."""
         self._executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=config.slots, thread_name_prefix="job"
+            max_workers=capabilities.slots, thread_name_prefix="job"
         )
         self._stopping = False
         self._wake: asyncio.Event | None = None
@@ -159,18 +161,27 @@ def create_daemon(config: NodeConfig, *, rng: random.Random | None = None) -> Da
     # Large tensors reuse freed memory instead of page-faulting afresh each job (about 30%
     # of CPU time on fast styles); the peak is bounded by the node's max_pixels.
     keep_freed_memory()
-    device = pick_device(None if config.device == "auto" else config.device)
+    devices = resolve_devices(config.device)
+    if len(devices) * config.slots > MAX_ITEMS:
+        raise ConfigError(
+            f"{len(devices)} device(s) x {config.slots} slot(s) is over the protocol's "
+            f"{MAX_ITEMS} slots a node; lower --slots"
+        )
+    paths = {d: node_paths(d, config.precision, config.compile) for d in set(devices)}
+    configure_backend(devices[0], paths=paths[devices[0]])
     registry = build_registry(config.models_dir)
-    runner = JobRunner(
-        NodeCaps(config.max_epochs, config.max_pixels), registry, device, installed_methods()
+    caps, methods = NodeCaps(config.max_epochs, config.max_pixels), installed_methods()
+    runner = DeviceRunners(
+        [JobRunner(caps, registry, d, methods, paths=paths[d]) for d in devices], config.slots
     )
     capabilities = build_capabilities(
-        config, registry, device, runner.methods, runner.measure_pace()
+        config, registry, devices[0], runner.methods, runner.measure_pace(), devices=devices
     )
     log.info(
         "node %r on %s (%s): %s; %d style(s); max %d epochs, %d pixels, %d slot(s)",
-        config.name, device, capabilities.device_name, ", ".join(runner.methods) or "no methods",
-        len(capabilities.styles), config.max_epochs, config.max_pixels, config.slots,
+        config.name, ",".join(map(str, devices)), capabilities.device_name,
+        ", ".join(runner.methods) or "no methods", len(capabilities.styles),
+        config.max_epochs, config.max_pixels, capabilities.slots,
     )  # fmt: skip
     return Daemon(config, capabilities, runner, rng=rng)
 

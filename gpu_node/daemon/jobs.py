@@ -17,8 +17,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from gpu_node.daemon.devices import Runner
 from gpu_node.daemon.params import Declined, JobSpec
-from gpu_node.daemon.runner import JobFailed, JobRunner
+from gpu_node.daemon.runner import JobFailed
 from protocol import (
     Accept,
     Checkpoint,
@@ -50,7 +51,7 @@ class JobTable:
 
     def __init__(
         self,
-        runner: JobRunner,
+        runner: Runner,
         executor: concurrent.futures.Executor,
         slots: int,
         send: Callable[[Message], None],

@@ -32,6 +32,7 @@ from gpu_node.daemon.params import (
     job_spec,
 )
 from gpu_node.daemon.reporting import Emit, Reporter
+from gpu_node.device import FastPaths, fast_paths
 from gpu_node.engine.gatys import stylize_gatys
 from gpu_node.engine.pace import gatys_pace, one_pass_pace
 from gpu_node.engine.progress import Progress as EngineProgress
@@ -85,10 +86,13 @@ class JobRunner:
         methods: tuple[str, ...] = ALL_METHODS,
         *,
         clock: Callable[[], float] = time.monotonic,
+        paths: FastPaths | None = None,
     ) -> None:
         self.caps = caps
         self.registry = registry
         self.device = device
+        self.paths = paths if paths is not None else fast_paths(device)
+        """The device's speed settings (`--precision`, `--compile`), for the Gatys engine."""
         self._clock = clock
         self._fast = FastEngine(registry, device)
         self._fast_batches: Batcher[FastItem, torch.Tensor] = Batcher(self._fast.stylize_batch)
@@ -246,6 +250,7 @@ class JobRunner:
             styles,
             spec.params,
             device=self.device,
+            paths=self.paths,
             progress=reporter.progress,
             preview=reporter.preview,
             cancel=cancel,

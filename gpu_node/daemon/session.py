@@ -19,8 +19,8 @@ import itertools
 import logging
 
 from gpu_node.daemon.config import NodeConfig
+from gpu_node.daemon.devices import Runner
 from gpu_node.daemon.jobs import JobTable
-from gpu_node.daemon.runner import JobRunner
 from gpu_node.errors import NodeError
 from protocol import (
     CHECKPOINTS_SINCE,
@@ -81,7 +81,7 @@ class Session:
         self,
         config: NodeConfig,
         capabilities: Capabilities,
-        runner: JobRunner,
+        runner: Runner,
         executor: concurrent.futures.Executor,
         *,
         software_version: str = "",
@@ -93,7 +93,7 @@ class Session:
         self.software_version = software_version
         self.conn = Connection(Role.NODE)
         self.welcome: Welcome | None = None
-        self._jobs = JobTable(runner, executor, config.slots, self._send)
+        self._jobs = JobTable(runner, executor, capabilities.slots, self._send)
         self._outbox: asyncio.Queue[Message | None] = asyncio.Queue()
         self._end: asyncio.Future[Outcome] | None = None
         self._draining = False

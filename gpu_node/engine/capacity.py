@@ -1,8 +1,15 @@
-"""Will a Gatys job fit the device? An estimate from the pixel count, checked up front."""
+"""Will a Gatys job fit the device? An estimate from the pixel count, checked up front.
+
+A job that does not fit with every layer's activations kept is planned with gradient
+checkpointing (`MemoryPlan.checkpoint`): the network keeps only each block's input and the
+layers the losses read, and recomputes the rest during the backward pass (about a third
+more compute) instead of the job being refused.
+"""
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,18 +33,40 @@ MIN_HISTORY = 5
 _CHANNELS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
 
 
-def estimate_bytes(height: int, width: int, deepest: str, history: int) -> int:
-    """Bytes a job at height x width needs, up to layer `deepest`, with L-BFGS `history`."""
-    floats = 0
+def estimate_bytes(
+    height: int, width: int, deepest: str, history: int, *, checkpoint: bool = False
+) -> int:
+    """Bytes a job at height x width needs, up to layer `deepest`, with L-BFGS `history`
+    (with `checkpoint`: the activations of gradient checkpointing, see the module)."""
     pixels = height * width
-    for name in LAYER_NAMES[: LAYER_INDEX[deepest] + 1]:
-        block = int(name[4])  # conv3_2, relu3_2, pool3 -> 3
-        halvings = block if name.startswith("pool") else block - 1
-        floats += _CHANNELS[block] * pixels // 4**halvings
+    floats = _checkpointed_floats(pixels, deepest) if checkpoint else _layer_floats(pixels, deepest)
     image = 3 * pixels
     # L-BFGS keeps two image-sized vectors per remembered step, plus a few working copies.
     optimiser = (2 * history + 6) * image
     return int((floats * _ACTIVATION_FACTOR + optimiser) * _BYTES) + _FIXED
+
+
+def _layer_floats(pixels: int, deepest: str) -> int:
+    floats = 0
+    for name in LAYER_NAMES[: LAYER_INDEX[deepest] + 1]:
+        block = int(name[4])  # conv3_2, relu3_2, pool3 -> 3
+        halvings = block if name.startswith("pool") else block - 1
+        floats += _CHANNELS[block] * pixels // 4**halvings
+    return floats
+
+
+def _checkpointed_floats(pixels: int, deepest: str) -> int:
+    """Each block's input and the maps the losses read (a style layer a block, and the
+    content layer) kept, plus one block recomputed at a time: its two first convolutions'
+    maps and their gradients."""
+    blocks = int(deepest[4])
+    kept, largest = 3 * pixels, 0
+    for block in range(1, blocks + 1):
+        one_map = _CHANNELS[block] * pixels // 4 ** (block - 1)
+        pool = _CHANNELS[block] * pixels // 4**block if block < blocks else 0
+        kept += (2 if block == 4 else 1) * one_map + pool
+        largest = max(largest, 4 * one_map)
+    return kept + largest
 
 
 def free_bytes(device: torch.device) -> int:
@@ -64,7 +93,14 @@ def _available_ram() -> int:
 
 
 def fitting_history(
-    height: int, width: int, deepest: str, history: int, free: int, *, where: str = "the device"
+    height: int,
+    width: int,
+    deepest: str,
+    history: int,
+    free: int,
+    *,
+    where: str = "the device",
+    checkpoint: bool = False,
 ) -> int:
     """The longest L-BFGS history up to `history` with which the job fits in `free` bytes.
 
@@ -75,9 +111,9 @@ def fitting_history(
     budget = free * _SPARE
     shortest = min(history, MIN_HISTORY)
     for length in range(history, shortest - 1, -1):
-        if estimate_bytes(height, width, deepest, length) <= budget:
+        if estimate_bytes(height, width, deepest, length, checkpoint=checkpoint) <= budget:
             return length
-    need = estimate_bytes(height, width, deepest, shortest)
+    need = estimate_bytes(height, width, deepest, shortest, checkpoint=checkpoint)
     raise CapacityError(
         f"a {width}x{height} image needs about {need / 2**30:.1f} GiB, but only "
         f"{free / 2**30:.1f} GiB is free on {where}; choose a smaller size"
@@ -89,3 +125,34 @@ def check_fits(height: int, width: int, deepest: str, history: int, device: torc
     CapacityError if it does not fit the device's free memory at all."""
     free = free_bytes(device)
     return fitting_history(height, width, deepest, history, free, where=device.type)
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How a Gatys job fits its device: its L-BFGS history, and whether it checkpoints."""
+
+    history: int
+    checkpoint: bool
+
+
+def plan_memory(
+    height: int,
+    width: int,
+    deepest: str,
+    history: int,
+    device: torch.device,
+    *,
+    free: int | None = None,
+) -> MemoryPlan:
+    """The plan for a job on `device` (`free` bytes, default: what the device has free):
+    as it is (the history shortened if need be), else with gradient checkpointing, else
+    CapacityError. Jobs reach a node only within its owner's --max-pixels, so a job the
+    owner allows runs slower rather than being refused where checkpointing makes it fit."""
+    free = free_bytes(device) if free is None else free
+    try:
+        return MemoryPlan(fitting_history(height, width, deepest, history, free), False)
+    except CapacityError:
+        length = fitting_history(
+            height, width, deepest, history, free, where=device.type, checkpoint=True
+        )
+        return MemoryPlan(length, True)

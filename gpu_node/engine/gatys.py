@@ -5,6 +5,12 @@ content image's and its Gram matrices match the style images'.
 caller's thread, reports every epoch, and checks the cancel flag before each epoch. Given a
 `start` picture and the epoch it reached (a checkpoint of an earlier run), it continues
 from there: the optimiser's history starts afresh, the picture does not.
+
+Nothing in the optimisation loop waits for the device: L-BFGS is `SyncFreeLBFGS`, and the
+losses of a progress report and the picture of a preview are copied off the device in
+queue order (`HostCopies`) and handed on when they have landed, an epoch or so later on a
+GPU; each scale ends by waiting for what is still on its way. A checkpoint is drawn only
+when the reporter finds one due (every `--checkpoint-every` seconds).
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ from PIL import Image
 
 from gpu_node.device import FastPaths, autocast, compiled, fast_paths
 from gpu_node.engine import color
-from gpu_node.engine.capacity import check_fits
+from gpu_node.engine.capacity import plan_memory
+from gpu_node.engine.lbfgs import SyncFreeLBFGS
 from gpu_node.engine.losses import content_loss, gram, style_loss, tv_loss
+from gpu_node.engine.offload import HostCopies
 from gpu_node.engine.params import GatysParams, Init, Optimizer
 from gpu_node.engine.progress import (
     CheckpointFn,
@@ -79,14 +87,17 @@ def stylize_gatys(
     checkpoint: CheckpointFn | None = None,
     start: Image.Image | None = None,
     start_epoch: int = 0,
+    free_memory: int | None = None,
 ) -> Image.Image:
     """Paint `content` in the blended manner of `styles` ((image, blend weight) pairs).
 
     `paths` are the device's speed settings (default: `fast_paths(device)`); progress is
-    reported every `progress_every` epochs and after the last, since reading the losses
-    off a GPU waits for it. `checkpoint` is offered the picture after every epoch. With a
-    `start` picture that reached `start_epoch` of `params.epochs`, the job continues from
-    it: only the remaining epochs run, and progress counts on from `start_epoch`.
+    reported every `progress_every` epochs and after the last (on a GPU an epoch or so
+    late: the losses travel back without stalling it). `checkpoint` is offered the picture
+    after every epoch. With a `start` picture that reached `start_epoch` of `params.epochs`,
+    the job continues from it: only the remaining epochs run, and progress counts on from
+    `start_epoch`. `free_memory` is the bytes the job may take (default: what the device
+    has free); a job that fits only with gradient checkpointing runs with it.
 
     Raises BadInputError for unusable arguments, CapacityError when the output would not
     fit the device, WeightsError for missing weights, and Cancelled when `cancel` is set.
@@ -103,7 +114,14 @@ def stylize_gatys(
     final_w, final_h = _fitted(content.size, params.size)
     lbfgs = params.optimizer is Optimizer.LBFGS
     wanted = params.lbfgs_history if lbfgs else 0
-    history = check_fits(final_h, final_w, params.deepest_layer, wanted, device)
+    plan = plan_memory(final_h, final_w, params.deepest_layer, wanted, device, free=free_memory)
+    history = plan.history
+    if plan.checkpoint:
+        log.info(
+            "gatys %dx%d: gradient checkpointing to fit %s memory (slower, same result)",
+            final_w, final_h, device.type,
+        )  # fmt: skip
+        paths = replace(paths, compile=False)  # recomputed blocks and compile do not mix
     if history < wanted:
         log.info(
             "gatys %dx%d: L-BFGS history shortened from %d to %d steps to fit %s memory",
@@ -114,7 +132,11 @@ def stylize_gatys(
     # cuDNN runs faster on channels-last maps; the picture itself stays contiguous because
     # L-BFGS flattens its gradient with view(-1).
     net = VGG19Features(
-        vgg, params.pooling, up_to=params.deepest_layer, channels_last=paths.channels_last
+        vgg,
+        params.pooling,
+        up_to=params.deepest_layer,
+        channels_last=paths.channels_last,
+        checkpoint=plan.checkpoint,
     ).to(device)
     full_content = image_to_tensor(resize_long_side(content, params.size), device)
     job = _Job(
@@ -240,12 +262,11 @@ def _optimise(
     canvas = (start.detach() * _PIXEL).contiguous()
     canvas.requires_grad_(True)
     optimizer = _optimizer(params, canvas)
-    # The loss terms stay on the device: reading them waits for the GPU, so that happens
-    # only when progress is reported. (L-BFGS itself reads the loss and gradient each step.)
+    # The loss terms stay on the device; a progress report copies them off (see HostCopies).
     terms: dict[str, torch.Tensor] = {}
 
     def closure() -> torch.Tensor:
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad()
         with autocast(job.device, job.paths):
             features = features_of(canvas * (1.0 / _PIXEL), names)
         features = {k: v.float() for k, v in features.items()}
@@ -263,17 +284,18 @@ def _optimise(
         return total
 
     last = done + epochs
+    copies: HostCopies[_Tag] = HostCopies(job.device)
     for epoch in range(done + 1, last + 1):
         check_cancel(job.cancel)
-        optimizer.step(closure)  # type: ignore[arg-type]
+        optimizer.step(closure)
         if job.progress is not None and (epoch % job.progress_every == 0 or epoch == last):
-            losses = {k: float(v) for k, v in terms.items()}
-            elapsed = time.perf_counter() - job.started
-            job.progress(Progress(epoch, params.epochs, losses, elapsed))
+            copies.start(torch.stack(list(terms.values())), ("progress", epoch, tuple(terms)))
         if job.preview is not None and params.preview_every and epoch % params.preview_every == 0:
-            job.preview(tensor_to_image(job.finish(canvas.detach() / _PIXEL)), epoch)
+            copies.start(job.finish(canvas.detach() / _PIXEL), ("preview", epoch, ()))
+        _hand_on(job, copies.arrived())
         if job.checkpoint is not None:
             job.checkpoint(epoch, _render(job, canvas))
+    _hand_on(job, copies.wait())
     return canvas.detach().div(_PIXEL).clamp(0.0, 1.0)
 
 
@@ -287,12 +309,25 @@ def _render(job: _Job, canvas: torch.Tensor) -> Render:
     return render
 
 
-def _optimizer(params: GatysParams, canvas: torch.Tensor) -> torch.optim.Optimizer:
+_Tag = tuple[str, int, tuple[str, ...]]
+"""What a copy off the device is for: ("progress" or "preview", its epoch, loss names)."""
+
+
+def _hand_on(job: _Job, landed: list[tuple[_Tag, torch.Tensor]]) -> None:
+    """Report the progress and previews whose copies have reached the host."""
+    for (kind, epoch, names), host in landed:
+        if kind == "progress" and job.progress is not None:
+            losses = dict(zip(names, host.tolist(), strict=True))
+            elapsed = time.perf_counter() - job.started
+            job.progress(Progress(epoch, job.params.epochs, losses, elapsed))
+        elif kind == "preview" and job.preview is not None:
+            job.preview(tensor_to_image(host), epoch)
+
+
+def _optimizer(params: GatysParams, canvas: torch.Tensor) -> SyncFreeLBFGS | torch.optim.Adam:
     match params.optimizer:
         case Optimizer.LBFGS:
-            # max_iter=1: each step() is exactly one evaluation, so an epoch is one too.
-            return torch.optim.LBFGS(
-                [canvas], lr=params.learning_rate, max_iter=1, history_size=params.lbfgs_history
-            )
+            # Each step() is exactly one evaluation (torch's max_iter=1), so an epoch is too.
+            return SyncFreeLBFGS(canvas, lr=params.learning_rate, history_size=params.lbfgs_history)
         case Optimizer.ADAM:
             return torch.optim.Adam([canvas], lr=params.learning_rate)

@@ -2,16 +2,20 @@
 
 Layers are named as in the paper: conv1_1, relu1_1, conv1_2, relu1_2, pool1, ... relu5_4,
 pool5. `forward` takes RGB images in 0..1 (the weights' own normalisation is applied
-inside), returns only the layers asked for, and stops after the deepest of them.
+inside), returns only the layers asked for, and stops after the deepest of them. With
+`checkpoint` set, a forward pass that records gradients keeps only each block's input and
+the layers asked for, and runs each block again during the backward pass
+(`torch.utils.checkpoint`): less memory for a large picture, the same numbers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint as recompute
 
 from gpu_node.engine.conv import FrozenConv3x3
 from gpu_node.engine.layers import LAYER_INDEX, LAYER_NAMES, Pooling, check_layers
@@ -46,7 +50,8 @@ class VGG19Features(nn.Module):
     """Frozen VGG19 convolutional features, cut after `up_to` (default: all of them).
 
     `winograd` allows the faster CPU convolution of `gpu_node.engine.conv`; `channels_last`
-    lays feature maps out as cuDNN prefers (inputs may come in either layout).
+    lays feature maps out as cuDNN prefers (inputs may come in either layout); `checkpoint`
+    trades compute for memory (see the module).
     """
 
     def __init__(
@@ -57,8 +62,10 @@ class VGG19Features(nn.Module):
         *,
         winograd: bool = True,
         channels_last: bool = False,
+        checkpoint: bool = False,
     ) -> None:
         super().__init__()
+        self.checkpoint = checkpoint
         last = LAYER_INDEX[up_to] if up_to is not None else len(LAYER_NAMES) - 1
         self.normalize = _Normalize(weights.normalization)
         self.convs = nn.ModuleList()
@@ -66,8 +73,10 @@ class VGG19Features(nn.Module):
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.names = LAYER_NAMES[: last + 1]
         pairs = iter(weights.convs)
+        self._conv_at: dict[str, int] = {}
         for name in self.names:
             if name.startswith("conv"):
+                self._conv_at[name] = len(self.convs)
                 weight, bias = next(pairs)
                 if name == "conv1_1" and weights.normalization.bgr:
                     weight = weight.flip(1)  # BGR -> RGB input channels
@@ -88,13 +97,32 @@ class VGG19Features(nn.Module):
             check_layers(missing)
             raise BadInputError(f"layer(s) {', '.join(sorted(missing))} are cut off this network")
         deepest = max((LAYER_INDEX[name] for name in wanted), default=-1)
-        out: dict[str, torch.Tensor] = {}
         x = self.normalize(image).contiguous(memory_format=self.memory_format)
-        convs = iter(self.convs)
-        for name in self.names[: deepest + 1]:
+        todo = self.names[: deepest + 1]
+        if not (self.checkpoint and torch.is_grad_enabled() and x.requires_grad):
+            return self._layers(todo, x, wanted)[1]
+        out: dict[str, torch.Tensor] = {}
+        for block in sorted({name[4] for name in todo}):
+            names = [name for name in todo if name[4] == block]
+            asked = [name for name in names if name in wanted]
+
+            def run(x: torch.Tensor, names: list[str] = names) -> tuple[torch.Tensor, ...]:
+                x, got = self._layers(names, x, wanted)
+                return (x, *(got[name] for name in names if name in got))
+
+            x, *maps = recompute(run, x, use_reentrant=False)
+            out.update(zip(asked, maps, strict=True))
+        return out
+
+    def _layers(
+        self, names: Sequence[str], x: torch.Tensor, wanted: set[str]
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Run `names` in order from `x`: the last map, and those of `wanted`."""
+        out: dict[str, torch.Tensor] = {}
+        for name in names:
             match name[:4]:
                 case "conv":
-                    x = next(convs)(x)
+                    x = self.convs[self._conv_at[name]](x)
                 case "relu":
                     # In place saves a copy per layer, unless the conv output was asked for.
                     keep = "conv" + name[4:] in wanted
@@ -107,4 +135,4 @@ class VGG19Features(nn.Module):
                     )
             if name in wanted:
                 out[name] = x
-        return out
+        return x, out
