@@ -14,6 +14,7 @@ from relay.events import FINAL_TYPES
 from relay.jobs import JobService, Order
 from relay.model import JobRecord, JobState, result_name
 from relay.uploads import PreparedImage
+from relay.views import node_views
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +324,9 @@ async def job_events(request: web.Request) -> web.StreamResponse:
 
 async def get_nodes(request: web.Request) -> web.Response:
     """GET /api/nodes: connected nodes, no secrets."""
-    return web.json_response({"nodes": _service(request).hub.views()})
+    service = _service(request)
+    nodes = node_views(service.hub, service.scheduler.nodes(), service.timer(), service.kudos.work)
+    return web.json_response({"nodes": nodes})
 
 
 async def healthz(request: web.Request) -> web.Response:

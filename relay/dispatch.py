@@ -111,6 +111,16 @@ class SendCancel:
 
 
 @dataclass(frozen=True)
+class OfferDeclined:
+    """`node` refused the offer of `job`: the job never ran there and waits again (it may
+    be offered elsewhere by the actions that follow)."""
+
+    node: str
+    job: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class Requeued:
     """`job` lost its node and waits again; `attempts` abnormal ends so far."""
 
@@ -138,7 +148,7 @@ class NodePaused:
     reason: str
 
 
-Action = SendOffer | SendCancel | Requeued | Failed | NodePaused
+Action = SendOffer | SendCancel | OfferDeclined | Requeued | Failed | NodePaused
 
 
 def fits(node: NodeInfo, job: JobSpec) -> bool:

@@ -3,10 +3,12 @@ picks up from its outbox (`Offer`, `CancelJob`), and the `NodeHandle` the hub ke
 """
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from relay.dispatch import NodeInfo
+from relay.model import JobRecord
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,26 @@ class CancelJob:
 
 
 NodeCommand = Offer | CancelJob
+
+
+def offer_for(job: JobRecord, lease: str, read: Callable[[str], bytes]) -> Offer:
+    """The offer of a stored job under `lease`, its images read with `read` (blocking)."""
+    images = [s for s in job.styles if not s.id.startswith("fast:")]
+    fast = [s for s in job.styles if s.id.startswith("fast:")]
+    return Offer(
+        job_id=job.id,
+        lease=lease,
+        method=job.method,
+        epochs=job.epochs,
+        width=job.width,
+        height=job.height,
+        params=dict(job.params),
+        content_png=read(job.content_file),
+        style_images=tuple(
+            (read(sha), s.weight) for sha, s in zip(job.style_files, images, strict=True)
+        ),
+        fast_styles=tuple((s.id.removeprefix("fast:"), s.weight) for s in fast),
+    )
 
 
 @dataclass(frozen=True)

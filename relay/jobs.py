@@ -1,8 +1,10 @@
 """The relay's job service: admission, state, cancel, timeouts, expiry.
 
 It ties the parts together: `JobStore` rows and `BlobStore` files, the `Scheduler`'s
-decisions, and the `EventBus` that feeds WebSockets. The node side lives in `relay.hub`,
-which the service owns (`service.hub`) and which calls back into `apply`.
+decisions, and the `EventBus` that feeds WebSockets. It is the one owner of job state:
+the HTTP API asks it, and what nodes report reaches it through `relay.reports`, as the
+scheduler's actions (`apply`). Connected nodes and their outboxes are `relay.hub`'s registry
+(`service.hub`), which knows nothing of jobs.
 """
 
 import asyncio
@@ -25,6 +27,7 @@ from relay.dispatch import (
     Failed,
     JobSpec,
     NodePaused,
+    OfferDeclined,
     Requeued,
     SendCancel,
     SendOffer,
@@ -41,6 +44,7 @@ from relay.errors import (
     TooManyRequests,
 )
 from relay.events import EventBus
+from relay.handles import CancelJob, offer_for
 from relay.hub import NodeHub
 from relay.imagecheck import ImageChecker
 from relay.kudos import WorkLedger
@@ -106,7 +110,9 @@ class JobService:
         self.daily = SlidingWindow(0, 86400.0)
         """New jobs a day of API keys that set a count (`relay.apikeys.Quota.per_day`)."""
         self.live: dict[str, Live] = {}
-        self.hub = NodeHub(self)
+        self.hub = NodeHub(clock, timer)
+        """Connected nodes and their outboxes."""
+        self._offering: set[asyncio.Task[None]] = set()
         self.kudos = WorkLedger()
         """Work each node did recently: priority for API keys linked to it."""
         self.metrics = Metrics()
@@ -485,8 +491,8 @@ class JobService:
         )
 
     def tick(self) -> None:
-        """Periodic: drop silent nodes, end leases that timed out, forget idle buckets."""
-        self.hub.check_silence(self.config.heartbeat_interval)
+        """Periodic: end leases that timed out, forget idle buckets (silent nodes are
+        `relay.reports.NodeReports.check_silence`'s)."""
         self.apply(self.scheduler.tick(self.timer()))
         self.limiter.prune()
         if self.store.unsaved:  # changes a full disk refused: try again
@@ -543,9 +549,18 @@ class JobService:
                     self.live[job_id] = Live(node)
                     self._positions.pop(job_id, None)
                     self.bus.publish(job_id, {"type": "started", "node": node})
-                    self.hub.send_offer(node, job_id, lease)
+                    self._send_offer(node, job_id, lease)
                 case SendCancel(node, job_id, lease):
-                    self.hub.send_cancel(node, job_id, lease)
+                    self.hub.send(node, CancelJob(job_id, lease))
+                case OfferDeclined(node, job_id, reason):
+                    self.live.pop(job_id, None)
+                    # It never ran: the start the offer noted is taken back (an Accept is
+                    # not waited for to note it, as the lease, its timers and the page's
+                    # "running" begin at the offer; a decline is the one answer that says
+                    # the node never began).
+                    self.update(
+                        job_id, persist=False, state=JobState.QUEUED, node=None, started=None
+                    )
                 case Requeued(job_id, attempts, reason):
                     log_event(
                         log,
@@ -592,6 +607,41 @@ class JobService:
                         node=node,
                     )
         self._publish_positions()
+
+    def _send_offer(self, node: str, job_id: str, lease: str) -> None:
+        """Read the job's images off the loop, then put the offer in the node's outbox."""
+        task = asyncio.get_running_loop().create_task(self._offer(node, job_id, lease))
+        self._offering.add(task)
+        task.add_done_callback(self._offering.discard)
+
+    async def _offer(self, node: str, job_id: str, lease: str) -> None:
+        job = self.get(job_id)
+        try:
+            # The stored PNGs are about 3 bytes a pixel at most, per image.
+            cost = job.pixels * 3 * (1 + len(job.style_files))
+            offer = await off_loop(cost, offer_for, job, lease, self.blobs.read)
+        except OSError as exc:
+            log.error("job %s: its stored images cannot be read: %s", job_id, exc)
+            actions = self.scheduler.failed(
+                node,
+                job_id,
+                lease,
+                self.timer(),
+                reason="The job's images were lost.",
+                retry=False,
+                blame=False,
+            )
+            self.apply(actions)
+            return
+        # A cancel or a lost node may have overtaken the read.
+        if self.scheduler.is_current(node, job_id, lease):
+            self.hub.send(node, offer)
+
+    async def stop_offering(self) -> None:
+        """Stop offers whose images are still being read."""
+        for task in list(self._offering):
+            task.cancel()
+        await asyncio.gather(*self._offering, return_exceptions=True)
 
     def update(self, job_id: str, *, persist: bool = True, **fields: Any) -> None:
         """Change an open job's fields in memory, and in the database if `persist`."""

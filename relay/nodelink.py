@@ -1,6 +1,6 @@
 """The node listener: GPU nodes dial in on the node port and speak the wire protocol.
 
-    listener = NodeListener(config, tokens, hub)
+    listener = NodeListener(config, tokens, NodeReports(service))
     await listener.start()          # in the app's cleanup_ctx
     ...
     await listener.close()
@@ -9,11 +9,13 @@ One `NodeLink` per TCP connection. Before the node has authenticated, a handshak
 deadline and the protocol's Hello-size cap apply, and only so many connections may wait
 for their handshake (`relay.nodegate`); a wrong or revoked token gets `Reject` and the
 connection closes, and an address that fails too often is refused for a while. After
-`Welcome` the link turns frames into calls on the hub (`relay.hub`) and the hub's commands
-into frames, pings the node every heartbeat interval and drops it after three silent
-intervals (any frame counts as a sign of life, so a long result transfer never looks like
-a dead node). Progress and previews beyond a lease's allowance are dropped, and a node
-that floods them is dropped (`relay.reportmeter`).
+`Welcome` the link turns frames into reports (`relay.reports`) and the commands in the
+node's outbox (`relay.hub`) into frames, and pings the node every heartbeat interval. Any
+frame counts as a sign of life (a long result transfer never looks like a dead node); the
+relay's one liveness rule (`NodeHub.silent`, run by `NodeReports.check_silence` on the
+tick) drops a silent node, and the link then says goodbye and closes. Progress and
+previews beyond a lease's allowance are dropped, and a node that floods them is dropped
+(`relay.reportmeter`).
 """
 
 import asyncio
@@ -53,12 +55,12 @@ from protocol import (
 from relay.config import Config
 from relay.handles import CancelJob, NodeCommand, NodeHandle
 from relay.handles import Offer as HubOffer
-from relay.hub import MISSED_HEARTBEATS, NodeHub
 from relay.logs import event
 from relay.metrics import Metrics
 from relay.nodegate import NodeGate
 from relay.nodewire import node_info, wire_offer
 from relay.reportmeter import Report, ReportMeter
+from relay.reports import NodeReports
 from relay.tokens import TokenStore
 
 log = logging.getLogger(__name__)
@@ -95,11 +97,10 @@ class NodeLink:
         self,
         config: Config,
         tokens: TokenStore,
-        hub: NodeHub,
+        reports: NodeReports,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         *,
-        clock: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
         gate: NodeGate | None = None,
         timer: Callable[[], float] = time.monotonic,
@@ -109,10 +110,10 @@ class NodeLink:
         self.meter = ReportMeter(timer)
         self.metrics = metrics or Metrics()
         self.tokens = tokens
-        self.hub = hub
+        self.reports = reports
+        self.hub = reports.hub
         self.reader = reader
         self.writer = writer
-        self.clock = clock
         self.conn = Connection(
             Role.RELAY,
             max_frame_size=config.node_max_frame_size,
@@ -120,7 +121,6 @@ class NodeLink:
         )
         self.peer = str(writer.get_extra_info("peername"))
         self.address = peer_address(writer)
-        self.last_heard = clock()
         self._write_lock = asyncio.Lock()
         self._pending: list[Message] = []
         self._handle: NodeHandle | None = None
@@ -147,7 +147,6 @@ class NodeLink:
             self.metrics.bytes_from_nodes += len(data)
             messages = self.conn.receive_data(data)
             # Any bytes are a sign of life, the chunks of a long transfer included.
-            self.last_heard = self.clock()
             if self._handle is not None:
                 self.hub.seen(self._handle)
             if messages or not data:
@@ -189,7 +188,7 @@ class NodeLink:
         )
         if hello.node_name != name:
             log.info("node %s calls itself %r", name, hello.node_name)
-        self._handle = self.hub.node_connected(node_info(name, hello))
+        self._handle = self.reports.node_connected(node_info(name, hello))
         return self._handle
 
     async def _reject(self, reason: RejectReason, message: str) -> None:
@@ -229,13 +228,13 @@ class NodeLink:
                 return "closed the connection"
 
     async def _dispatch(self, handle: NodeHandle, message: Message) -> None:
-        hub = self.hub
+        reports = self.reports
         match message:
             case Accept(job_id=job_id):
                 log.debug("node %s accepted job %s", handle.name, job_id)
             case Decline(job_id=job_id, lease_id=lease_id, reason=reason, message=text):
                 busy = reason is DeclineReason.BUSY
-                hub.declined(handle, job_id, lease_id, text or reason.value, busy=busy)
+                reports.declined(handle, job_id, lease_id, text or reason.value, busy=busy)
             case Progress(job_id=job_id, lease_id=lease_id) if not self._allow(
                 Report.PROGRESS, job_id, lease_id
             ):
@@ -245,7 +244,7 @@ class NodeLink:
             ):
                 pass
             case Progress(job_id=job_id, lease_id=lease_id, epoch=epoch, max_epochs=top):
-                hub.progress(
+                reports.progress(
                     handle,
                     job_id,
                     lease_id,
@@ -254,14 +253,14 @@ class NodeLink:
                     losses=message.losses,
                 )
             case Preview(job_id=job_id, lease_id=lease_id, jpeg=jpeg):
-                await hub.preview(handle, job_id, lease_id, jpeg)
+                await reports.preview(handle, job_id, lease_id, jpeg)
             case Result(job_id=job_id, lease_id=lease_id, png=png):
                 # The protocol checked the PNG against its sha256 on the way in.
-                await hub.result(
+                await reports.result(
                     handle, job_id, lease_id, png, width=message.width, height=message.height
                 )
             case Failure(job_id=job_id, lease_id=lease_id, code=code, message=text):
-                hub.failed(
+                reports.failed(
                     handle,
                     job_id,
                     lease_id,
@@ -274,7 +273,7 @@ class NodeLink:
                 pass
             case Drain():
                 log.info("node %s is draining: no new jobs for it", handle.name)
-                hub.draining(handle)
+                reports.draining(handle)
             case _:
                 log.warning("node %s sent an unexpected %s", handle.name, type(message).__name__)
 
@@ -299,7 +298,7 @@ class NodeLink:
                         # other jobs. The relay held a slot for this lease: failing it frees it.
                         log.error("job %s cannot be sent to a node: %s", command.job_id, exc)
                         reason = f"the relay could not send this job to a node: {exc}"
-                        self.hub.failed(
+                        self.reports.failed(
                             handle, command.job_id, command.lease, reason, retry=False, blame=False
                         )
                         continue
@@ -308,19 +307,16 @@ class NodeLink:
                     await self.send(Cancel(job_id, lease))
 
     async def _heartbeat(self, handle: NodeHandle) -> str:
-        interval = self.config.heartbeat_interval
+        """Ping every interval; whether the node answers is the liveness rule's to judge."""
         nonce = 0
         while True:
-            await asyncio.sleep(interval)
-            silent = self.clock() - self.last_heard
-            if silent > MISSED_HEARTBEATS * interval:
-                await self._say_bye(ByeReason.HEARTBEAT_TIMEOUT)
-                return f"missed {MISSED_HEARTBEATS} heartbeats ({silent:.0f} s silent)"
+            await asyncio.sleep(self.config.heartbeat_interval)
             nonce += 1
             await self.send(Ping(nonce))
 
     async def _dropped(self, handle: NodeHandle) -> str:
-        """The hub let go of this node (a newer connection of the same name, say)."""
+        """The hub let go of this node (silent too long, or a newer connection of the same
+        name took its place)."""
         await handle.dropped.wait()
         replaced = self.hub.replaced(handle)
         await self._say_bye(ByeReason.REPLACED if replaced else ByeReason.HEARTBEAT_TIMEOUT)
@@ -334,7 +330,7 @@ class NodeLink:
     # ---- the whole life --------------------------------------------------------------
 
     async def run(self) -> None:
-        """Handshake, serve, and always tell the hub when the node is gone."""
+        """Handshake, serve, and always report when the node is gone."""
         handle: NodeHandle | None = None
         reason = "closed"
         try:
@@ -363,7 +359,7 @@ class NodeLink:
             if handle is not None:
                 event(log, "node_gone", "node %s gone: %s", handle.name, reason,
                       node=handle.name, reason=reason)  # fmt: skip
-                self.hub.node_lost(handle, reason, deliberate=self._left_on_purpose)
+                self.reports.node_lost(handle, reason, deliberate=self._left_on_purpose)
             self.writer.close()
             with contextlib.suppress(ConnectionError, ssl.SSLError):
                 await self.writer.wait_closed()
@@ -376,7 +372,7 @@ class NodeListener:
         self,
         config: Config,
         tokens: TokenStore,
-        hub: NodeHub,
+        reports: NodeReports,
         ssl_context: ssl.SSLContext | None = None,
         metrics: Metrics | None = None,
         *,
@@ -384,7 +380,7 @@ class NodeListener:
     ) -> None:
         self.config = config
         self.tokens = tokens
-        self.hub = hub
+        self.reports = reports
         self.ssl_context = ssl_context
         self.metrics = metrics or Metrics()
         self.timer = timer
@@ -430,7 +426,7 @@ class NodeListener:
             link = NodeLink(
                 self.config,
                 self.tokens,
-                self.hub,
+                self.reports,
                 reader,
                 writer,
                 metrics=self.metrics,
@@ -447,7 +443,7 @@ class NodeListener:
 
     async def close(self) -> None:
         """Stop listening and end every node connection."""
-        self.hub.relay_stopping()
+        self.reports.hub.relay_stopping()
         if self._server is not None:
             self._server.close()
         for task in list(self._links):

@@ -50,6 +50,7 @@ from relay.dispatch import (
     Failed,
     JobSpec,
     NodeInfo,
+    OfferDeclined,
     Requeued,
     SendCancel,
     SendOffer,
@@ -384,7 +385,7 @@ class Scheduler:
             entry.declined_by[node] = reason
         self._release(job_id, now)
         self._requeue_front(entry)
-        actions = self._dispatch(now)
+        actions: list[Action] = [OfferDeclined(node, job_id, reason), *self._dispatch(now)]
         if entry.lease is None and entry.refused_since is None and self._refused(entry):
             entry.refused_since = now
         return actions

@@ -1,9 +1,12 @@
 """The JSON shapes the API and the WebSocket send: a job's public view, a node's view."""
 
 import time
+from collections.abc import Callable
 from typing import Any
 
+from relay.hub import NodeHub
 from relay.model import JobRecord, JobState, Live
+from relay.scheduler import NodeView
 
 
 def iso(stamp: float | None) -> str | None:
@@ -55,3 +58,54 @@ def job_view(
         "result_url": job_url(job.id, "/result") if job.state is JobState.DONE else None,
         "preview_url": job_url(job.id, "/preview") if has_preview else None,
     }
+
+
+def node_views(
+    hub: NodeHub, nodes: list[NodeView], now: float, work: Callable[[str], float]
+) -> list[dict[str, Any]]:
+    """Connected nodes as public JSON: no tokens, no job ids beyond a short tag. `nodes` is
+    the scheduler's view of them, `now` its timer's time, `work` a node's kudos."""
+    out = []
+    for view in nodes:
+        handle = hub.get(view.info.name)
+        if handle is None:
+            continue
+        info = view.info
+        pace = hub.pace_view(info.name)
+        left = view.paused_until - now if view.paused_until is not None else 0.0
+        paused = left > 0
+        if paused:
+            state = "paused"
+        else:
+            state = "draining" if view.draining else "busy" if view.jobs else "idle"
+        out.append(
+            {
+                "name": info.name,
+                "device": info.device_name,
+                "memory": info.device_memory,
+                "methods": sorted(info.methods),
+                "styles": sorted("fast:" + s for s in info.styles),
+                "max_epochs": info.max_epochs,
+                "max_pixels": info.max_pixels,
+                "slots": info.slots,
+                "state": state,
+                # Rested after failing jobs that ran elsewhere: why, and seconds left.
+                "paused": paused,
+                "pause_reason": view.pause_reason if paused else None,
+                "paused_for": round(left) if paused else None,
+                # Not yet trusted: it has finished no job (one at a time meanwhile).
+                "probation": not view.proven,
+                "busy_slots": len(view.jobs),
+                # A short tag, not the id: a job id is the key to its result.
+                "current_jobs": sorted(j[:6] for j in view.jobs),
+                "jobs_done": view.jobs_done,
+                # For the page's time estimates (relay/estimates.py, web/js/speed.js).
+                "pace": pace,
+                # Megapixel-epochs of its finished jobs still kept: its kudos.
+                "work_done": round(work(info.name), 3),
+                "seconds_per_epoch_mp": pace.get("gatys", {}).get("seconds_per_mp"),
+                "connected_since": iso(handle.connected_since),
+                "last_seen": iso(handle.last_seen),
+            }
+        )
+    return out

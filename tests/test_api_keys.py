@@ -28,7 +28,7 @@ def start(aiohttp_client: AiohttpClient, tmp_path: Path) -> Start:
 
     async def go(**changes: Any) -> Client:
         client = await aiohttp_client(init(make_config(tmp_path, **changes), clock, clock))
-        FakeNode.connect(client.app[SERVICE].hub)  # one slot: the first job runs, others wait
+        FakeNode.connect(client.app[SERVICE])  # one slot: the first job runs, others wait
         return client
 
     return go
@@ -233,7 +233,7 @@ async def test_a_key_linked_to_a_node_earns_turns_from_its_work(
     clock = FakeClock()
     client: Client = await aiohttp_client(init(make_config(tmp_path), clock, clock))
     service = client.app[SERVICE]
-    node = FakeNode.connect(service.hub, name="gpu-1")
+    node = FakeNode.connect(service, name="gpu-1")
     # Before its node did anything, the owner's key is served like any other.
     assert (await post(client, owner))[0] == 202
     assert service.scheduler.priority("key:owner") == 0

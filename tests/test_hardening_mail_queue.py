@@ -106,7 +106,7 @@ async def test_a_file_name_with_line_breaks_is_cleaned_and_later_mail_still_goes
 ) -> None:
     inbox, _ = mail_server
     client = await start()
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     evil = await create(
         client, email="ann@example.org", filename="cat\r\nBcc: victim@example.net.png"
     )
@@ -181,7 +181,7 @@ async def test_after_a_restart_a_poisoned_pending_message_fails_alone(
     )
 
     # The mailer is still alive for new jobs.
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     fresh = await create(client, email="fay@example.org")
     await run_one(node)
     await inbox.wait(3)
@@ -240,7 +240,7 @@ async def test_an_address_gets_at_most_its_hourly_mails_and_the_count_survives_a
     inbox, _ = mail_server
     client = await start()
     assert service(client).config.mail_per_recipient_hour == 3
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     # The same mailbox in any case counts as one.
     spellings = ["Zoe@Example.org", "zoe@example.org", "ZOE@EXAMPLE.ORG", "zoe@example.org"]
     jobs = []
@@ -263,7 +263,7 @@ async def test_an_address_gets_at_most_its_hourly_mails_and_the_count_survives_a
 
     # After a restart the hour still counts what was sent before it.
     client = await start()
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     again = await create(client, email="zoe@example.org")
     await run_one(node)
     await email_status(client, again["id"], "limited")
@@ -302,7 +302,7 @@ async def test_a_job_no_node_can_take_fails_after_the_queue_timeout_and_frees_it
 ) -> None:
     client = await start_plain(max_open_jobs=1)
     assert service(client).config.queue_timeout == 6 * HOUR
-    node = FakeNode.connect(service(client).hub, methods=frozenset({"gatys"}))
+    node = FakeNode.connect(service(client), methods=frozenset({"gatys"}))
     job = await create(client, method="arbitrary")
     body = await job_of(client, job["id"])
     assert body["waiting_reason"] == "No connected node offers the arbitrary method."
@@ -328,7 +328,7 @@ async def test_a_running_job_is_not_ended_by_the_queue_timeout(
     start_plain: Start, clock: FakeClock
 ) -> None:
     client = await start_plain(queue_timeout=60.0)
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     job = await create(client, epochs="500")
     offer = await node.offer()
     for epoch in range(1, 6):

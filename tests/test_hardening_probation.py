@@ -198,10 +198,10 @@ async def test_a_silent_newcomer_gets_work_only_after_the_proven_node_was_busy_f
 ) -> None:
     client = await start()
     service: JobService = client.app[SERVICE]
-    honest = FakeNode.connect(service.hub, name="honest")
+    honest = FakeNode.connect(service, name="honest")
     await create(client)
     assert (await honest.finish(await honest.offer()))[0]
-    mallory = FakeNode.connect(service.hub, name="mallory", slots=256)
+    mallory = FakeNode.connect(service, name="mallory", slots=256)
     nodes = {n["name"]: n for n in (await (await client.get("/api/nodes")).json())["nodes"]}
     assert (nodes["honest"]["probation"], nodes["mallory"]["probation"]) == (False, True)
     assert "mallory" in (page := await (await client.get("/status")).text())

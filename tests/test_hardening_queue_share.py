@@ -23,6 +23,7 @@ from relay.config import Config
 from relay.dispatch import JobSpec, NodeInfo, no_room_to_wait, unfit
 from relay.errors import ConfigError
 from relay.jobs import JobService
+from relay.reports import NodeReports
 from relay.scheduler import Scheduler
 
 Client = TestClient[web.Request, web.Application]
@@ -78,7 +79,7 @@ async def test_unservable_jobs_beyond_their_share_are_refused_and_others_still_g
     start: Start,
 ) -> None:
     client = await start(queue_capacity=6, queue_unservable=2, retry_after=17)
-    FakeNode.connect(service(client).hub, methods=NO_GATYS)
+    FakeNode.connect(service(client), methods=NO_GATYS)
     await accepted(client, FLOODER, method="gatys")
     await accepted(client, FLOODER, method="gatys")
     status, body, headers = await post(client, FLOODER, method="gatys")
@@ -99,7 +100,7 @@ async def test_unservable_jobs_beyond_their_share_are_refused_and_others_still_g
 
 async def test_each_reason_is_named_with_what_the_person_can_change(start: Start) -> None:
     client = await start(queue_unservable=1)
-    FakeNode.connect(service(client).hub, max_epochs=100)
+    FakeNode.connect(service(client), max_epochs=100)
     await accepted(client, FLOODER, method="gatys", epochs="300")
     status, body, _ = await post(client, OTHER, method="gatys", epochs="200")
     assert status == 503
@@ -114,12 +115,12 @@ async def test_each_reason_is_named_with_what_the_person_can_change(start: Start
 
 async def test_a_node_that_can_run_them_makes_room(start: Start) -> None:
     client = await start(queue_unservable=2)
-    hub = service(client).hub
-    FakeNode.connect(hub, methods=NO_GATYS)
+    reports = NodeReports(service(client))
+    FakeNode.connect(reports, methods=NO_GATYS)
     waiting = [(await accepted(client, FLOODER, method="gatys"))["id"] for _ in range(2)]
     assert (await post(client, OTHER, method="gatys"))[0] == 503
 
-    gatys = FakeNode.connect(hub, "gpu-2", methods=frozenset({"gatys"}))
+    gatys = FakeNode.connect(reports, "gpu-2", methods=frozenset({"gatys"}))
     offer = await gatys.offer()
     assert offer.job_id == waiting[0]
     # One runs, one waits for the same node's slot: neither counts against the share now.
@@ -129,9 +130,9 @@ async def test_a_node_that_can_run_them_makes_room(start: Start) -> None:
 
 async def test_queued_jobs_stay_when_the_node_that_could_run_them_leaves(start: Start) -> None:
     client = await start(queue_unservable=2)
-    hub = service(client).hub
-    FakeNode.connect(hub, methods=NO_GATYS)
-    gatys = FakeNode.connect(hub, "gpu-2", methods=frozenset({"gatys"}))
+    reports = NodeReports(service(client))
+    FakeNode.connect(reports, methods=NO_GATYS)
+    gatys = FakeNode.connect(reports, "gpu-2", methods=frozenset({"gatys"}))
     jobs = [(await accepted(client, FLOODER, method="gatys"))["id"] for _ in range(3)]
     await gatys.offer()
     assert service(client).scheduler.unservable == 0
@@ -159,7 +160,7 @@ async def test_recovered_jobs_are_kept_beyond_the_share(start: Start) -> None:
         "No connected node can run this job now (no node is online), and 3 jobs already "
         "wait for one; try again later."
     )
-    FakeNode.connect(service(client).hub, methods=NO_GATYS)
+    FakeNode.connect(service(client), methods=NO_GATYS)
     await accepted(client, OTHER, method="arbitrary")
 
 

@@ -203,7 +203,8 @@ async def test_a_result_that_crosses_a_cancel_is_ignored(start: Start) -> None:
 
 
 async def test_node_that_misses_heartbeats_is_dropped(start: Start) -> None:
-    relay = await start(heartbeat_interval=0.1)
+    # The liveness rule runs on the tick (`NodeReports.check_silence`).
+    relay = await start(heartbeat_interval=0.1, tick_interval=0.05)
     node = await relay.node()
     job_id = await relay.job()
     await accept(node)

@@ -8,6 +8,7 @@ from relay.dispatch import (
     Failed,
     JobSpec,
     NodeInfo,
+    OfferDeclined,
     Requeued,
     SendCancel,
     SendOffer,
@@ -264,7 +265,8 @@ def test_busy_decline_rests_the_slot_and_offers_again_later() -> None:
     s.node_up(node("only"), 0.0)
     [offer] = s.submit(job("j"), 1.0)
     assert isinstance(offer, SendOffer)
-    assert s.declined("only", "j", offer.lease, "all slots busy", 1.5, busy=True) == []
+    declined = s.declined("only", "j", offer.lease, "all slots busy", 1.5, busy=True)
+    assert declined == [OfferDeclined("only", "j", "all slots busy")]
     assert s.why_waiting("j") is None
     assert offers(s.tick(2.0)) == []
     [again] = s.tick(4.0)
@@ -276,7 +278,8 @@ def test_declined_offer_goes_elsewhere_and_not_back() -> None:
     s.node_up(node("picky"), 0.0)
     [offer] = s.submit(job("j"), 1.0)
     assert isinstance(offer, SendOffer)
-    assert s.declined("picky", "j", offer.lease, "over my epoch cap", 2.0) == []
+    declined = s.declined("picky", "j", offer.lease, "over my epoch cap", 2.0)
+    assert declined == [OfferDeclined("picky", "j", "over my epoch cap")]
     assert s.position("j") == 1
     why = s.why_waiting("j")
     assert why is not None
