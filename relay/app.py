@@ -26,7 +26,7 @@ from relay.errors import (
 )
 from relay.jobs import JobService
 from relay.nodelink import NodeListener
-from relay.orders import too_large_body
+from relay.orders import PAINTINGS, Paintings, too_large_body
 from relay.reports import NodeReports
 from relay.tls import server_context
 from relay.tokens import TokenStore
@@ -164,6 +164,7 @@ def init(
     app[apikeys.KEYS] = apikeys.KeyStore(config.data_dir)
     app[intake.INTAKE] = intake.Intake(config)
     app[api.SOCKETS] = set[web.WebSocketResponse]()
+    app[PAINTINGS] = Paintings()
     app[WEB] = config.web_dir or WEB_DIR
     api.add_routes(app)
     status.add_routes(app)

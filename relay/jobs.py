@@ -13,10 +13,10 @@ import secrets
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
-from relay import estimates, gallery
+from relay import estimates
 from relay.apikeys import Quota
 from relay.blobs import BlobStore, no_space
 from relay.config import Config
@@ -52,33 +52,13 @@ from relay.limits import RateLimiter, SlidingWindow
 from relay.logs import event as log_event
 from relay.mailer import EmailStatus, Mailer, MailSettings
 from relay.metrics import Gauges, Metrics
-from relay.model import JobRecord, JobState, Live, StyleChoice, fast_styles, spec_of
+from relay.model import JobRecord, JobState, Live, Order, fast_styles, spec_of
 from relay.offload import off_loop
 from relay.scheduler import Scheduler
 from relay.showcase import Showcase
 from relay.store import JobStore
-from relay.uploads import PreparedImage, prepare
-from relay.views import job_view
 
 log = logging.getLogger(__name__)
-
-PAINTING_CACHE = 32
-
-
-@dataclass(frozen=True)
-class Order:
-    """A checked job request, images already prepared at the job's size."""
-
-    method: str
-    styles: tuple[StyleChoice, ...]
-    content: PreparedImage
-    style_images: tuple[PreparedImage, ...]
-    epochs: int
-    params: dict[str, Any] = field(default_factory=dict)
-    email: str | None = None
-    filename: str | None = None
-    share: bool = False
-    share_style: bool = False
 
 
 class JobService:
@@ -130,7 +110,6 @@ class JobService:
         """The public gallery of results people shared."""
         self._positions: dict[str, tuple[int, str | None]] = {}
         """The place and the waiting reason each watched queued job was last told."""
-        self._paintings: dict[tuple[str, int], PreparedImage] = {}
         # Queued and running jobs, also kept here: nodes and pages ask about them often.
         self._open: dict[str, JobRecord] = {}
         # Jobs being written to the database, by client: admitted, not yet queued.
@@ -354,18 +333,6 @@ class JobService:
         )
         self.apply(self.scheduler.submit(spec_of(job), self.timer()))
 
-    async def painting(self, painting: gallery.Painting, size: int) -> PreparedImage:
-        """A gallery painting prepared at `size` (cached: the same few sizes recur)."""
-        key = (painting.key, size)
-        prepared = self._paintings.get(key)
-        if prepared is None:
-            data = await asyncio.to_thread(painting.image_path.read_bytes)
-            prepared = await asyncio.to_thread(prepare, data, size, painting.title)
-            if len(self._paintings) >= PAINTING_CACHE:
-                self._paintings.pop(next(iter(self._paintings)))
-            self._paintings[key] = prepared
-        return prepared
-
     # ---- questions -------------------------------------------------------------------
 
     def get(self, job_id: str) -> JobRecord:
@@ -374,20 +341,6 @@ class JobService:
         if job is None:
             raise NotFound("No such job. Its id is wrong, or the job and its result expired.")
         return job
-
-    def view(self, job: JobRecord) -> dict[str, Any]:
-        """The job's public state as JSON."""
-        view = job_view(
-            job,
-            live=self.live.get(job.id),
-            position=self.scheduler.position(job.id),
-            reason=self.scheduler.why_waiting(job.id),
-            ttl=self.config.result_ttl,
-        )
-        view["email_status"] = self.email_status(job)
-        view["starts_in"] = self.starts_in(job.id)
-        view.update(self.showcase.state(job.id))
-        return view
 
     def starts_in(self, job_id: str) -> float | None:
         """Seconds until a queued job should start (relay/estimates.py), or None when it
@@ -708,9 +661,9 @@ class JobService:
         self.showcase.job_ended(done)
         if not self.bus.watching(job.id):
             return
-        view = job_view(done, live=live, ttl=self.config.result_ttl)
-        view.update(self.showcase.state(job.id))
-        event: dict[str, Any] = {"type": str(state), "job": view}
+        # The record, and what it had reported: the HTTP side shapes the view
+        # (`relay.views.event_json`).
+        event: dict[str, Any] = {"type": str(state), "job": done, "live": live}
         if state is JobState.FAILED:
             event["error"] = done.error
         self.bus.publish(job.id, event)

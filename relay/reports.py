@@ -29,7 +29,7 @@ from relay.dispatch import NodeInfo
 from relay.handles import NodeHandle
 from relay.imagecheck import BadImage
 from relay.jobs import JobService
-from relay.views import job_url
+from relay.model import job_url
 
 log = logging.getLogger(__name__)
 

@@ -39,9 +39,8 @@ from relay.decoding import Decoder
 from relay.disk import DiskUsage
 from relay.errors import BadRequest, Conflict, NotFound, TooManyRequests
 from relay.limits import SlidingWindow
-from relay.model import JobRecord, JobState
+from relay.model import JobRecord, JobState, iso
 from relay.offload import off_loop
-from relay.views import iso
 
 log = logging.getLogger(__name__)
 

@@ -1,24 +1,14 @@
-"""The JSON shapes the API and the WebSocket send: a job's public view, a node's view."""
+"""The JSON shapes the API and the WebSocket send: a job's public view, its events, a
+node's view. The job service (`relay.jobs`) keeps state; this is where it is shaped."""
 
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from relay.events import Event
 from relay.hub import NodeHub
-from relay.model import JobRecord, JobState, Live
+from relay.jobs import JobService
+from relay.model import JobRecord, JobState, Live, iso, job_url
 from relay.scheduler import NodeView
-
-
-def iso(stamp: float | None) -> str | None:
-    """A Unix time as ISO 8601 UTC (`2026-11-23T11:30:00Z`), or None."""
-    if stamp is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
-
-
-def job_url(job_id: str, tail: str = "") -> str:
-    """The API path of a job, or of one of its sub-resources."""
-    return f"/api/jobs/{job_id}{tail}"
 
 
 def job_view(
@@ -58,6 +48,39 @@ def job_view(
         "result_url": job_url(job.id, "/result") if job.state is JobState.DONE else None,
         "preview_url": job_url(job.id, "/preview") if has_preview else None,
     }
+
+
+def public_job(service: JobService, job: JobRecord) -> dict[str, Any]:
+    """The job's public state as JSON: its view with its place in the queue, its e-mail's
+    status, when it should start, and its place in the gallery."""
+    view = job_view(
+        job,
+        live=service.live.get(job.id),
+        position=service.scheduler.position(job.id),
+        reason=service.scheduler.why_waiting(job.id),
+        ttl=service.config.result_ttl,
+    )
+    view["email_status"] = service.email_status(job)
+    view["starts_in"] = service.starts_in(job.id)
+    view.update(service.showcase.state(job.id))
+    return view
+
+
+def event_json(service: JobService, event: Event) -> Mapping[str, Any]:
+    """A job event as the WebSocket sends it: an ended job's record (with what it had
+    reported, `live`) becomes its public view; other events are JSON already."""
+    job = event.get("job")
+    if not isinstance(job, JobRecord):
+        return event
+    view = job_view(job, live=event.get("live"), ttl=service.config.result_ttl)
+    view.update(service.showcase.state(job.id))
+    return {**{k: v for k, v in event.items() if k != "live"}, "job": view}
+
+
+def node_list(service: JobService) -> list[dict[str, Any]]:
+    """The service's connected nodes as public JSON (`node_views`)."""
+    nodes = service.scheduler.nodes()
+    return node_views(service.hub, nodes, service.timer(), service.kudos.work)
 
 
 def node_views(
