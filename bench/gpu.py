@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 
 from gpu_node.device import FastPaths, configure_backend, fast_paths, resolve_device  # noqa: E402
 from gpu_node.engine.gatys import stylize_gatys  # noqa: E402
-from gpu_node.engine.params import GatysParams  # noqa: E402
+from gpu_node.engine.gatys_params import GatysParams  # noqa: E402
 from gpu_node.engine.weights import load_weights  # noqa: E402
 from gpu_node.errors import CapacityError  # noqa: E402
 from gpu_node.fast.engine import FastEngine, FastItem  # noqa: E402

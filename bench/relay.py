@@ -44,7 +44,7 @@ from relay.api import SERVICE
 from relay.app import init
 from relay.config import Config
 from relay.dispatch import NodeInfo
-from relay.handles import Offer
+from relay.handles import OfferJob
 from relay.reports import NodeReports
 from relay.showcase import PAGE_SIZE, Item, ShowcaseStore
 
@@ -80,7 +80,7 @@ async def _fake_node(reports: NodeReports, big: bytes) -> None:
     small: dict[tuple[int, int], bytes] = {}
     while True:
         cmd = await handle.outbox.get()
-        if not isinstance(cmd, Offer):
+        if not isinstance(cmd, OfferJob):
             continue
         if cmd.params.get("seed") == BIG_SEED:
             data, w, h = big, 1830, 1830

@@ -1,5 +1,5 @@
 """What passes between the node hub and one node connection: the commands a connection
-picks up from its outbox (`Offer`, `CancelJob`), and the `NodeHandle` the hub keeps for it.
+picks up from its outbox (`OfferJob`, `CancelJob`), and the `NodeHandle` the hub keeps for it.
 """
 
 import asyncio
@@ -12,7 +12,7 @@ from relay.model import JobRecord
 
 
 @dataclass(frozen=True)
-class Offer:
+class OfferJob:
     """A job for a node: its images at the job's size, its method and parameters."""
 
     job_id: str
@@ -35,14 +35,14 @@ class CancelJob:
     lease: str
 
 
-NodeCommand = Offer | CancelJob
+NodeCommand = OfferJob | CancelJob
 
 
-def offer_for(job: JobRecord, lease: str, read: Callable[[str], bytes]) -> Offer:
+def offer_for(job: JobRecord, lease: str, read: Callable[[str], bytes]) -> OfferJob:
     """The offer of a stored job under `lease`, its images read with `read` (blocking)."""
     images = [s for s in job.styles if not s.id.startswith("fast:")]
     fast = [s for s in job.styles if s.id.startswith("fast:")]
-    return Offer(
+    return OfferJob(
         job_id=job.id,
         lease=lease,
         method=job.method,

@@ -25,7 +25,7 @@ from relay.disk import DISK_FULL, Disk
 from relay.dispatch import (
     Action,
     Failed,
-    JobSpec,
+    JobTicket,
     NodePaused,
     OfferDeclined,
     Requeued,
@@ -48,12 +48,12 @@ from relay.handles import CancelJob, offer_for
 from relay.hub import NodeHub
 from relay.imagecheck import ImageChecker
 from relay.kudos import WorkLedger
-from relay.limits import RateLimiter, SlidingWindow
 from relay.logs import event as log_event
 from relay.mailer import EmailStatus, Mailer, MailSettings
 from relay.metrics import Gauges, Metrics
-from relay.model import JobRecord, JobState, Live, Order, fast_styles, spec_of
+from relay.model import JobRecord, JobState, Live, Order, fast_styles, ticket_of
 from relay.offload import off_loop
+from relay.ratelimits import RateLimiter, SlidingWindow
 from relay.scheduler import Scheduler
 from relay.showcase import Showcase
 from relay.store import JobStore
@@ -149,7 +149,7 @@ class JobService:
             self.hub.remember_fast(fast_styles(job.styles))
             # The store does not know how long the job ran, so all its age counts.
             waited = max(0.0, wall - job.created)
-            self.apply(self.scheduler.submit(spec_of(job), now, job.attempts, waited))
+            self.apply(self.scheduler.submit(ticket_of(job), now, job.attempts, waited))
         if jobs:
             log.info("recovered %d queued job(s) from %s", len(jobs), self.config.data_dir)
         return len(jobs)
@@ -185,7 +185,7 @@ class JobService:
     # ---- admission -------------------------------------------------------------------
 
     def check_admission(
-        self, client: str, job: JobSpec | None = None, quota: Quota | None = None
+        self, client: str, job: JobTicket | None = None, quota: Quota | None = None
     ) -> None:
         """Refuse early when this client may not add a job now (429), the queue is full
         (503) or the disk is (507); and, given the `job`, when no connected node could run
@@ -209,7 +209,7 @@ class JobService:
             self._check_unservable_share(job)
         self.disk.check(client, 0)
 
-    def _check_unservable_share(self, job: JobSpec) -> None:
+    def _check_unservable_share(self, job: JobTicket) -> None:
         """503 when no connected node could run `job` and `--queue-unservable` such jobs
         already wait: a flood of them cannot fill the queue that the nodes' jobs need."""
         waiting = self.scheduler.unservable + self._adding_unservable
@@ -246,7 +246,7 @@ class JobService:
         images = [order.content.png, *(s.png for s in order.style_images)]
         size = sum(len(data) for data in images)
         pixels = order.content.width * order.content.height
-        spec = JobSpec("", client, order.method, order.epochs, pixels, fast_styles(order.styles))
+        spec = JobTicket("", client, order.method, order.epochs, pixels, fast_styles(order.styles))
         self.check_admission(client, spec, quota)
         self.disk.check(client, size)
         shas = await off_loop(size, self._put_all, images)
@@ -331,7 +331,7 @@ class JobService:
             method=job.method,
             pixels=job.pixels,
         )
-        self.apply(self.scheduler.submit(spec_of(job), self.timer()))
+        self.apply(self.scheduler.submit(ticket_of(job), self.timer()))
 
     # ---- questions -------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay.dispatch import JobSpec
+from relay.dispatch import JobTicket
 
 METHODS = ("gatys", "fast", "arbitrary")
 """Every style method a node may offer; anything else is refused as unknown."""
@@ -110,7 +110,8 @@ class Live:
 
     node: str
     epoch: int | None = None
-    max_epochs: int | None = None
+    epochs: int | None = None
+    """The epochs the node plans for the job, as its progress said."""
     losses: dict[str, float] | None = None
     preview: bytes | None = None
     previews: int = 0
@@ -131,9 +132,11 @@ def fast_styles(styles: Iterable[StyleChoice]) -> frozenset[str]:
     return frozenset(s.id.removeprefix("fast:") for s in styles if s.id.startswith("fast:"))
 
 
-def spec_of(job: JobRecord) -> JobSpec:
+def ticket_of(job: JobRecord) -> JobTicket:
     """What the scheduler needs of a stored job."""
-    return JobSpec(job.id, job.client, job.method, job.epochs, job.pixels, fast_styles(job.styles))
+    return JobTicket(
+        job.id, job.client, job.method, job.epochs, job.pixels, fast_styles(job.styles)
+    )
 
 
 def iso(stamp: float | None) -> str | None:

@@ -53,8 +53,7 @@ from protocol import (
     choose_version,
 )
 from relay.config import Config
-from relay.handles import CancelJob, NodeCommand, NodeHandle
-from relay.handles import Offer as HubOffer
+from relay.handles import CancelJob, NodeCommand, NodeHandle, OfferJob
 from relay.logs import event
 from relay.metrics import Metrics
 from relay.nodegate import NodeGate
@@ -243,13 +242,14 @@ class NodeLink:
                 Report.PREVIEW, job_id, lease_id
             ):
                 pass
-            case Progress(job_id=job_id, lease_id=lease_id, epoch=epoch, max_epochs=top):
+            case Progress(job_id=job_id, lease_id=lease_id, epoch=epoch, max_epochs=planned):
+                # The wire's `max_epochs` is the planned count (docs/protocol.md, progress).
                 reports.progress(
                     handle,
                     job_id,
                     lease_id,
                     epoch=epoch,
-                    max_epochs=top,
+                    epochs=planned,
                     losses=message.losses,
                 )
             case Preview(job_id=job_id, lease_id=lease_id, jpeg=jpeg):
@@ -289,7 +289,7 @@ class NodeLink:
         while True:
             command: NodeCommand = await handle.outbox.get()
             match command:
-                case HubOffer():
+                case OfferJob():
                     try:
                         offer = wire_offer(command)
                         data = self.conn.send(offer)

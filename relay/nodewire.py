@@ -3,7 +3,7 @@ becomes the scheduler's `NodeInfo`, and the hub's offer becomes a protocol `Offe
 
 from protocol import Hello, Offer, Scalar, StyleImage
 from relay.dispatch import NodeInfo
-from relay.handles import Offer as HubOffer
+from relay.handles import OfferJob
 
 
 def node_info(name: str, hello: Hello) -> NodeInfo:
@@ -25,7 +25,7 @@ def node_info(name: str, hello: Hello) -> NodeInfo:
     )
 
 
-def wire_offer(offer: HubOffer) -> Offer:
+def wire_offer(offer: OfferJob) -> Offer:
     """The hub's offer as a protocol message (docs/protocol.md, the `offer` message).
 
     The images are already scaled to the job's size; `size` tells the engine the long side.

@@ -89,10 +89,10 @@ NODE_MAX_SIZE = 16384
 TRAINED_PREFIX = "fast:trained:"
 """A node's own trained style (gpu_node.fast.registry): it cannot be blended with others."""
 GATYS_MAX_SIZE = 8192
-"""The Gatys engine's largest long side (gpu_node.engine.params.MAX_SIZE)."""
+"""The Gatys engine's largest long side (gpu_node.engine.gatys_params.MAX_SIZE)."""
 GATYS_MULTISCALE_ABOVE = 1024
 """Gatys paints larger outputs coarse to fine, halving the long side down to this; each
-scale needs at least one epoch (gpu_node.engine.params.GatysParams.epochs_per_scale)."""
+scale needs at least one epoch (gpu_node.engine.gatys_params.GatysParams.epochs_per_scale)."""
 
 
 @dataclass

@@ -5,7 +5,7 @@ A node connection (`relay.nodelink`, or a test's fake node) calls in here:
     reports = NodeReports(service)
     handle = reports.node_connected(NodeInfo(...))   # after the node authenticated
     command = await handle.outbox.get()              # OfferJob or CancelJob, in order
-    reports.progress(handle, job_id, lease, epoch=3, max_epochs=100, losses={"style": 1.5})
+    reports.progress(handle, job_id, lease, epoch=3, epochs=100, losses={"style": 1.5})
     await reports.preview(handle, job_id, lease, jpeg_bytes)
     await reports.result(handle, job_id, lease, png_bytes, width=w, height=h)
     reports.failed(handle, job_id, lease, reason, retry=True)
@@ -122,17 +122,18 @@ class NodeReports:
         lease: str,
         *,
         epoch: int,
-        max_epochs: int,
+        epochs: int,
         losses: dict[str, float],
     ) -> bool:
-        """The node reports an epoch finished; False if the lease is not current."""
+        """The node reports `epoch` of the `epochs` it plans finished; False if the lease is
+        not current."""
         if not self._holds(handle, job_id, lease):
             return False
         service = self.service
         service.scheduler.progress(handle.name, job_id, lease, service.timer())
         live = service.live[job_id]
-        live.epoch, live.max_epochs, live.losses = epoch, max_epochs, _clean_losses(losses)
-        event = {"type": "progress", "epoch": epoch, "max_epochs": max_epochs}
+        live.epoch, live.epochs, live.losses = epoch, epochs, _clean_losses(losses)
+        event = {"type": "progress", "epoch": epoch, "epochs": epochs}
         service.bus.publish(job_id, {**event, "losses": live.losses})
         return True
 

@@ -32,7 +32,8 @@ def job_view(
         "position": position,
         "waiting_reason": reason,
         "epoch": live.epoch if live else None,
-        "max_epochs": (live.max_epochs if live and live.max_epochs else job.epochs),
+        # The planned count (never a cap): as the node's progress says, else as asked.
+        "epochs": (live.epochs if live and live.epochs else job.epochs),
         "losses": live.losses if live else None,
         "node": job.node,
         "attempts": job.attempts,

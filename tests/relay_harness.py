@@ -14,7 +14,7 @@ from PIL import Image
 
 from relay.config import Config
 from relay.dispatch import NodeInfo
-from relay.handles import CancelJob, NodeCommand, NodeHandle, Offer
+from relay.handles import CancelJob, NodeCommand, NodeHandle, OfferJob
 from relay.hub import NodeHub
 from relay.jobs import JobService
 from relay.reports import NodeReports
@@ -79,11 +79,11 @@ def json_order(content: bytes | None = None, /, **fields: Any) -> dict[str, Any]
     return {"image": base64.b64encode(content or png()).decode(), **fields}
 
 
-Painter = Callable[[Offer, float], Image.Image]
+Painter = Callable[[OfferJob, float], Image.Image]
 """What a serving fake node paints for an offer, `amount` (0..1) of the way to the end."""
 
 
-def plain_paint(offer: Offer, amount: float) -> Image.Image:
+def plain_paint(offer: OfferJob, amount: float) -> Image.Image:
     """A picture of the offer's size whose colour moves from blue to yellow as it goes."""
     a = max(0.0, min(1.0, amount))
     color = (round(10 + 240 * a), round(120 + 80 * a), round(200 - 190 * a))
@@ -108,7 +108,7 @@ class FakeNode:
 
     reports: NodeReports
     handle: NodeHandle
-    offers: list[Offer] = field(default_factory=list)
+    offers: list[OfferJob] = field(default_factory=list)
     epoch_seconds: float = 0.05
     preview_every: int = 3
     hold_at: int | None = None
@@ -151,14 +151,14 @@ class FakeNode:
     async def command(self, timeout: float | None = 5.0) -> NodeCommand:
         """The next offer or cancel meant for this node."""
         cmd = await asyncio.wait_for(self.handle.outbox.get(), timeout)
-        if isinstance(cmd, Offer):
+        if isinstance(cmd, OfferJob):
             self.offers.append(cmd)
         return cmd
 
-    async def offer(self) -> Offer:
+    async def offer(self) -> OfferJob:
         """The next command, which must be an offer."""
         cmd = await self.command()
-        assert isinstance(cmd, Offer), cmd
+        assert isinstance(cmd, OfferJob), cmd
         return cmd
 
     async def cancel(self) -> CancelJob:
@@ -167,20 +167,20 @@ class FakeNode:
         assert isinstance(cmd, CancelJob), cmd
         return cmd
 
-    def progress(self, offer: Offer, epoch: int) -> bool:
+    def progress(self, offer: OfferJob, epoch: int) -> bool:
         return self.reports.progress(
             self.handle,
             offer.job_id,
             offer.lease,
             epoch=epoch,
-            max_epochs=offer.epochs,
+            epochs=offer.epochs,
             losses={"content": 1.0 / epoch, "style": 2.0 / epoch},
         )
 
-    async def preview(self, offer: Offer) -> bool:
+    async def preview(self, offer: OfferJob) -> bool:
         return await self.reports.preview(self.handle, offer.job_id, offer.lease, jpeg())
 
-    async def finish(self, offer: Offer) -> tuple[bool, bytes]:
+    async def finish(self, offer: OfferJob) -> tuple[bool, bytes]:
         """Deliver a result PNG of the offer's size; return (accepted, the PNG)."""
         data = png((offer.width, offer.height), (250, 200, 10))
         ok = await self.reports.result(
@@ -215,7 +215,7 @@ class FakeNode:
             self.hub.seen(self.handle)
             await asyncio.sleep(self.heartbeat)
 
-    async def _work(self, offer: Offer) -> None:
+    async def _work(self, offer: OfferJob) -> None:
         reports, handle = self.reports, self.handle
         for epoch in range(1, offer.epochs + 1):
             await asyncio.sleep(self.epoch_seconds)
@@ -227,7 +227,7 @@ class FakeNode:
             self.epochs_reported.append(epoch)
             losses = {"content": 10.0 / epoch, "style": 100.0 / epoch}
             reports.progress(
-                handle, offer.job_id, offer.lease, epoch=epoch, max_epochs=offer.epochs,
+                handle, offer.job_id, offer.lease, epoch=epoch, epochs=offer.epochs,
                 losses=losses,
             )  # fmt: skip
             if epoch % self.preview_every == 0 or epoch == offer.epochs:

@@ -15,7 +15,7 @@ from relay.api import SERVICE
 from relay.apikeys import KeyStore, Quota
 from relay.app import init
 from relay.cli import main
-from relay.dispatch import JobSpec, NodeInfo, SendOffer
+from relay.dispatch import JobTicket, NodeInfo, SendOffer
 from relay.scheduler import Scheduler
 
 Client = TestClient[web.Request, web.Application]
@@ -170,9 +170,9 @@ def test_a_priority_one_client_is_served_twice_per_turn() -> None:
     s = Scheduler()
     s.set_priority("key:vip", 1)
     for i in range(4):
-        s.submit(JobSpec(f"v{i}", "key:vip", "gatys", 10, 1000), 0.0)
-        s.submit(JobSpec(f"a{i}", "1.2.3.4", "gatys", 10, 1000), 0.0)
-        s.submit(JobSpec(f"b{i}", "5.6.7.8", "gatys", 10, 1000), 0.0)
+        s.submit(JobTicket(f"v{i}", "key:vip", "gatys", 10, 1000), 0.0)
+        s.submit(JobTicket(f"a{i}", "1.2.3.4", "gatys", 10, 1000), 0.0)
+        s.submit(JobTicket(f"b{i}", "5.6.7.8", "gatys", 10, 1000), 0.0)
     order = [
         a.job for a in s.node_up(NodeInfo("n1", methods=frozenset({"gatys"})), 1.0)
         if isinstance(a, SendOffer)
@@ -191,8 +191,8 @@ def test_without_priority_round_robin_is_unchanged() -> None:
     s = Scheduler()
     s.set_priority("key:x", 0)
     for i in range(2):
-        s.submit(JobSpec(f"x{i}", "key:x", "gatys", 10, 1000), 0.0)
-        s.submit(JobSpec(f"y{i}", "9.9.9.9", "gatys", 10, 1000), 0.0)
+        s.submit(JobTicket(f"x{i}", "key:x", "gatys", 10, 1000), 0.0)
+        s.submit(JobTicket(f"y{i}", "9.9.9.9", "gatys", 10, 1000), 0.0)
     order = [
         a.job for a in s.node_up(NodeInfo("n1", methods=frozenset({"gatys"}), slots=4), 1.0)
         if isinstance(a, SendOffer)

@@ -21,7 +21,7 @@ from test_ops_mail import Inbox
 
 from relay.api import SERVICE
 from relay.app import init
-from relay.dispatch import Failed, JobSpec, NodeInfo, Requeued, SendOffer, Timeouts
+from relay.dispatch import Failed, JobTicket, NodeInfo, Requeued, SendOffer, Timeouts
 from relay.jobs import JobService
 from relay.model import JobRecord, JobState
 from relay.scheduler import Scheduler
@@ -342,7 +342,7 @@ async def test_a_running_job_is_not_ended_by_the_queue_timeout(
 
 def test_time_spent_running_does_not_count_as_waiting() -> None:
     s = Scheduler(Timeouts(queue=100.0))
-    spec = JobSpec("j", "alice", "gatys", 10, 512 * 512)
+    spec = JobTicket("j", "alice", "gatys", 10, 512 * 512)
     assert s.submit(spec, 0.0) == []
     [offer] = s.node_up(NodeInfo("n1", methods=frozenset({"gatys"})), 90.0)
     assert isinstance(offer, SendOffer)
@@ -359,7 +359,7 @@ def test_time_spent_running_does_not_count_as_waiting() -> None:
 
 def test_the_reason_keeps_what_declining_nodes_said() -> None:
     s = Scheduler(Timeouts(queue=100.0))
-    s.submit(JobSpec("j", "alice", "gatys", 10, 64), 0.0)
+    s.submit(JobTicket("j", "alice", "gatys", 10, 64), 0.0)
     for name in ("n1", "n2"):
         [offer] = s.node_up(NodeInfo(name, methods=frozenset({"gatys"})), 1.0)
         assert isinstance(offer, SendOffer)
@@ -374,10 +374,10 @@ def test_the_reason_keeps_what_declining_nodes_said() -> None:
 
 def test_a_job_that_has_already_waited_too_long_fails_when_submitted() -> None:
     s = Scheduler(Timeouts(queue=100.0))
-    [failed] = s.submit(JobSpec("j", "alice", "fast", 1, 64), 5.0, waited=100.0)
+    [failed] = s.submit(JobTicket("j", "alice", "fast", 1, 64), 5.0, waited=100.0)
     assert isinstance(failed, Failed)
     assert s.queued == 0 and s.open_jobs("alice") == 0
-    assert s.submit(JobSpec("k", "alice", "fast", 1, 64), 5.0, waited=99.0) == []
+    assert s.submit(JobTicket("k", "alice", "fast", 1, 64), 5.0, waited=99.0) == []
     assert s.tick(5.5) == []
     assert [type(a) for a in s.tick(6.5)] == [Failed]
 

@@ -19,14 +19,14 @@ from relay.api import SERVICE
 from relay.app import init
 from relay.dispatch import (
     Failed,
-    JobSpec,
+    JobTicket,
     NodeInfo,
     NodePaused,
     Requeued,
     SendOffer,
     Timeouts,
 )
-from relay.handles import Offer
+from relay.handles import OfferJob
 from relay.imagecheck import BadImage, check_jpeg, check_png
 from relay.jobs import JobService
 from relay.reports import NodeReports
@@ -43,8 +43,8 @@ def node(name: str, **kw: Any) -> NodeInfo:
     return NodeInfo(name, **{"methods": ALL, **kw})
 
 
-def job(job_id: str, client: str = "alice") -> JobSpec:
-    return JobSpec(job_id, client, "gatys", 100, 512 * 384)
+def job(job_id: str, client: str = "alice") -> JobTicket:
+    return JobTicket(job_id, client, "gatys", 100, 512 * 384)
 
 
 def offers(actions: Sequence[object]) -> list[tuple[str, str]]:
@@ -332,7 +332,7 @@ async def test_a_greedy_node_does_not_take_every_job_from_an_honest_one(start: S
     assert (nodes["honest"]["slots"], nodes["honest"]["busy_slots"]) == (1, 1)
 
 
-async def result(node: FakeNode, offer: Offer, data: bytes, size: tuple[int, int]) -> bool:
+async def result(node: FakeNode, offer: OfferJob, data: bytes, size: tuple[int, int]) -> bool:
     width, height = size
     return await node.reports.result(
         node.handle, offer.job_id, offer.lease, data, width=width, height=height

@@ -20,7 +20,7 @@ from relay_harness import FakeClock, FakeNode, form, make_config
 from relay.api import SERVICE
 from relay.app import init
 from relay.config import Config
-from relay.dispatch import JobSpec, NodeInfo, no_room_to_wait, unfit
+from relay.dispatch import JobTicket, NodeInfo, no_room_to_wait, unfit
 from relay.errors import ConfigError
 from relay.jobs import JobService
 from relay.reports import NodeReports
@@ -167,8 +167,8 @@ async def test_recovered_jobs_are_kept_beyond_the_share(start: Start) -> None:
 # ---- the scheduler's count ---------------------------------------------------------------
 
 
-def spec(job_id: str, method: str = "gatys", epochs: int = 10, pixels: int = 64) -> JobSpec:
-    return JobSpec(job_id, "alice", method, epochs, pixels)
+def spec(job_id: str, method: str = "gatys", epochs: int = 10, pixels: int = 64) -> JobTicket:
+    return JobTicket(job_id, "alice", method, epochs, pixels)
 
 
 def test_the_scheduler_counts_queued_jobs_no_serving_node_fits() -> None:
@@ -198,7 +198,7 @@ def test_the_scheduler_counts_queued_jobs_no_serving_node_fits() -> None:
     assert s.queued == 2
 
 
-def walk(s: Scheduler, jobs: list[JobSpec], serving: list[NodeInfo]) -> int:
+def walk(s: Scheduler, jobs: list[JobTicket], serving: list[NodeInfo]) -> int:
     """The count the slow way: every queued job against every serving node."""
     queued = [j for j in jobs if s.position(j.id) is not None]
     return sum(1 for j in queued if unfit(j, serving) is not None)
@@ -209,14 +209,14 @@ def test_the_count_matches_a_walk_through_the_queue_whatever_happens() -> None:
     s = Scheduler()
     nodes: dict[str, NodeInfo] = {}
     draining: set[str] = set()
-    jobs: list[JobSpec] = []
+    jobs: list[JobTicket] = []
     methods = ("gatys", "fast", "arbitrary")
     now = 0.0
     for step in range(600):
         now += 1.0
         roll = rnd.random()
         if roll < 0.45:
-            job = JobSpec(
+            job = JobTicket(
                 f"j{step}",
                 rnd.choice(("ann", "bo", "cy")),
                 rnd.choice(methods),
@@ -259,14 +259,14 @@ def test_the_count_matches_a_walk_through_the_queue_whatever_happens() -> None:
 
 def test_the_refusal_reads_well_for_every_reason() -> None:
     node = NodeInfo("n", methods=frozenset({"fast"}), styles=frozenset({"candy"}))
-    found = unfit(JobSpec("j", "c", "fast", 1, 64, frozenset({"mosaic"})), [node])
+    found = unfit(JobTicket("j", "c", "fast", 1, 64, frozenset({"mosaic"})), [node])
     assert found is not None
     assert no_room_to_wait(*found, 50) == (
         "No connected node can run this job now (no connected node has the style "
         "fast:mosaic), and 50 jobs already wait for one; try again later or choose another "
         "style."
     )
-    found = unfit(JobSpec("j", "c", "fast", 1, 5_000_000), [node])
+    found = unfit(JobTicket("j", "c", "fast", 1, 5_000_000), [node])
     assert found is not None
     assert no_room_to_wait(*found, 7).endswith(
         "(the most is 4,000,000)), and 7 jobs already wait for one; try again later or "

@@ -20,7 +20,7 @@ from wire_node import WireNode
 from protocol import Decline, DeclineReason, Offer, Welcome
 from relay.api import SERVICE
 from relay.app import NODE_LISTENER, init
-from relay.dispatch import Failed, JobSpec, NodeInfo, SendOffer, Timeouts
+from relay.dispatch import Failed, JobTicket, NodeInfo, SendOffer, Timeouts
 from relay.hub import RECENT_FAST_STYLES
 from relay.jobs import JobService
 from relay.reports import NodeReports
@@ -274,8 +274,8 @@ async def test_a_declined_job_has_no_started_time(start: Start) -> None:
 # ---- the scheduler's rule, on its own clock ----------------------------------------------
 
 
-def _spec(job_id: str = "j") -> JobSpec:
-    return JobSpec(job_id, "alice", "gatys", 100, 512 * 512)
+def _spec(job_id: str = "j") -> JobTicket:
+    return JobTicket(job_id, "alice", "gatys", 100, 512 * 512)
 
 
 def _info(name: str) -> NodeInfo:

@@ -97,7 +97,7 @@ async def test_create_multipart_waits_with_a_reason(start: Start) -> None:
     assert body["state"] == "queued"
     assert body["position"] == 1
     assert body["waiting_reason"] == "No node is online; the job starts when one connects."
-    assert (body["width"], body["height"], body["max_epochs"]) == (32, 24, 40)
+    assert (body["width"], body["height"], body["epochs"]) == (32, 24, 40)
     assert len(base64.urlsafe_b64decode(body["id"] + "==")) == 16
     again = await (await client.get(f"/api/jobs/{body['id']}")).json()
     assert again["state"] == "queued"
@@ -117,7 +117,7 @@ async def test_create_json_with_data_url_and_style_upload(start: Start) -> None:
     assert resp.status == 202, body
     assert (body["method"], body["width"], body["height"]) == ("arbitrary", 60, 30)
     assert body["styles"] == [{"id": "upload", "weight": 1.0}]
-    assert body["max_epochs"] == 1
+    assert body["epochs"] == 1
 
 
 async def test_blend_weights_are_normalised(start: Start) -> None:
@@ -267,7 +267,7 @@ async def test_job_runs_on_a_node_to_a_downloadable_result(start: Start) -> None
     assert node.progress(offer, 3)
     assert await node.preview(offer)
     running = await (await client.get(url)).json()
-    assert (running["epoch"], running["max_epochs"]) == (3, 30)
+    assert (running["epoch"], running["epochs"]) == (3, 30)
     assert running["losses"] == {"content": pytest.approx(1 / 3), "style": pytest.approx(2 / 3)}
     preview = await client.get(running["preview_url"])
     assert preview.content_type == "image/jpeg"

@@ -67,7 +67,7 @@ async def test_events_from_queued_to_done(client: Client) -> None:
         assert await receive(ws) == {"type": "started", "node": "gpu-a"}
         node.progress(offer, 1)
         progress = await receive(ws)
-        assert (progress["type"], progress["epoch"], progress["max_epochs"]) == ("progress", 1, 20)
+        assert (progress["type"], progress["epoch"], progress["epochs"]) == ("progress", 1, 20)
         assert progress["losses"]["style"] == 2.0
         await node.preview(offer)
         preview = await receive(ws)

@@ -6,7 +6,7 @@ import pytest
 
 from relay.dispatch import (
     Failed,
-    JobSpec,
+    JobTicket,
     NodeInfo,
     OfferDeclined,
     Requeued,
@@ -25,9 +25,9 @@ def node(name: str = "n1", **kw: object) -> NodeInfo:
     return NodeInfo(name, **{**fields, **kw})  # type: ignore[arg-type]
 
 
-def job(job_id: str, client: str = "alice", **kw: object) -> JobSpec:
+def job(job_id: str, client: str = "alice", **kw: object) -> JobTicket:
     fields: dict[str, object] = {"method": "gatys", "epochs": 100, "pixels": 512 * 512}
-    return JobSpec(job_id, client, **{**fields, **kw})  # type: ignore[arg-type]
+    return JobTicket(job_id, client, **{**fields, **kw})  # type: ignore[arg-type]
 
 
 def offers(actions: Sequence[object]) -> list[str]:
@@ -111,7 +111,7 @@ def test_node_with_two_slots_gets_two_jobs_and_reports_busy() -> None:
     ],
 )
 def test_capability_mismatch_waits_and_says_why(
-    spec: JobSpec, info: NodeInfo | None, why: str
+    spec: JobTicket, info: NodeInfo | None, why: str
 ) -> None:
     s = Scheduler()
     if info is not None:

@@ -28,7 +28,7 @@ from relay.api import SERVICE, SOCKETS
 from relay.app import NODE_LISTENER, init
 from relay.config import Config
 from relay.dispatch import NodeInfo
-from relay.handles import Offer
+from relay.handles import OfferJob
 from relay.reports import NodeReports
 from relay.tokens import TokenStore
 
@@ -81,7 +81,7 @@ def swatch(color: tuple[int, int, int], size: int = 96) -> bytes:
     return _jpeg(tinted)
 
 
-def paint(offer: Offer, amount: float) -> Image.Image:
+def paint(offer: OfferJob, amount: float) -> Image.Image:
     """The photo `amount` of the way (0..1) to a posterised, style-tinted picture."""
     with Image.open(io.BytesIO(offer.content_png)) as img:
         photo = img.convert("RGB")

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gpu_node.commands import DefaultsHelpFormatter
+from gpu_node.engine.gatys_params import GatysParams, Init, Optimizer
 from gpu_node.engine.layers import Pooling
-from gpu_node.engine.params import GatysParams, Init, Optimizer
-from gpu_node.engine.progress import Progress
+from gpu_node.engine.progress import EngineProgress
 from gpu_node.errors import BadInputError
 from gpu_node.fast.registry import MODELS_DIR_ENV, default_models_dir
 from gpu_node.images import DEFAULT_MAX_PIXELS, encode_jpeg, encode_png, open_image
@@ -186,7 +186,7 @@ def _run_gatys(args: argparse.Namespace, content: Image.Image, device: torch.dev
     weights = load_weights(args.weights)
     with tqdm(total=params.epochs, unit="epoch", file=sys.stderr, dynamic_ncols=True) as bar:
 
-        def progress(p: Progress) -> None:
+        def progress(p: EngineProgress) -> None:
             bar.set_postfix({k: f"{v:.3g}" for k, v in p.losses.items()}, refresh=False)
             bar.update(p.epoch - bar.n)
 

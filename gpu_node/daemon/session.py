@@ -19,7 +19,7 @@ import itertools
 import logging
 
 from gpu_node.daemon.config import NodeConfig
-from gpu_node.daemon.jobs import JobTable
+from gpu_node.daemon.jobtable import JobTable
 from gpu_node.daemon.runner import JobRunner
 from gpu_node.errors import NodeError
 from protocol import (

@@ -20,9 +20,9 @@ from PIL import Image
 from gpu_node.device import FastPaths, autocast, compiled, fast_paths
 from gpu_node.engine import color
 from gpu_node.engine.capacity import check_fits
+from gpu_node.engine.gatys_params import GatysParams, Init, Optimizer
 from gpu_node.engine.losses import content_loss, gram, style_loss, tv_loss
-from gpu_node.engine.params import GatysParams, Init, Optimizer
-from gpu_node.engine.progress import PreviewFn, Progress, ProgressFn, check_cancel
+from gpu_node.engine.progress import EngineProgress, PreviewFn, ProgressFn, check_cancel
 from gpu_node.engine.vgg import VGG19Features
 from gpu_node.engine.weights import VGGWeights, load_weights
 from gpu_node.errors import BadInputError
@@ -233,7 +233,7 @@ def _optimise(
         if job.progress is not None and (epoch % job.progress_every == 0 or epoch == last):
             losses = {k: float(v) for k, v in terms.items()}
             elapsed = time.perf_counter() - job.started
-            job.progress(Progress(epoch, params.epochs, losses, elapsed))
+            job.progress(EngineProgress(epoch, params.epochs, losses, elapsed))
         if job.preview is not None and params.preview_every and epoch % params.preview_every == 0:
             job.preview(tensor_to_image(job.finish(canvas.detach() / _PIXEL)), epoch)
     return canvas.detach().div(_PIXEL).clamp(0.0, 1.0)
