@@ -17,7 +17,6 @@ from dataclasses import replace
 from typing import Any
 
 from relay import estimates
-from relay.apikeys import Quota
 from relay.blobs import BlobStore, no_space
 from relay.config import Config
 from relay.decoding import Decoder
@@ -53,7 +52,7 @@ from relay.mailer import EmailStatus, Mailer, MailSettings
 from relay.metrics import Gauges, Metrics
 from relay.model import JobRecord, JobState, Live, Order, fast_styles, ticket_of
 from relay.offload import off_loop
-from relay.ratelimits import RateLimiter, SlidingWindow
+from relay.ratelimits import Quota, RateLimiter, SlidingWindow
 from relay.scheduler import Scheduler
 from relay.showcase import Showcase
 from relay.store import JobStore

@@ -12,10 +12,11 @@ from pytest_aiohttp import AiohttpClient
 from relay_harness import FakeClock, FakeNode, form, make_config
 
 from relay.api import SERVICE
-from relay.apikeys import KeyStore, Quota
+from relay.apikeys import KeyStore
 from relay.app import init
 from relay.cli import main
 from relay.dispatch import JobTicket, NodeInfo, SendOffer
+from relay.ratelimits import Quota
 from relay.scheduler import Scheduler
 
 Client = TestClient[web.Request, web.Application]

@@ -27,6 +27,29 @@ def _imports(path: Path) -> set[str]:
     return found
 
 
+def _imports_aiohttp(path: Path) -> bool:
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import) and any(
+            a.name.split(".")[0] == "aiohttp" for a in node.names
+        ):
+            return True
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "aiohttp":
+            return True
+    return False
+
+
+def _reach(graph: dict[str, set[str]], start: str) -> set[str]:
+    """Every relay module `start` imports, directly or through others."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for child in graph.get(todo.pop(), ()):
+            if child not in seen:
+                seen.add(child)
+                todo.append(child)
+    return seen
+
+
 def _graph() -> dict[str, set[str]]:
     return {path.stem: _imports(path) for path in sorted(RELAY.glob("*.py"))}
 
@@ -76,3 +99,9 @@ def test_the_node_registry_does_not_import_the_job_service() -> None:
 def test_the_job_service_knows_no_http() -> None:
     imported = _graph()["jobs"]
     assert not imported & {"uploads", "views", "api", "orders", "waiting"}
+
+
+def test_the_job_service_does_not_reach_aiohttp() -> None:
+    web = {m for m in _reach(_graph(), "jobs") if _imports_aiohttp(RELAY / f"{m}.py")}
+    assert web == set()
+    assert _imports_aiohttp(RELAY / "api.py")  # the check sees one where there is one
