@@ -1,5 +1,6 @@
-"""What passes between the node hub and one node connection: the commands a connection
-picks up from its outbox (`OfferJob`, `CancelJob`), and the `NodeHandle` the hub keeps for it.
+"""What passes between the relay and one node connection: the commands a connection picks
+up from its outbox (`OfferJob`, `CancelJob`, put there by the job service), and the
+`NodeHandle` the node registry (`relay.hub`) keeps for it.
 """
 
 import asyncio

@@ -50,7 +50,7 @@ from relay.kudos import WorkLedger
 from relay.logs import event as log_event
 from relay.mailer import EmailStatus, Mailer, MailSettings
 from relay.metrics import Gauges, Metrics
-from relay.model import JobRecord, JobState, Live, Order, fast_styles, ticket_of
+from relay.model import JobRecord, JobState, Live, Order, fast_styles, job_url, ticket_of
 from relay.offload import off_loop
 from relay.ratelimits import Quota, RateLimiter, SlidingWindow
 from relay.scheduler import Scheduler
@@ -559,6 +559,33 @@ class JobService:
                         node=node,
                     )
         self._publish_positions()
+
+    def progressed(
+        self,
+        node: str,
+        job_id: str,
+        lease: str,
+        *,
+        epoch: int,
+        epochs: int,
+        losses: dict[str, float],
+    ) -> None:
+        """A running job's node finished `epoch` of the `epochs` it plans (its lease checked
+        by `relay.reports`): the lease lives on, watchers are told."""
+        self.scheduler.progress(node, job_id, lease, self.timer())
+        live = self.live[job_id]
+        live.epoch, live.epochs, live.losses = epoch, epochs, losses
+        event = {"type": "progress", "epoch": epoch, "epochs": epochs, "losses": losses}
+        self.bus.publish(job_id, event)
+
+    def previewed(self, job_id: str, jpeg: bytes) -> None:
+        """A running job's node sent a preview (checked by `relay.reports`): the latest one
+        is kept in memory, and watchers are told where to fetch it."""
+        live = self.live[job_id]
+        live.preview = jpeg
+        live.previews += 1
+        url = f"{job_url(job_id, '/preview')}?n={live.previews}"
+        self.bus.publish(job_id, {"type": "preview", "url": url})
 
     def _send_offer(self, node: str, job_id: str, lease: str) -> None:
         """Read the job's images off the loop, then put the offer in the node's outbox."""

@@ -1,5 +1,5 @@
 """What crosses between the wire protocol and the relay's own vocabulary: a node's Hello
-becomes the scheduler's `NodeInfo`, and the hub's offer becomes a protocol `Offer`."""
+becomes the scheduler's `NodeInfo`, and the job service's `OfferJob` a protocol `Offer`."""
 
 from protocol import Hello, Offer, Scalar, StyleImage
 from relay.dispatch import NodeInfo
@@ -26,7 +26,7 @@ def node_info(name: str, hello: Hello) -> NodeInfo:
 
 
 def wire_offer(offer: OfferJob) -> Offer:
-    """The hub's offer as a protocol message (docs/protocol.md, the `offer` message).
+    """An offer from a node's outbox as a protocol message (docs/protocol.md, the `offer` message).
 
     The images are already scaled to the job's size; `size` tells the engine the long side.
     One fast style travels as `style_id`, a blend of several as the `style_mix` parameter.

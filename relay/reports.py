@@ -29,7 +29,6 @@ from relay.dispatch import NodeInfo
 from relay.handles import NodeHandle
 from relay.imagecheck import BadImage
 from relay.jobs import JobService
-from relay.model import job_url
 
 log = logging.getLogger(__name__)
 
@@ -129,12 +128,10 @@ class NodeReports:
         not current."""
         if not self._holds(handle, job_id, lease):
             return False
-        service = self.service
-        service.scheduler.progress(handle.name, job_id, lease, service.timer())
-        live = service.live[job_id]
-        live.epoch, live.epochs, live.losses = epoch, epochs, _clean_losses(losses)
-        event = {"type": "progress", "epoch": epoch, "epochs": epochs}
-        service.bus.publish(job_id, {**event, "losses": live.losses})
+        clean = _clean_losses(losses)
+        self.service.progressed(
+            handle.name, job_id, lease, epoch=epoch, epochs=epochs, losses=clean
+        )
         return True
 
     async def preview(self, handle: NodeHandle, job_id: str, lease: str, jpeg: bytes) -> bool:
@@ -158,11 +155,7 @@ class NodeReports:
         # The lease may have ended while the preview was checked.
         if not self._holds(handle, job_id, lease):
             return False
-        live = service.live[job_id]
-        live.preview = jpeg
-        live.previews += 1
-        url = f"{job_url(job_id, '/preview')}?n={live.previews}"
-        service.bus.publish(job_id, {"type": "preview", "url": url})
+        service.previewed(job_id, jpeg)
         return True
 
     async def result(
@@ -188,14 +181,14 @@ class NodeReports:
         # The lease may have ended while the result was checked.
         if not self._holds(handle, job_id, lease):
             return False
-        preview = service.live[job_id].preview
+        preview = service.live[job_id].preview  # stored beside the result
         try:
             result_file, preview_file = await service.put_result(png, preview)
         except OSError as exc:
             return self._not_stored(handle, job_id, lease, exc)
         # The lease may have ended while the files were written.
         if not self._holds(handle, job_id, lease):
-            service.blobs.release(f for f in (result_file, preview_file) if f)
+            service.finish_done(None, result_file, preview_file)
             return False
         job = service.get(job_id)
         if job.method == "gatys" and job.started is not None:

@@ -116,7 +116,7 @@ class RelayThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def call(self, fn: Callable[[], T]) -> T:
-        """Run a plain function in the relay's loop (the hub is not thread-safe)."""
+        """Run a plain function in the relay's loop (the relay is not thread-safe)."""
 
         async def wrapped() -> T:
             return fn()
