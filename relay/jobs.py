@@ -87,7 +87,7 @@ class JobService:
         )
         self.limiter = RateLimiter(config.rate_per_minute, timer)
         self.daily = SlidingWindow(0, 86400.0)
-        """New jobs a day of API keys that set a count (`relay.apikeys.Quota.per_day`)."""
+        """New jobs a day of API keys that set a count (`relay.ratelimits.Quota.per_day`)."""
         self.live: dict[str, Live] = {}
         self.hub = NodeHub(clock, timer)
         """Connected nodes and their outboxes."""
@@ -245,18 +245,20 @@ class JobService:
         images = [order.content.png, *(s.png for s in order.style_images)]
         size = sum(len(data) for data in images)
         pixels = order.content.width * order.content.height
-        spec = JobTicket("", client, order.method, order.epochs, pixels, fast_styles(order.styles))
-        self.check_admission(client, spec, quota)
+        ticket = JobTicket(
+            "", client, order.method, order.epochs, pixels, fast_styles(order.styles)
+        )
+        self.check_admission(client, ticket, quota)
         self.disk.check(client, size)
         shas = await off_loop(size, self._put_all, images)
         try:
             self.disk.check_quota(client, shas)
             # The queue may have filled while the images were written.
-            self.check_admission(client, spec, quota)
+            self.check_admission(client, ticket, quota)
         except ApiError:
             self.blobs.release(shas)
             raise
-        unservable = self.scheduler.unfit(spec) is not None
+        unservable = self.scheduler.unfit(ticket) is not None
         job = JobRecord(
             id=secrets.token_urlsafe(16),
             client=client,
