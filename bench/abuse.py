@@ -221,7 +221,7 @@ class GoodNode:
     async def _session(self) -> None:
         reader, writer = await asyncio.open_connection(LOOP, self.port)
         node = WireNode(reader, writer)
-        caps = {
+        caps: dict[str, Any] = {
             "methods": ("fast", "arbitrary"),
             "styles": (StyleInfo("candy", "Candy", "fast", None),),
             "max_pixels": 2048 * 2048,

@@ -19,8 +19,8 @@ import torch
 from PIL import Image
 
 from gpu_node.engine.gatys import stylize_gatys
+from gpu_node.engine.gatys_params import GatysParams
 from gpu_node.engine.pace import gatys_pace
-from gpu_node.engine.params import GatysParams
 from gpu_node.engine.weights import load_weights
 from relay.estimates import job_seconds, refined
 

@@ -53,9 +53,9 @@ sys.path.insert(0, str(ROOT))
 
 from gpu_node.device import pick_device  # noqa: E402
 from gpu_node.engine.gatys import stylize_gatys  # noqa: E402
+from gpu_node.engine.gatys_params import GatysParams  # noqa: E402
 from gpu_node.engine.losses import gram  # noqa: E402
-from gpu_node.engine.params import GatysParams  # noqa: E402
-from gpu_node.engine.progress import Progress  # noqa: E402
+from gpu_node.engine.progress import EngineProgress  # noqa: E402
 from gpu_node.engine.vgg import VGG19Features  # noqa: E402
 from gpu_node.engine.weights import load_weights  # noqa: E402
 from gpu_node.images import open_image  # noqa: E402
@@ -138,7 +138,7 @@ def run_engine(
         style_weight=10.0,
         lbfgs_history=100,
     )
-    log: list[Progress] = []
+    log: list[EngineProgress] = []
     result = stylize_gatys(
         open_image(content), [(open_image(style), 1.0)], params, device=device, progress=log.append
     )

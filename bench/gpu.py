@@ -51,7 +51,7 @@ from gpu_node.device import (  # noqa: E402
 )
 from gpu_node.engine.capacity import MIN_HISTORY, estimate_bytes  # noqa: E402
 from gpu_node.engine.gatys import stylize_gatys  # noqa: E402
-from gpu_node.engine.params import GatysParams  # noqa: E402
+from gpu_node.engine.gatys_params import GatysParams  # noqa: E402
 from gpu_node.engine.weights import load_weights  # noqa: E402
 from gpu_node.errors import CapacityError  # noqa: E402
 from gpu_node.fast.engine import FastEngine, FastItem  # noqa: E402

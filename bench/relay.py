@@ -3,7 +3,7 @@
     python bench/relay.py [--quick]
 
 A child process runs the real relay app on loopback with a fake node behind the node seam
-(`relay.hub`) that answers every offer at once, plus a bare aiohttp app (the peer): a POST
+(`relay.reports`) that answers every offer at once, plus a bare aiohttp app (the peer): a POST
 handler that reads the same multipart body and answers 202, an idle WebSocket, and the same
 10 MB file served with FileResponse. The load comes from this process over real sockets.
 
@@ -44,8 +44,8 @@ from relay.api import SERVICE
 from relay.app import init
 from relay.config import Config
 from relay.dispatch import NodeInfo
-from relay.handles import Offer
-from relay.hub import NodeHub
+from relay.handles import OfferJob
+from relay.reports import NodeReports
 from relay.showcase import PAGE_SIZE, Item, ShowcaseStore
 
 BIG_SEED = 10  # jobs with this seed get the 10 MB result
@@ -68,7 +68,7 @@ def _big_png() -> bytes:
 # ---- the child: relay + fake node + peer -------------------------------------------------
 
 
-async def _fake_node(hub: NodeHub, big: bytes) -> None:
+async def _fake_node(reports: NodeReports, big: bytes) -> None:
     info = NodeInfo(
         "bench-node",
         methods=frozenset({"gatys", "fast"}),
@@ -76,18 +76,18 @@ async def _fake_node(hub: NodeHub, big: bytes) -> None:
         slots=64,
         max_pixels=10**8,
     )
-    handle = hub.node_connected(info)
+    handle = reports.node_connected(info)
     small: dict[tuple[int, int], bytes] = {}
     while True:
         cmd = await handle.outbox.get()
-        if not isinstance(cmd, Offer):
+        if not isinstance(cmd, OfferJob):
             continue
         if cmd.params.get("seed") == BIG_SEED:
             data, w, h = big, 1830, 1830
         else:
             w, h = cmd.width, cmd.height
             data = small.setdefault((w, h), _png((w, h)))
-        await hub.result(handle, cmd.job_id, cmd.lease, data, width=w, height=h)
+        await reports.result(handle, cmd.job_id, cmd.lease, data, width=w, height=h)
 
 
 def _bare_app(big_path: Path) -> web.Application:
@@ -145,7 +145,7 @@ async def _serve(ports: "mp.Queue[tuple[int, int]]", data_dir: str) -> None:
     await bare.setup()
     bare_site = web.TCPSite(bare, "127.0.0.1", 0)
     await bare_site.start()
-    node = asyncio.create_task(_fake_node(app[SERVICE].hub, big))
+    node = asyncio.create_task(_fake_node(NodeReports(app[SERVICE]), big))
     ports.put((_port(runner), _port(bare)))
     try:
         await asyncio.Event().wait()

@@ -6,14 +6,14 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from relay import apikeys, clients, gallery, intake, orders, seeds, uploads, waiting
+from relay import apikeys, clients, gallery, intake, orders, seeds, waiting
 from relay.config import Config
 from relay.disk import kept_files
 from relay.errors import BadRequest, NotFound
 from relay.events import FINAL_TYPES
-from relay.jobs import JobService, Order
+from relay.jobs import JobService
 from relay.model import JobRecord, JobState, result_name
-from relay.uploads import PreparedImage
+from relay.views import event_json, node_list, public_job
 
 log = logging.getLogger(__name__)
 
@@ -142,42 +142,6 @@ async def get_style_image(request: web.Request) -> web.StreamResponse:
 # ---- jobs --------------------------------------------------------------------------------
 
 
-async def _prepare(service: JobService, raw: orders.RawOrder, checked: orders.Checked) -> Order:
-    config = service.config
-    assert raw.content is not None
-
-    async def upload(data: bytes, what: str, size: int) -> PreparedImage:
-        return await uploads.load(
-            data,
-            max_bytes=config.max_upload_bytes,
-            max_pixels=config.max_pixels,
-            size=size,
-            what=what,
-            decoder=service.decoder,
-        )
-
-    content = await upload(raw.content, "The photo", checked.size)
-    size, params = checked.size, checked.params
-    if checked.method != "gatys" and raw.fields.get("size") in (None, ""):
-        # Sized by the photo (see `orders.check`): the styles and the job's view follow it.
-        size = max(content.width, content.height)
-        params = {**params, "size": size}
-    styles = [await upload(d, f"Style image {i + 1}", size) for i, d in enumerate(raw.style_images)]
-    styles += [await service.painting(p, size) for p in checked.paintings]
-    return Order(
-        method=checked.method,
-        styles=checked.styles,
-        content=content,
-        style_images=tuple(styles),
-        epochs=checked.epochs,
-        params=params,
-        email=checked.email,
-        filename=checked.filename,
-        share=checked.share,
-        share_style=checked.share_style,
-    )
-
-
 async def post_job(request: web.Request) -> web.StreamResponse:
     """POST /api/jobs (and /transform): create a job from multipart or JSON; with
     `?wait=SECONDS`, answer with the ended job if it ends in time (`relay.waiting`)."""
@@ -206,14 +170,16 @@ async def post_job(request: web.Request) -> web.StreamResponse:
         if request.path == "/transform":
             seeds.take_model(raw, service.hub.known_fast)
         checked = orders.check(raw, config, service.hub.known_fast)
-        job = await service.submit(client, await _prepare(service, raw, checked), quota)
+        paintings = request.app[orders.PAINTINGS]
+        order = await orders.prepared(raw, checked, config, service.decoder, paintings)
+        job = await service.submit(client, order, quota)
     location = {"Location": f"/api/jobs/{job.id}"}
     if wait:
         ended = await waiting.until_ended(request, service, job.id, wait)
         if ended is not None:
             return waiting.answer(request, service, ended, location)
         job = service.get(job.id)
-    return web.json_response(service.view(job), status=202, headers=location)
+    return web.json_response(public_job(service, job), status=202, headers=location)
 
 
 def _job(request: web.Request) -> JobRecord:
@@ -222,7 +188,7 @@ def _job(request: web.Request) -> JobRecord:
 
 async def get_job(request: web.Request) -> web.Response:
     """GET /api/jobs/{id}."""
-    return web.json_response(_service(request).view(_job(request)))
+    return web.json_response(public_job(_service(request), _job(request)))
 
 
 async def delete_job(request: web.Request) -> web.Response:
@@ -230,7 +196,7 @@ async def delete_job(request: web.Request) -> web.Response:
     ended one with its images at once (204)."""
     service, job = _service(request), _job(request)
     if not job.state.final:
-        return web.json_response(service.view(service.cancel(job.id)))
+        return web.json_response(public_job(service, service.cancel(job.id)))
     await service.delete_now(job.id)
     return web.Response(status=204)
 
@@ -307,7 +273,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     sub = service.bus.subscribe(job.id)
     # Subscribed before reading the state: an event in between arrives twice, never not.
     first = service.get(job.id)
-    await ws.send_json({"type": "state", "job": service.view(first)})
+    await ws.send_json({"type": "state", "job": public_job(service, first)})
 
     async def forward() -> None:
         # Judged by the state just sent: a job that ended while it was being sent has its
@@ -317,7 +283,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
             return
         while True:
             event = await sub.get()
-            await ws.send_json(event)
+            await ws.send_json(event_json(service, event))
             if event["type"] in FINAL_TYPES:
                 await ws.close()
                 return
@@ -340,7 +306,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
 
 async def get_nodes(request: web.Request) -> web.Response:
     """GET /api/nodes: connected nodes, no secrets."""
-    return web.json_response({"nodes": _service(request).hub.views()})
+    return web.json_response({"nodes": node_list(_service(request))})
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -19,25 +19,13 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from relay.errors import Busy, TokenError, Unauthorized
+from relay.ratelimits import Quota
 from relay.tokens import HashedSecrets, digest
 
 log = logging.getLogger(__name__)
 
 KEYS_FILE = "keys.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-@dataclass(frozen=True)
-class Quota:
-    """A key's own limits; None means the relay's (per-address) setting applies."""
-
-    max_open: int | None = None
-    per_minute: int | None = None
-    per_day: int | None = None
-    priority: int = 0
-    """Extra jobs served per round-robin turn (see `relay.scheduler`)."""
-    node: str | None = None
-    """The node token whose work earns this key more turns (`relay.kudos`)."""
 
 
 @dataclass(frozen=True)
@@ -75,8 +63,10 @@ class KeyStore(HashedSecrets):
     def __init__(self, data_dir: Path) -> None:
         super().__init__(data_dir / KEYS_FILE)
 
-    def add(self, name: str, quota: Quota = Quota()) -> str:
-        """Create a key called `name` with `quota`; return it (shown only this once)."""
+    def add(self, name: str, quota: Quota | None = None) -> str:
+        """Create a key called `name` with `quota` (none: the relay's limits); return it
+        (shown only this once)."""
+        quota = quota or Quota()
         if not _NAME.match(name):
             raise TokenError(
                 f"key name {name!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-'"

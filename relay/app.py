@@ -26,7 +26,8 @@ from relay.errors import (
 )
 from relay.jobs import JobService
 from relay.nodelink import NodeListener
-from relay.orders import too_large_body
+from relay.orders import PAINTINGS, Paintings, too_large_body
+from relay.reports import NodeReports
 from relay.tls import server_context
 from relay.tokens import TokenStore
 
@@ -163,6 +164,7 @@ def init(
     app[apikeys.KEYS] = apikeys.KeyStore(config.data_dir)
     app[intake.INTAKE] = intake.Intake(config)
     app[api.SOCKETS] = set[web.WebSocketResponse]()
+    app[PAINTINGS] = Paintings()
     app[WEB] = config.web_dir or WEB_DIR
     api.add_routes(app)
     status.add_routes(app)
@@ -182,10 +184,11 @@ def init(
         service = JobService(config, clock, timer)
         service.recover()
         app[api.SERVICE] = service
+        reports = NodeReports(service)
         listener = NodeListener(
             config,
             TokenStore(config.data_dir),
-            service.hub,
+            reports,
             ssl_context=tls,
             metrics=service.metrics,
             timer=timer,
@@ -194,6 +197,7 @@ def init(
         app[NODE_LISTENER] = listener
         tasks = [
             asyncio.create_task(_every(config.tick_interval, service.tick, "tick")),
+            asyncio.create_task(_every(config.tick_interval, reports.check_silence, "liveness")),
             asyncio.create_task(_every(config.sweep_interval, service.sweep, "sweep")),
             asyncio.create_task(_every(CHECKPOINT_INTERVAL, service.checkpoint, "checkpoint")),
         ]
@@ -204,7 +208,7 @@ def init(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await listener.close()
-        await service.hub.close()
+        await service.stop_offering()
         service.close()
 
     async def close_sockets(app: web.Application) -> None:

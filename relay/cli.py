@@ -12,9 +12,10 @@ import time
 
 from relay import config as config_module
 from relay import logs
-from relay.apikeys import KeyStore, Quota
+from relay.apikeys import KeyStore
 from relay.config import Config
 from relay.errors import ConfigError, TokenError
+from relay.ratelimits import Quota
 from relay.server import serve
 from relay.showcase import DATABASE, ShowcaseStore
 from relay.tokens import TokenStore

@@ -33,8 +33,9 @@ class NodeInfo:
 
 
 @dataclass(frozen=True)
-class JobSpec:
-    """What the scheduler needs to know of a job to place it."""
+class JobTicket:
+    """A job's ticket in the scheduler's queue: what it needs to know of the job to place it
+    (named apart from the node's `gpu_node.daemon.params.JobSpec`)."""
 
     id: str
     client: str
@@ -81,7 +82,7 @@ class Timeouts:
     Gatys, whose first report follows loading VGG and a first epoch) would let a silent
     node sit on such a job for minutes."""
 
-    def stall_limit(self, job: JobSpec) -> float:
+    def stall_limit(self, job: JobTicket) -> float:
         """Seconds allowed between two progress reports: longer for bigger images."""
         # Never above `stall`: a relay configured with a shorter one keeps it for all.
         base = (
@@ -89,7 +90,7 @@ class Timeouts:
         )
         return base * max(1.0, job.pixels / 1e6)
 
-    def run_limit(self, job: JobSpec) -> float:
+    def run_limit(self, job: JobTicket) -> float:
         """Seconds allowed for the whole run: scaled to epochs and megapixels."""
         return self.stall_limit(job) + job.epochs * max(0.1, job.pixels / 1e6) * self.epoch_budget
 
@@ -110,6 +111,16 @@ class SendCancel:
     node: str
     job: str
     lease: str
+
+
+@dataclass(frozen=True)
+class OfferDeclined:
+    """`node` refused the offer of `job`: the job never ran there and waits again (it may
+    be offered elsewhere by the actions that follow)."""
+
+    node: str
+    job: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -140,10 +151,10 @@ class NodePaused:
     reason: str
 
 
-Action = SendOffer | SendCancel | Requeued | Failed | NodePaused
+Action = SendOffer | SendCancel | OfferDeclined | Requeued | Failed | NodePaused
 
 
-def fits(node: NodeInfo, job: JobSpec) -> bool:
+def fits(node: NodeInfo, job: JobTicket) -> bool:
     """Whether `node` can run `job` at all (ignoring how busy it is)."""
     return (
         job.method in node.methods
@@ -153,7 +164,7 @@ def fits(node: NodeInfo, job: JobSpec) -> bool:
     )
 
 
-def unfit(job: JobSpec, nodes: list[NodeInfo]) -> tuple[str, str] | None:
+def unfit(job: JobTicket, nodes: list[NodeInfo]) -> tuple[str, str] | None:
     """Why none of `nodes` could run `job` however idle, in words, and what its owner could
     change so that one could ("" where nothing would help); None if one could."""
     if not nodes:
@@ -183,7 +194,7 @@ def unfit(job: JobSpec, nodes: list[NodeInfo]) -> tuple[str, str] | None:
     return None
 
 
-def why_waiting(job: JobSpec, nodes: list[NodeInfo], declined_by: dict[str, str]) -> str | None:
+def why_waiting(job: JobTicket, nodes: list[NodeInfo], declined_by: dict[str, str]) -> str | None:
     """Why none of `nodes` (those taking jobs) runs `job`, in words; None if one could."""
     found = unfit(job, nodes)
     if found is not None:

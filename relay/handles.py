@@ -1,16 +1,19 @@
-"""What passes between the node hub and one node connection: the commands a connection
-picks up from its outbox (`Offer`, `CancelJob`), and the `NodeHandle` the hub keeps for it.
+"""What passes between the relay and one node connection: the commands a connection picks
+up from its outbox (`OfferJob`, `CancelJob`, put there by the job service), and the
+`NodeHandle` the node registry (`relay.hub`) keeps for it.
 """
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from relay.dispatch import NodeInfo
+from relay.model import JobRecord
 
 
 @dataclass(frozen=True)
-class Offer:
+class OfferJob:
     """A job for a node: its images at the job's size, its method and parameters."""
 
     job_id: str
@@ -37,7 +40,27 @@ class CancelJob:
     lease: str
 
 
-NodeCommand = Offer | CancelJob
+NodeCommand = OfferJob | CancelJob
+
+
+def offer_for(job: JobRecord, lease: str, read: Callable[[str], bytes]) -> OfferJob:
+    """The offer of a stored job under `lease`, its images read with `read` (blocking)."""
+    images = [s for s in job.styles if not s.id.startswith("fast:")]
+    fast = [s for s in job.styles if s.id.startswith("fast:")]
+    return OfferJob(
+        job_id=job.id,
+        lease=lease,
+        method=job.method,
+        epochs=job.epochs,
+        width=job.width,
+        height=job.height,
+        params=dict(job.params),
+        content_png=read(job.content_file),
+        style_images=tuple(
+            (read(sha), s.weight) for sha, s in zip(job.style_files, images, strict=True)
+        ),
+        fast_styles=tuple((s.id.removeprefix("fast:"), s.weight) for s in fast),
+    )
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
 """The relay's job service: admission, state, cancel, timeouts, expiry.
 
 It ties the parts together: `JobStore` rows and `BlobStore` files, the `Scheduler`'s
-decisions, and the `EventBus` that feeds WebSockets. The node side lives in `relay.hub`,
-which the service owns (`service.hub`) and which calls back into `apply`.
+decisions, and the `EventBus` that feeds WebSockets. It is the one owner of job state:
+the HTTP API asks it, and what nodes report reaches it through `relay.reports`, as the
+scheduler's actions (`apply`). Connected nodes and their outboxes are `relay.hub`'s registry
+(`service.hub`), which knows nothing of jobs.
 """
 
 import asyncio
@@ -11,21 +13,21 @@ import secrets
 import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
-from relay import estimates, gallery
-from relay.apikeys import Quota
+from relay import estimates
 from relay.blobs import BlobStore, no_space
-from relay.checkpoints import Checkpoints
+from relay.checkpoints import resume_fields
 from relay.config import Config
 from relay.decoding import Decoder
 from relay.disk import DISK_FULL, Disk
 from relay.dispatch import (
     Action,
     Failed,
-    JobSpec,
+    JobTicket,
     NodePaused,
+    OfferDeclined,
     Requeued,
     SendCancel,
     SendOffer,
@@ -42,40 +44,21 @@ from relay.errors import (
     TooManyRequests,
 )
 from relay.events import EventBus
+from relay.handles import CancelJob, OfferJob, offer_for
 from relay.hub import NodeHub
 from relay.imagecheck import ImageChecker
 from relay.kudos import WorkLedger
-from relay.limits import RateLimiter, SlidingWindow
 from relay.logs import event as log_event
 from relay.mailer import EmailStatus, Mailer, MailSettings
 from relay.metrics import Gauges, Metrics
-from relay.model import JobRecord, JobState, Live, StyleChoice, fast_styles, spec_of
+from relay.model import JobRecord, JobState, Live, Order, fast_styles, job_url, ticket_of
 from relay.offload import off_loop
+from relay.ratelimits import Quota, RateLimiter, SlidingWindow
 from relay.scheduler import Scheduler
 from relay.showcase import Showcase
 from relay.store import JobStore
-from relay.uploads import PreparedImage, prepare
-from relay.views import job_view
 
 log = logging.getLogger(__name__)
-
-PAINTING_CACHE = 32
-
-
-@dataclass(frozen=True)
-class Order:
-    """A checked job request, images already prepared at the job's size."""
-
-    method: str
-    styles: tuple[StyleChoice, ...]
-    content: PreparedImage
-    style_images: tuple[PreparedImage, ...]
-    epochs: int
-    params: dict[str, Any] = field(default_factory=dict)
-    email: str | None = None
-    filename: str | None = None
-    share: bool = False
-    share_style: bool = False
 
 
 class JobService:
@@ -105,11 +88,11 @@ class JobService:
         )
         self.limiter = RateLimiter(config.rate_per_minute, timer)
         self.daily = SlidingWindow(0, 86400.0)
-        """New jobs a day of API keys that set a count (`relay.apikeys.Quota.per_day`)."""
+        """New jobs a day of API keys that set a count (`relay.ratelimits.Quota.per_day`)."""
         self.live: dict[str, Live] = {}
-        self.hub = NodeHub(self)
-        self.checkpoints = Checkpoints(self)
-        """The latest picture of each Gatys job, to resume it or show it."""
+        self.hub = NodeHub(clock, timer)
+        """Connected nodes and their outboxes."""
+        self._offering: set[asyncio.Task[None]] = set()
         self.kudos = WorkLedger()
         """Work each node did recently: priority for API keys linked to it."""
         self.metrics = Metrics()
@@ -127,7 +110,6 @@ class JobService:
         """The public gallery of results people shared."""
         self._positions: dict[str, tuple[int, str | None]] = {}
         """The place and the waiting reason each watched queued job was last told."""
-        self._paintings: dict[tuple[str, int], PreparedImage] = {}
         # Queued and running jobs, also kept here: nodes and pages ask about them often.
         self._open: dict[str, JobRecord] = {}
         # Jobs being written to the database, by client: admitted, not yet queued.
@@ -167,7 +149,7 @@ class JobService:
             self.hub.remember_fast(fast_styles(job.styles))
             # The store does not know how long the job ran, so all its age counts.
             waited = max(0.0, wall - job.created)
-            self.apply(self.scheduler.submit(spec_of(job), now, job.attempts, waited))
+            self.apply(self.scheduler.submit(ticket_of(job), now, job.attempts, waited))
         if jobs:
             log.info("recovered %d queued job(s) from %s", len(jobs), self.config.data_dir)
         return len(jobs)
@@ -203,7 +185,7 @@ class JobService:
     # ---- admission -------------------------------------------------------------------
 
     def check_admission(
-        self, client: str, job: JobSpec | None = None, quota: Quota | None = None
+        self, client: str, job: JobTicket | None = None, quota: Quota | None = None
     ) -> None:
         """Refuse early when this client may not add a job now (429), the queue is full
         (503) or the disk is (507); and, given the `job`, when no connected node could run
@@ -227,7 +209,7 @@ class JobService:
             self._check_unservable_share(job)
         self.disk.check(client, 0)
 
-    def _check_unservable_share(self, job: JobSpec) -> None:
+    def _check_unservable_share(self, job: JobTicket) -> None:
         """503 when no connected node could run `job` and `--queue-unservable` such jobs
         already wait: a flood of them cannot fill the queue that the nodes' jobs need."""
         waiting = self.scheduler.unservable + self._adding_unservable
@@ -264,18 +246,20 @@ class JobService:
         images = [order.content.png, *(s.png for s in order.style_images)]
         size = sum(len(data) for data in images)
         pixels = order.content.width * order.content.height
-        spec = JobSpec("", client, order.method, order.epochs, pixels, fast_styles(order.styles))
-        self.check_admission(client, spec, quota)
+        ticket = JobTicket(
+            "", client, order.method, order.epochs, pixels, fast_styles(order.styles)
+        )
+        self.check_admission(client, ticket, quota)
         self.disk.check(client, size)
         shas = await off_loop(size, self._put_all, images)
         try:
             self.disk.check_quota(client, shas)
             # The queue may have filled while the images were written.
-            self.check_admission(client, spec, quota)
+            self.check_admission(client, ticket, quota)
         except ApiError:
             self.blobs.release(shas)
             raise
-        unservable = self.scheduler.unfit(spec) is not None
+        unservable = self.scheduler.unfit(ticket) is not None
         job = JobRecord(
             id=secrets.token_urlsafe(16),
             client=client,
@@ -349,19 +333,7 @@ class JobService:
             method=job.method,
             pixels=job.pixels,
         )
-        self.apply(self.scheduler.submit(spec_of(job), self.timer()))
-
-    async def painting(self, painting: gallery.Painting, size: int) -> PreparedImage:
-        """A gallery painting prepared at `size` (cached: the same few sizes recur)."""
-        key = (painting.key, size)
-        prepared = self._paintings.get(key)
-        if prepared is None:
-            data = await asyncio.to_thread(painting.image_path.read_bytes)
-            prepared = await asyncio.to_thread(prepare, data, size, painting.title)
-            if len(self._paintings) >= PAINTING_CACHE:
-                self._paintings.pop(next(iter(self._paintings)))
-            self._paintings[key] = prepared
-        return prepared
+        self.apply(self.scheduler.submit(ticket_of(job), self.timer()))
 
     # ---- questions -------------------------------------------------------------------
 
@@ -371,20 +343,6 @@ class JobService:
         if job is None:
             raise NotFound("No such job. Its id is wrong, or the job and its result expired.")
         return job
-
-    def view(self, job: JobRecord) -> dict[str, Any]:
-        """The job's public state as JSON."""
-        view = job_view(
-            job,
-            live=self.live.get(job.id),
-            position=self.scheduler.position(job.id),
-            reason=self.scheduler.why_waiting(job.id),
-            ttl=self.config.result_ttl,
-        )
-        view["email_status"] = self.email_status(job)
-        view["starts_in"] = self.starts_in(job.id)
-        view.update(self.showcase.state(job.id))
-        return view
 
     def starts_in(self, job_id: str) -> float | None:
         """Seconds until a queued job should start (relay/estimates.py), or None when it
@@ -488,8 +446,8 @@ class JobService:
         )
 
     def tick(self) -> None:
-        """Periodic: drop silent nodes, end leases that timed out, forget idle buckets."""
-        self.hub.check_silence(self.config.heartbeat_interval)
+        """Periodic: end leases that timed out, forget idle buckets (silent nodes are
+        `relay.reports.NodeReports.check_silence`'s)."""
         self.apply(self.scheduler.tick(self.timer()))
         self.limiter.prune()
         if self.store.unsaved:  # changes a full disk refused: try again
@@ -546,9 +504,18 @@ class JobService:
                     self.live[job_id] = Live(node)
                     self._positions.pop(job_id, None)
                     self.bus.publish(job_id, {"type": "started", "node": node})
-                    self.hub.send_offer(node, job_id, lease)
+                    self._send_offer(node, job_id, lease)
                 case SendCancel(node, job_id, lease):
-                    self.hub.send_cancel(node, job_id, lease)
+                    self.hub.send(node, CancelJob(job_id, lease))
+                case OfferDeclined(node, job_id, reason):
+                    self.live.pop(job_id, None)
+                    # It never ran: the start the offer noted is taken back (an Accept is
+                    # not waited for to note it, as the lease, its timers and the page's
+                    # "running" begin at the offer; a decline is the one answer that says
+                    # the node never began).
+                    self.update(
+                        job_id, persist=False, state=JobState.QUEUED, node=None, started=None
+                    )
                 case Requeued(job_id, attempts, reason):
                     log_event(
                         log,
@@ -595,6 +562,90 @@ class JobService:
                         node=node,
                     )
         self._publish_positions()
+
+    def progressed(
+        self,
+        node: str,
+        job_id: str,
+        lease: str,
+        *,
+        epoch: int,
+        epochs: int,
+        losses: dict[str, float],
+    ) -> None:
+        """A running job's node finished `epoch` of the `epochs` it plans (its lease checked
+        by `relay.reports`): the lease lives on, watchers are told."""
+        self.scheduler.progress(node, job_id, lease, self.timer())
+        live = self.live[job_id]
+        live.epoch, live.epochs, live.losses = epoch, epochs, losses
+        event = {"type": "progress", "epoch": epoch, "epochs": epochs, "losses": losses}
+        self.bus.publish(job_id, event)
+
+    def previewed(self, job_id: str, jpeg: bytes) -> None:
+        """A running job's node sent a preview (checked by `relay.reports`): the latest one
+        is kept in memory, and watchers are told where to fetch it."""
+        live = self.live[job_id]
+        live.preview = jpeg
+        live.previews += 1
+        url = f"{job_url(job_id, '/preview')}?n={live.previews}"
+        self.bus.publish(job_id, {"type": "preview", "url": url})
+
+    def checkpointed(self, job_id: str, sha: str, epoch: int) -> bool:
+        """Keep a checked, stored checkpoint (`relay.checkpoints`) as the job's latest,
+        instead of the previous one; False if the job is gone."""
+        try:
+            old = self.get(job_id).partial_file
+        except NotFound:  # deleted meanwhile
+            return False
+        self.update(job_id, partial_file=sha, partial_epoch=epoch)
+        self.disk.usage.refer(self.get(job_id), self.blobs.size)
+        if old is not None and old != sha:
+            # The previous one is of no use now: free its space at once, not at the sweep.
+            task = asyncio.get_running_loop().run_in_executor(
+                None, self.blobs.discard, [old], self.disk.usage
+            )
+            task.add_done_callback(lambda done: done.exception())
+        log.debug("job %s: checkpoint at epoch %d kept", job_id, epoch)
+        return True
+
+    def _send_offer(self, node: str, job_id: str, lease: str) -> None:
+        """Read the job's images off the loop, then put the offer in the node's outbox."""
+        task = asyncio.get_running_loop().create_task(self._offer(node, job_id, lease))
+        self._offering.add(task)
+        task.add_done_callback(self._offering.discard)
+
+    async def _offer(self, node: str, job_id: str, lease: str) -> None:
+        job = self.get(job_id)
+        try:
+            # The stored PNGs are about 3 bytes a pixel at most, per image.
+            cost = job.pixels * 3 * (1 + len(job.style_files))
+            offer = await off_loop(cost, self._offer_of, job, lease)
+        except OSError as exc:
+            log.error("job %s: its stored images cannot be read: %s", job_id, exc)
+            actions = self.scheduler.failed(
+                node,
+                job_id,
+                lease,
+                self.timer(),
+                reason="The job's images were lost.",
+                retry=False,
+                blame=False,
+            )
+            self.apply(actions)
+            return
+        # A cancel or a lost node may have overtaken the read.
+        if self.scheduler.is_current(node, job_id, lease):
+            self.hub.send(node, offer)
+
+    def _offer_of(self, job: JobRecord, lease: str) -> OfferJob:
+        """The job's offer, continuing from its latest checkpoint if it has one (blocking)."""
+        return replace(offer_for(job, lease, self.blobs.read), **resume_fields(job, self.blobs))
+
+    async def stop_offering(self) -> None:
+        """Stop offers whose images are still being read."""
+        for task in list(self._offering):
+            task.cancel()
+        await asyncio.gather(*self._offering, return_exceptions=True)
 
     def update(self, job_id: str, *, persist: bool = True, **fields: Any) -> None:
         """Change an open job's fields in memory, and in the database if `persist`."""
@@ -661,9 +712,9 @@ class JobService:
         self.showcase.job_ended(done)
         if not self.bus.watching(job.id):
             return
-        view = job_view(done, live=live, ttl=self.config.result_ttl)
-        view.update(self.showcase.state(job.id))
-        event: dict[str, Any] = {"type": str(state), "job": view}
+        # The record, and what it had reported: the HTTP side shapes the view
+        # (`relay.views.event_json`).
+        event: dict[str, Any] = {"type": str(state), "job": done, "live": live}
         if state is JobState.FAILED:
             event["error"] = done.error
         self.bus.publish(job.id, event)

@@ -32,10 +32,10 @@ from email.message import EmailMessage
 from email.utils import make_msgid
 
 from relay.config import Config
-from relay.limits import SlidingWindow
 from relay.logs import event
 from relay.metrics import Metrics
 from relay.model import JobRecord, JobState, result_name
+from relay.ratelimits import SlidingWindow
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,14 @@
-"""The job as the relay keeps it: states, style choices, the persisted record, and what a
-running job has reported so far (memory only)."""
+"""The job as the relay keeps it: states, style choices, the order it is made from, the
+persisted record, and what a running job has reported so far (memory only)."""
 
 import enum
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from relay.dispatch import JobSpec
+from relay.dispatch import JobTicket
 
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -33,6 +34,31 @@ class StyleChoice:
 
     id: str
     weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """An image ready for a node: upright RGB PNG bytes at the job's size."""
+
+    png: bytes
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class Order:
+    """A checked job request, images already prepared at the job's size (`relay.orders`)."""
+
+    method: str
+    styles: tuple[StyleChoice, ...]
+    content: PreparedImage
+    style_images: tuple[PreparedImage, ...]
+    epochs: int
+    params: dict[str, Any] = field(default_factory=dict)
+    email: str | None = None
+    filename: str | None = None
+    share: bool = False
+    share_style: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,7 +113,8 @@ class Live:
 
     node: str
     epoch: int | None = None
-    max_epochs: int | None = None
+    epochs: int | None = None
+    """The epochs the node plans for the job, as its progress said."""
     losses: dict[str, float] | None = None
     preview: bytes | None = None
     previews: int = 0
@@ -108,6 +135,20 @@ def fast_styles(styles: Iterable[StyleChoice]) -> frozenset[str]:
     return frozenset(s.id.removeprefix("fast:") for s in styles if s.id.startswith("fast:"))
 
 
-def spec_of(job: JobRecord) -> JobSpec:
+def ticket_of(job: JobRecord) -> JobTicket:
     """What the scheduler needs of a stored job."""
-    return JobSpec(job.id, job.client, job.method, job.epochs, job.pixels, fast_styles(job.styles))
+    return JobTicket(
+        job.id, job.client, job.method, job.epochs, job.pixels, fast_styles(job.styles)
+    )
+
+
+def iso(stamp: float | None) -> str | None:
+    """A Unix time as ISO 8601 UTC (`2026-11-23T11:30:00Z`), or None."""
+    if stamp is None:
+        return None
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+
+
+def job_url(job_id: str, tail: str = "") -> str:
+    """The API path of a job, or of one of its sub-resources."""
+    return f"/api/jobs/{job_id}{tail}"

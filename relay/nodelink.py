@@ -1,6 +1,6 @@
 """The node listener: GPU nodes dial in on the node port and speak the wire protocol.
 
-    listener = NodeListener(config, tokens, hub)
+    listener = NodeListener(config, tokens, NodeReports(service))
     await listener.start()          # in the app's cleanup_ctx
     ...
     await listener.close()
@@ -9,11 +9,13 @@ One `NodeLink` per TCP connection. Before the node has authenticated, a handshak
 deadline and the protocol's Hello-size cap apply, and only so many connections may wait
 for their handshake (`relay.nodegate`); a wrong or revoked token gets `Reject` and the
 connection closes, and an address that fails too often is refused for a while. After
-`Welcome` the link turns frames into calls on the hub (`relay.hub`) and the hub's commands
-into frames, pings the node every heartbeat interval and drops it after three silent
-intervals (any frame counts as a sign of life, so a long result transfer never looks like
-a dead node). Progress and previews beyond a lease's allowance are dropped, and a node
-that floods them is dropped (`relay.reportmeter`).
+`Welcome` the link turns frames into reports (`relay.reports`) and the commands in the
+node's outbox (`relay.hub`) into frames, and pings the node every heartbeat interval. Any
+frame counts as a sign of life (a long result transfer never looks like a dead node); the
+relay's one liveness rule (`NodeHub.silent`, run by `NodeReports.check_silence` on the
+tick) drops a silent node, and the link then says goodbye and closes. Progress and
+previews beyond a lease's allowance are dropped, and a node that floods them is dropped
+(`relay.reportmeter`).
 """
 
 import asyncio
@@ -53,14 +55,13 @@ from protocol import (
     choose_version,
 )
 from relay.config import Config
-from relay.handles import CancelJob, NodeCommand, NodeHandle
-from relay.handles import Offer as HubOffer
-from relay.hub import MISSED_HEARTBEATS, NodeHub
+from relay.handles import CancelJob, NodeCommand, NodeHandle, OfferJob
 from relay.logs import event
 from relay.metrics import Metrics
 from relay.nodegate import NodeGate
 from relay.nodewire import node_info, wire_offer
 from relay.reportmeter import Report, ReportMeter
+from relay.reports import NodeReports
 from relay.tokens import TokenStore
 
 log = logging.getLogger(__name__)
@@ -97,11 +98,10 @@ class NodeLink:
         self,
         config: Config,
         tokens: TokenStore,
-        hub: NodeHub,
+        reports: NodeReports,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
         *,
-        clock: Callable[[], float] = time.monotonic,
         metrics: Metrics | None = None,
         gate: NodeGate | None = None,
         timer: Callable[[], float] = time.monotonic,
@@ -111,10 +111,10 @@ class NodeLink:
         self.meter = ReportMeter(timer)
         self.metrics = metrics or Metrics()
         self.tokens = tokens
-        self.hub = hub
+        self.reports = reports
+        self.hub = reports.hub
         self.reader = reader
         self.writer = writer
-        self.clock = clock
         self.conn = Connection(
             Role.RELAY,
             max_frame_size=config.node_max_frame_size,
@@ -122,7 +122,6 @@ class NodeLink:
         )
         self.peer = str(writer.get_extra_info("peername"))
         self.address = peer_address(writer)
-        self.last_heard = clock()
         self._write_lock = asyncio.Lock()
         self._pending: list[Message] = []
         self._handle: NodeHandle | None = None
@@ -149,7 +148,6 @@ class NodeLink:
             self.metrics.bytes_from_nodes += len(data)
             messages = self.conn.receive_data(data)
             # Any bytes are a sign of life, the chunks of a long transfer included.
-            self.last_heard = self.clock()
             if self._handle is not None:
                 self.hub.seen(self._handle)
             if messages or not data:
@@ -191,7 +189,7 @@ class NodeLink:
         )
         if hello.node_name != name:
             log.info("node %s calls itself %r", name, hello.node_name)
-        self._handle = self.hub.node_connected(node_info(name, hello))
+        self._handle = self.reports.node_connected(node_info(name, hello))
         return self._handle
 
     async def _reject(self, reason: RejectReason, message: str) -> None:
@@ -231,13 +229,13 @@ class NodeLink:
                 return "closed the connection"
 
     async def _dispatch(self, handle: NodeHandle, message: Message) -> None:
-        hub = self.hub
+        reports = self.reports
         match message:
             case Accept(job_id=job_id):
                 log.debug("node %s accepted job %s", handle.name, job_id)
             case Decline(job_id=job_id, lease_id=lease_id, reason=reason, message=text):
                 busy = reason is DeclineReason.BUSY
-                hub.declined(handle, job_id, lease_id, text or reason.value, busy=busy)
+                reports.declined(handle, job_id, lease_id, text or reason.value, busy=busy)
             case Progress(job_id=job_id, lease_id=lease_id) if not self._allow(
                 Report.PROGRESS, job_id, lease_id
             ):
@@ -250,29 +248,30 @@ class NodeLink:
                 Report.CHECKPOINT, job_id, lease_id
             ):
                 pass
-            case Progress(job_id=job_id, lease_id=lease_id, epoch=epoch, max_epochs=top):
-                hub.progress(
+            case Progress(job_id=job_id, lease_id=lease_id, epoch=epoch, max_epochs=planned):
+                # The wire's `max_epochs` is the planned count (docs/protocol.md, progress).
+                reports.progress(
                     handle,
                     job_id,
                     lease_id,
                     epoch=epoch,
-                    max_epochs=top,
+                    epochs=planned,
                     losses=message.losses,
                 )
             case Preview(job_id=job_id, lease_id=lease_id, jpeg=jpeg):
-                await hub.preview(handle, job_id, lease_id, jpeg)
+                await reports.preview(handle, job_id, lease_id, jpeg)
             case Checkpoint(job_id=job_id, lease_id=lease_id, epoch=epoch, png=png):
-                await hub.checkpoint(
+                await reports.checkpoint(
                     handle, job_id, lease_id, epoch, png, width=message.width,
                     height=message.height,
                 )  # fmt: skip
             case Result(job_id=job_id, lease_id=lease_id, png=png):
                 # The protocol checked the PNG against its sha256 on the way in.
-                await hub.result(
+                await reports.result(
                     handle, job_id, lease_id, png, width=message.width, height=message.height
                 )
             case Failure(job_id=job_id, lease_id=lease_id, code=code, message=text):
-                hub.failed(
+                reports.failed(
                     handle,
                     job_id,
                     lease_id,
@@ -285,7 +284,7 @@ class NodeLink:
                 pass
             case Drain():
                 log.info("node %s is draining: no new jobs for it", handle.name)
-                hub.draining(handle)
+                reports.draining(handle)
             case _:
                 log.warning("node %s sent an unexpected %s", handle.name, type(message).__name__)
 
@@ -301,7 +300,7 @@ class NodeLink:
         while True:
             command: NodeCommand = await handle.outbox.get()
             match command:
-                case HubOffer():
+                case OfferJob():
                     try:
                         resume = (self.conn.version or 1) >= CHECKPOINTS_SINCE
                         offer = wire_offer(command, resume=resume)
@@ -311,7 +310,7 @@ class NodeLink:
                         # other jobs. The relay held a slot for this lease: failing it frees it.
                         log.error("job %s cannot be sent to a node: %s", command.job_id, exc)
                         reason = f"the relay could not send this job to a node: {exc}"
-                        self.hub.failed(
+                        self.reports.failed(
                             handle, command.job_id, command.lease, reason, retry=False, blame=False
                         )
                         continue
@@ -320,19 +319,16 @@ class NodeLink:
                     await self.send(Cancel(job_id, lease))
 
     async def _heartbeat(self, handle: NodeHandle) -> str:
-        interval = self.config.heartbeat_interval
+        """Ping every interval; whether the node answers is the liveness rule's to judge."""
         nonce = 0
         while True:
-            await asyncio.sleep(interval)
-            silent = self.clock() - self.last_heard
-            if silent > MISSED_HEARTBEATS * interval:
-                await self._say_bye(ByeReason.HEARTBEAT_TIMEOUT)
-                return f"missed {MISSED_HEARTBEATS} heartbeats ({silent:.0f} s silent)"
+            await asyncio.sleep(self.config.heartbeat_interval)
             nonce += 1
             await self.send(Ping(nonce))
 
     async def _dropped(self, handle: NodeHandle) -> str:
-        """The hub let go of this node (a newer connection of the same name, say)."""
+        """The hub let go of this node (silent too long, or a newer connection of the same
+        name took its place)."""
         await handle.dropped.wait()
         replaced = self.hub.replaced(handle)
         await self._say_bye(ByeReason.REPLACED if replaced else ByeReason.HEARTBEAT_TIMEOUT)
@@ -346,7 +342,7 @@ class NodeLink:
     # ---- the whole life --------------------------------------------------------------
 
     async def run(self) -> None:
-        """Handshake, serve, and always tell the hub when the node is gone."""
+        """Handshake, serve, and always report when the node is gone."""
         handle: NodeHandle | None = None
         reason = "closed"
         try:
@@ -375,7 +371,7 @@ class NodeLink:
             if handle is not None:
                 event(log, "node_gone", "node %s gone: %s", handle.name, reason,
                       node=handle.name, reason=reason)  # fmt: skip
-                self.hub.node_lost(handle, reason, deliberate=self._left_on_purpose)
+                self.reports.node_lost(handle, reason, deliberate=self._left_on_purpose)
             self.writer.close()
             with contextlib.suppress(ConnectionError, ssl.SSLError):
                 await self.writer.wait_closed()
@@ -388,7 +384,7 @@ class NodeListener:
         self,
         config: Config,
         tokens: TokenStore,
-        hub: NodeHub,
+        reports: NodeReports,
         ssl_context: ssl.SSLContext | None = None,
         metrics: Metrics | None = None,
         *,
@@ -396,7 +392,7 @@ class NodeListener:
     ) -> None:
         self.config = config
         self.tokens = tokens
-        self.hub = hub
+        self.reports = reports
         self.ssl_context = ssl_context
         self.metrics = metrics or Metrics()
         self.timer = timer
@@ -442,7 +438,7 @@ class NodeListener:
             link = NodeLink(
                 self.config,
                 self.tokens,
-                self.hub,
+                self.reports,
                 reader,
                 writer,
                 metrics=self.metrics,
@@ -459,7 +455,7 @@ class NodeListener:
 
     async def close(self) -> None:
         """Stop listening and end every node connection."""
-        self.hub.relay_stopping()
+        self.reports.hub.relay_stopping()
         if self._server is not None:
             self._server.close()
         for task in list(self._links):

@@ -1,9 +1,9 @@
 """What crosses between the wire protocol and the relay's own vocabulary: a node's Hello
-becomes the scheduler's `NodeInfo`, and the hub's offer becomes a protocol `Offer`."""
+becomes the scheduler's `NodeInfo`, and the job service's `OfferJob` a protocol `Offer`."""
 
 from protocol import Hello, Offer, Scalar, StyleImage
 from relay.dispatch import NodeInfo
-from relay.handles import Offer as HubOffer
+from relay.handles import OfferJob
 
 
 def node_info(name: str, hello: Hello) -> NodeInfo:
@@ -26,8 +26,8 @@ def node_info(name: str, hello: Hello) -> NodeInfo:
     )
 
 
-def wire_offer(offer: HubOffer, *, resume: bool = True) -> Offer:
-    """The hub's offer as a protocol message (docs/protocol.md, the `offer` message).
+def wire_offer(offer: OfferJob, *, resume: bool = True) -> Offer:
+    """An offer from a node's outbox as a protocol message (docs/protocol.md, `offer`).
 
     The images are already scaled to the job's size; `size` tells the engine the long side.
     One fast style travels as `style_id`, a blend of several as the `style_mix` parameter.

@@ -192,7 +192,7 @@ def job_view() -> Schema:
             "position": NULL_INT,
             "waiting_reason": NULL_STR,
             "epoch": NULL_INT,
-            "max_epochs": NULL_INT,
+            "epochs": NULL_INT,
             "losses": num_map,
             "node": NULL_STR,
             "attempts": {"type": "integer"},

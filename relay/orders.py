@@ -9,6 +9,7 @@ admitted only if it can travel to a node (`is_param`, `is_weight`), so a job the
 accepts can always be offered.
 """
 
+import asyncio
 import binascii
 import contextlib
 import io
@@ -31,8 +32,8 @@ from relay.config import Config
 from relay.decoding import Decoder
 from relay.errors import BadRequest, TooLarge
 from relay.intake import Receipt
-from relay.model import StyleChoice
-from relay.uploads import check_bytes
+from relay.model import Order, PreparedImage, StyleChoice
+from relay.uploads import check_bytes, load, prepare
 
 MAX_STYLES = 4
 DEFAULT_EPOCHS = 200
@@ -81,7 +82,7 @@ TRAINED_PREFIX = "fast:trained:"
 """A node's own trained style (gpu_node.fast.registry): it cannot be blended with others."""
 GATYS_MULTISCALE_ABOVE = 1024
 """Gatys paints larger outputs coarse to fine, halving the long side down to this; each
-scale needs at least one epoch (gpu_node.engine.params.GatysParams.epochs_per_scale)."""
+scale needs at least one epoch (gpu_node.engine.gatys_params.GatysParams.epochs_per_scale)."""
 
 
 @dataclass
@@ -627,4 +628,69 @@ def too_large_body(max_bytes: int) -> TooLarge:
     """The 413 for a request body over the total cap."""
     return TooLarge(
         f"The request is too large; each image may be at most {max_bytes / 2**20:.1f} MB."
+    )
+
+
+# ---- preparing a checked order's images --------------------------------------------------
+
+PAINTING_CACHE = 32
+
+
+class Paintings:
+    """Gallery paintings prepared at a size, cached (the same few sizes recur)."""
+
+    def __init__(self) -> None:
+        self._prepared: dict[tuple[str, int], PreparedImage] = {}
+
+    async def get(self, painting: gallery.Painting, size: int) -> PreparedImage:
+        """`painting` prepared at `size`."""
+        key = (painting.key, size)
+        prepared = self._prepared.get(key)
+        if prepared is None:
+            data = await asyncio.to_thread(painting.image_path.read_bytes)
+            prepared = await asyncio.to_thread(prepare, data, size, painting.title)
+            if len(self._prepared) >= PAINTING_CACHE:
+                self._prepared.pop(next(iter(self._prepared)))
+            self._prepared[key] = prepared
+        return prepared
+
+
+PAINTINGS = web.AppKey("paintings", Paintings)
+
+
+async def prepared(
+    raw: RawOrder, checked: Checked, config: Config, decoder: Decoder, paintings: Paintings
+) -> Order:
+    """The order with its images decoded and scaled to the job's size (`relay.uploads`)."""
+    assert raw.content is not None
+
+    async def upload(data: bytes, what: str, size: int) -> PreparedImage:
+        return await load(
+            data,
+            max_bytes=config.max_upload_bytes,
+            max_pixels=config.max_pixels,
+            size=size,
+            what=what,
+            decoder=decoder,
+        )
+
+    content = await upload(raw.content, "The photo", checked.size)
+    size, params = checked.size, checked.params
+    if checked.method != "gatys" and raw.fields.get("size") in (None, ""):
+        # Sized by the photo (see `check`): the styles and the job's view follow it.
+        size = max(content.width, content.height)
+        params = {**params, "size": size}
+    styles = [await upload(d, f"Style image {i + 1}", size) for i, d in enumerate(raw.style_images)]
+    styles += [await paintings.get(p, size) for p in checked.paintings]
+    return Order(
+        method=checked.method,
+        styles=checked.styles,
+        content=content,
+        style_images=tuple(styles),
+        epochs=checked.epochs,
+        params=params,
+        email=checked.email,
+        filename=checked.filename,
+        share=checked.share,
+        share_style=checked.share_style,
     )

@@ -6,7 +6,7 @@ several seconds in a row is flooding and is dropped. Counted in windows of one s
 
     meter = ReportMeter(timer)
     if meter.allow(PROGRESS, job_id, lease):    # False: drop this report
-        hub.progress(...)
+        reports.progress(...)
     if meter.flooding:                          # say Bye and drop the node
         ...
 """

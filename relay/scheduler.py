@@ -48,8 +48,9 @@ from dataclasses import dataclass, field, replace
 from relay.dispatch import (
     Action,
     Failed,
-    JobSpec,
+    JobTicket,
     NodeInfo,
+    OfferDeclined,
     Requeued,
     SendCancel,
     SendOffer,
@@ -65,7 +66,10 @@ from relay.reputation import Reputation
 
 
 @dataclass
-class _Lease:
+class _Assignment:
+    """A job given to a node under lease `id`, with its timers (the protocol's own lease
+    bookkeeping is `protocol.state`'s)."""
+
     id: str
     node: str
     started: float
@@ -75,12 +79,12 @@ class _Lease:
 
 @dataclass
 class _Job:
-    spec: JobSpec
+    spec: JobTicket
     wait_until: float
     """When it fails if still queued; pushed back by the time it spends on a node."""
     attempts: int = 0
     handbacks: int = 0
-    lease: _Lease | None = None
+    lease: _Assignment | None = None
     declined_by: dict[str, str] = field(default_factory=dict)
     failed_on: set[str] = field(default_factory=set)
     """Nodes whose lease of this job ended in a failure or a stall."""
@@ -164,7 +168,7 @@ class Scheduler:
         """Queued jobs that no connected, non-draining node could run, however idle."""
         return len(self._unservable)
 
-    def unfit(self, job: JobSpec) -> tuple[str, str] | None:
+    def unfit(self, job: JobTicket) -> tuple[str, str] | None:
         """Why no connected, non-draining node could run `job` (which need not be queued),
         and what its owner could change (`relay.dispatch.unfit`); None if one could."""
         return unfit(job, self._serving())
@@ -260,7 +264,7 @@ class Scheduler:
     # ---- events ----------------------------------------------------------------------
 
     def submit(
-        self, job: JobSpec, now: float, attempts: int = 0, waited: float = 0.0
+        self, job: JobTicket, now: float, attempts: int = 0, waited: float = 0.0
     ) -> list[Action]:
         """A new (or recovered) job joins the back of its client's queue; one recovered
         after it has `waited` its whole allowance fails at once."""
@@ -384,7 +388,7 @@ class Scheduler:
             entry.declined_by[node] = reason
         self._release(job_id, now)
         self._requeue_front(entry)
-        actions = self._dispatch(now)
+        actions: list[Action] = [OfferDeclined(node, job_id, reason), *self._dispatch(now)]
         if entry.lease is None and entry.refused_since is None and self._refused(entry):
             entry.refused_since = now
         return actions
@@ -572,7 +576,7 @@ class Scheduler:
     def _serving(self) -> list[NodeInfo]:
         return [n.info for n in self._nodes.values() if not n.draining]
 
-    def _note_servable(self, job: JobSpec) -> None:
+    def _note_servable(self, job: JobTicket) -> None:
         """Count a job that has just joined the queue if no serving node fits it."""
         if not any(fits(info, job) for info in self._serving()):
             self._unservable.add(job.id)
@@ -674,7 +678,7 @@ class Scheduler:
                 # Random, so lease ids never repeat, not even across relay restarts.
                 lease_id = secrets.token_hex(8)
                 stall = self.timeouts.stall_limit(entry.spec)
-                entry.lease = _Lease(
+                entry.lease = _Assignment(
                     lease_id,
                     node.info.name,
                     now,

@@ -38,10 +38,9 @@ from relay.config import Config
 from relay.decoding import Decoder
 from relay.disk import DiskUsage
 from relay.errors import BadRequest, Conflict, NotFound, TooManyRequests
-from relay.limits import SlidingWindow
-from relay.model import JobRecord, JobState
+from relay.model import JobRecord, JobState, iso
 from relay.offload import off_loop
-from relay.views import iso
+from relay.ratelimits import SlidingWindow
 
 log = logging.getLogger(__name__)
 

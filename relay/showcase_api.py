@@ -12,6 +12,7 @@ from relay.api import NOSNIFF, SERVICE, client_key
 from relay.errors import BadRequest, NotFound
 from relay.orders import flag
 from relay.showcase import Item, Showcase
+from relay.views import public_job
 
 LIST_CACHE = {"Cache-Control": "no-cache", **NOSNIFF}
 """A listing is checked again each time: an item hidden a moment ago must not reappear."""
@@ -79,7 +80,7 @@ async def share_job(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     job = service.get(request.match_info["id"])
     await service.showcase.share(job, await _share_style(request))
-    return web.json_response(service.view(service.get(job.id)))
+    return web.json_response(public_job(service, service.get(job.id)))
 
 
 async def unshare_job(request: web.Request) -> web.Response:
@@ -87,7 +88,7 @@ async def unshare_job(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     job = service.get(request.match_info["id"])
     service.showcase.unshare(job.id)
-    return web.json_response(service.view(job))
+    return web.json_response(public_job(service, job))
 
 
 def add_routes(app: web.Application) -> None:

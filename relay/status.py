@@ -15,6 +15,7 @@ from aiohttp import web
 
 from relay.api import SERVICE
 from relay.metrics import CONTENT_TYPE
+from relay.views import node_list
 
 _STYLE = """
 body { font: 15px/1.4 system-ui, sans-serif; margin: 2rem; color: #222; }
@@ -67,7 +68,7 @@ async def status_page(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     gauges = service.gauges()
     rows = []
-    for node in service.hub.views():
+    for node in node_list(service):
         cells = [
             node["name"],
             node["device"],

@@ -18,6 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from relay.decoding import Decoder
 from relay.errors import BadRequest, TooLarge
+from relay.model import PreparedImage
 
 _webp: ModuleType | None
 try:  # Pillow's binding of libwebp; absent when built without WebP, which it then refuses
@@ -49,15 +50,6 @@ class ImageHeader:
     """What the header says: format and size, before any pixel is decoded."""
 
     format: str
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
-class PreparedImage:
-    """An image ready for a node: upright RGB PNG bytes at the job's size."""
-
-    png: bytes
     width: int
     height: int
 

@@ -1,22 +1,15 @@
-"""The JSON shapes the API and the WebSocket send: a job's public view, a node's view."""
+"""The JSON shapes the API and the WebSocket send: a job's public view, its events, a
+node's view. The job service (`relay.jobs`) keeps state; this is where it is shaped."""
 
-import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from relay.checkpoints import partial_view
-from relay.model import JobRecord, JobState, Live
-
-
-def iso(stamp: float | None) -> str | None:
-    """A Unix time as ISO 8601 UTC (`2026-11-23T11:30:00Z`), or None."""
-    if stamp is None:
-        return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
-
-
-def job_url(job_id: str, tail: str = "") -> str:
-    """The API path of a job, or of one of its sub-resources."""
-    return f"/api/jobs/{job_id}{tail}"
+from relay.events import Event
+from relay.hub import NodeHub
+from relay.jobs import JobService
+from relay.model import JobRecord, JobState, Live, iso, job_url
+from relay.scheduler import NodeView
 
 
 def job_view(
@@ -40,7 +33,8 @@ def job_view(
         "position": position,
         "waiting_reason": reason,
         "epoch": live.epoch if live else None,
-        "max_epochs": (live.max_epochs if live and live.max_epochs else job.epochs),
+        # The planned count (never a cap): as the node's progress says, else as asked.
+        "epochs": (live.epochs if live and live.epochs else job.epochs),
         "losses": live.losses if live else None,
         "node": job.node,
         "attempts": job.attempts,
@@ -57,3 +51,93 @@ def job_view(
         "preview_url": job_url(job.id, "/preview") if has_preview else None,
         "partial": partial_view(job, job_url(job.id, "/partial")),
     }
+
+
+def public_job(service: JobService, job: JobRecord) -> dict[str, Any]:
+    """The job's public state as JSON: its view with its place in the queue, its e-mail's
+    status, when it should start, and its place in the gallery."""
+    view = job_view(
+        job,
+        live=service.live.get(job.id),
+        position=service.scheduler.position(job.id),
+        reason=service.scheduler.why_waiting(job.id),
+        ttl=service.config.result_ttl,
+    )
+    view["email_status"] = service.email_status(job)
+    view["starts_in"] = service.starts_in(job.id)
+    view.update(service.showcase.state(job.id))
+    return view
+
+
+def event_json(service: JobService, event: Event) -> Mapping[str, Any]:
+    """A job event as the WebSocket sends it: an ended job's record (with what it had
+    reported, `live`) becomes its public view; other events are JSON already."""
+    job = event.get("job")
+    if not isinstance(job, JobRecord):
+        return event
+    view = job_view(job, live=event.get("live"), ttl=service.config.result_ttl)
+    view.update(service.showcase.state(job.id))
+    return {**{k: v for k, v in event.items() if k != "live"}, "job": view}
+
+
+def node_list(service: JobService) -> list[dict[str, Any]]:
+    """The service's connected nodes as public JSON (`node_views`)."""
+    nodes = service.scheduler.nodes()
+    return node_views(service.hub, nodes, service.timer(), service.kudos.work)
+
+
+def node_views(
+    hub: NodeHub, nodes: list[NodeView], now: float, work: Callable[[str], float]
+) -> list[dict[str, Any]]:
+    """Connected nodes as public JSON: no tokens, no job ids beyond a short tag. `nodes` is
+    the scheduler's view of them, `now` its timer's time, `work` a node's kudos."""
+    out = []
+    for view in nodes:
+        handle = hub.get(view.info.name)
+        if handle is None:
+            continue
+        info = view.info
+        pace = hub.pace_view(info.name)
+        left = view.paused_until - now if view.paused_until is not None else 0.0
+        paused = left > 0
+        if paused:
+            state = "paused"
+        else:
+            state = "draining" if view.draining else "busy" if view.jobs else "idle"
+        out.append(
+            {
+                "name": info.name,
+                "device": info.device_name,
+                "memory": info.device_memory,
+                # Each of its devices; a node that lists none is its one device.
+                "devices": [
+                    {"name": name, "memory": memory, "slots": slots}
+                    for name, memory, slots in info.devices
+                    or ((info.device_name, info.device_memory, info.slots),)
+                ],
+                "methods": sorted(info.methods),
+                "styles": sorted("fast:" + s for s in info.styles),
+                "max_epochs": info.max_epochs,
+                "max_pixels": info.max_pixels,
+                "slots": info.slots,
+                "state": state,
+                # Rested after failing jobs that ran elsewhere: why, and seconds left.
+                "paused": paused,
+                "pause_reason": view.pause_reason if paused else None,
+                "paused_for": round(left) if paused else None,
+                # Not yet trusted: it has finished no job (one at a time meanwhile).
+                "probation": not view.proven,
+                "busy_slots": len(view.jobs),
+                # A short tag, not the id: a job id is the key to its result.
+                "current_jobs": sorted(j[:6] for j in view.jobs),
+                "jobs_done": view.jobs_done,
+                # For the page's time estimates (relay/estimates.py, web/js/speed.js).
+                "pace": pace,
+                # Megapixel-epochs of its finished jobs still kept: its kudos.
+                "work_done": round(work(info.name), 3),
+                "seconds_per_epoch_mp": pace.get("gatys", {}).get("seconds_per_mp"),
+                "connected_since": iso(handle.connected_since),
+                "last_seen": iso(handle.last_seen),
+            }
+        )
+    return out

@@ -17,6 +17,7 @@ from relay.errors import BadRequest
 from relay.events import FINAL_TYPES
 from relay.jobs import JobService
 from relay.model import JobRecord, JobState, result_name
+from relay.views import public_job
 
 MAX_WAIT = 60.0
 """The longest a request may wait for its job, in seconds."""
@@ -87,4 +88,4 @@ def answer(
             **NOSNIFF,
         }
         return web.FileResponse(service.blobs.path(job.result_file), headers=png_headers)
-    return web.json_response(service.view(job), headers=headers)
+    return web.json_response(public_job(service, job), headers=headers)

@@ -30,8 +30,10 @@ class Progress:
     def show(self, event: Event) -> None:
         """Redraw the line for an event."""
         kind = event.get("type")
-        if kind == "progress" and event.get("max_epochs"):
-            done, total = int(event["epoch"]), int(event["max_epochs"])
+        # `epochs`, the planned count, was `max_epochs` in relays before issue 12.
+        total = int(event.get("epochs") or event.get("max_epochs") or 0)
+        if kind == "progress" and total:
+            done = int(event["epoch"])
             filled = BAR * done // total
             text = f"[{'#' * filled}{'.' * (BAR - filled)}] {done}/{total} epochs"
         elif kind == "queued" or (kind == "state" and event["job"]["state"] == "queued"):

@@ -217,8 +217,10 @@ class AsyncClient:
                 return
             if last is None or (job["state"], job["epoch"]) != (last["state"], last["epoch"]):
                 if job["epoch"] is not None and job["state"] == "running":
-                    keys = ("epoch", "max_epochs", "losses")
-                    yield {"type": "progress", **{k: job[k] for k in keys}}
+                    # `epochs`, the planned count, was `max_epochs` before issue 12.
+                    epochs = job.get("epochs", job.get("max_epochs"))
+                    yield {"type": "progress", "epochs": epochs, "epoch": job["epoch"],
+                           "losses": job["losses"]}  # fmt: skip
                 else:
                     yield {"type": "state", "job": job}
             last = job

@@ -12,10 +12,11 @@ from pytest_aiohttp import AiohttpClient
 from relay_harness import FakeClock, FakeNode, form, make_config
 
 from relay.api import SERVICE
-from relay.apikeys import KeyStore, Quota
+from relay.apikeys import KeyStore
 from relay.app import init
 from relay.cli import main
-from relay.dispatch import JobSpec, NodeInfo, SendOffer
+from relay.dispatch import JobTicket, NodeInfo, SendOffer
+from relay.ratelimits import Quota
 from relay.scheduler import Scheduler
 
 Client = TestClient[web.Request, web.Application]
@@ -28,7 +29,7 @@ def start(aiohttp_client: AiohttpClient, tmp_path: Path) -> Start:
 
     async def go(**changes: Any) -> Client:
         client = await aiohttp_client(init(make_config(tmp_path, **changes), clock, clock))
-        FakeNode.connect(client.app[SERVICE].hub)  # one slot: the first job runs, others wait
+        FakeNode.connect(client.app[SERVICE])  # one slot: the first job runs, others wait
         return client
 
     return go
@@ -170,9 +171,9 @@ def test_a_priority_one_client_is_served_twice_per_turn() -> None:
     s = Scheduler()
     s.set_priority("key:vip", 1)
     for i in range(4):
-        s.submit(JobSpec(f"v{i}", "key:vip", "gatys", 10, 1000), 0.0)
-        s.submit(JobSpec(f"a{i}", "1.2.3.4", "gatys", 10, 1000), 0.0)
-        s.submit(JobSpec(f"b{i}", "5.6.7.8", "gatys", 10, 1000), 0.0)
+        s.submit(JobTicket(f"v{i}", "key:vip", "gatys", 10, 1000), 0.0)
+        s.submit(JobTicket(f"a{i}", "1.2.3.4", "gatys", 10, 1000), 0.0)
+        s.submit(JobTicket(f"b{i}", "5.6.7.8", "gatys", 10, 1000), 0.0)
     order = [
         a.job for a in s.node_up(NodeInfo("n1", methods=frozenset({"gatys"})), 1.0)
         if isinstance(a, SendOffer)
@@ -191,8 +192,8 @@ def test_without_priority_round_robin_is_unchanged() -> None:
     s = Scheduler()
     s.set_priority("key:x", 0)
     for i in range(2):
-        s.submit(JobSpec(f"x{i}", "key:x", "gatys", 10, 1000), 0.0)
-        s.submit(JobSpec(f"y{i}", "9.9.9.9", "gatys", 10, 1000), 0.0)
+        s.submit(JobTicket(f"x{i}", "key:x", "gatys", 10, 1000), 0.0)
+        s.submit(JobTicket(f"y{i}", "9.9.9.9", "gatys", 10, 1000), 0.0)
     order = [
         a.job for a in s.node_up(NodeInfo("n1", methods=frozenset({"gatys"}), slots=4), 1.0)
         if isinstance(a, SendOffer)
@@ -233,7 +234,7 @@ async def test_a_key_linked_to_a_node_earns_turns_from_its_work(
     clock = FakeClock()
     client: Client = await aiohttp_client(init(make_config(tmp_path), clock, clock))
     service = client.app[SERVICE]
-    node = FakeNode.connect(service.hub, name="gpu-1")
+    node = FakeNode.connect(service, name="gpu-1")
     # Before its node did anything, the owner's key is served like any other.
     assert (await post(client, owner))[0] == 202
     assert service.scheduler.priority("key:owner") == 0

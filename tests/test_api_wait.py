@@ -45,7 +45,7 @@ async def finish_next(node: FakeNode) -> bytes:
 
 async def test_wait_answers_with_the_ended_job(start: Start) -> None:
     client = await start()
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     worker = asyncio.create_task(finish_next(node))
     resp = await client.post("/api/jobs?wait=10", data=form(style="painting:udnie"))
     body = await resp.json()
@@ -59,7 +59,7 @@ async def test_wait_answers_with_the_ended_job(start: Start) -> None:
 
 async def test_wait_with_accept_png_answers_with_the_image(start: Start) -> None:
     client = await start()
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     worker = asyncio.create_task(finish_next(node))
     headers = {"Accept": "image/png"}
     resp = await client.post(
@@ -73,11 +73,11 @@ async def test_wait_with_accept_png_answers_with_the_image(start: Start) -> None
 
 async def test_a_failed_job_within_the_wait_answers_with_its_view(start: Start) -> None:
     client = await start()
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
 
     async def fail() -> None:
         offer = await node.offer()
-        node.hub.failed(node.handle, offer.job_id, offer.lease, "out of memory", retry=False)
+        node.reports.failed(node.handle, offer.job_id, offer.lease, "out of memory", retry=False)
 
     worker = asyncio.create_task(fail())
     headers = {"Accept": "image/png"}
@@ -156,7 +156,7 @@ async def test_transform_takes_the_seeds_body(
     start: Start, model: str, style: str, method: str
 ) -> None:
     client = await start()
-    FakeNode.connect(service(client).hub)
+    FakeNode.connect(service(client))
     resp = await client.post("/transform", json=seed_body(model))
     body = await resp.json()
     assert resp.status == 202, body

@@ -35,8 +35,8 @@ from gpu_node.daemon.params import NodeCaps
 from gpu_node.daemon.reporting import Reporter
 from gpu_node.daemon.runner import JobRunner
 from gpu_node.engine.gatys import stylize_gatys
-from gpu_node.engine.params import GatysParams
-from gpu_node.engine.progress import Progress as EngineProgress
+from gpu_node.engine.gatys_params import GatysParams
+from gpu_node.engine.progress import EngineProgress
 from gpu_node.errors import BadInputError
 from gpu_node.fast.registry import build_registry
 from protocol import (
@@ -101,7 +101,7 @@ def test_the_engine_continues_from_a_checkpoint_and_counts_on(
         content, [(style, 1.0)], params, progress=resumed.append, start=kept[8], start_epoch=8
     )
     assert [p.epoch for p in resumed] == list(range(9, 17))
-    assert {p.max_epochs for p in resumed} == {16}
+    assert {p.epochs for p in resumed} == {16}
     assert out.size == whole.size
     # The picture went on from where it was (only the optimiser's history restarted): its
     # first loss is about where the first run's epoch 9 was, far below that run's start.

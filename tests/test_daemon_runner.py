@@ -16,8 +16,8 @@ from fast_helpers import one_thread
 from gpu_node.daemon.params import ArbitraryJob, Declined, FastJob, GatysJob, NodeCaps, job_spec
 from gpu_node.daemon.reporting import Reporter, preview_jpeg
 from gpu_node.daemon.runner import JobFailed, JobRunner
-from gpu_node.engine.params import Init, Optimizer
-from gpu_node.engine.progress import Progress as EngineProgress
+from gpu_node.engine.gatys_params import Init, Optimizer
+from gpu_node.engine.progress import EngineProgress
 from gpu_node.fast.registry import StyleRegistry, build_registry
 from protocol import (
     DeclineReason,

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from gpu_node.device import configure_backend, pick_device, resolve_device
-from gpu_node.engine.progress import Progress, check_cancel
+from gpu_node.engine.progress import EngineProgress, check_cancel
 from gpu_node.errors import BadInputError, Cancelled
 from gpu_node.tensors import image_to_tensor, tensor_to_image
 
@@ -56,7 +56,7 @@ def test_tensor_to_image_clamps_and_checks_shape() -> None:
 
 
 def test_progress_and_cancel() -> None:
-    progress = Progress(epoch=5, max_epochs=20, losses={"style": 1.0}, elapsed=0.5)
+    progress = EngineProgress(epoch=5, epochs=20, losses={"style": 1.0}, elapsed=0.5)
     assert progress.fraction == 0.25
     flag = threading.Event()
     check_cancel(flag)

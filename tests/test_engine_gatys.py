@@ -13,9 +13,9 @@ from PIL import Image
 
 from gpu_node.engine import color
 from gpu_node.engine.gatys import stylize_gatys
+from gpu_node.engine.gatys_params import GatysParams, Init, Optimizer
 from gpu_node.engine.losses import gram
-from gpu_node.engine.params import GatysParams, Init, Optimizer
-from gpu_node.engine.progress import Progress
+from gpu_node.engine.progress import EngineProgress
 from gpu_node.engine.vgg import VGG19Features
 from gpu_node.engine.weights import load_weights
 from gpu_node.errors import BadInputError, Cancelled
@@ -32,7 +32,7 @@ class Run:
     content: Image.Image
     style: Image.Image
     output: Image.Image
-    log: list[Progress]
+    log: list[EngineProgress]
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def style() -> Image.Image:
 
 @pytest.fixture(scope="module")
 def styled(content: Image.Image, style: Image.Image) -> Run:
-    log: list[Progress] = []
+    log: list[EngineProgress] = []
     params = GatysParams(size=SIZE, epochs=40, max_epochs=40, content_weight=0.1)
     output = stylize_gatys(content, [(style, 1.0)], params, progress=log.append)
     return Run(content, style, output, log)
@@ -74,7 +74,7 @@ def _content_distance(img: Image.Image, content: Image.Image) -> float:
 def test_loss_falls_and_progress_counts_every_epoch(styled: Run) -> None:
     epochs = [p.epoch for p in styled.log]
     assert epochs == list(range(1, 41))
-    assert all(p.max_epochs == 40 for p in styled.log)
+    assert all(p.epochs == 40 for p in styled.log)
     assert set(styled.log[-1].losses) == {"content", "style", "total"}
     elapsed = [p.elapsed for p in styled.log]
     assert elapsed == sorted(elapsed)
@@ -132,7 +132,7 @@ def test_cancel_stops_within_one_epoch(content: Image.Image, style: Image.Image)
     cancel = threading.Event()
     seen: list[int] = []
 
-    def progress(p: Progress) -> None:
+    def progress(p: EngineProgress) -> None:
         seen.append(p.epoch)
         if p.epoch == 3:
             cancel.set()
@@ -146,7 +146,7 @@ def test_cancel_stops_within_one_epoch(content: Image.Image, style: Image.Image)
 def test_cancel_before_start_runs_nothing(content: Image.Image, style: Image.Image) -> None:
     cancel = threading.Event()
     cancel.set()
-    seen: list[Progress] = []
+    seen: list[EngineProgress] = []
     with pytest.raises(Cancelled):
         stylize_gatys(
             content, [(style, 1.0)], GatysParams(size=32, epochs=5), progress=seen.append,
@@ -165,7 +165,7 @@ def test_previews_come_every_n_epochs(content: Image.Image, style: Image.Image) 
 
 
 def test_adam_lowers_the_loss_too(content: Image.Image, style: Image.Image) -> None:
-    log: list[Progress] = []
+    log: list[EngineProgress] = []
     params = GatysParams(size=32, epochs=8, optimizer=Optimizer.ADAM, learning_rate=8.0)
     stylize_gatys(content, [(style, 1.0)], params, progress=log.append)
     assert log[-1].losses["total"] < 0.7 * log[0].losses["total"]
@@ -174,7 +174,7 @@ def test_adam_lowers_the_loss_too(content: Image.Image, style: Image.Image) -> N
 def test_multiscale_runs_coarse_to_fine(content: Image.Image, style: Image.Image) -> None:
     params = GatysParams(size=96, epochs=5, multiscale_above=64)
     assert params.scales() == [48, 96] and params.epochs_per_scale() == [3, 2]
-    log: list[Progress] = []
+    log: list[EngineProgress] = []
     out = stylize_gatys(content, [(style, 1.0)], params, progress=log.append)
     assert max(out.size) == 96
     assert [p.epoch for p in log] == [1, 2, 3, 4, 5]

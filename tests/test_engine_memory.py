@@ -12,7 +12,7 @@ import torch
 
 from gpu_node.engine.capacity import MIN_HISTORY, estimate_bytes, fitting_history, plan_memory
 from gpu_node.engine.gatys import stylize_gatys
-from gpu_node.engine.params import GatysParams
+from gpu_node.engine.gatys_params import GatysParams
 from gpu_node.engine.vgg import VGG19Features
 from gpu_node.engine.weights import load_weights
 from gpu_node.errors import CapacityError

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gpu_node.engine.capacity import check_fits, estimate_bytes, fitting_history
-from gpu_node.engine.params import GatysParams
+from gpu_node.engine.gatys_params import GatysParams
 from gpu_node.errors import BadInputError, CapacityError
 
 

@@ -19,10 +19,10 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 from gpu_node.engine.gatys import stylize_gatys
+from gpu_node.engine.gatys_params import GatysParams
 from gpu_node.engine.lbfgs import SyncFreeLBFGS
 from gpu_node.engine.offload import HostCopies
-from gpu_node.engine.params import GatysParams
-from gpu_node.engine.progress import Progress
+from gpu_node.engine.progress import EngineProgress
 from gpu_node.images import open_image, resize_long_side
 
 DATA = Path(__file__).parent / "data"
@@ -91,7 +91,7 @@ def test_gatys_reads_the_device_only_for_reports_previews_and_the_result() -> No
     content = resize_long_side(open_image(DATA / "cat.jpg"), 32)
     style = resize_long_side(open_image(DATA / "starry_night.jpg"), 32)
     params = GatysParams(size=32, epochs=12, max_epochs=12, preview_every=6)
-    reports: list[Progress] = []
+    reports: list[EngineProgress] = []
     previews: list[int] = []
     with HostReads() as reads:
         stylize_gatys(
@@ -125,7 +125,7 @@ def _cuda_syncs(epochs: int) -> int:
     content = resize_long_side(open_image(DATA / "cat.jpg"), 64)
     style = resize_long_side(open_image(DATA / "starry_night.jpg"), 64)
     params = GatysParams(size=64, epochs=epochs, max_epochs=epochs, preview_every=2)
-    reports: list[Progress] = []
+    reports: list[EngineProgress] = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")

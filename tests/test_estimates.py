@@ -22,6 +22,7 @@ from relay import estimates
 from relay.api import SERVICE
 from relay.app import init
 from relay.nodewire import node_info
+from relay.reports import NodeReports
 
 Client = TestClient[web.Request, web.Application]
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,8 +91,8 @@ async def nodes(client: Client) -> list[dict[str, Any]]:
 async def test_nodes_show_their_pace_and_a_job_corrects_it(
     client: Client, clock: FakeClock
 ) -> None:
-    hub = client.app[SERVICE].hub
-    node = FakeNode.connect(hub, name="cpu", pace={"gatys": (0.5, 10.0)})
+    reports = NodeReports(client.app[SERVICE])
+    node = FakeNode.connect(reports, name="cpu", pace={"gatys": (0.5, 10.0)})
     listed = (await nodes(client))[0]
     assert listed["pace"] == {"gatys": {"seconds": 0.5, "seconds_per_mp": 10.0}}
     assert listed["seconds_per_epoch_mp"] == 10.0
@@ -108,8 +109,8 @@ async def test_nodes_show_their_pace_and_a_job_corrects_it(
 
 
 async def test_a_queued_job_says_when_it_should_start(client: Client, clock: FakeClock) -> None:
-    hub = client.app[SERVICE].hub
-    node = FakeNode.connect(hub, name="cpu", pace={"gatys": (0.0, 100.0)})
+    reports = NodeReports(client.app[SERVICE])
+    node = FakeNode.connect(reports, name="cpu", pace={"gatys": (0.0, 100.0)})
     first = await create(client, epochs="8", size="100")
     offer = await node.offer()
     second = await create(client, epochs="8", size="100")
@@ -127,7 +128,7 @@ async def test_a_queued_job_says_when_it_should_start(client: Client, clock: Fak
 
 
 async def test_no_paced_node_means_no_start_estimate(client: Client) -> None:
-    FakeNode.connect(client.app[SERVICE].hub, name="old", slots=1)
+    FakeNode.connect(client.app[SERVICE], name="old", slots=1)
     await create(client, epochs="8", size="100")
     job = await create(client, epochs="8", size="100")
     view = await (await client.get(f"/api/jobs/{job['id']}")).json()

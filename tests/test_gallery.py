@@ -67,7 +67,7 @@ async def listing(client: Client, query: str = "") -> dict[str, Any]:
 
 async def test_nothing_is_shared_unless_asked(start: Start) -> None:
     client = await start()
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     job = await run_job(client, node)
     assert (job["state"], job["shared"], job["gallery_id"]) == ("done", False, None)
     assert (await listing(client))["items"] == []
@@ -75,7 +75,7 @@ async def test_nothing_is_shared_unless_asked(start: Start) -> None:
 
 async def test_shared_at_submit_is_listed_when_done_without_the_photo(start: Start) -> None:
     client = await start()
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     job = await run_job(client, node, share="true")
     assert job["shared"] is True and job["gallery_id"]
     body = await listing(client)
@@ -102,7 +102,7 @@ async def test_shared_at_submit_is_listed_when_done_without_the_photo(start: Sta
 
 async def test_uploaded_style_shown_only_with_share_style(start: Start) -> None:
     client = await start()
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     style = png((30, 30), (1, 2, 3))
 
     async def with_upload(**fields: str) -> dict[str, Any]:
@@ -128,7 +128,7 @@ async def test_uploaded_style_shown_only_with_share_style(start: Start) -> None:
 
 async def test_share_later_and_unshare_any_time(start: Start) -> None:
     client = await start()
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     job = await run_job(client, node)
     url = f"/api/jobs/{job['id']}/share"
     shared = await (await client.post(url)).json()
@@ -147,7 +147,7 @@ async def test_share_later_and_unshare_any_time(start: Start) -> None:
 
 async def test_unshare_before_done_means_never_listed(start: Start) -> None:
     client = await start()
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     resp = await client.post("/api/jobs", data=form(style="painting:udnie", size="40", share="1"))
     job = await resp.json()
     assert job["shared"] is True and job["gallery_id"] is None
@@ -166,7 +166,7 @@ async def test_bad_share_values_are_400(start: Start) -> None:
 
 async def test_gallery_ids_open_no_job_and_job_ids_no_item(start: Start) -> None:
     client = await start()
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     job = await run_job(client, node, share="true")
     gid = job["gallery_id"]
     for path in ("", "/result", "/content", "/style/0", "/preview"):
@@ -180,7 +180,7 @@ async def test_gallery_ids_open_no_job_and_job_ids_no_item(start: Start) -> None
 
 async def test_reports_hide_an_item_once_per_client_and_are_rate_limited(start: Start) -> None:
     client = await start(gallery_report_threshold=3, gallery_reports_per_hour=2)
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     await run_job(client, node, share="true")
     keep = await run_job(client, node, share="true")
     item = (await listing(client))["items"][1]
@@ -205,7 +205,7 @@ async def test_reports_hide_an_item_once_per_client_and_are_rate_limited(start: 
 
 async def test_operator_commands(start: Start, tmp_path: Path, capsys: Any) -> None:
     client = await start()
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     job = await run_job(client, node, share="true")
     gid = job["gallery_id"]
     data_dir = str(tmp_path / "data")
@@ -235,7 +235,7 @@ async def test_shared_results_outlive_the_result_ttl_until_gallery_keep(
 ) -> None:
     client = await start(result_ttl=DAY, gallery_keep=3 * DAY)
     svc = service(client)
-    node = FakeNode.connect(svc.hub)
+    node = FakeNode.connect(svc)
     plain = await run_job(client, node, size="48")  # another size: another result file
     job = await run_job(client, node, share="true")
     record = svc.get(job["id"])
@@ -258,7 +258,7 @@ async def test_shared_results_outlive_the_result_ttl_until_gallery_keep(
 async def test_gallery_max_lets_the_oldest_go(start: Start) -> None:
     client = await start(gallery_max=2)
     svc = service(client)
-    node = FakeNode.connect(svc.hub)
+    node = FakeNode.connect(svc)
     first = await run_job(client, node, share="true")
     second = await run_job(client, node, share="true")
     third = await run_job(client, node, share="true")
@@ -291,7 +291,7 @@ async def test_pages_of_24_newest_first_with_filters(start: Start) -> None:
 async def test_delete_now_takes_a_shared_result_out_of_the_gallery_at_once(start: Start) -> None:
     client = await start()
     svc = service(client)
-    node = FakeNode.connect(svc.hub)
+    node = FakeNode.connect(svc)
     job = await run_job(client, node)
     shared = await (await client.post(f"/api/jobs/{job['id']}/share")).json()
     [item] = (await listing(client))["items"]

@@ -30,6 +30,7 @@ from relay.api import SERVICE
 from relay.app import NODE_LISTENER, init
 from relay.blobs import BlobStore
 from relay.jobs import JobService
+from relay.reports import NodeReports
 from relay.tokens import TokenStore
 
 Client = TestClient[web.Request, web.Application]
@@ -180,10 +181,10 @@ async def test_inputs_of_cancelled_and_failed_jobs_go_at_the_next_sweep(start: S
     assert set(files_of(client, sharing["id"])) <= on_disk
 
     # A failed job's inputs go too; a done job keeps its inputs (the page shows them).
-    node = FakeNode.connect(svc.hub)
+    node = FakeNode.connect(svc)
     offer = await node.offer()
     assert offer.job_id == sharing["id"]
-    assert svc.hub.failed(node.handle, offer.job_id, offer.lease, "broken", retry=False)
+    assert NodeReports(svc).failed(node.handle, offer.job_id, offer.lease, "broken", retry=False)
     done = await created(client, noise())
     finished = await node.offer()
     assert (await node.finish(finished))[0]
@@ -246,7 +247,7 @@ async def test_client_quota_refuses_with_429_and_spares_other_clients(start: Sta
 async def test_global_cap_refuses_with_507_and_still_serves_results(start: Start) -> None:
     client = await start(max_disk_gb=0.5 / 1024)  # 512 KiB, of which the database is a part
     svc = service(client)
-    node = FakeNode.connect(svc.hub)
+    node = FakeNode.connect(svc)
     first = await created(client, noise())
     assert (await node.finish(await node.offer()))[0]
     accepted = [first["id"]]
@@ -294,7 +295,7 @@ async def test_an_upload_that_cannot_be_written_is_refused_with_507(
         "queued": 0,
         "running": 0,
     }
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     await asyncio.sleep(0)
     assert node.handle.outbox.empty()
     assert not [p for p in service(client).blobs.root.rglob("*") if p.is_file()]
@@ -319,7 +320,7 @@ async def test_a_job_the_database_did_not_store_never_exists(
     health = await (await client.get("/healthz")).json()
     assert (health["disk"], health["queued"]) == ("full", 1)
     filler.unlink()
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     offer = await node.offer()
     assert offer.job_id == first["id"]
     assert (await node.finish(offer))[0]
@@ -335,12 +336,12 @@ async def test_a_done_that_cannot_be_stored_stays_done_and_is_stored_later(
     client = await aiohttp_client(init(config, clock, clock))
     job = await created(client, noise())
     svc = service(client)
-    node = FakeNode.connect(svc.hub)
+    node = FakeNode.connect(svc)
     offer = await node.offer()
     filler = fill(tiny_disk)
     # The photo as the result: its file exists, so only the database write needs room.
     with reader_snapshot(config.data_dir / "jobs.sqlite3"):
-        ok = await svc.hub.result(
+        ok = await NodeReports(svc).result(
             node.handle,
             offer.job_id,
             offer.lease,
@@ -363,7 +364,7 @@ async def test_a_done_that_cannot_be_stored_stays_done_and_is_stored_later(
     client = await aiohttp_client(init(config, clock, clock))
     body = await (await client.get(f"/api/jobs/{job['id']}")).json()
     assert body["state"] == "done"
-    again = FakeNode.connect(service(client).hub)
+    again = FakeNode.connect(service(client))
     await asyncio.sleep(0)
     assert again.handle.outbox.empty()
 
@@ -438,11 +439,11 @@ async def test_a_done_never_stored_is_named_at_shutdown_and_the_relay_restarts_f
     client = await aiohttp_client(init(config, clock, clock))
     job = await created(client, noise())
     svc = service(client)
-    node = FakeNode.connect(svc.hub)
+    node = FakeNode.connect(svc)
     offer = await node.offer()
     fill(tiny_disk)
     with reader_snapshot(config.data_dir / "jobs.sqlite3"):
-        assert await svc.hub.result(
+        assert await NodeReports(svc).result(
             node.handle,
             offer.job_id,
             offer.lease,
@@ -458,7 +459,7 @@ async def test_a_done_never_stored_is_named_at_shutdown_and_the_relay_restarts_f
     body = await (await client.get(f"/api/jobs/{job['id']}")).json()
     assert body["state"] == "queued"
     assert (await (await client.get("/healthz")).json())["status"] in {"ok", "degraded"}
-    again = FakeNode.connect(service(client).hub)
+    again = FakeNode.connect(service(client))
     assert (await again.offer()).job_id == job["id"]
 
 
@@ -469,7 +470,7 @@ async def test_delete_now_on_a_full_disk_is_507_and_removes_nothing(
     client = await aiohttp_client(init(config, clock, clock))
     job = await created(client, noise())
     svc = service(client)
-    node = FakeNode.connect(svc.hub)
+    node = FakeNode.connect(svc)
     offer = await node.offer()
     assert (await node.finish(offer))[0]
     await svc.store.committed()

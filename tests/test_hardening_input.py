@@ -22,6 +22,7 @@ from protocol import MAX_UINT, is_param, is_weight
 from relay.api import SERVICE
 from relay.app import init
 from relay.nodewire import wire_offer
+from relay.reports import NodeReports
 from relay.uploads import prepare
 
 Client = TestClient[web.Request, web.Application]
@@ -126,7 +127,7 @@ async def test_values_at_the_edges_are_admitted_and_encode_as_an_offer(start: St
     }
     resp = await client.post("/api/jobs", data=json_body(**fields), headers=JSON)
     assert resp.status == 202, await resp.text()
-    node = FakeNode.connect(client.app[SERVICE].hub)
+    node = FakeNode.connect(client.app[SERVICE])
     message = wire_offer(await node.offer())
     assert message.params["seed"] == 2**63 - 1 == MAX_UINT
     assert message.params["content_weight"] == 1e308
@@ -329,7 +330,7 @@ async def test_a_16_bit_photo_reaches_the_node_in_its_tones(start: Start) -> Non
     data.add_field("style", PAINTING)
     resp = await client.post("/api/jobs", data=data)
     assert resp.status == 202, await resp.text()
-    node = FakeNode.connect(client.app[SERVICE].hub)
+    node = FakeNode.connect(client.app[SERVICE])
     assert [b[0] for b in _bands((await node.offer()).content_png)] == EXPECTED
 
 
@@ -340,9 +341,9 @@ async def test_a_job_that_gave_up_shows_the_attempts_it_names(start: Start) -> N
     client = await start()
     resp = await client.post("/api/jobs", data=form(style=PAINTING))
     job_id = (await resp.json())["id"]
-    hub = client.app[SERVICE].hub
+    reports = NodeReports(client.app[SERVICE])
     for turn in range(3):
-        node = FakeNode.connect(hub, name=f"gpu-{turn}")
+        node = FakeNode.connect(reports, name=f"gpu-{turn}")
         await node.offer()
         node.lost()
     body = await (await client.get(f"/api/jobs/{job_id}")).json()

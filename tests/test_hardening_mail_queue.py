@@ -21,7 +21,7 @@ from test_ops_mail import Inbox
 
 from relay.api import SERVICE
 from relay.app import init
-from relay.dispatch import Failed, JobSpec, NodeInfo, Requeued, SendOffer, Timeouts
+from relay.dispatch import Failed, JobTicket, NodeInfo, Requeued, SendOffer, Timeouts
 from relay.jobs import JobService
 from relay.model import JobRecord, JobState
 from relay.scheduler import Scheduler
@@ -106,7 +106,7 @@ async def test_a_file_name_with_line_breaks_is_cleaned_and_later_mail_still_goes
 ) -> None:
     inbox, _ = mail_server
     client = await start()
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     evil = await create(
         client, email="ann@example.org", filename="cat\r\nBcc: victim@example.net.png"
     )
@@ -181,7 +181,7 @@ async def test_after_a_restart_a_poisoned_pending_message_fails_alone(
     )
 
     # The mailer is still alive for new jobs.
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     fresh = await create(client, email="fay@example.org")
     await run_one(node)
     await inbox.wait(3)
@@ -240,7 +240,7 @@ async def test_an_address_gets_at_most_its_hourly_mails_and_the_count_survives_a
     inbox, _ = mail_server
     client = await start()
     assert service(client).config.mail_per_recipient_hour == 3
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     # The same mailbox in any case counts as one.
     spellings = ["Zoe@Example.org", "zoe@example.org", "ZOE@EXAMPLE.ORG", "zoe@example.org"]
     jobs = []
@@ -263,7 +263,7 @@ async def test_an_address_gets_at_most_its_hourly_mails_and_the_count_survives_a
 
     # After a restart the hour still counts what was sent before it.
     client = await start()
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     again = await create(client, email="zoe@example.org")
     await run_one(node)
     await email_status(client, again["id"], "limited")
@@ -302,7 +302,7 @@ async def test_a_job_no_node_can_take_fails_after_the_queue_timeout_and_frees_it
 ) -> None:
     client = await start_plain(max_open_jobs=1)
     assert service(client).config.queue_timeout == 6 * HOUR
-    node = FakeNode.connect(service(client).hub, methods=frozenset({"gatys"}))
+    node = FakeNode.connect(service(client), methods=frozenset({"gatys"}))
     job = await create(client, method="arbitrary")
     body = await job_of(client, job["id"])
     assert body["waiting_reason"] == "No connected node offers the arbitrary method."
@@ -328,7 +328,7 @@ async def test_a_running_job_is_not_ended_by_the_queue_timeout(
     start_plain: Start, clock: FakeClock
 ) -> None:
     client = await start_plain(queue_timeout=60.0)
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     job = await create(client, epochs="500")
     offer = await node.offer()
     for epoch in range(1, 6):
@@ -342,7 +342,7 @@ async def test_a_running_job_is_not_ended_by_the_queue_timeout(
 
 def test_time_spent_running_does_not_count_as_waiting() -> None:
     s = Scheduler(Timeouts(queue=100.0))
-    spec = JobSpec("j", "alice", "gatys", 10, 512 * 512)
+    spec = JobTicket("j", "alice", "gatys", 10, 512 * 512)
     assert s.submit(spec, 0.0) == []
     [offer] = s.node_up(NodeInfo("n1", methods=frozenset({"gatys"})), 90.0)
     assert isinstance(offer, SendOffer)
@@ -359,7 +359,7 @@ def test_time_spent_running_does_not_count_as_waiting() -> None:
 
 def test_the_reason_keeps_what_declining_nodes_said() -> None:
     s = Scheduler(Timeouts(queue=100.0))
-    s.submit(JobSpec("j", "alice", "gatys", 10, 64), 0.0)
+    s.submit(JobTicket("j", "alice", "gatys", 10, 64), 0.0)
     for name in ("n1", "n2"):
         [offer] = s.node_up(NodeInfo(name, methods=frozenset({"gatys"})), 1.0)
         assert isinstance(offer, SendOffer)
@@ -374,10 +374,10 @@ def test_the_reason_keeps_what_declining_nodes_said() -> None:
 
 def test_a_job_that_has_already_waited_too_long_fails_when_submitted() -> None:
     s = Scheduler(Timeouts(queue=100.0))
-    [failed] = s.submit(JobSpec("j", "alice", "fast", 1, 64), 5.0, waited=100.0)
+    [failed] = s.submit(JobTicket("j", "alice", "fast", 1, 64), 5.0, waited=100.0)
     assert isinstance(failed, Failed)
     assert s.queued == 0 and s.open_jobs("alice") == 0
-    assert s.submit(JobSpec("k", "alice", "fast", 1, 64), 5.0, waited=99.0) == []
+    assert s.submit(JobTicket("k", "alice", "fast", 1, 64), 5.0, waited=99.0) == []
     assert s.tick(5.5) == []
     assert [type(a) for a in s.tick(6.5)] == [Failed]
 

@@ -35,6 +35,7 @@ from relay.app import NODE_LISTENER
 from relay.events import Subscription
 from relay.hub import RECENT_FAST_STYLES
 from relay.reportmeter import FLOOD_FACTOR, FLOOD_SECONDS, PER_SECOND, Report
+from relay.reports import NodeReports
 
 
 async def dial_from(relay: Relay, host: str) -> WireNode:
@@ -237,7 +238,7 @@ async def test_a_node_that_floods_is_dropped_and_its_job_requeued(start: Start) 
 
 async def test_fast_styles_of_nodes_that_left_stay_bounded(start: Start) -> None:
     relay = await start()
-    hub = relay.client.app[SERVICE].hub
+    reports = NodeReports(relay.client.app[SERVICE])
     for round_ in range(6):
         styles = tuple(StyleInfo(f"r{round_}-{i}", "S", "fast") for i in range(256))
         node = await relay.node(styles=styles)
@@ -245,8 +246,8 @@ async def test_fast_styles_of_nodes_that_left_stay_bounded(start: Start) -> None
         async with asyncio.timeout(5):
             while await relay.nodes():
                 await asyncio.sleep(0.02)
-    assert len(hub.known_fast) == RECENT_FAST_STYLES
-    assert "r5-0" in hub.known_fast and "r0-0" not in hub.known_fast
+    assert len(reports.hub.known_fast) == RECENT_FAST_STYLES
+    assert "r5-0" in reports.hub.known_fast and "r0-0" not in reports.hub.known_fast
     # A job may still ask for a style of a node that left a moment ago; it waits for one.
     waiting = await relay.job(style="fast:r5-7")
     assert (await relay.state(waiting))["state"] == "queued"

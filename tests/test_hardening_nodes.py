@@ -19,16 +19,17 @@ from relay.api import SERVICE
 from relay.app import init
 from relay.dispatch import (
     Failed,
-    JobSpec,
+    JobTicket,
     NodeInfo,
     NodePaused,
     Requeued,
     SendOffer,
     Timeouts,
 )
-from relay.handles import Offer
+from relay.handles import OfferJob
 from relay.imagecheck import BadImage, check_jpeg, check_png
 from relay.jobs import JobService
+from relay.reports import NodeReports
 from relay.reputation import PAUSE_AFTER
 from relay.scheduler import Scheduler
 
@@ -42,8 +43,8 @@ def node(name: str, **kw: Any) -> NodeInfo:
     return NodeInfo(name, **{"methods": ALL, **kw})
 
 
-def job(job_id: str, client: str = "alice") -> JobSpec:
-    return JobSpec(job_id, client, "gatys", 100, 512 * 384)
+def job(job_id: str, client: str = "alice") -> JobTicket:
+    return JobTicket(job_id, client, "gatys", 100, 512 * 384)
 
 
 def offers(actions: Sequence[object]) -> list[tuple[str, str]]:
@@ -319,10 +320,10 @@ async def state(client: Client, job_id: str) -> dict[str, Any]:
 
 async def test_a_greedy_node_does_not_take_every_job_from_an_honest_one(start: Start) -> None:
     client = await start()
-    hub = service(client).hub
+    reports = NodeReports(service(client))
     jobs = [await create(client) for _ in range(6)]
-    greedy = FakeNode.connect(hub, name="greedy", slots=256)
-    honest = FakeNode.connect(hub, name="honest", slots=1)
+    greedy = FakeNode.connect(reports, name="greedy", slots=256)
+    honest = FakeNode.connect(reports, name="honest", slots=1)
     taken = [await greedy.offer() for _ in range(4)]
     mine = await honest.offer()
     assert {o.job_id for o in [*taken, mine]} <= set(jobs)
@@ -331,9 +332,9 @@ async def test_a_greedy_node_does_not_take_every_job_from_an_honest_one(start: S
     assert (nodes["honest"]["slots"], nodes["honest"]["busy_slots"]) == (1, 1)
 
 
-async def result(node: FakeNode, offer: Offer, data: bytes, size: tuple[int, int]) -> bool:
+async def result(node: FakeNode, offer: OfferJob, data: bytes, size: tuple[int, int]) -> bool:
     width, height = size
-    return await node.hub.result(
+    return await node.reports.result(
         node.handle, offer.job_id, offer.lease, data, width=width, height=height
     )
 
@@ -345,7 +346,7 @@ async def result(node: FakeNode, offer: Offer, data: bytes, size: tuple[int, int
 async def test_a_bad_result_is_refused_and_the_job_requeued(start: Start, bad: str) -> None:
     client = await start()
     job_id = await create(client, size="64")
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     offer = await node.offer()
     size = (offer.width, offer.height)
     good = png(size)
@@ -373,19 +374,19 @@ async def test_a_bad_result_is_refused_and_the_job_requeued(start: Start, bad: s
 async def test_bad_previews_are_not_served(start: Start) -> None:
     client = await start()
     job_id = await create(client, size="64")
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     offer = await node.offer()
-    hub = node.hub
+    reports = node.reports
     url = f"/api/jobs/{job_id}/preview"
     script = b"\xff\xd8\xff\xe0<script>alert(document.cookie)</script>"
-    assert not await hub.preview(node.handle, offer.job_id, offer.lease, script)
+    assert not await reports.preview(node.handle, offer.job_id, offer.lease, script)
     assert (await client.get(url)).status == 404
     first = jpeg((32, 24))
-    assert await hub.preview(node.handle, offer.job_id, offer.lease, first)
+    assert await reports.preview(node.handle, offer.job_id, offer.lease, first)
     too_big = jpeg((offer.width * 2, offer.height * 2))
-    assert not await hub.preview(node.handle, offer.job_id, offer.lease, too_big)
+    assert not await reports.preview(node.handle, offer.job_id, offer.lease, too_big)
     html_tail = jpeg((16, 12)) + b"<html><script>alert(1)</script>"
-    assert not await hub.preview(node.handle, offer.job_id, offer.lease, html_tail)
+    assert not await reports.preview(node.handle, offer.job_id, offer.lease, html_tail)
     resp = await client.get(url)
     assert await resp.read() == first  # the last good one
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
@@ -396,8 +397,10 @@ async def test_bad_previews_are_not_served(start: Start) -> None:
 async def test_image_responses_say_nosniff(start: Start) -> None:
     client = await start()
     job_id = await create(client)
-    hub = service(client).hub
-    FakeNode.connect(hub, name="thumbs", methods=frozenset({"fast"}), thumbnails={"candy": jpeg()})
+    reports = NodeReports(service(client))
+    FakeNode.connect(
+        reports, name="thumbs", methods=frozenset({"fast"}), thumbnails={"candy": jpeg()}
+    )
     for path in [
         f"/api/jobs/{job_id}/content",
         f"/api/jobs/{job_id}/style/0",
@@ -414,28 +417,28 @@ async def test_a_node_that_fails_everything_is_paused_and_shown(
     start: Start, clock: FakeClock
 ) -> None:
     client = await start(node_pause=PAUSE)
-    hub = service(client).hub
-    honest = FakeNode.connect(hub, name="honest")
+    reports = NodeReports(service(client))
+    honest = FakeNode.connect(reports, name="honest")
     first = await create(client)
     finished, _ = await honest.finish(await honest.offer())
     assert finished
     busy = await create(client)
     hold = await honest.offer()
     assert hold.job_id == busy
-    liar = FakeNode.connect(hub, name="liar")
+    liar = FakeNode.connect(reports, name="liar")
     failed_jobs = []
     for _ in range(PAUSE_AFTER):
         job_id = await create(client)
         # The liar has not finished a job: it gets one once it waited for the busy honest node.
         clock.advance(Timeouts().probation_wait)
-        hub.seen(liar.handle)
-        hub.seen(honest.handle)
+        reports.hub.seen(liar.handle)
+        reports.hub.seen(honest.handle)
         service(client).tick()
         offer = await liar.offer()
         assert offer.job_id == job_id
         # It claims the input is invalid: the job is not failed outright, it waits for
         # the other node.
-        assert hub.failed(liar.handle, offer.job_id, offer.lease, "invalid_input", retry=False)
+        assert reports.failed(liar.handle, offer.job_id, offer.lease, "invalid_input", retry=False)
         failed_jobs.append(job_id)
         assert (await state(client, job_id))["attempts"] == 1
     nodes = {n["name"]: n for n in (await (await client.get("/api/nodes")).json())["nodes"]}
@@ -455,8 +458,8 @@ async def test_a_node_that_fails_everything_is_paused_and_shown(
         assert (await state(client, job_id))["state"] == "done"
     # The pause ends on the clock.
     clock.advance(PAUSE + 1)
-    hub.seen(liar.handle)  # heartbeats kept coming
-    hub.seen(honest.handle)
+    reports.hub.seen(liar.handle)  # heartbeats kept coming
+    reports.hub.seen(honest.handle)
     service(client).tick()
     nodes = {n["name"]: n for n in (await (await client.get("/api/nodes")).json())["nodes"]}
     assert not nodes["liar"]["paused"]

@@ -18,7 +18,7 @@ from relay_harness import FakeClock, FakeNode, form, make_config
 
 from relay.api import SERVICE
 from relay.app import init
-from relay.dispatch import JobSpec, NodeInfo, Requeued, SendCancel, SendOffer, Timeouts
+from relay.dispatch import JobTicket, NodeInfo, Requeued, SendCancel, SendOffer, Timeouts
 from relay.jobs import JobService
 from relay.scheduler import Scheduler
 
@@ -30,8 +30,8 @@ def node(name: str, **kw: Any) -> NodeInfo:
     return NodeInfo(name, **{"methods": ALL, **kw})
 
 
-def job(job_id: str, method: str = "gatys", pixels: int = 512 * 384) -> JobSpec:
-    return JobSpec(job_id, "alice", method, 100 if method == "gatys" else 1, pixels)
+def job(job_id: str, method: str = "gatys", pixels: int = 512 * 384) -> JobTicket:
+    return JobTicket(job_id, "alice", method, 100 if method == "gatys" else 1, pixels)
 
 
 def offers(actions: Sequence[object]) -> list[tuple[str, str]]:
@@ -198,10 +198,10 @@ async def test_a_silent_newcomer_gets_work_only_after_the_proven_node_was_busy_f
 ) -> None:
     client = await start()
     service: JobService = client.app[SERVICE]
-    honest = FakeNode.connect(service.hub, name="honest")
+    honest = FakeNode.connect(service, name="honest")
     await create(client)
     assert (await honest.finish(await honest.offer()))[0]
-    mallory = FakeNode.connect(service.hub, name="mallory", slots=256)
+    mallory = FakeNode.connect(service, name="mallory", slots=256)
     nodes = {n["name"]: n for n in (await (await client.get("/api/nodes")).json())["nodes"]}
     assert (nodes["honest"]["probation"], nodes["mallory"]["probation"]) == (False, True)
     assert "mallory" in (page := await (await client.get("/status")).text())

@@ -20,9 +20,10 @@ from relay_harness import FakeClock, FakeNode, form, make_config
 from relay.api import SERVICE
 from relay.app import init
 from relay.config import Config
-from relay.dispatch import JobSpec, NodeInfo, no_room_to_wait, unfit
+from relay.dispatch import JobTicket, NodeInfo, no_room_to_wait, unfit
 from relay.errors import ConfigError
 from relay.jobs import JobService
+from relay.reports import NodeReports
 from relay.scheduler import Scheduler
 
 Client = TestClient[web.Request, web.Application]
@@ -78,7 +79,7 @@ async def test_unservable_jobs_beyond_their_share_are_refused_and_others_still_g
     start: Start,
 ) -> None:
     client = await start(queue_capacity=6, queue_unservable=2, retry_after=17)
-    FakeNode.connect(service(client).hub, methods=NO_GATYS)
+    FakeNode.connect(service(client), methods=NO_GATYS)
     await accepted(client, FLOODER, method="gatys")
     await accepted(client, FLOODER, method="gatys")
     status, body, headers = await post(client, FLOODER, method="gatys")
@@ -99,7 +100,7 @@ async def test_unservable_jobs_beyond_their_share_are_refused_and_others_still_g
 
 async def test_each_reason_is_named_with_what_the_person_can_change(start: Start) -> None:
     client = await start(queue_unservable=1)
-    FakeNode.connect(service(client).hub, max_epochs=100)
+    FakeNode.connect(service(client), max_epochs=100)
     await accepted(client, FLOODER, method="gatys", epochs="300")
     status, body, _ = await post(client, OTHER, method="gatys", epochs="200")
     assert status == 503
@@ -114,12 +115,12 @@ async def test_each_reason_is_named_with_what_the_person_can_change(start: Start
 
 async def test_a_node_that_can_run_them_makes_room(start: Start) -> None:
     client = await start(queue_unservable=2)
-    hub = service(client).hub
-    FakeNode.connect(hub, methods=NO_GATYS)
+    reports = NodeReports(service(client))
+    FakeNode.connect(reports, methods=NO_GATYS)
     waiting = [(await accepted(client, FLOODER, method="gatys"))["id"] for _ in range(2)]
     assert (await post(client, OTHER, method="gatys"))[0] == 503
 
-    gatys = FakeNode.connect(hub, "gpu-2", methods=frozenset({"gatys"}))
+    gatys = FakeNode.connect(reports, "gpu-2", methods=frozenset({"gatys"}))
     offer = await gatys.offer()
     assert offer.job_id == waiting[0]
     # One runs, one waits for the same node's slot: neither counts against the share now.
@@ -129,9 +130,9 @@ async def test_a_node_that_can_run_them_makes_room(start: Start) -> None:
 
 async def test_queued_jobs_stay_when_the_node_that_could_run_them_leaves(start: Start) -> None:
     client = await start(queue_unservable=2)
-    hub = service(client).hub
-    FakeNode.connect(hub, methods=NO_GATYS)
-    gatys = FakeNode.connect(hub, "gpu-2", methods=frozenset({"gatys"}))
+    reports = NodeReports(service(client))
+    FakeNode.connect(reports, methods=NO_GATYS)
+    gatys = FakeNode.connect(reports, "gpu-2", methods=frozenset({"gatys"}))
     jobs = [(await accepted(client, FLOODER, method="gatys"))["id"] for _ in range(3)]
     await gatys.offer()
     assert service(client).scheduler.unservable == 0
@@ -159,15 +160,15 @@ async def test_recovered_jobs_are_kept_beyond_the_share(start: Start) -> None:
         "No connected node can run this job now (no node is online), and 3 jobs already "
         "wait for one; try again later."
     )
-    FakeNode.connect(service(client).hub, methods=NO_GATYS)
+    FakeNode.connect(service(client), methods=NO_GATYS)
     await accepted(client, OTHER, method="arbitrary")
 
 
 # ---- the scheduler's count ---------------------------------------------------------------
 
 
-def spec(job_id: str, method: str = "gatys", epochs: int = 10, pixels: int = 64) -> JobSpec:
-    return JobSpec(job_id, "alice", method, epochs, pixels)
+def spec(job_id: str, method: str = "gatys", epochs: int = 10, pixels: int = 64) -> JobTicket:
+    return JobTicket(job_id, "alice", method, epochs, pixels)
 
 
 def test_the_scheduler_counts_queued_jobs_no_serving_node_fits() -> None:
@@ -197,7 +198,7 @@ def test_the_scheduler_counts_queued_jobs_no_serving_node_fits() -> None:
     assert s.queued == 2
 
 
-def walk(s: Scheduler, jobs: list[JobSpec], serving: list[NodeInfo]) -> int:
+def walk(s: Scheduler, jobs: list[JobTicket], serving: list[NodeInfo]) -> int:
     """The count the slow way: every queued job against every serving node."""
     queued = [j for j in jobs if s.position(j.id) is not None]
     return sum(1 for j in queued if unfit(j, serving) is not None)
@@ -208,14 +209,14 @@ def test_the_count_matches_a_walk_through_the_queue_whatever_happens() -> None:
     s = Scheduler()
     nodes: dict[str, NodeInfo] = {}
     draining: set[str] = set()
-    jobs: list[JobSpec] = []
+    jobs: list[JobTicket] = []
     methods = ("gatys", "fast", "arbitrary")
     now = 0.0
     for step in range(600):
         now += 1.0
         roll = rnd.random()
         if roll < 0.45:
-            job = JobSpec(
+            job = JobTicket(
                 f"j{step}",
                 rnd.choice(("ann", "bo", "cy")),
                 rnd.choice(methods),
@@ -258,14 +259,14 @@ def test_the_count_matches_a_walk_through_the_queue_whatever_happens() -> None:
 
 def test_the_refusal_reads_well_for_every_reason() -> None:
     node = NodeInfo("n", methods=frozenset({"fast"}), styles=frozenset({"candy"}))
-    found = unfit(JobSpec("j", "c", "fast", 1, 64, frozenset({"mosaic"})), [node])
+    found = unfit(JobTicket("j", "c", "fast", 1, 64, frozenset({"mosaic"})), [node])
     assert found is not None
     assert no_room_to_wait(*found, 50) == (
         "No connected node can run this job now (no connected node has the style "
         "fast:mosaic), and 50 jobs already wait for one; try again later or choose another "
         "style."
     )
-    found = unfit(JobSpec("j", "c", "fast", 1, 5_000_000), [node])
+    found = unfit(JobTicket("j", "c", "fast", 1, 5_000_000), [node])
     assert found is not None
     assert no_room_to_wait(*found, 7).endswith(
         "(the most is 4,000,000)), and 7 jobs already wait for one; try again later or "

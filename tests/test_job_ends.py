@@ -20,9 +20,10 @@ from wire_node import WireNode
 from protocol import Decline, DeclineReason, Offer, Welcome
 from relay.api import SERVICE
 from relay.app import NODE_LISTENER, init
-from relay.dispatch import Failed, JobSpec, NodeInfo, SendOffer, Timeouts
+from relay.dispatch import Failed, JobTicket, NodeInfo, SendOffer, Timeouts
 from relay.hub import RECENT_FAST_STYLES
 from relay.jobs import JobService
+from relay.reports import NodeReports
 from relay.scheduler import Scheduler
 from relay.tokens import TokenStore
 
@@ -109,7 +110,7 @@ async def test_parameters_every_node_would_decline_are_refused(start: Start) -> 
 async def test_a_blend_with_a_trained_fast_style_is_refused(start: Start) -> None:
     client = await start()
     styles = frozenset({"builtin:candy", "trained:my-cat"})
-    FakeNode.connect(service(client).hub, styles=styles)
+    FakeNode.connect(service(client), styles=styles)
     says = await refused(client, style="fast:builtin:candy,fast:trained:my-cat")
     assert "fast:trained:my-cat" in says and "cannot be blended" in says
     await create(client, style="fast:trained:my-cat")
@@ -155,14 +156,14 @@ async def test_restart_with_lower_pixel_cap_fails_jobs_above_it(
 
 async def test_fast_style_forgotten_fails_its_queued_jobs(start: Start) -> None:
     client = await start()
-    hub = service(client).hub
-    FakeNode.connect(hub, name="candy-node", styles=frozenset({"candy"})).lost()
+    reports = NodeReports(service(client))
+    FakeNode.connect(reports, name="candy-node", styles=frozenset({"candy"})).lost()
     # Its node left a moment ago: the style is still known, the job waits for it.
     job = await create(client, style="fast:candy")
     assert (await view(client, job["id"]))["state"] == "queued"
     # A node with many other styles comes and goes: candy drops out of the recent set.
     others = frozenset(f"s{i}" for i in range(RECENT_FAST_STYLES))
-    FakeNode.connect(hub, name="many", styles=others, methods=frozenset({"gatys"})).lost()
+    FakeNode.connect(reports, name="many", styles=others, methods=frozenset({"gatys"})).lost()
     body = await view(client, job["id"])
     assert body["state"] == "failed"
     assert "fast:candy" in body["error"] and "no node" in body["error"].lower()
@@ -174,7 +175,7 @@ async def test_recovered_fast_job_keeps_its_style_known(
 ) -> None:
     config = make_config(tmp_path)
     client = await aiohttp_client(init(config, clock, clock))
-    FakeNode.connect(service(client).hub, styles=frozenset({"candy"})).lost()
+    FakeNode.connect(service(client), styles=frozenset({"candy"})).lost()
     job = await create(client, style="fast:candy")
     await client.close()
     # After a restart no node is known yet; the job it was admitted with still waits,
@@ -192,11 +193,11 @@ async def test_job_every_node_declined_fails_after_unservable_after(
 ) -> None:
     client = await start(unservable_after=600.0)
     job = await create(client)
-    hub = service(client).hub
+    reports = NodeReports(service(client))
     for name in ("a", "b"):
-        node = FakeNode.connect(hub, name=name)
+        node = FakeNode.connect(reports, name=name)
         offer = await node.offer()
-        assert hub.declined(node.handle, offer.job_id, offer.lease, f"{name} says no")
+        assert reports.declined(node.handle, offer.job_id, offer.lease, f"{name} says no")
     clock.advance(599)
     service(client).tick()
     assert (await view(client, job["id"]))["state"] == "queued"
@@ -214,14 +215,14 @@ async def test_declined_job_waits_on_for_a_node_that_has_not_declined(
 ) -> None:
     client = await start(unservable_after=600.0)
     job = await create(client)
-    hub = service(client).hub
-    picky = FakeNode.connect(hub, name="picky")
+    reports = NodeReports(service(client))
+    picky = FakeNode.connect(reports, name="picky")
     offer = await picky.offer()
     # Another node that could run it is busy with someone else's job.
-    busy = FakeNode.connect(hub, name="busy")
+    busy = FakeNode.connect(reports, name="busy")
     other = await create(client)
     assert (await busy.offer()).job_id == other["id"]
-    assert hub.declined(picky.handle, offer.job_id, offer.lease, "not today")
+    assert reports.declined(picky.handle, offer.job_id, offer.lease, "not today")
     clock.advance(3600)
     service(client).tick()
     assert (await view(client, job["id"]))["state"] == "queued"
@@ -258,11 +259,11 @@ async def test_a_real_decline_over_the_wire_ends_the_job_with_its_words(
 async def test_a_declined_job_has_no_started_time(start: Start) -> None:
     client = await start()
     job = await create(client)
-    hub = service(client).hub
-    node = FakeNode.connect(hub)
+    reports = NodeReports(service(client))
+    node = FakeNode.connect(reports)
     offer = await node.offer()
     assert (await view(client, job["id"]))["started"] is not None
-    assert hub.declined(node.handle, offer.job_id, offer.lease, "over my cap")
+    assert reports.declined(node.handle, offer.job_id, offer.lease, "over my cap")
     body = await view(client, job["id"])
     assert body["state"] == "queued" and body["started"] is None
     # Cancelled now, it still never ran.
@@ -273,8 +274,8 @@ async def test_a_declined_job_has_no_started_time(start: Start) -> None:
 # ---- the scheduler's rule, on its own clock ----------------------------------------------
 
 
-def _spec(job_id: str = "j") -> JobSpec:
-    return JobSpec(job_id, "alice", "gatys", 100, 512 * 512)
+def _spec(job_id: str = "j") -> JobTicket:
+    return JobTicket(job_id, "alice", "gatys", 100, 512 * 512)
 
 
 def _info(name: str) -> NodeInfo:

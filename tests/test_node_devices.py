@@ -148,10 +148,10 @@ async def client(aiohttp_client: AiohttpClient, tmp_path: Path) -> TestClient[An
 
 
 async def test_api_nodes_shows_each_device(client: TestClient[Any, Any]) -> None:
-    hub = client.app[SERVICE].hub
+    service = client.app[SERVICE]
     info = node_info("two-gpus", _hello(TWO))
-    FakeNode.connect(hub, "two-gpus", **{k: getattr(info, k) for k in ("devices", "slots")})
-    FakeNode.connect(hub, "older", device_name="Old GPU", device_memory=8 << 30)
+    FakeNode.connect(service, "two-gpus", **{k: getattr(info, k) for k in ("devices", "slots")})
+    FakeNode.connect(service, "older", device_name="Old GPU", device_memory=8 << 30)
     nodes = {n["name"]: n for n in (await (await client.get("/api/nodes")).json())["nodes"]}
     assert nodes["two-gpus"]["devices"] == [
         {"name": "GPU A", "memory": 80 << 30, "slots": 2},

@@ -17,7 +17,7 @@ import torch
 from gpu_node.daemon.config import ConfigError, NodeConfig, add_arguments, from_args
 from gpu_node.device import compiled, configure_backend, fast_paths, node_paths
 from gpu_node.engine.gatys import stylize_gatys
-from gpu_node.engine.params import GatysParams
+from gpu_node.engine.gatys_params import GatysParams
 from gpu_node.images import open_image, resize_long_side
 from gpu_node.precision import Precision
 

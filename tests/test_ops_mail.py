@@ -100,7 +100,7 @@ async def test_done_job_mails_a_link_and_the_picture(start: Start, smtp: tuple[I
     job = await resp.json()
     assert job["email_status"] == "pending"
     assert "email" not in job  # the address itself is never shown
-    node = FakeNode.connect(client.app[SERVICE].hub)
+    node = FakeNode.connect(client.app[SERVICE])
     _, result = await node.finish(await node.offer())
 
     await inbox.wait()
@@ -121,7 +121,7 @@ async def test_large_result_is_linked_not_attached_and_failures_mail_the_reason(
 ) -> None:
     inbox, _ = smtp
     client = await start(smtp_attach_max_mb=0.0001)  # about 100 bytes
-    node = FakeNode.connect(client.app[SERVICE].hub, slots=2)
+    node = FakeNode.connect(client.app[SERVICE], slots=2)
     first = await (
         await client.post(
             "/api/jobs", data=form(style="painting:starry_night", email="bo@example.org")
@@ -137,7 +137,7 @@ async def test_large_result_is_linked_not_attached_and_failures_mail_the_reason(
         )
     ).json()
     offer = await node.offer()
-    node.hub.failed(node.handle, offer.job_id, offer.lease, "the GPU caught fire", retry=False)
+    node.reports.failed(node.handle, offer.job_id, offer.lease, "the GPU caught fire", retry=False)
     await inbox.wait(2)
     failed = inbox.messages[1]
     assert failed["To"] == "cy@example.org" and "failed" in failed["Subject"]
@@ -163,7 +163,7 @@ async def test_a_restart_keeps_statuses_and_sends_what_was_still_pending(
             "/api/jobs", data=form(style="painting:starry_night", email="eve@example.org")
         )
     ).json()
-    node = FakeNode.connect(client.app[SERVICE].hub)
+    node = FakeNode.connect(client.app[SERVICE])
     await node.finish(await node.offer())
     async with asyncio.timeout(10):
         while not client.app[SERVICE].metrics.mails.get("retried"):

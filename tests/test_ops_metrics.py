@@ -68,7 +68,7 @@ async def test_metrics_follow_a_job_through_queue_node_and_result(
     assert queued['stylerelay_jobs{state="queued"}'] == 1
 
     clock.advance(7.0)  # waits 7 s for a node
-    node = FakeNode.connect(client.app[SERVICE].hub)
+    node = FakeNode.connect(client.app[SERVICE])
     offer = await node.offer()
     running = await scrape(client)
     assert running["stylerelay_nodes_connected"] == 1
@@ -115,7 +115,7 @@ async def test_status_page_shows_nodes_and_queue_but_no_secrets(
     )
     job_id = (await first.json())["id"]
     clock.advance(150)
-    node = FakeNode.connect(client.app[SERVICE].hub, name="gpu-<b>1")
+    node = FakeNode.connect(client.app[SERVICE], name="gpu-<b>1")
     await node.offer()
     await client.post("/api/jobs", data=form(style="painting:starry_night"))
     clock.advance(300)
@@ -163,7 +163,7 @@ async def test_job_events_are_logged_with_job_and_node(
     caplog.set_level(logging.INFO, logger="relay")
     resp = await client.post("/api/jobs", data=form(png(), style="painting:starry_night"))
     job_id = (await resp.json())["id"]
-    node = FakeNode.connect(client.app[SERVICE].hub)
+    node = FakeNode.connect(client.app[SERVICE])
     await node.finish(await node.offer())
     events = {
         getattr(r, logs.EVENT): getattr(r, logs.FIELDS)

@@ -13,8 +13,8 @@ from pytest_aiohttp import AiohttpClient
 from relay_harness import FakeClock, FakeNode, form, json_order, make_config, png
 
 from gpu_node.daemon.params import Declined, GatysJob, NodeCaps, job_spec
+from gpu_node.engine.gatys_params import Init
 from gpu_node.engine.layers import Pooling
-from gpu_node.engine.params import Init
 from gpu_node.fast.registry import StyleRegistry, build_registry
 from protocol import DeclineReason, Offer, StyleImage
 from relay.api import SERVICE
@@ -46,7 +46,7 @@ async def offered(client: Client, **fields: Any) -> Offer:
     """Submit a JSON job and return the protocol Offer a node is sent for it."""
     resp = await client.post("/api/jobs", json=json_order(**fields))
     assert resp.status == 202, await resp.text()
-    node = FakeNode.connect(client.app[SERVICE].hub)
+    node = FakeNode.connect(client.app[SERVICE])
     return wire_offer(await node.offer())
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gpu_node.daemon.params import GATYS_ENGINE_KEYS
-from gpu_node.engine.params import MAX_SIZE, GatysParams
+from gpu_node.engine.gatys_params import MAX_SIZE, GatysParams
 from protocol.params import (
     EPOCHS,
     METHODS,

@@ -19,6 +19,7 @@ from relay.api import SERVICE
 from relay.app import init
 from relay.handles import CancelJob
 from relay.jobs import JobService
+from relay.reports import NodeReports
 
 Client = TestClient[web.Request, web.Application]
 Start = Callable[..., Awaitable[Client]]
@@ -74,8 +75,10 @@ async def test_styles_list_paintings_limits_and_node_styles(start: Start) -> Non
     assert thumb.status == 200
     with Image.open(io.BytesIO(await thumb.read())) as img:
         assert max(img.size) == 256
-    hub = service(client).hub
-    FakeNode.connect(hub, max_epochs=300, thumbnails={"candy": jpeg()}, titles={"candy": "Candy"})
+    reports = NodeReports(service(client))
+    FakeNode.connect(
+        reports, max_epochs=300, thumbnails={"candy": jpeg()}, titles={"candy": "Candy"}
+    )
     body = await (await client.get("/help")).json()
     fast = [s for s in body["styles"] if s["id"] == "fast:candy"]
     assert (fast[0]["methods"], fast[0]["name"]) == (["fast"], "Candy")
@@ -94,7 +97,7 @@ async def test_create_multipart_waits_with_a_reason(start: Start) -> None:
     assert body["state"] == "queued"
     assert body["position"] == 1
     assert body["waiting_reason"] == "No node is online; the job starts when one connects."
-    assert (body["width"], body["height"], body["max_epochs"]) == (32, 24, 40)
+    assert (body["width"], body["height"], body["epochs"]) == (32, 24, 40)
     assert len(base64.urlsafe_b64decode(body["id"] + "==")) == 16
     again = await (await client.get(f"/api/jobs/{body['id']}")).json()
     assert again["state"] == "queued"
@@ -114,12 +117,12 @@ async def test_create_json_with_data_url_and_style_upload(start: Start) -> None:
     assert resp.status == 202, body
     assert (body["method"], body["width"], body["height"]) == ("arbitrary", 60, 30)
     assert body["styles"] == [{"id": "upload", "weight": 1.0}]
-    assert body["max_epochs"] == 1
+    assert body["epochs"] == 1
 
 
 async def test_blend_weights_are_normalised(start: Start) -> None:
     client = await start()
-    FakeNode.connect(service(client).hub, styles=frozenset({"candy", "mosaic"}))
+    FakeNode.connect(service(client), styles=frozenset({"candy", "mosaic"}))
     order = json_order(
         style=[{"id": "fast:candy", "weight": 3}, {"id": "fast:mosaic", "weight": 1}]
     )
@@ -249,7 +252,7 @@ async def test_trusted_proxy_header_separates_clients(start: Start) -> None:
 async def test_job_runs_on_a_node_to_a_downloadable_result(start: Start) -> None:
     client = await start()
     job = await create(client, epochs="30", size="40", filename="../../etc/My Cat!.png")
-    node = FakeNode.connect(service(client).hub, name="gpu-home")
+    node = FakeNode.connect(service(client), name="gpu-home")
     offer = await node.offer()
     assert (offer.job_id, offer.method, offer.epochs) == (job["id"], "gatys", 30)
     with Image.open(io.BytesIO(offer.content_png)) as img:
@@ -264,7 +267,7 @@ async def test_job_runs_on_a_node_to_a_downloadable_result(start: Start) -> None
     assert node.progress(offer, 3)
     assert await node.preview(offer)
     running = await (await client.get(url)).json()
-    assert (running["epoch"], running["max_epochs"]) == (3, 30)
+    assert (running["epoch"], running["epochs"]) == (3, 30)
     assert running["losses"] == {"content": pytest.approx(1 / 3), "style": pytest.approx(2 / 3)}
     preview = await client.get(running["preview_url"])
     assert preview.content_type == "image/jpeg"
@@ -305,13 +308,13 @@ async def test_result_before_done_is_404(start: Start) -> None:
 async def test_lost_node_requeues_and_old_lease_is_ignored(start: Start) -> None:
     client = await start()
     job = await create(client)
-    hub = service(client).hub
-    first = FakeNode.connect(hub, name="a")
+    reports = NodeReports(service(client))
+    first = FakeNode.connect(reports, name="a")
     offer1 = await first.offer()
     first.lost()
     body = await (await client.get(f"/api/jobs/{job['id']}")).json()
     assert (body["state"], body["attempts"]) == ("queued", 1)
-    second = FakeNode.connect(hub, name="b")
+    second = FakeNode.connect(reports, name="b")
     offer2 = await second.offer()
     assert offer2.lease != offer1.lease
     assert not first.progress(offer1, 1)
@@ -324,9 +327,9 @@ async def test_lost_node_requeues_and_old_lease_is_ignored(start: Start) -> None
 async def test_node_failure_without_retry_fails_the_job(start: Start) -> None:
     client = await start()
     job = await create(client)
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     offer = await node.offer()
-    assert node.hub.failed(node.handle, offer.job_id, offer.lease, "out of memory", retry=False)
+    assert node.reports.failed(node.handle, offer.job_id, offer.lease, "out of memory", retry=False)
     body = await (await client.get(f"/api/jobs/{job['id']}")).json()
     assert (body["state"], body["error"]) == ("failed", "out of memory")
 
@@ -334,12 +337,14 @@ async def test_node_failure_without_retry_fails_the_job(start: Start) -> None:
 async def test_unreadable_result_is_retried_elsewhere(start: Start) -> None:
     client = await start()
     job = await create(client)
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     offer = await node.offer()
-    hub = node.hub
+    reports = node.reports
     # Counted (the lease was current), as a failure: the lease ends and the job goes back.
-    assert await hub.result(node.handle, offer.job_id, offer.lease, b"junk", width=1, height=1)
-    assert not await hub.result(node.handle, offer.job_id, offer.lease, b"junk", width=1, height=1)
+    assert await reports.result(node.handle, offer.job_id, offer.lease, b"junk", width=1, height=1)
+    assert not await reports.result(
+        node.handle, offer.job_id, offer.lease, b"junk", width=1, height=1
+    )
     body = await (await client.get(f"/api/jobs/{job['id']}")).json()
     assert body["attempts"] == 1
     again = await node.offer()
@@ -351,15 +356,15 @@ async def test_silent_node_times_out_and_job_returns_to_queue(
 ) -> None:
     client = await start(stall_timeout=30.0)
     job = await create(client)
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     offer = await node.offer()
     clock.advance(31)
-    node.hub.seen(node.handle)  # heartbeats keep coming; progress does not
+    node.reports.hub.seen(node.handle)  # heartbeats keep coming; progress does not
     service(client).tick()
     cancel = await node.cancel()
     assert (cancel.job_id, cancel.lease) == (offer.job_id, offer.lease)
     # The node confirms the stop; its slot is free again and the job comes back to it.
-    assert not node.hub.failed(node.handle, offer.job_id, offer.lease, "stopped", retry=True)
+    assert not node.reports.failed(node.handle, offer.job_id, offer.lease, "stopped", retry=True)
     retry = await node.offer()
     assert retry.lease != offer.lease
     body = await (await client.get(f"/api/jobs/{job['id']}")).json()
@@ -369,16 +374,16 @@ async def test_silent_node_times_out_and_job_returns_to_queue(
 async def test_node_missing_three_heartbeats_is_dropped(start: Start, clock: FakeClock) -> None:
     client = await start(heartbeat_interval=5.0)
     job = await create(client)
-    hub = service(client).hub
-    node = FakeNode.connect(hub)
+    reports = NodeReports(service(client))
+    node = FakeNode.connect(reports)
     await node.offer()
     clock.advance(14)
-    hub.seen(node.handle)  # a heartbeat
+    reports.hub.seen(node.handle)  # a heartbeat
     clock.advance(14)
-    service(client).tick()
+    reports.check_silence()
     assert not node.handle.dropped.is_set()
     clock.advance(2)
-    service(client).tick()
+    reports.check_silence()
     assert node.handle.dropped.is_set()
     assert node.handle.drop_reason == "missed 3 heartbeats (16 s silent)"
     body = await (await client.get(f"/api/jobs/{job['id']}")).json()
@@ -389,9 +394,9 @@ async def test_node_missing_three_heartbeats_is_dropped(start: Start, clock: Fak
 
 async def test_reconnecting_node_replaces_its_old_connection(start: Start) -> None:
     client = await start()
-    hub = service(client).hub
-    old = FakeNode.connect(hub, name="gpu")
-    new = FakeNode.connect(hub, name="gpu")
+    reports = NodeReports(service(client))
+    old = FakeNode.connect(reports, name="gpu")
+    new = FakeNode.connect(reports, name="gpu")
     assert old.handle.dropped.is_set()
     assert not new.handle.dropped.is_set()
     old.lost()  # the old connection closing later must not remove the new one
@@ -408,7 +413,7 @@ async def test_cancel_queued_and_running(start: Start) -> None:
     await error(await client.get(f"/api/jobs/{queued['id']}"), 404)
     running = await create(client)
     waiting = await create(client)
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     offer = await node.offer()
     assert offer.job_id == running["id"]
     resp = await client.delete(f"/api/jobs/{running['id']}")
@@ -423,14 +428,14 @@ async def test_cancel_queued_and_running(start: Start) -> None:
 async def test_declined_offer_is_offered_to_another_node(start: Start) -> None:
     client = await start()
     job = await create(client)
-    hub = service(client).hub
-    picky = FakeNode.connect(hub, name="picky")
+    reports = NodeReports(service(client))
+    picky = FakeNode.connect(reports, name="picky")
     offer = await picky.offer()
-    assert hub.declined(picky.handle, offer.job_id, offer.lease, "over my cap")
+    assert reports.declined(picky.handle, offer.job_id, offer.lease, "over my cap")
     body = await (await client.get(f"/api/jobs/{job['id']}")).json()
     assert body["state"] == "queued"
     assert "picky: over my cap" in body["waiting_reason"]
-    other = FakeNode.connect(hub, name="other")
+    other = FakeNode.connect(reports, name="other")
     assert (await other.offer()).job_id == job["id"]
 
 
@@ -443,7 +448,7 @@ async def test_restart_brings_back_queued_and_running_keeps_done(
     config = make_config(tmp_path)
     client = await aiohttp_client(init(config, clock, clock))
     done = await create(client)
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     _, result_png = await node.finish(await node.offer())
     running = await create(client)
     await node.offer()
@@ -461,7 +466,7 @@ async def test_restart_brings_back_queued_and_running_keeps_done(
         queued["id"]: ("queued", 2),
     }
     assert await (await client.get(f"/api/jobs/{done['id']}/result")).read() == result_png
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     assert (await node.offer()).job_id == running["id"]
 
 
@@ -469,7 +474,7 @@ async def test_sweeper_removes_expired_results(start: Start, clock: FakeClock) -
     client = await start(result_ttl=3600.0)
     job = await create(client)
     keep = await create(client)
-    node = FakeNode.connect(service(client).hub)
+    node = FakeNode.connect(service(client))
     offer = await node.offer()
     await node.finish(offer)
     await node.offer()  # `keep` is now running and must survive
@@ -511,7 +516,7 @@ async def test_page_health_and_json_errors(start: Start, tmp_path: Path) -> None
 
 async def test_nodes_report_their_measured_gatys_speed(start: Start, clock: FakeClock) -> None:
     client = await start()
-    node = FakeNode.connect(service(client).hub, name="gpu-home")
+    node = FakeNode.connect(service(client), name="gpu-home")
     listed = (await (await client.get("/api/nodes")).json())["nodes"][0]
     assert listed["seconds_per_epoch_mp"] is None
     await create(client, epochs="30", size="40")

@@ -60,7 +60,7 @@ async def test_delete_now_removes_a_done_job_and_the_files_no_live_job_shares(
     client = await start()
     svc = service(client)
     done_id = await create(client, OWN_STYLE)
-    node = FakeNode.connect(svc.hub)
+    node = FakeNode.connect(svc)
     offer = await node.offer()
     assert await node.preview(offer)
     assert (await node.finish(offer))[0]
@@ -94,13 +94,13 @@ async def test_delete_now_on_a_failed_job(start: Start) -> None:
     client = await start()
     svc = service(client)
     job_id = await create(client, OWN_STYLE)
-    node = FakeNode.connect(svc.hub)
+    node = FakeNode.connect(svc)
     offer = await node.offer()
     node.lost()  # the job goes back to the queue
     for _ in range(5):
         if svc.get(job_id).state.final:
             break
-        other = FakeNode.connect(svc.hub, name=f"n{_}")
+        other = FakeNode.connect(svc, name=f"n{_}")
         offer = await other.offer()
         other.lost()
     assert offer.job_id == job_id

@@ -62,12 +62,12 @@ async def test_events_from_queued_to_done(client: Client) -> None:
         first = await receive(ws)
         assert first["type"] == "state"
         assert (first["job"]["state"], first["job"]["position"]) == ("queued", 1)
-        node = FakeNode.connect(client.app[SERVICE].hub, name="gpu-a")
+        node = FakeNode.connect(client.app[SERVICE], name="gpu-a")
         offer = await node.offer()
         assert await receive(ws) == {"type": "started", "node": "gpu-a"}
         node.progress(offer, 1)
         progress = await receive(ws)
-        assert (progress["type"], progress["epoch"], progress["max_epochs"]) == ("progress", 1, 20)
+        assert (progress["type"], progress["epoch"], progress["epochs"]) == ("progress", 1, 20)
         assert progress["losses"]["style"] == 2.0
         await node.preview(offer)
         preview = await receive(ws)
@@ -83,7 +83,7 @@ async def test_events_from_queued_to_done(client: Client) -> None:
 
 async def test_late_subscriber_first_gets_the_current_state(client: Client) -> None:
     job_id = await create(client)
-    node = FakeNode.connect(client.app[SERVICE].hub)
+    node = FakeNode.connect(client.app[SERVICE])
     offer = await node.offer()
     node.progress(offer, 7)
     async with client.ws_connect(f"/api/jobs/{job_id}/events") as ws:
@@ -116,7 +116,7 @@ async def test_queue_position_and_cancel_events(client: Client) -> None:
 
 async def test_requeue_is_announced(client: Client) -> None:
     job_id = await create(client)
-    node = FakeNode.connect(client.app[SERVICE].hub, name="flaky")
+    node = FakeNode.connect(client.app[SERVICE], name="flaky")
     await node.offer()
     async with client.ws_connect(f"/api/jobs/{job_id}/events") as ws:
         assert (await receive(ws))["job"]["state"] == "running"
@@ -141,9 +141,7 @@ async def test_a_new_reason_to_wait_is_announced_though_the_place_is_the_same(
         first = await receive(ws)
         assert first["job"]["waiting_reason"].startswith("No node is online")
         # A node comes that cannot run it: still first in line, but now for another reason.
-        node = FakeNode.connect(
-            client.app[SERVICE].hub, name="fast-only", methods=frozenset({"fast"})
-        )
+        node = FakeNode.connect(client.app[SERVICE], name="fast-only", methods=frozenset({"fast"}))
         news = await receive(ws)
         assert (news["type"], news["position"]) == ("queued", 1)
         assert "gatys" in news["reason"] and not news["reason"].startswith("No node is online")

@@ -203,7 +203,8 @@ async def test_a_result_that_crosses_a_cancel_is_ignored(start: Start) -> None:
 
 
 async def test_node_that_misses_heartbeats_is_dropped(start: Start) -> None:
-    relay = await start(heartbeat_interval=0.1)
+    # The liveness rule runs on the tick (`NodeReports.check_silence`).
+    relay = await start(heartbeat_interval=0.1, tick_interval=0.05)
     node = await relay.node()
     job_id = await relay.job()
     await accept(node)
@@ -218,6 +219,25 @@ async def test_node_that_misses_heartbeats_is_dropped(start: Start) -> None:
             assert message.reason is ByeReason.HEARTBEAT_TIMEOUT
             break
     assert loop.time() - began < 1.5
+    assert await node.closed_by_relay()
+    assert await relay.nodes() == []
+    assert (await relay.state(job_id))["state"] == "queued"
+
+
+async def test_silence_is_judged_on_the_relays_timer_alone(start: Start) -> None:
+    # One liveness rule (NodeHub.silent) on the relay's injected monotonic timer: silence
+    # the timer did not see drops nobody; silence it saw does, and the link says goodbye.
+    timer = FakeClock()
+    relay = await start(timer=timer, heartbeat_interval=0.05, tick_interval=0.02)
+    node = await relay.node()
+    job_id = await relay.job()
+    await accept(node)
+    await asyncio.sleep(0.5)  # ten intervals of real time, the pings unanswered
+    assert [n["state"] for n in await relay.nodes()] == ["busy"]
+    timer.advance(0.2)  # four intervals on the relay's timer
+    while not isinstance(message := await node.next(timeout=2.0), Bye):
+        pass
+    assert message.reason is ByeReason.HEARTBEAT_TIMEOUT
     assert await node.closed_by_relay()
     assert await relay.nodes() == []
     assert (await relay.state(job_id))["state"] == "queued"

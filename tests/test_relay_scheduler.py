@@ -6,8 +6,9 @@ import pytest
 
 from relay.dispatch import (
     Failed,
-    JobSpec,
+    JobTicket,
     NodeInfo,
+    OfferDeclined,
     Requeued,
     SendCancel,
     SendOffer,
@@ -24,9 +25,9 @@ def node(name: str = "n1", **kw: object) -> NodeInfo:
     return NodeInfo(name, **{**fields, **kw})  # type: ignore[arg-type]
 
 
-def job(job_id: str, client: str = "alice", **kw: object) -> JobSpec:
+def job(job_id: str, client: str = "alice", **kw: object) -> JobTicket:
     fields: dict[str, object] = {"method": "gatys", "epochs": 100, "pixels": 512 * 512}
-    return JobSpec(job_id, client, **{**fields, **kw})  # type: ignore[arg-type]
+    return JobTicket(job_id, client, **{**fields, **kw})  # type: ignore[arg-type]
 
 
 def offers(actions: Sequence[object]) -> list[str]:
@@ -110,7 +111,7 @@ def test_node_with_two_slots_gets_two_jobs_and_reports_busy() -> None:
     ],
 )
 def test_capability_mismatch_waits_and_says_why(
-    spec: JobSpec, info: NodeInfo | None, why: str
+    spec: JobTicket, info: NodeInfo | None, why: str
 ) -> None:
     s = Scheduler()
     if info is not None:
@@ -264,7 +265,8 @@ def test_busy_decline_rests_the_slot_and_offers_again_later() -> None:
     s.node_up(node("only"), 0.0)
     [offer] = s.submit(job("j"), 1.0)
     assert isinstance(offer, SendOffer)
-    assert s.declined("only", "j", offer.lease, "all slots busy", 1.5, busy=True) == []
+    declined = s.declined("only", "j", offer.lease, "all slots busy", 1.5, busy=True)
+    assert declined == [OfferDeclined("only", "j", "all slots busy")]
     assert s.why_waiting("j") is None
     assert offers(s.tick(2.0)) == []
     [again] = s.tick(4.0)
@@ -276,7 +278,8 @@ def test_declined_offer_goes_elsewhere_and_not_back() -> None:
     s.node_up(node("picky"), 0.0)
     [offer] = s.submit(job("j"), 1.0)
     assert isinstance(offer, SendOffer)
-    assert s.declined("picky", "j", offer.lease, "over my epoch cap", 2.0) == []
+    declined = s.declined("picky", "j", offer.lease, "over my epoch cap", 2.0)
+    assert declined == [OfferDeclined("picky", "j", "over my epoch cap")]
     assert s.position("j") == 1
     why = s.why_waiting("j")
     assert why is not None

@@ -10,7 +10,7 @@ import torch
 from fast_helpers import DATA, PHOTOS, mad, one_thread, photo
 
 from gpu_node.cli import main
-from gpu_node.engine.progress import Progress
+from gpu_node.engine.progress import EngineProgress
 from gpu_node.errors import BadInputError
 from gpu_node.fast.engine import FastEngine
 from gpu_node.fast.modelfile import read_info
@@ -61,7 +61,7 @@ def test_training_lowers_the_loss_and_the_model_is_served(
 ) -> None:
     models = tmp_path / "models"
     out = models / "tiny-starry.safetensors"
-    seen: list[Progress] = []
+    seen: list[EngineProgress] = []
     with caplog.at_level(logging.WARNING):
         result = train(_config(dataset, out, 10), CPU, progress=seen.append, show_bar=False)
     assert [p.epoch for p in seen] == list(range(1, 11))
@@ -90,7 +90,7 @@ def test_resume_continues_from_the_checkpoint(dataset: Path, tmp_path: Path) -> 
     train(_config(dataset, out, 2), CPU, show_bar=False)
     checkpoint = _config(dataset, out, 2).checkpoint_path
     assert checkpoint.is_file()
-    seen: list[Progress] = []
+    seen: list[EngineProgress] = []
     train(_config(dataset, out, 3), CPU, resume=checkpoint, progress=seen.append, show_bar=False)
     assert [p.epoch for p in seen] == [3]
     assert read_info(out).params["iterations"] == 3

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import BrowserContext, expect
+from relay_harness import FakeNode
 from web_browser import open_page, set_range, snap
-from web_relay import FakeNode, RelayThread
+from web_relay import RelayThread
 
 from relay.api import SERVICE
 from relay.errors import NotFound

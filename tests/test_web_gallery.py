@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
+from relay_harness import FakeNode
 from web_browser import choose_photo, open_page, snap
-from web_relay import FakeNode, RelayThread
+from web_relay import RelayThread
 
 from relay.api import SERVICE
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import BrowserContext, expect
+from relay_harness import FakeNode
 from web_browser import choose_photo, open_page, set_range, snap, wait_epoch
-from web_relay import FakeNode, RelayThread, web_config
+from web_relay import RelayThread, web_config
 
 from relay.api import SERVICE
 

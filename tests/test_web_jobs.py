@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from playwright.sync_api import BrowserContext, expect
+from relay_harness import FakeNode
 from web_browser import (
     PHOTO_SIZE,
     PNG_MAGIC,
@@ -22,7 +23,7 @@ from web_browser import (
     snap,
     wait_epoch,
 )
-from web_relay import FakeNode, RelayThread
+from web_relay import RelayThread
 
 from relay.api import SERVICE
 

@@ -10,8 +10,9 @@ import pillow_heif
 import pytest
 from PIL import Image
 from playwright.sync_api import Browser, BrowserContext, expect
+from relay_harness import FakeNode
 from web_browser import choose_photo, open_page, photo_png, set_range, snap
-from web_relay import FakeNode, RelayThread
+from web_relay import RelayThread
 
 pytest_plugins = ["web_fixtures"]
 pytestmark = [pytest.mark.browser, pytest.mark.slow]

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import BrowserContext, expect
+from relay_harness import FakeNode
 from web_browser import choose_photo, open_page, set_range, snap
-from web_relay import FakeNode, RelayThread
+from web_relay import RelayThread
 
 from protocol.params import TABLE
 

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from playwright.sync_api import BrowserContext, expect
+from relay_harness import FakeNode
 from web_browser import open_page, result_png, set_range, wait_epoch
-from web_relay import FakeNode, RelayThread
+from web_relay import RelayThread
 
 from relay.api import SERVICE
 

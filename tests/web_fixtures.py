@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, sync_playwright
+from relay_harness import FakeNode
 from web_browser import launch, make_files, new_context, shots_dir
-from web_relay import FakeNode, RelayThread, web_config
+from web_relay import RelayThread, web_config
 
 
 @pytest.fixture(scope="module")

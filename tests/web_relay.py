@@ -1,9 +1,10 @@
 """A real relay served on a loopback port in a background thread, and a fake node inside it.
 
-The browser tests drive the page against this relay. The fake node connects through the
-relay's node seam (`relay.hub.NodeHub`), as the protocol listener will, and answers offers
-with real work: timed epochs, preview JPEGs that change as it goes, and a result PNG of the
-offer's size made from the photo and the style. A test can hold it at an epoch and let it go.
+The browser tests drive the page against this relay. The fake node (`relay_harness.FakeNode`)
+connects through the relay's node seam (`relay.reports`), as a node connection does, and
+answers offers with real work: timed epochs, preview JPEGs that change as it goes, and a
+result PNG of the offer's size painted from the photo and the style (`paint`). A test can
+hold it at an epoch and let it go.
 
     relay = RelayThread(make_config(tmp_path)).start()
     node = relay.add_node(epoch_seconds=0.05)
@@ -16,19 +17,19 @@ import io
 import logging
 import threading
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aiohttp import WSCloseCode, web
 from PIL import Image, ImageChops, ImageFilter, ImageOps
+from relay_harness import FakeNode
 
 from relay.api import SERVICE, SOCKETS
 from relay.app import NODE_LISTENER, init
 from relay.config import Config
 from relay.dispatch import NodeInfo
-from relay.handles import CancelJob, NodeHandle, Offer
-from relay.hub import NodeHub
+from relay.handles import OfferJob
+from relay.reports import NodeReports
 from relay.tokens import TokenStore
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def swatch(color: tuple[int, int, int], size: int = 96) -> bytes:
     return _jpeg(tinted)
 
 
-def paint(offer: Offer, amount: float) -> Image.Image:
+def paint(offer: OfferJob, amount: float) -> Image.Image:
     """The photo `amount` of the way (0..1) to a posterised, style-tinted picture."""
     with Image.open(io.BytesIO(offer.content_png)) as img:
         photo = img.convert("RGB")
@@ -96,94 +97,6 @@ def paint(offer: Offer, amount: float) -> Image.Image:
         styled, ImageOps.grayscale(photo).convert("RGB").point(lambda v: v // 3)
     )
     return Image.blend(photo, styled, max(0.0, min(1.0, amount)))
-
-
-@dataclass
-class FakeNode:
-    """A node inside the relay's loop: takes offers, reports epochs, previews and a PNG."""
-
-    hub: NodeHub
-    handle: NodeHandle
-    epoch_seconds: float
-    preview_every: int = 3
-    hold_at: int | None = None
-    checkpoints: bool = False
-    """Send a checkpoint every 5 epochs and when cancelled, as a real Gatys node does."""
-    offers: list[Offer] = field(default_factory=list)
-    epochs_reported: list[int] = field(default_factory=list)
-    _cancelled: set[str] = field(default_factory=set)
-    _release: asyncio.Event = field(default_factory=asyncio.Event)
-    _held: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def heartbeat(self) -> None:
-        """Say "still here" every second, as the real node's heartbeats do."""
-        while True:
-            self.hub.seen(self.handle)
-            await asyncio.sleep(HEARTBEAT)
-
-    async def serve(self) -> None:
-        """Answer commands (and beat) until cancelled."""
-        tasks: set[asyncio.Task[None]] = set()
-        tasks.add(asyncio.get_running_loop().create_task(self.heartbeat()))
-        try:
-            while True:
-                command = await self.handle.outbox.get()
-                if isinstance(command, CancelJob):
-                    self._cancelled.add(command.job_id)
-                    continue
-                self.offers.append(command)
-                task = asyncio.get_running_loop().create_task(self._work(command))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-        finally:
-            for task in list(tasks):
-                task.cancel()
-
-    async def _work(self, offer: Offer) -> None:
-        hub, handle = self.hub, self.handle
-        for epoch in range(1, offer.epochs + 1):
-            await asyncio.sleep(self.epoch_seconds)
-            if offer.job_id in self._cancelled:
-                if self.checkpoints and epoch > 1:
-                    await self._checkpoint(offer, epoch - 1)
-                return
-            if self.hold_at is not None and epoch == self.hold_at and not self._release.is_set():
-                self._held.set()
-                await self._release.wait()
-            self.epochs_reported.append(epoch)
-            losses = {"content": 10.0 / epoch, "style": 100.0 / epoch}
-            hub.progress(
-                handle,
-                offer.job_id,
-                offer.lease,
-                epoch=epoch,
-                max_epochs=offer.epochs,
-                losses=losses,
-            )
-            if epoch % self.preview_every == 0 or epoch == offer.epochs:
-                image = await asyncio.to_thread(paint, offer, epoch / offer.epochs)
-                await hub.preview(handle, offer.job_id, offer.lease, _jpeg(image, 70))
-            if self.checkpoints and epoch % 5 == 0:
-                await self._checkpoint(offer, epoch)
-        result = await asyncio.to_thread(lambda: _png(paint(offer, 1.0)))
-        await hub.result(
-            handle, offer.job_id, offer.lease, result, width=offer.width, height=offer.height
-        )
-
-    async def _checkpoint(self, offer: Offer, epoch: int) -> None:
-        image = await asyncio.to_thread(lambda: _png(paint(offer, epoch / offer.epochs)))
-        await self.hub.checkpoint(
-            self.handle, offer.job_id, offer.lease, epoch, image, width=offer.width,
-            height=offer.height,
-        )  # fmt: skip
-
-    def release(self) -> None:
-        """Let a node held at `hold_at` go on."""
-        self._release.set()
-
-    async def wait_held(self) -> None:
-        """Until the node reaches `hold_at`."""
-        await self._held.wait()
 
 
 class RelayThread:
@@ -203,7 +116,7 @@ class RelayThread:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def call(self, fn: Callable[[], T]) -> T:
-        """Run a plain function in the relay's loop (the hub is not thread-safe)."""
+        """Run a plain function in the relay's loop (the relay is not thread-safe)."""
 
         async def wrapped() -> T:
             return fn()
@@ -243,7 +156,7 @@ class RelayThread:
         advertising `pace` as a real node's Hello would (relay/estimates.py)."""
 
         async def connect() -> FakeNode:
-            hub = self.app[SERVICE].hub
+            reports = NodeReports(self.app[SERVICE])
             info = NodeInfo(
                 name,
                 device_name="Fake GPU",
@@ -256,7 +169,8 @@ class RelayThread:
                 thumbnails={k: swatch(c) for k, c in FAST_STYLES.items()},
                 pace=dict(pace or {}),
             )
-            node = FakeNode(hub, hub.node_connected(info), **{"epoch_seconds": 0.05, **options})
+            serving = {"paint": paint, "heartbeat": HEARTBEAT, **options}
+            node = FakeNode(reports, reports.node_connected(info), **serving)
             task = asyncio.get_running_loop().create_task(node.serve())
             self.nodes.append((node, task))
             return node

@@ -16,9 +16,9 @@ from PIL import Image
 from tqdm import tqdm
 
 from gpu_node.engine.gatys import stylize_gatys
+from gpu_node.engine.gatys_params import GatysParams, Init, Optimizer
 from gpu_node.engine.layers import Pooling
-from gpu_node.engine.params import GatysParams, Init, Optimizer
-from gpu_node.engine.progress import Progress
+from gpu_node.engine.progress import EngineProgress
 from gpu_node.engine.weights import load_weights
 from gpu_node.errors import BadInputError
 from gpu_node.fast.allocator import keep_freed_memory
@@ -75,7 +75,7 @@ def run_gatys(
     weights = load_weights(args.weights)
     with tqdm(total=params.epochs, unit="epoch", file=sys.stderr, dynamic_ncols=True) as bar:
 
-        def progress(p: Progress) -> None:
+        def progress(p: EngineProgress) -> None:
             bar.set_postfix({k: f"{v:.3g}" for k, v in p.losses.items()}, refresh=False)
             bar.update(p.epoch - bar.n)
 

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
 
+from gpu_node.engine.gatys_params import GatysParams, Init, Optimizer
 from gpu_node.engine.layers import Pooling
-from gpu_node.engine.params import GatysParams, Init, Optimizer
 from gpu_node.errors import BadInputError
 from gpu_node.fast.registry import StyleKind, StyleRegistry
 from gpu_node.fast.spec import StyleMix, parse_style_mix

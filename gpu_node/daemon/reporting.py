@@ -16,8 +16,7 @@ from collections.abc import Callable
 
 from PIL import Image
 
-from gpu_node.engine.progress import Progress as EngineProgress
-from gpu_node.engine.progress import Render
+from gpu_node.engine.progress import EngineProgress, Render
 from gpu_node.images import encode_jpeg, encode_png
 from protocol import Checkpoint, Message, Offer, Preview, Progress
 
@@ -59,7 +58,7 @@ class Reporter:
     def progress(self, report: EngineProgress) -> None:
         """Pass an engine's epoch report on, unless one went out just now."""
         now = self._clock()
-        last = report.epoch >= report.max_epochs
+        last = report.epoch >= report.epochs
         if not last and now - self._last_progress < self._progress_interval:
             return
         self._last_progress = now
@@ -67,8 +66,8 @@ class Reporter:
             Progress(
                 self._job,
                 self._lease,
-                min(report.epoch, report.max_epochs),
-                report.max_epochs,
+                min(report.epoch, report.epochs),
+                report.epochs,
                 {str(k): float(v) for k, v in report.losses.items()},
                 max(0.0, float(report.elapsed)),
             )

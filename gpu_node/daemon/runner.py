@@ -35,8 +35,7 @@ from gpu_node.daemon.reporting import Emit, Reporter
 from gpu_node.device import FastPaths, fast_paths
 from gpu_node.engine.gatys import stylize_gatys
 from gpu_node.engine.pace import gatys_pace, one_pass_pace
-from gpu_node.engine.progress import Progress as EngineProgress
-from gpu_node.engine.progress import check_cancel
+from gpu_node.engine.progress import EngineProgress, check_cancel
 from gpu_node.engine.weights import load_weights
 from gpu_node.errors import (
     BadInputError,

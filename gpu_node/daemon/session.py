@@ -20,7 +20,7 @@ import logging
 
 from gpu_node.daemon.config import NodeConfig
 from gpu_node.daemon.devices import Runner
-from gpu_node.daemon.jobs import JobTable
+from gpu_node.daemon.jobtable import JobTable
 from gpu_node.errors import NodeError
 from protocol import (
     CHECKPOINTS_SINCE,

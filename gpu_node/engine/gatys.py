@@ -28,14 +28,14 @@ from PIL import Image
 from gpu_node.device import FastPaths, autocast, compiled, fast_paths
 from gpu_node.engine import color
 from gpu_node.engine.capacity import plan_memory
+from gpu_node.engine.gatys_params import GatysParams, Init, Optimizer
 from gpu_node.engine.lbfgs import SyncFreeLBFGS
 from gpu_node.engine.losses import content_loss, gram, style_loss, tv_loss
 from gpu_node.engine.offload import HostCopies
-from gpu_node.engine.params import GatysParams, Init, Optimizer
 from gpu_node.engine.progress import (
     CheckpointFn,
+    EngineProgress,
     PreviewFn,
-    Progress,
     ProgressFn,
     Render,
     check_cancel,
@@ -319,7 +319,7 @@ def _hand_on(job: _Job, landed: list[tuple[_Tag, torch.Tensor]]) -> None:
         if kind == "progress" and job.progress is not None:
             losses = dict(zip(names, host.tolist(), strict=True))
             elapsed = time.perf_counter() - job.started
-            job.progress(Progress(epoch, job.params.epochs, losses, elapsed))
+            job.progress(EngineProgress(epoch, job.params.epochs, losses, elapsed))
         elif kind == "preview" and job.preview is not None:
             job.preview(tensor_to_image(host), epoch)
 

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from gpu_node.engine.gatys import stylize_gatys
-from gpu_node.engine.params import GatysParams
+from gpu_node.engine.gatys_params import GatysParams
 from gpu_node.engine.weights import VGGWeights
 from protocol import GATYS_START_EPOCHS
 

@@ -1,10 +1,10 @@
 """The contract every engine shares with its caller: progress, previews, checkpoints and
 cancelling.
 
-An engine reports a `Progress` after every epoch through a `ProgressFn`, hands a preview
-image to a `PreviewFn` every so often, offers a checkpoint to a `CheckpointFn` after every
-epoch, and checks a `threading.Event` at least once per epoch, raising `Cancelled` when it
-is set. Callbacks run on the engine's own thread.
+An engine reports an `EngineProgress` after every epoch through a `ProgressFn`, hands a
+preview image to a `PreviewFn` every so often, offers a checkpoint to a `CheckpointFn` after
+every epoch, and checks a `threading.Event` at least once per epoch, raising `Cancelled`
+when it is set. Callbacks run on the engine's own thread.
 """
 
 from __future__ import annotations
@@ -19,21 +19,22 @@ from gpu_node.errors import Cancelled
 
 
 @dataclass(frozen=True)
-class Progress:
+class EngineProgress:
     """Where a job stands after one epoch; `losses` maps each loss term to its value."""
 
     epoch: int
-    max_epochs: int
+    epochs: int
+    """The epochs planned for the job (not a cap)."""
     losses: dict[str, float] = field(default_factory=dict)
     elapsed: float = 0.0
 
     @property
     def fraction(self) -> float:
         """How much of the job is done, 0..1."""
-        return min(1.0, self.epoch / self.max_epochs) if self.max_epochs > 0 else 1.0
+        return min(1.0, self.epoch / self.epochs) if self.epochs > 0 else 1.0
 
 
-ProgressFn = Callable[[Progress], None]
+ProgressFn = Callable[[EngineProgress], None]
 """Called after every epoch with the job's progress."""
 
 PreviewFn = Callable[[Image.Image, int], None]

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from gpu_node.engine.progress import Progress, ProgressFn, check_cancel
+from gpu_node.engine.progress import EngineProgress, ProgressFn, check_cancel
 from gpu_node.engine.vgg import LAYER_INDEX, VGG19Features
 from gpu_node.engine.weights import load_weights
 from gpu_node.errors import BadInputError
@@ -157,7 +157,9 @@ def train(
         bar.update(1)
         bar.set_postfix({k: f"{v:.3g}" for k, v in values.items()}, refresh=False)
         if progress is not None:
-            progress(Progress(iteration, config.iterations, values, time.perf_counter() - began))
+            progress(
+                EngineProgress(iteration, config.iterations, values, time.perf_counter() - began)
+            )
         if iteration % config.checkpoint_interval == 0 or iteration == config.iterations:
             _save_checkpoint(config, net, optimizer, scaler, iteration)
     bar.close()

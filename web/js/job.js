@@ -129,7 +129,7 @@ export class JobView {
         break;
       case "progress":
         this.learn(event.epoch);
-        Object.assign(job, { state: "running", epoch: event.epoch, max_epochs: event.max_epochs });
+        Object.assign(job, { state: "running", epoch: event.epoch, epochs: event.epochs });
         break;
       case "preview":
         job.preview_url = event.url;
@@ -170,18 +170,18 @@ export class JobView {
   secondsLeft() {
     const r = this.rate;
     const job = this.job;
-    if (!r || !job.max_epochs) return null;
+    if (!r || !job.epochs) return null;
     const elapsed = (performance.now() - r.since) / 1000;
     // Too few epochs or too short a time says little: events can arrive in bursts.
     if (r.epoch - r.first < 2 || elapsed < 1) return null;
-    return (elapsed / (r.epoch - r.first)) * (job.max_epochs - job.epoch);
+    return (elapsed / (r.epoch - r.first)) * (job.epochs - job.epoch);
   }
 
   finished() {
     const job = this.job;
     if (job.state === "done" && job.started && job.finished) {
       const seconds = (Date.parse(job.finished) - Date.parse(job.started)) / 1000;
-      record(job.method, job.max_epochs || 1, job.width * job.height, seconds);
+      record(job.method, job.epochs || 1, job.width * job.height, seconds);
     }
     notifyEnded(job, this.statusLine());
     history.refresh();
@@ -317,8 +317,8 @@ export class JobView {
   /** How far a running job is, in %, or null when unknown (one-pass methods: no steps). */
   percent() {
     const job = this.job;
-    if (job.epoch === null || job.epoch === undefined || !(job.max_epochs > 1)) return null;
-    return Math.min(100, Math.round((100 * job.epoch) / job.max_epochs));
+    if (job.epoch === null || job.epoch === undefined || !(job.epochs > 1)) return null;
+    return Math.min(100, Math.round((100 * job.epoch) / job.epochs));
   }
 
   /** Say the progress in steps of 10% to screen readers, not at every epoch. */
@@ -335,7 +335,7 @@ export class JobView {
     const running = job.state === "running" && job.epoch !== null && job.epoch !== undefined;
     box.hidden = !(running || job.state === "done");
     if (box.hidden) return;
-    const max = job.max_epochs || 1;
+    const max = job.epochs || 1;
     const bar = $("job-bar");
     if (max <= 1 && job.state === "running") {
       // One pass has no steps to count: the bar moves without a figure until it is done.

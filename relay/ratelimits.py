@@ -1,9 +1,23 @@
-"""Rate limits: new jobs per client (a token bucket on the monotonic timer) and messages per
-recipient (a sliding window on wall time, so it can be rebuilt from stored jobs)."""
+"""Rate limits: new jobs per client (a token bucket on the monotonic timer), messages per
+recipient (a sliding window on wall time, so it can be rebuilt from stored jobs), and an
+API key's own limits (`Quota`)."""
 
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A key's own limits; None means the relay's (per-address) setting applies."""
+
+    max_open: int | None = None
+    per_minute: int | None = None
+    per_day: int | None = None
+    priority: int = 0
+    """Extra jobs served per round-robin turn (see `relay.scheduler`)."""
+    node: str | None = None
+    """The node token whose work earns this key more turns (`relay.kudos`)."""
 
 
 @dataclass
