@@ -635,6 +635,8 @@ class JobService:
             return
         # A cancel or a lost node may have overtaken the read.
         if self.scheduler.is_current(node, job_id, lease):
+            if (live := self.live.get(job_id)) is not None:
+                live.resumed_from = offer.start_epoch if offer.start_png is not None else 0
             self.hub.send(node, offer)
 
     def _offer_of(self, job: JobRecord, lease: str) -> OfferJob:

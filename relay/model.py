@@ -118,6 +118,8 @@ class Live:
     losses: dict[str, float] | None = None
     preview: bytes | None = None
     previews: int = 0
+    resumed_from: int = 0
+    """The epoch this run started from (a checkpoint's; 0 for a fresh start)."""
 
 
 def result_name(job_id: str, filename: str | None) -> str:

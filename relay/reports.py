@@ -196,7 +196,9 @@ class NodeReports:
         job = service.get(job_id)
         if job.method == "gatys" and job.started is not None:
             took = service.clock() - job.started
-            self.hub.measure(handle.name, job.epochs, job.pixels, took)
+            # A run resumed from a checkpoint did only the epochs after it.
+            ran = job.epochs - service.live[job_id].resumed_from
+            self.hub.measure(handle.name, ran, job.pixels, took)
         service.finish_done(job, result_file, preview_file)
         service.apply(service.scheduler.finished(handle.name, job_id, lease, service.timer()))
         return True

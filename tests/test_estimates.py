@@ -14,7 +14,7 @@ import torch
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
-from relay_harness import FakeClock, FakeNode, form, make_config
+from relay_harness import FakeClock, FakeNode, form, make_config, png
 
 from gpu_node.engine.pace import gatys_pace
 from protocol import Capabilities, Connection, Hello, LocalProtocolError, Pace, Role
@@ -161,3 +161,30 @@ def test_the_page_and_the_relay_agree_on_the_formula() -> None:
     page = json.loads(out.stdout)
     relay = [estimates.job_seconds(p, m, e, px) for p, m, e, px in SAMPLES]
     assert page == pytest.approx(relay, rel=1e-12)
+
+
+async def test_a_resumed_job_corrects_the_pace_by_the_epochs_it_ran(
+    client: Client, clock: FakeClock
+) -> None:
+    service = client.app[SERVICE]
+    reports = NodeReports(service)
+    first = FakeNode.connect(reports, name="lost", pace={"gatys": (0.5, 10.0)})
+    job = await create(client, epochs="30", size="40")
+    offer = await first.offer()
+    picture = png((offer.width, offer.height))
+    kept = await reports.checkpoint(
+        first.handle, offer.job_id, offer.lease, 20, picture, width=offer.width,
+        height=offer.height,
+    )  # fmt: skip
+    assert kept
+    first.lost()
+    second = FakeNode.connect(reports, name="rescuer", pace={"gatys": (0.5, 10.0)})
+    resumed = await second.offer()
+    assert resumed.job_id == job["id"] and resumed.start_epoch == 20
+    pixels = resumed.width * resumed.height
+    expected = estimates.job_seconds((0.5, 10.0), "gatys", 10, pixels)  # 10 epochs were left
+    clock.advance(2 * expected)
+    assert (await second.finish(resumed))[0]
+    pace = next(n for n in await nodes(client) if n["name"] == "rescuer")["pace"]["gatys"]
+    after = estimates.job_seconds((pace["seconds"], pace["seconds_per_mp"]), "gatys", 10, pixels)
+    assert after == pytest.approx(2 * expected, rel=1e-3)
