@@ -48,7 +48,7 @@ from relay.handles import OfferJob
 from relay.reports import NodeReports
 from relay.showcase import PAGE_SIZE, Item, ShowcaseStore
 
-BIG_SEED = 10  # jobs with this seed get the 10 MB result
+BIG_SIDE = 1830  # jobs of this size get the 10 MB result
 
 
 def _png(size: tuple[int, int]) -> bytes:
@@ -59,7 +59,7 @@ def _png(size: tuple[int, int]) -> bytes:
 
 def _big_png() -> bytes:
     """A ~10 MB PNG: random pixels do not compress."""
-    img = Image.frombytes("RGB", (1830, 1830), os.urandom(1830 * 1830 * 3))
+    img = Image.frombytes("RGB", (BIG_SIDE, BIG_SIDE), os.urandom(BIG_SIDE * BIG_SIDE * 3))
     out = io.BytesIO()
     img.save(out, format="PNG", compress_level=0)
     return out.getvalue()
@@ -82,8 +82,8 @@ async def _fake_node(reports: NodeReports, big: bytes) -> None:
         cmd = await handle.outbox.get()
         if not isinstance(cmd, OfferJob):
             continue
-        if cmd.params.get("seed") == BIG_SEED:
-            data, w, h = big, 1830, 1830
+        if (cmd.width, cmd.height) == (BIG_SIDE, BIG_SIDE):
+            data, w, h = big, BIG_SIDE, BIG_SIDE
         else:
             w, h = cmd.width, cmd.height
             data = small.setdefault((w, h), _png((w, h)))
@@ -438,7 +438,7 @@ async def main(quick: bool) -> None:
             )
             # The relay checks a result against the job's size: the big job is 1830 px too.
             big = await _post(
-                s, f"{child.relay}/api/jobs", _png((1830, 1830)), seed=str(BIG_SEED), size="1830"
+                s, f"{child.relay}/api/jobs", _png((BIG_SIDE, BIG_SIDE)), size=str(BIG_SIDE)
             )
             t0 = time.perf_counter()
             await _wait_done(s, child.relay, big["id"])
