@@ -21,6 +21,7 @@ from .limits import (
     MAX_STYLE_IMAGES,
     MAX_TEXT_LEN,
 )
+from .live import LiveMessage
 
 Scalar = bool | int | float | str
 """The value types allowed in `Offer.params`."""
@@ -240,5 +241,6 @@ Message = (
     | Pong
     | Drain
     | Bye
+    | LiveMessage
 )
-"""Any message of protocol version 1."""
+"""Any message of the protocol (the live ones need version 3: `live.py`)."""

@@ -13,6 +13,16 @@ from enum import Enum
 
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .handshake import Hello, Reject, Welcome
+from .live import (
+    LiveEnd,
+    LiveFrame,
+    LiveLeases,
+    LiveMissed,
+    LiveOpen,
+    LivePainted,
+    LiveReady,
+    LiveRestyle,
+)
 from .messages import (
     Accept,
     Bye,
@@ -65,6 +75,7 @@ class Rule:
     crossing: tuple[ConnectionState, ...] = ()
     next_state: ConnectionState | None = None
     lease: bool = False  # a job message: it must fit the life of its lease
+    live: bool = False  # a live message (version 3): it must fit its live lease
 
 
 RULES: dict[type, Rule] = {
@@ -83,6 +94,13 @@ RULES: dict[type, Rule] = {
     Ping: Rule(None, _LIVE),
     Pong: Rule(None, _LIVE),
     Bye: Rule(None, _ANY_BUT_CLOSED, next_state=_S.CLOSED),
+    LiveOpen: Rule(Role.RELAY, (_S.ESTABLISHED,), crossing=(_S.DRAINING,), live=True),
+    LiveRestyle: Rule(Role.RELAY, _LIVE, live=True),
+    LiveFrame: Rule(Role.RELAY, _LIVE, live=True),
+    LiveReady: Rule(Role.NODE, _LIVE, live=True),
+    LivePainted: Rule(Role.NODE, _LIVE, live=True),
+    LiveMissed: Rule(Role.NODE, _LIVE, live=True),
+    LiveEnd: Rule(None, _LIVE, live=True),
 }
 """The legal order: the table of docs/protocol.md, as code."""
 
@@ -108,6 +126,8 @@ class StateMachine:
         self._offered_versions: tuple[int, ...] = ()
         self._failed_in_handshake = False
         self._leases: dict[str, _Lease] = {}
+        self.live = LiveLeases()
+        """The open live leases (protocol version 3)."""
 
     @property
     def open_leases(self) -> int:
@@ -140,6 +160,8 @@ class StateMachine:
             self._check_exception(kind, rule, sender, error)
         if rule.lease:
             self._lease(message, sender, error)  # type: ignore[arg-type]
+        elif rule.live:
+            self.live.apply(message, sender is self.role, self.version, error)  # type: ignore[arg-type]
         elif kind is Hello:
             self._offered_versions = message.versions  # type: ignore[union-attr]
         elif kind is Welcome:

@@ -239,8 +239,8 @@ def test_nothing_after_our_bye_or_reject() -> None:
 
 def test_welcome_must_choose_a_version_both_speak() -> None:
     relay = Connection(Role.RELAY)
-    relay.receive_data(Connection(Role.NODE).send(Hello((2, 3), "n", "", "", CAPS)))
-    with pytest.raises(LocalProtocolError, match=r"offered \[2, 3\] and we speak \[1\]"):
+    relay.receive_data(Connection(Role.NODE).send(Hello((7, 8), "n", "", "", CAPS)))
+    with pytest.raises(LocalProtocolError, match=r"offered \[7, 8\] and we speak \[1, 2, 3\]"):
         relay.send(WELCOME)
     assert relay.state is ConnectionState.AWAITING_WELCOME
     relay.send(Reject(RejectReason.UNSUPPORTED_VERSION, "version 1 only"))
