@@ -1,11 +1,13 @@
 """What passes between the node hub and one node connection: the commands a connection
-picks up from its outbox (`Offer`, `CancelJob`), and the `NodeHandle` the hub keeps for it.
+picks up from its outbox (`Offer`, `CancelJob`, live messages), and the `NodeHandle` the
+hub keeps for it.
 """
 
 import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from protocol import LiveMessage
 from relay.dispatch import NodeInfo
 
 
@@ -33,7 +35,9 @@ class CancelJob:
     lease: str
 
 
-NodeCommand = Offer | CancelJob
+NodeCommand = Offer | CancelJob | LiveMessage
+"""What a connection sends its node: the hub's job commands, or live messages as they
+go on the wire (`relay.live`)."""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from relay.views import iso, job_url
 
 if TYPE_CHECKING:
     from relay.jobs import JobService
+    from relay.live import LiveSessions
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,11 @@ class NodeHub:
         for handle in self._handles.values():
             pushed -= handle.info.styles
         return pushed
+
+    @property
+    def live_sessions(self) -> "LiveSessions":
+        """The relay's live sessions (`relay.live`), which lease slots of these nodes."""
+        return self._service.live_sessions
 
     def _current(self, handle: NodeHandle) -> bool:
         return self._handles.get(handle.name) is handle

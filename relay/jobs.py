@@ -45,6 +45,7 @@ from relay.hub import NodeHub
 from relay.imagecheck import ImageChecker
 from relay.kudos import WorkLedger
 from relay.limits import RateLimiter, SlidingWindow
+from relay.live import LiveSessions
 from relay.logs import event as log_event
 from relay.mailer import EmailStatus, Mailer, MailSettings
 from relay.metrics import Gauges, Metrics
@@ -107,6 +108,8 @@ class JobService:
         """New jobs a day of API keys that set a count (`relay.apikeys.Quota.per_day`)."""
         self.live: dict[str, Live] = {}
         self.hub = NodeHub(self)
+        self.live_sessions = LiveSessions(self)
+        """Live sessions: cameras painted frame by frame (`relay.live`)."""
         self.kudos = WorkLedger()
         """Work each node did recently: priority for API keys linked to it."""
         self.metrics = Metrics()

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 
 from protocol import (
+    LIVE_VERSION,
     Accept,
     Bye,
     ByeReason,
@@ -50,10 +51,12 @@ from protocol import (
     Welcome,
     choose_version,
 )
+from protocol.live import LIVE_KINDS
 from relay.config import Config
 from relay.handles import CancelJob, NodeCommand, NodeHandle
 from relay.handles import Offer as HubOffer
 from relay.hub import MISSED_HEARTBEATS, NodeHub
+from relay.live import live_report
 from relay.logs import event
 from relay.metrics import Metrics
 from relay.nodegate import NodeGate
@@ -190,6 +193,8 @@ class NodeLink:
         if hello.node_name != name:
             log.info("node %s calls itself %r", name, hello.node_name)
         self._handle = self.hub.node_connected(node_info(name, hello))
+        live = version >= LIVE_VERSION and hello.capabilities.live
+        self.hub.live_sessions.node_up(self._handle, live)
         return self._handle
 
     async def _reject(self, reason: RejectReason, message: str) -> None:
@@ -275,6 +280,8 @@ class NodeLink:
             case Drain():
                 log.info("node %s is draining: no new jobs for it", handle.name)
                 hub.draining(handle)
+            case _ if isinstance(message, LIVE_KINDS):
+                live_report(hub.live_sessions, handle, message)
             case _:
                 log.warning("node %s sent an unexpected %s", handle.name, type(message).__name__)
 
@@ -306,6 +313,9 @@ class NodeLink:
                     await self._write(data)
                 case CancelJob(job_id=job_id, lease=lease):
                     await self.send(Cancel(job_id, lease))
+                case _:  # a live message; one for a lease the node just ended is moot
+                    with contextlib.suppress(LocalProtocolError):
+                        await self.send(command)
 
     async def _heartbeat(self, handle: NodeHandle) -> str:
         interval = self.config.heartbeat_interval
@@ -364,6 +374,7 @@ class NodeLink:
                 event(log, "node_gone", "node %s gone: %s", handle.name, reason,
                       node=handle.name, reason=reason)  # fmt: skip
                 self.hub.node_lost(handle, reason, deliberate=self._left_on_purpose)
+                self.hub.live_sessions.node_down(handle)
             self.writer.close()
             with contextlib.suppress(ConnectionError, ssl.SSLError):
                 await self.writer.wait_closed()
