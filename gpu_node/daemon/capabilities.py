@@ -20,7 +20,7 @@ from PIL import Image
 from gpu_node.daemon.config import NodeConfig
 from gpu_node.fast.registry import StyleEntry, StyleRegistry
 from gpu_node.images import encode_jpeg
-from protocol import Capabilities, Pace, StyleInfo
+from protocol import LIVE_METHODS, Capabilities, Pace, StyleInfo
 from protocol.limits import (
     MAX_HELLO_SIZE,
     MAX_ID_LEN,
@@ -134,4 +134,5 @@ def build_capabilities(
         max_pixels=config.max_pixels,
         slots=config.slots,
         pace=pace,
+        live=not config.no_live and any(m in LIVE_METHODS for m in methods),
     )

@@ -20,6 +20,7 @@ import logging
 
 from gpu_node.daemon.config import NodeConfig
 from gpu_node.daemon.jobs import JobTable
+from gpu_node.daemon.live import LiveDesk
 from gpu_node.daemon.runner import JobRunner
 from gpu_node.errors import NodeError
 from protocol import (
@@ -46,6 +47,7 @@ from protocol import (
     Role,
     Welcome,
 )
+from protocol.live import LIVE_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,7 @@ class Session:
         self.conn = Connection(Role.NODE)
         self.welcome: Welcome | None = None
         self._jobs = JobTable(runner, executor, config.slots, self._send)
+        self._live = LiveDesk(runner, self._send, enabled=not config.no_live, slots=config.slots)
         self._outbox: asyncio.Queue[Message | None] = asyncio.Queue()
         self._end: asyncio.Future[Outcome] | None = None
         self._draining = False
@@ -136,6 +139,7 @@ class Session:
             end.set_result(outcome)
 
     async def _close(self, tasks: list[asyncio.Task[None]], writer: asyncio.StreamWriter) -> None:
+        self._live.close()
         running = self._jobs.tasks()
         self._jobs.hand_back()  # the relay requeues a lost node's jobs
         writer_task, *others = tasks
@@ -238,6 +242,8 @@ class Session:
                 self._send(Pong(nonce))
             case Pong():
                 pass  # any frame counts as a sign of life
+            case _ if isinstance(message, LIVE_KINDS):
+                self._live.handle(message)
             case Bye(reason=reason, message=text):
                 log.warning("the relay said bye: %s%s", reason, f" ({text})" if text else "")
                 self._finish(Outcome.DRAINED if self._draining else Outcome.DISCONNECTED)
