@@ -45,6 +45,7 @@ export class Live {
     this.submit = submit;
     this.styles = [];
     this.limits = null;
+    this.chosen = null;
     this.ws = null;
     this.stream = null;
     this.running = false;
@@ -75,12 +76,13 @@ export class Live {
 
   render() {
     const select = $("live-style");
-    const keep = select.value;
     select.replaceChildren(
       ...this.styles.map((s) => el("option", { value: s.id, text: styleName(s.id, s.name) })),
       el("option", { value: "image", text: t("live.ownOption") }),
     );
-    if ([...select.options].some((o) => o.value === keep)) select.value = keep;
+    // The person's choice stays through a reload of the styles or of the language.
+    if ([...select.options].some((o) => o.value === this.chosen)) select.value = this.chosen;
+    else select.selectedIndex = 0;
     $("live-own-row").hidden = select.value !== "image";
   }
 
@@ -159,6 +161,7 @@ export class Live {
 
   async styleChanged() {
     const style = $("live-style").value;
+    this.chosen = style;
     $("live-own-row").hidden = style !== "image";
     if (!this.running || !this.ws || this.ws.readyState !== WebSocket.OPEN) return;
     if (style === "image") {

@@ -200,7 +200,7 @@ export default {
   "live.back": "后置",
   "live.size": "画面大小",
   "live.start": "开始",
-  "live.snap": "抓拍原尺寸",
+  "live.snap": "抓拍大图",
   "live.stop": "停止",
   "live.raw": "相机画面",
   "live.painted": "画作",
