@@ -3,6 +3,7 @@ speak the real protocol (version 3) on the node port, and the live messages them
 
 import asyncio
 import io
+import itertools
 import struct
 from typing import Any
 
@@ -10,6 +11,7 @@ import msgpack
 import pytest
 from aiohttp import ClientWebSocketResponse, WSMsgType, WSServerHandshakeError
 from PIL import Image
+from relay_harness import FakeClock
 from wire_node import WireNode, capabilities
 from wire_relay import Relay, Start, accept, result_for
 
@@ -18,6 +20,7 @@ from protocol import (
     Hello,
     LiveEnd,
     LiveFrame,
+    LiveMessage,
     LiveMissed,
     LiveOpen,
     LivePainted,
@@ -98,7 +101,7 @@ async def paint(node: WireNode, frame: LiveFrame) -> None:
 # ---- the messages ------------------------------------------------------------------------
 
 STYLE = LiveStyle("fast", style_id="builtin:candy")
-LIVE_MESSAGES = [
+LIVE_MESSAGES: list[LiveMessage] = [
     LiveOpen("l1", 320, STYLE),
     LiveReady("l1"),
     LiveRestyle("l1", LiveStyle("arbitrary", image=b"\xff\xd8painting")),
@@ -384,3 +387,29 @@ async def test_a_painting_travels_as_an_arbitrary_style(start: Start) -> None:
     await node.send(LiveEnd(opened.lease_id, "no arbitrary network here"))
     ended = await page.until("ended")
     assert ended["reason"] == "node_ended" and "no arbitrary network" in ended["message"]
+
+
+async def test_the_frame_size_follows_the_round_trip(start: Start) -> None:
+    timer = FakeClock(1000.0)
+    relay = await start(timer=timer)
+    node = await live_node(relay)
+    page = await open_page(relay)
+    await page.start(side=160)
+    await ready(node, page)
+    seqs = itertools.count(1)
+
+    async def round_trips(count: int, seconds: float, size: tuple[int, int]) -> None:
+        for _ in range(count):
+            timer.advance(1.0)  # never faster than the page may send
+            await page.ws.send_bytes(page_frame(next(seqs), frame_jpeg(size)))
+            frame = await node.expect(LiveFrame)
+            timer.advance(seconds)
+            await paint(node, frame)
+            await page.until("painted")
+
+    await round_trips(STEER_EVERY, 0.9, (160, 120))  # slow: the node needs 0.9 s a frame
+    lowered = await page.until("size")
+    assert lowered == {"type": "size", "side": 120, "lowered": True}
+    await round_trips(STEER_EVERY, 0.05, (120, 90))  # fast again
+    raised = await page.until("size")
+    assert raised == {"type": "size", "side": 160, "lowered": False}

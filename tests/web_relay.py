@@ -129,6 +129,8 @@ class FakeNode:
                 if isinstance(command, CancelJob):
                     self._cancelled.add(command.job_id)
                     continue
+                if not isinstance(command, Offer):
+                    continue  # a live message: this fake node never said it takes them
                 self.offers.append(command)
                 task = asyncio.get_running_loop().create_task(self._work(command))
                 tasks.add(task)
