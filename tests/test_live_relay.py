@@ -2,19 +2,31 @@
 speak the real protocol (version 3) on the node port, and the live messages themselves."""
 
 import asyncio
+import contextlib
 import io
 import itertools
+import random
 import struct
-from typing import Any
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any, TypeVar
 
 import msgpack
 import pytest
+import torch
 from aiohttp import ClientWebSocketResponse, WSMsgType, WSServerHandshakeError
+from daemon_helpers import FakeRelay, RelaySide, fake_relay
 from PIL import Image
 from relay_harness import FakeClock
 from wire_node import WireNode, capabilities
 from wire_relay import Relay, Start, accept, result_for
 
+from gpu_node.daemon.capabilities import build_capabilities
+from gpu_node.daemon.config import NodeConfig
+from gpu_node.daemon.daemon import Daemon
+from gpu_node.daemon.params import NodeCaps
+from gpu_node.daemon.runner import JobRunner
+from gpu_node.fast.registry import build_registry
 from protocol import (
     Connection,
     Hello,
@@ -28,6 +40,7 @@ from protocol import (
     LiveRestyle,
     LiveStyle,
     LocalProtocolError,
+    Message,
     RemoteProtocolError,
     Role,
     Welcome,
@@ -413,3 +426,83 @@ async def test_the_frame_size_follows_the_round_trip(start: Start) -> None:
     await round_trips(STEER_EVERY, 0.05, (120, 90))  # fast again
     raised = await page.until("size")
     assert raised == {"type": "size", "side": 160, "lowered": False}
+
+
+# ---- the node's side: a real node daemon dials a fake relay --------------------------------
+
+
+def welcome_v3(hello: Hello, conn: Connection) -> Message:
+    """Accept every node at the highest version it offers."""
+    return Welcome(max(hello.versions), "session-1", 5.0, conn.advertised_limits(1000, 10**8))
+
+
+@contextlib.asynccontextmanager
+async def real_node(relay: FakeRelay, **changes: Any) -> AsyncIterator[RelaySide]:
+    """A real node daemon (CPU, its real fast engines) connected to `relay`."""
+    config = NodeConfig("127.0.0.1", relay.port, "node-token", "live-node", device="cpu")
+    config = replace(config, **changes)
+    runner = JobRunner(NodeCaps(1000, 4_000_000), build_registry(None), torch.device("cpu"))
+    caps = build_capabilities(config, runner.registry, runner.device, runner.methods)
+    daemon = Daemon(config, caps, runner, rng=random.Random(0))
+    task = asyncio.create_task(daemon.serve())
+    try:
+        yield await relay.next_session()
+    finally:
+        daemon.drain()
+        daemon.drain()
+        await asyncio.wait_for(task, 30)
+
+
+REAL_STYLE = LiveStyle("fast", style_id="builtin:ochre-sky")
+K = TypeVar("K")
+
+
+async def take(side: RelaySide, kind: type[K]) -> K:
+    """The node's next message of `kind` (others skipped)."""
+    message = await side.expect(kind)
+    assert isinstance(message, kind)
+    return message
+
+
+async def answer(side: RelaySide) -> LivePainted | LiveMissed:
+    """The node's next answer to a frame."""
+    while True:
+        message = await side.next()
+        assert message is not None, "the node hung up"
+        if isinstance(message, LivePainted | LiveMissed):
+            return message
+
+
+async def test_a_real_node_paints_the_frames_of_two_sessions() -> None:
+    async with fake_relay(welcome_v3) as relay, real_node(relay, slots=2) as side:
+        assert side.hello is not None and side.hello.capabilities.live
+        side.send(LiveOpen("a", 64, REAL_STYLE))
+        side.send(LiveOpen("b", 64, LiveStyle("arbitrary", image=frame_jpeg((96, 96)))))
+        ready = {(await take(side, LiveReady)).lease_id for _ in range(2)}
+        assert ready == {"a", "b"}
+        side.send(LiveFrame("a", 1, frame_jpeg((64, 48))))
+        side.send(LiveFrame("b", 1, frame_jpeg((64, 48))))
+        side.send(LiveFrame("a", 2, frame_jpeg((128, 96))))  # over the session's side
+        answers = [await answer(side) for _ in range(3)]
+        painted = {(m.lease_id, m.seq): m for m in answers if isinstance(m, LivePainted)}
+        assert set(painted) == {("a", 1), ("b", 1)}
+        for message in painted.values():
+            with Image.open(io.BytesIO(message.jpeg)) as img:
+                assert img.format == "JPEG" and img.size == (64, 48)
+        [missed] = [m for m in answers if isinstance(m, LiveMissed)]
+        assert (missed.lease_id, missed.seq) == ("a", 2) and "64 px" in missed.message
+        # A third session is over the node's two slots; a style switch goes on painting.
+        side.send(LiveOpen("c", 64, REAL_STYLE))
+        refused = await take(side, LiveEnd)
+        assert refused.lease_id == "c" and "at most 2" in refused.message
+        side.send(LiveRestyle("a", LiveStyle("fast", style_id="builtin:yellow-ink")))
+        side.send(LiveFrame("a", 3, frame_jpeg((64, 48))))
+        assert (await take(side, LivePainted)).seq == 3
+
+
+async def test_a_node_whose_owner_said_no_live_refuses_live_sessions() -> None:
+    async with fake_relay(welcome_v3) as relay, real_node(relay, no_live=True) as side:
+        assert side.hello is not None and not side.hello.capabilities.live
+        side.send(LiveOpen("a", 64, REAL_STYLE))
+        ended = await take(side, LiveEnd)
+        assert "does not take live sessions" in ended.message
