@@ -202,7 +202,7 @@ class LiveSessions:
                 "one_per_client",
                 "You already have a live session open (one at a time); stop it first.",
             )
-        side = max(MIN_SIDE, min(side, self._service.config.live_max_side))
+        side = min(max(side, MIN_SIDE), self._service.config.live_max_side)
         session = LiveSession(secrets.token_hex(8), client, side, style, to_page, Steering(side))
         self._place(session)
         self._sessions[session.id] = session

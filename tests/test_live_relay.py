@@ -506,3 +506,12 @@ async def test_a_node_whose_owner_said_no_live_refuses_live_sessions() -> None:
         side.send(LiveOpen("a", 64, REAL_STYLE))
         ended = await take(side, LiveEnd)
         assert "does not take live sessions" in ended.message
+
+
+async def test_the_relay_cap_wins_over_the_size_floor(start: Start) -> None:
+    relay = await start(live_max_side=64)
+    node = await live_node(relay)
+    page = await open_page(relay)
+    await page.start(side=32)  # below the floor, and the relay allows less than the floor
+    opened = await node.expect(LiveOpen)
+    assert opened.side == 64
