@@ -13,6 +13,8 @@ const STYLE_TAG = 2;
 const OWN_SIDE = 512;
 const QUALITY = 0.7;
 const WINDOW_MS = 2000;
+// A camera gives about 30 frames a second, and the relay takes no more (relay/live.py MAX_FPS).
+const MIN_GAP_MS = 1000 / 30;
 
 function socketUrl() {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -46,6 +48,9 @@ export class Live {
     this.styles = [];
     this.limits = null;
     this.chosen = null;
+    this.capturing = false;
+    this.lastSend = 0;
+    this.paced = null;
     this.ws = null;
     this.stream = null;
     this.running = false;
@@ -296,10 +301,17 @@ export class Live {
       setTimeout(() => this.pump(), 50);
       return;
     }
+    const wait = this.lastSend + MIN_GAP_MS - performance.now();
+    if (wait > 0) {
+      clearTimeout(this.paced);
+      this.paced = setTimeout(() => this.pump(), wait);
+      return;
+    }
     this.capturing = true;
     try {
       const seq = ++this.seq;
       const started = performance.now();
+      this.lastSend = started;
       this.sent.set(seq, started);
       const canvas = drawScaled(video, video.videoWidth, video.videoHeight, this.side);
       const bytes = new Uint8Array(await (await blobOf(canvas)).arrayBuffer());
