@@ -36,6 +36,9 @@ STYLE_SIDE = 512
 """A painting is sent to the node at most this many pixels a side (its network reads 256)."""
 MAX_QUEUED = 64
 """Events queued for a slow page beyond which `dropped` notices are left out."""
+MAX_QUEUED_FRAMES = 4
+"""Painted frames queued for a page that does not read them beyond which new ones are left
+out: a page that never reads must not make the relay hold its frames for five minutes."""
 
 
 def _painting_jpeg(painting: gallery.Painting) -> bytes:
@@ -74,10 +77,15 @@ class _Socket:
         self.queue: asyncio.Queue[dict[str, Any] | bytes] = asyncio.Queue()
         self.session: LiveSession | None = None
         self.own: bytes | None = None
+        self.frames_queued = 0
 
     def put(self, item: dict[str, Any] | bytes) -> None:
         """Queue an event or painted frame for the page (`relay.live.ToPage`)."""
-        if isinstance(item, dict) and item["type"] == "dropped" and self.queue.qsize() > MAX_QUEUED:
+        if isinstance(item, bytes):
+            if self.frames_queued >= MAX_QUEUED_FRAMES:
+                return
+            self.frames_queued += 1
+        elif item["type"] == "dropped" and self.queue.qsize() > MAX_QUEUED:
             return
         self.queue.put_nowait(item)
 
@@ -87,6 +95,7 @@ class _Socket:
             item = await self.queue.get()
             if isinstance(item, bytes):
                 await self.ws.send_bytes(item)
+                self.frames_queued -= 1
                 continue
             await self.ws.send_json(item)
             if item["type"] == "ended":
