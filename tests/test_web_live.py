@@ -68,6 +68,7 @@ def test_the_camera_painted_live_through_a_real_node(
     context = new_context(browser)
     try:
         page = open_page(context, live_relay.url)
+        page.locator("#live-open").click()
         styles = page.locator("#live-style option")
         assert styles.count() >= 12  # the built-in fast styles and the paintings
         assert styles.last.get_attribute("value") == "image"

@@ -80,6 +80,8 @@ export class Live {
   }
 
   render() {
+    // Filled when the panel opens: its style names would otherwise stand twice in the page.
+    if ($("live").hidden) return;
     const select = $("live-style");
     select.replaceChildren(
       ...this.styles.map((s) => el("option", { value: s.id, text: styleName(s.id, s.name) })),
@@ -99,6 +101,7 @@ export class Live {
 
   show() {
     $("live").hidden = false;
+    this.render();
     $("live-h").focus();
     $("live").scrollIntoView({ behavior: "smooth", block: "start" });
   }
