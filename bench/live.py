@@ -268,7 +268,7 @@ def main() -> None:
         )  # fmt: skip
         node = subprocess.Popen(
             [sys.executable, "-m", "gpu_node", "run", "--relay", f"127.0.0.1:{nodes}",
-             "--token", token, "--name", "bench-node", "--device", args.device,
+             f"--token={token}", "--name", "bench-node", "--device", args.device,
              "--slots", str(slots)],
             env=env, stdout=subprocess.DEVNULL, stderr=node_log,
         )  # fmt: skip
@@ -282,7 +282,8 @@ def main() -> None:
                 raise
             side_text = f"{args.side}x{args.side * 3 // 4}"
             print(f"live mode at {side_text}, {args.sessions} session(s), node on {args.device}, "
-                  f"{os.cpu_count()} CPU(s); {args.seconds:g} s measured per run")  # fmt: skip
+                  f"{os.cpu_count()} CPU(s); {args.seconds:g} s measured per run; pages send "
+                  "at most 30 frames/s (a camera's rate), the engine runs flat out")  # fmt: skip
             for style in (FAST, PAINTING):
                 run = asyncio.run(relayed(base, style, args.side, jpegs, args))
                 one = direct(style, jpegs, args.seconds, args.device)

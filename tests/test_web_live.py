@@ -86,6 +86,7 @@ def test_the_camera_painted_live_through_a_real_node(
         print(
             f"\nlive at 160 px: {stats['fps']:.1f} frames/s, median delay {stats['delay']:.0f} ms"
         )
+        page.locator("#live").scroll_into_view_if_needed()
         snap(page, shots, "live-01-desktop", full=False)
         page.locator("#live").screenshot(path=str(shots / "live-01-desktop-panel.png"))
 
