@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from . import live
 from .codes import ByeReason, DeclineReason, FailureCode, RejectReason
 from .errors import LocalProtocolError, RemoteProtocolError
 from .frames import Body
@@ -74,6 +75,8 @@ def _caps(c: Capabilities) -> Body:
         body["devices"] = [
             {"name": d.name, "memory": d.memory, "slots": d.slots} for d in c.devices
         ]
+    if c.live:  # optional, like pace: version 3 (live sessions)
+        body["live"] = True
     return body
 
 
@@ -140,6 +143,7 @@ _ENCODERS: dict[type, Callable[[Any, Put], Body]] = {
     Bye: lambda m, put: {"type": "bye", "reason": m.reason.value, "message": m.message},
 }
 # fmt: on
+_ENCODERS.update({kind: live.without_binaries(f) for kind, f in live.ENCODERS.items()})
 
 
 def encode(message: Message, put: Put) -> Body:
@@ -183,7 +187,7 @@ def _hello(b: Body, take: Take) -> Hello:
     )
     caps = Capabilities(c["device_name"], c["device_memory"], tuple(_list(c["methods"])),
                         styles, c["max_epochs"], c["max_pixels"], c["slots"], pace,
-                        devices)  # fmt: skip
+                        devices, c.get("live", False))  # fmt: skip
     return Hello(tuple(_list(b["versions"])), b["node_name"], b["token"],
                  b["software_version"], caps)  # fmt: skip
 
@@ -250,6 +254,7 @@ _DECODERS: dict[str, Callable[[Body, Take], Message]] = {
     "bye": lambda b, take: Bye(ByeReason(b["reason"]), b["message"]),
 }
 # fmt: on
+_DECODERS.update({name: live.without_transfers(f) for name, f in live.DECODERS.items()})
 
 
 def decode(body: Body, take: Take) -> Message:

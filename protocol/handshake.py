@@ -93,8 +93,12 @@ class Capabilities:
     slots: int
     pace: tuple[Pace, ...] = ()
     devices: tuple[DeviceInfo, ...] = ()
+    live: bool = False
+    """Whether it takes live sessions (protocol version 3; its owner may refuse them)."""
 
     def __post_init__(self) -> None:
+        if type(self.live) is not bool:
+            raise checks.bad(self, "live", "a bool", self.live)
         checks.text(self, "device_name", self.device_name, MAX_NAME_LEN)
         checks.uint(self, "device_memory", self.device_memory)
         checks.items(self, "methods", self.methods, str)

@@ -22,6 +22,7 @@ from .limits import (
     MAX_STYLE_IMAGES,
     MAX_TEXT_LEN,
 )
+from .live import LiveMessage
 
 Scalar = bool | int | float | str
 """The value types allowed in `Offer.params`."""
@@ -278,5 +279,6 @@ Message = (
     | Pong
     | Drain
     | Bye
+    | LiveMessage
 )
-"""Any message of the protocol."""
+"""Any message of the protocol (the live ones need version 3: `live.py`)."""

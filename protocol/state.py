@@ -13,6 +13,17 @@ from enum import Enum
 
 from .errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 from .handshake import Hello, Reject, Welcome
+from .live import (
+    LIVE_VERSION,
+    LiveEnd,
+    LiveFrame,
+    LiveLeases,
+    LiveMissed,
+    LiveOpen,
+    LivePainted,
+    LiveReady,
+    LiveRestyle,
+)
 from .messages import (
     Accept,
     Bye,
@@ -67,6 +78,7 @@ class Rule:
     next_state: ConnectionState | None = None
     lease: bool = False  # a job message: it must fit the life of its lease
     since: int = 1  # the protocol version that added it
+    live: bool = False  # a live message (version 3): it must fit its live lease
 
 
 RULES: dict[type, Rule] = {
@@ -86,6 +98,15 @@ RULES: dict[type, Rule] = {
     Ping: Rule(None, _LIVE),
     Pong: Rule(None, _LIVE),
     Bye: Rule(None, _ANY_BUT_CLOSED, next_state=_S.CLOSED),
+    LiveOpen: Rule(
+        Role.RELAY, (_S.ESTABLISHED,), crossing=(_S.DRAINING,), live=True, since=LIVE_VERSION
+    ),
+    LiveRestyle: Rule(Role.RELAY, _LIVE, live=True, since=LIVE_VERSION),
+    LiveFrame: Rule(Role.RELAY, _LIVE, live=True, since=LIVE_VERSION),
+    LiveReady: Rule(Role.NODE, _LIVE, live=True, since=LIVE_VERSION),
+    LivePainted: Rule(Role.NODE, _LIVE, live=True, since=LIVE_VERSION),
+    LiveMissed: Rule(Role.NODE, _LIVE, live=True, since=LIVE_VERSION),
+    LiveEnd: Rule(None, _LIVE, live=True, since=LIVE_VERSION),
 }
 """The legal order: the table of docs/protocol.md, as code."""
 
@@ -111,6 +132,8 @@ class StateMachine:
         self._offered_versions: tuple[int, ...] = ()
         self._failed_in_handshake = False
         self._leases: dict[str, _Lease] = {}
+        self.live = LiveLeases()
+        """The open live leases (protocol version 3)."""
 
     @property
     def open_leases(self) -> int:
@@ -145,6 +168,8 @@ class StateMachine:
             self._check_version(kind, CHECKPOINTS_SINCE if kind is Offer else rule.since, error)
         if rule.lease:
             self._lease(message, sender, error)  # type: ignore[arg-type]
+        elif rule.live:
+            self.live.apply(message, sender is self.role, error)  # type: ignore[arg-type]
         elif kind is Hello:
             self._offered_versions = message.versions  # type: ignore[union-attr]
         elif kind is Welcome:

@@ -37,6 +37,7 @@ ENDPOINTS = [
     "GET    /api/jobs/{id}/content       the photo as sent to the node",
     "GET    /api/jobs/{id}/style/{n}     style image n as sent to the node",
     "DELETE /api/jobs/{id}               cancel a job; once ended, delete it and its images",
+    "GET    /api/live                    WebSocket of a live session (the camera painted live)",
     "GET    /api/nodes                   connected nodes",
     "GET    /healthz                     liveness, and whether the disk is full",
     "GET    /openapi.json                this API as OpenAPI 3.1",

@@ -14,7 +14,18 @@ from pathlib import Path
 from aiohttp import WSCloseCode, web
 
 import web as web_package
-from relay import api, apidoc, apikeys, crosssite, intake, openapi, peerlog, showcase_api, status
+from relay import (
+    api,
+    apidoc,
+    apikeys,
+    crosssite,
+    intake,
+    live_api,
+    openapi,
+    peerlog,
+    showcase_api,
+    status,
+)
 from relay.config import Config
 from relay.errors import (
     ApiError,
@@ -169,6 +180,7 @@ def init(
     api.add_routes(app)
     status.add_routes(app)
     showcase_api.add_routes(app)
+    live_api.add_routes(app)
     apidoc.add_routes(app)
     openapi.add_routes(app)
     page = app.router.add_get("/{path:.*}", _page).resource

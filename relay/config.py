@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from protocol import DEFAULT_MAX_FRAME_SIZE, DEFAULT_MAX_TRANSFER_SIZE
+from protocol.live import MAX_LIVE_SIDE
 from relay.errors import ConfigError
 
 ENV_PREFIX = "STYLERELAY_"
@@ -50,6 +51,20 @@ def _positive_float(text: str) -> float:
         raise ValueError(f"expected a number, got {text!r}") from None
     if not value > 0 or value == float("inf"):
         raise ValueError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = _positive_float(text)
+    if value > 1:
+        raise ValueError(f"a share is above 0 and at most 1, got {text!r}")
+    return value
+
+
+def _live_side(text: str) -> int:
+    value = _positive_int(text)
+    if not 64 <= value <= MAX_LIVE_SIDE:
+        raise ValueError(f"must be 64..{MAX_LIVE_SIDE} pixels, got {value}")
     return value
 
 
@@ -197,6 +212,12 @@ class Config:
     """How long a queued job every connected node that fits it has declined may wait for
     another before it fails with the nodes' reasons."""
     max_node_slots: int = 4
+    live_max_seconds: float = 300.0
+    """How long one live session (the camera painted live) may last."""
+    live_max_side: int = 512
+    """The longest side of a live frame, in pixels."""
+    live_share: float = 0.5
+    """The share of each node's slots that live sessions may hold, so queued jobs still run."""
     max_pending_nodes: int = 64
     max_pending_per_address: int = 8
     token_failures_per_minute: int = 10
@@ -343,6 +364,9 @@ SETTINGS: dict[str, tuple[Cast, str]] = {
         "how long a job every connected node declined waits before it fails (default 10m)",
     ),
     "max_node_slots": (_positive_int, "most slots the relay believes of one node (default 4)"),
+    "live_max_seconds": (_duration, "longest live session (default 300s)"),
+    "live_max_side": (_live_side, "longest side of a live frame, pixels (default 512)"),
+    "live_share": (_share, "share of each node's slots live sessions may hold (default 0.5)"),
     "max_pending_nodes": (
         _positive_int,
         "node connections that have not finished their handshake, in total (default 64)",

@@ -1,6 +1,6 @@
 """What passes between the relay and one node connection: the commands a connection picks
-up from its outbox (`OfferJob`, `CancelJob`, put there by the job service), and the
-`NodeHandle` the node registry (`relay.hub`) keeps for it.
+up from its outbox (`OfferJob`, `CancelJob`, put there by the job service; live messages,
+put there by `relay.live`), and the `NodeHandle` the node registry (`relay.hub`) keeps for it.
 """
 
 import asyncio
@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from protocol import LiveMessage
 from relay.dispatch import NodeInfo
 from relay.model import JobRecord
 
@@ -40,7 +41,9 @@ class CancelJob:
     lease: str
 
 
-NodeCommand = OfferJob | CancelJob
+NodeCommand = OfferJob | CancelJob | LiveMessage
+"""What a connection sends its node: the job service's job commands, or live messages as
+they go on the wire (`relay.live`)."""
 
 
 def offer_for(job: JobRecord, lease: str, read: Callable[[str], bytes]) -> OfferJob:

@@ -48,6 +48,7 @@ from relay.handles import CancelJob, OfferJob, offer_for
 from relay.hub import NodeHub
 from relay.imagecheck import ImageChecker
 from relay.kudos import WorkLedger
+from relay.live import LiveSessions
 from relay.logs import event as log_event
 from relay.mailer import EmailStatus, Mailer, MailSettings
 from relay.metrics import Gauges, Metrics
@@ -93,6 +94,8 @@ class JobService:
         self.hub = NodeHub(clock, timer)
         """Connected nodes and their outboxes."""
         self._offering: set[asyncio.Task[None]] = set()
+        self.live_sessions = LiveSessions(self)
+        """Live sessions: cameras painted frame by frame (`relay.live`)."""
         self.kudos = WorkLedger()
         """Work each node did recently: priority for API keys linked to it."""
         self.metrics = Metrics()

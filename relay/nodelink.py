@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 from protocol import (
     CHECKPOINTS_SINCE,
+    LIVE_VERSION,
     Accept,
     Bye,
     ByeReason,
@@ -54,8 +55,10 @@ from protocol import (
     Welcome,
     choose_version,
 )
+from protocol.live import LIVE_KINDS
 from relay.config import Config
 from relay.handles import CancelJob, NodeCommand, NodeHandle, OfferJob
+from relay.live import live_report
 from relay.logs import event
 from relay.metrics import Metrics
 from relay.nodegate import NodeGate
@@ -113,6 +116,8 @@ class NodeLink:
         self.tokens = tokens
         self.reports = reports
         self.hub = reports.hub
+        self.live_sessions = reports.service.live_sessions
+        """The relay's live sessions (`relay.live`), which lease slots of its nodes."""
         self.reader = reader
         self.writer = writer
         self.conn = Connection(
@@ -190,6 +195,8 @@ class NodeLink:
         if hello.node_name != name:
             log.info("node %s calls itself %r", name, hello.node_name)
         self._handle = self.reports.node_connected(node_info(name, hello))
+        live = version >= LIVE_VERSION and hello.capabilities.live
+        self.live_sessions.node_up(self._handle, live)
         return self._handle
 
     async def _reject(self, reason: RejectReason, message: str) -> None:
@@ -285,6 +292,8 @@ class NodeLink:
             case Drain():
                 log.info("node %s is draining: no new jobs for it", handle.name)
                 reports.draining(handle)
+            case _ if isinstance(message, LIVE_KINDS):
+                live_report(self.live_sessions, handle, message)
             case _:
                 log.warning("node %s sent an unexpected %s", handle.name, type(message).__name__)
 
@@ -317,6 +326,9 @@ class NodeLink:
                     await self._write(data)
                 case CancelJob(job_id=job_id, lease=lease):
                     await self.send(Cancel(job_id, lease))
+                case _:  # a live message; one for a lease the node just ended is moot
+                    with contextlib.suppress(LocalProtocolError):
+                        await self.send(command)
 
     async def _heartbeat(self, handle: NodeHandle) -> str:
         """Ping every interval; whether the node answers is the liveness rule's to judge."""
@@ -372,6 +384,7 @@ class NodeLink:
                 event(log, "node_gone", "node %s gone: %s", handle.name, reason,
                       node=handle.name, reason=reason)  # fmt: skip
                 self.reports.node_lost(handle, reason, deliberate=self._left_on_purpose)
+                self.live_sessions.node_down(handle)
             self.writer.close()
             with contextlib.suppress(ConnectionError, ssl.SSLError):
                 await self.writer.wait_closed()

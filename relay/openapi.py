@@ -352,6 +352,14 @@ def document(config: Config) -> Schema:
                 parameters=job_id,
             )
         },
+        "/api/live": {
+            "get": _op(
+                "A WebSocket of a live session: camera frames in, painted frames out "
+                "(docs/api.md, Live)",
+                {101: {"description": "Switching to WebSocket."}},
+                READ_ERRORS,
+            )
+        },
         "/api/jobs/{id}/result": {
             "get": _op(
                 "The result PNG", {200: _media("image/png", "")}, READ_ERRORS, parameters=job_id

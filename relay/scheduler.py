@@ -106,11 +106,13 @@ class _Node:
     stopping: dict[str, float] = field(default_factory=dict)
     """Leases the node was told to stop, until it ends them (or the deadline passes):
     their slots are still busy on the node."""
+    live: int = 0
+    """Slots held by live sessions (`relay.live`)."""
 
     @property
     def busy(self) -> int:
-        """Slots in use: running jobs and stops not yet confirmed."""
-        return len(self.jobs) + len(self.stopping)
+        """Slots in use: running jobs, stops not yet confirmed and live sessions."""
+        return len(self.jobs) + len(self.stopping) + self.live
 
 
 @dataclass(frozen=True)
@@ -316,6 +318,25 @@ class Scheduler:
             why = reason or f"node {name} was lost"
             actions += self._end_lease(job_id, why, now, handed_back=deliberate)
         return actions + self._dispatch(now)
+
+    def hold_live(self, name: str, share: float) -> bool:
+        """Take a free slot of node `name` for a live session, if live sessions there hold
+        fewer than `share` of its slots; False if not (the rest stay for queued jobs)."""
+        node = self._nodes.get(name)
+        if node is None or self._free(node, self._trusting()) < 1:
+            return False
+        if node.live + 1 > int(node.info.slots * share):
+            return False
+        node.live += 1
+        return True
+
+    def release_live(self, name: str, now: float) -> list[Action]:
+        """A live session let go of its slot on node `name`: queued jobs may take it."""
+        node = self._nodes.get(name)
+        if node is None or node.live < 1:
+            return []
+        node.live -= 1
+        return self._dispatch(now)
 
     def progress(self, node: str, job_id: str, lease: str, now: float) -> bool:
         """The node reports progress; True if it counts (the lease is current)."""

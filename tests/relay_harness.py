@@ -205,6 +205,8 @@ class FakeNode:
                 if isinstance(command, CancelJob):
                     self._cancelled.add(command.job_id)
                     continue
+                if not isinstance(command, OfferJob):
+                    continue  # a live message: this fake node never said it takes them
                 task = asyncio.get_running_loop().create_task(self._work(command))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)

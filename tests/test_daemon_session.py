@@ -137,7 +137,7 @@ async def test_hello_carries_the_nodes_capabilities(runner: JobRunner) -> None:
         side = await relay.next_session()
     hello = side.hello
     assert isinstance(hello, Hello)
-    assert (hello.node_name, hello.token, hello.versions) == ("test-node", "node-token", (1, 2))
+    assert (hello.node_name, hello.token, hello.versions) == ("test-node", "node-token", (1, 2, 3))
     caps = hello.capabilities
     assert caps.methods == ("gatys", "fast", "arbitrary")
     assert (caps.max_epochs, caps.max_pixels, caps.slots) == (50, 200_000, 2)

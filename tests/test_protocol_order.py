@@ -241,11 +241,11 @@ def test_nothing_after_our_bye_or_reject() -> None:
 
 def test_welcome_must_choose_a_version_both_speak() -> None:
     relay = Connection(Role.RELAY)
-    relay.receive_data(Connection(Role.NODE).send(Hello((3, 4), "n", "", "", CAPS)))
-    with pytest.raises(LocalProtocolError, match=r"offered \[3, 4\] and we speak \[1, 2\]"):
+    relay.receive_data(Connection(Role.NODE).send(Hello((7, 8), "n", "", "", CAPS)))
+    with pytest.raises(LocalProtocolError, match=r"offered \[7, 8\] and we speak \[1, 2, 3\]"):
         relay.send(WELCOME)
     assert relay.state is ConnectionState.AWAITING_WELCOME
-    relay.send(Reject(RejectReason.UNSUPPORTED_VERSION, "versions 1 and 2 only"))
+    relay.send(Reject(RejectReason.UNSUPPORTED_VERSION, "versions 1 to 3 only"))
 
 
 def test_a_refused_send_changes_nothing() -> None:

@@ -20,7 +20,7 @@ from PIL import Image
 from gpu_node.daemon.config import NodeConfig
 from gpu_node.fast.registry import StyleEntry, StyleRegistry
 from gpu_node.images import encode_jpeg
-from protocol import Capabilities, DeviceInfo, Pace, StyleInfo
+from protocol import LIVE_METHODS, Capabilities, DeviceInfo, Pace, StyleInfo
 from protocol.limits import (
     MAX_HELLO_SIZE,
     MAX_ID_LEN,
@@ -125,6 +125,7 @@ def build_capabilities(
         slots=sum(d.slots for d in listed),
         pace=pace,
         devices=tuple(listed),
+        live=not config.no_live and any(m in LIVE_METHODS for m in methods),
     )
 
 

@@ -70,6 +70,8 @@ class NodeConfig:
     """PEM file of the CA that signed the relay's certificate (else the system's CAs)."""
     insecure: bool = False
     """TLS without verifying the relay's certificate: for testing only."""
+    no_live: bool = False
+    """Refuse live sessions (a camera painted frame by frame); jobs only."""
 
     def __post_init__(self) -> None:
         if not self.relay_host:
@@ -186,6 +188,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--tls", action="store_true", default=None, help="dial the relay over TLS (or tls://HOST)")
     add("--ca-file", type=Path, metavar="PEM", help="CA of the relay's certificate (implies --tls)")
     add(
+        "--no-live",
+        action="store_true",
+        default=None,
+        help="take no live sessions (cameras painted frame by frame), only jobs",
+    )
+    add(
         "--insecure",
         action="store_true",
         default=None,
@@ -255,6 +263,7 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         tls=bool(tls),
         ca_file=Path(ca_file) if ca_file else None,
         insecure=insecure,
+        no_live=_switch("no_live", pick("no_live")),
     )
 
 

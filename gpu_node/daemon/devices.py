@@ -3,7 +3,8 @@ own loaded networks and batches) and `slots` jobs; each job goes to the device w
 fewest jobs running, then the fewest started, so work spreads over them.
 
 `Runner` is what a session needs of whatever runs its jobs: one `JobRunner` (one device)
-or a `DeviceRunners`.
+or a `DeviceRunners`. Live sessions (`gpu_node.daemon.live`) paint on one device: the
+first one's runner (`Runner.live_runner`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ log = logging.getLogger(__name__)
 
 class Runner(Protocol):
     """Screens offers and runs accepted jobs to their Result (raising JobFailed)."""
+
+    @property
+    def live_runner(self) -> JobRunner:
+        """The runner whose fast engines paint live sessions (one device's)."""
 
     def warm_up(self) -> None:
         """Load what the first job would otherwise wait for."""
@@ -70,6 +75,12 @@ class DeviceRunners:
     def first(self) -> JobRunner:
         """The first device's runner: it screens offers and measures the node's pace."""
         return self.lanes[0].runner
+
+    @property
+    def live_runner(self) -> JobRunner:
+        """The first device's runner: live sessions paint there (a live frame is one
+        quick pass, so one device's fast engines serve them; jobs still spread)."""
+        return self.first
 
     @property
     def devices(self) -> list[torch.device]:

@@ -106,6 +106,16 @@ class JobRunner:
         self._handlers = {m: table[m] for m in methods if m in table}
 
     @property
+    def live_runner(self) -> JobRunner:
+        """This runner: live sessions paint with its fast engines (`Runner.live_runner`)."""
+        return self
+
+    @property
+    def fast_engine(self) -> FastEngine:
+        """The loaded fast and arbitrary networks (live sessions paint with them too)."""
+        return self._fast
+
+    @property
     def methods(self) -> tuple[str, ...]:
         """The methods this runner serves."""
         return tuple(self._handlers)

@@ -21,6 +21,7 @@ import logging
 from gpu_node.daemon.config import NodeConfig
 from gpu_node.daemon.devices import Runner
 from gpu_node.daemon.jobtable import JobTable
+from gpu_node.daemon.live import LiveDesk
 from gpu_node.errors import NodeError
 from protocol import (
     CHECKPOINTS_SINCE,
@@ -47,6 +48,7 @@ from protocol import (
     Role,
     Welcome,
 )
+from protocol.live import LIVE_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +96,9 @@ class Session:
         self.conn = Connection(Role.NODE)
         self.welcome: Welcome | None = None
         self._jobs = JobTable(runner, executor, capabilities.slots, self._send)
+        self._live = LiveDesk(
+            runner.live_runner, self._send, enabled=not config.no_live, slots=capabilities.slots
+        )
         self._outbox: asyncio.Queue[Message | None] = asyncio.Queue()
         self._end: asyncio.Future[Outcome] | None = None
         self._draining = False
@@ -141,6 +146,7 @@ class Session:
             end.set_result(outcome)
 
     async def _close(self, tasks: list[asyncio.Task[None]], writer: asyncio.StreamWriter) -> None:
+        self._live.close()
         running = self._jobs.tasks()
         self._jobs.hand_back()  # the relay requeues a lost node's jobs
         writer_task, *others = tasks
@@ -244,6 +250,8 @@ class Session:
                 self._send(Pong(nonce))
             case Pong():
                 pass  # any frame counts as a sign of life
+            case _ if isinstance(message, LIVE_KINDS):
+                self._live.handle(message)
             case Bye(reason=reason, message=text):
                 log.warning("the relay said bye: %s%s", reason, f" ({text})" if text else "")
                 self._finish(Outcome.DRAINED if self._draining else Outcome.DISCONNECTED)

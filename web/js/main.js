@@ -8,6 +8,7 @@ import * as history from "./history.js";
 import { initialLang, setLang, t } from "./i18n.js";
 import { askIfLong } from "./informed.js";
 import { JobView } from "./job.js";
+import { Live } from "./live.js";
 import { Photo } from "./photo.js";
 import { Settings } from "./settings.js";
 import { Showcase } from "./showcase.js";
@@ -34,6 +35,13 @@ const job = new JobView((id) => {
   const item = gallery.find(id);
   return item ? { name: item.name, thumb: item.thumb } : null;
 });
+const live = new Live({
+  submit: async (form) => {
+    const view = await api.submit(form);
+    job.open(view.id);
+    history.refresh();
+  },
+});
 let nodes = null;
 let styleCount = -1;
 let retry = null;
@@ -50,6 +58,7 @@ async function loadStyles() {
     gallery.load(data.styles, data.limits);
     photo.setLimits(data.limits);
     settings.load(data.methods, data.limits);
+    live.load(data.styles, data.limits);
     // The e-mail field only where the relay sends mail: elsewhere an address would go nowhere.
     $("email-row").hidden = !data.limits.email;
     styleCount = data.styles.length;
@@ -204,6 +213,7 @@ function applyLang(code) {
   settings.render();
   photo.relabel();
   job.relabel();
+  live.relabel();
   showcase.render();
   paintNodes();
   if (!$("go").disabled) $("go").textContent = t("submit");
