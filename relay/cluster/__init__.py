@@ -1,0 +1,15 @@
+"""Cluster mode: several relay replicas on PostgreSQL and an S3-compatible store.
+
+Off unless the relay is given `--database-url`; then (docs/scale-out.md):
+
+- `relay.cluster.blobs`: where files go (`--blob-url`): a shared folder or an S3 bucket,
+  behind the same content-addressed interface as `relay.blobs.BlobStore`;
+- `relay.cluster.schema`: the tables every replica shares;
+- `relay.cluster.dispatcher`: the scheduler's core (fair queue, capability, fenced leases)
+  as claims on those tables, so any replica may place any job;
+- `relay.cluster.replicas`: replicas' heartbeats, their limits, the leader (an advisory
+  lock) and the requeue of a dead replica's jobs.
+
+Imports of the engines' clients (asyncpg, botocore: the `cluster` extra) happen only when
+cluster mode is used, so a single relay installs without them.
+"""
