@@ -24,9 +24,11 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -233,22 +235,30 @@ def s3_server() -> Iterator[SeaweedFS]:
     server.stop()
 
 
+def _run_async(coro: Coroutine[Any, Any, None]) -> None:
+    """Run `coro` to the end on a loop of its own, whether or not a test's loop runs here."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, coro).result()
+
+
+async def _admin(server: Postgres, sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(server.url())
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
 @pytest.fixture
-async def database_url(postgres_server: Postgres) -> AsyncIterator[str]:
+def database_url(postgres_server: Postgres) -> Iterator[str]:
     """A fresh, empty database of its own for this test; dropped after."""
-    asyncpg = pytest.importorskip("asyncpg", reason="pip install 'stylerelay[cluster]'")
+    pytest.importorskip("asyncpg", reason="pip install 'stylerelay[cluster]'")
     name = "t_" + secrets.token_hex(6)
-    admin = await asyncpg.connect(postgres_server.url())
-    try:
-        await admin.execute(f"CREATE DATABASE {name}")
-    finally:
-        await admin.close()
+    _run_async(_admin(postgres_server, f"CREATE DATABASE {name}"))
     yield postgres_server.url(name)
-    admin = await asyncpg.connect(postgres_server.url())
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    finally:
-        await admin.close()
+    _run_async(_admin(postgres_server, f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
 
 
 @pytest.fixture
@@ -259,7 +269,7 @@ def s3_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def blob_url(s3_server: SeaweedFS, s3_credentials: None) -> str:
+def blob_url(s3_server: SeaweedFS, s3_credentials: None) -> str:
     """An `s3://` URL of a fresh, empty bucket of this test's own."""
     botocore_session = pytest.importorskip("botocore.session", reason="pip install botocore")
     bucket = "t-" + secrets.token_hex(6)
@@ -270,6 +280,6 @@ async def blob_url(s3_server: SeaweedFS, s3_credentials: None) -> str:
         aws_access_key_id=S3_KEY,
         aws_secret_access_key=S3_SECRET,
     )
-    await asyncio.to_thread(client.create_bucket, Bucket=bucket)
+    client.create_bucket(Bucket=bucket)
     client.close()
     return s3_server.url(bucket)
