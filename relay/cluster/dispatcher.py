@@ -6,8 +6,10 @@ to replica A runs on a node of replica B (A notifies `CHANNEL`; B `dispatch`es).
 
 - Fair queue: a client's jobs in order (`place`; a job handed back goes to the front),
   clients by `turn` (round-robin: a client just served gets the newest turn). A claim takes
-  `SELECT … FOR UPDATE OF job, client SKIP LOCKED`, so two replicas claiming at once never
-  take one job twice and serve different clients rather than queue behind each other.
+  `SELECT … FOR UPDATE OF job, client SKIP LOCKED`, so it never takes a job twice nor
+  waits on a job that a finish, cancel or tick holds; claims themselves take turns under
+  a transaction-level advisory lock (`CLAIM_LOCK`), so the round-robin order is exact
+  across replicas (measured by bench/cluster.py).
 - Capability and caps: a job goes only to a node that offers its method and styles and
   whose `max_epochs` and `max_pixels` cover it, with a free slot (its running jobs and the
   stops it has not confirmed, counted from the table, under the node row's lock).
@@ -70,6 +72,9 @@ _PICK = """
     LIMIT 1
     FOR UPDATE OF j, c SKIP LOCKED
 """
+
+CLAIM_LOCK = 0x5354_594C_0003
+"""Advisory lock key taken (per transaction) around each claim, see `_claim_one`."""
 
 _BUSY = """
     (SELECT count(*) FROM jobs j WHERE j.node = n.name AND j.state = 'running')
@@ -409,6 +414,11 @@ class PgDispatcher:
     async def _claim_one(self, now: float) -> SendOffer | None:
         """Claim the next job in fair order for the least loaded local node that has one."""
         async with self.pool.acquire() as conn, conn.transaction():
+            # Claims take turns: a statement orders by the turns it saw when it began, so
+            # two replicas claiming at once could both serve the client first in line (one
+            # of them a turn late). Under this lock each claim sees the one before it; the
+            # row locks (SKIP LOCKED) keep claims from waiting on a finish or a cancel.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
             nodes = await conn.fetch(
                 f"SELECT n.*, {_BUSY} AS busy FROM nodes n WHERE n.replica = $1 AND NOT n.draining",
                 self.replica,
@@ -425,15 +435,7 @@ class PgDispatcher:
                 )
                 if busy is None or busy >= node["slots"]:
                     continue
-                pick = await conn.fetchrow(
-                    _PICK,
-                    now,
-                    node["methods"],
-                    node["styles"],
-                    node["max_epochs"],
-                    node["max_pixels"],
-                    node["name"],
-                )
+                pick = await self._pick(conn, node, now)
                 if pick is None:
                     continue
                 spec = spec_of(pick)
@@ -460,6 +462,11 @@ class PgDispatcher:
                 )
                 return SendOffer(node["name"], spec.id, lease)
         return None
+
+    async def _pick(self, conn: Any, node: Any, now: float) -> Any:
+        """Lock the next job in fair order that `node` can run (None if there is none)."""
+        args = (now, node["methods"], node["styles"], node["max_epochs"], node["max_pixels"])
+        return await conn.fetchrow(_PICK, *args, node["name"])
 
     async def _end_lease(
         self, conn: Any, job: Any, reason: str, now: float, *, handed_back: bool = False
