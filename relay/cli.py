@@ -13,6 +13,7 @@ import time
 from relay import config as config_module
 from relay import logs
 from relay.apikeys import KeyStore, Quota
+from relay.cluster import NOT_WIRED
 from relay.config import Config
 from relay.errors import ConfigError, TokenError
 from relay.server import serve
@@ -171,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             return _keys(args, config)
         if args.command == "gallery":
             return _gallery(args, config)
+        if config.cluster:
+            raise ConfigError(NOT_WIRED)
         serve(config)
     except (ConfigError, TokenError) as exc:
         sys.stderr.write(f"stylerelay-relay: {exc}\n")

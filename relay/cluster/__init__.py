@@ -13,3 +13,10 @@ Off unless the relay is given `--database-url`; then (docs/scale-out.md):
 Imports of the engines' clients (asyncpg, botocore: the `cluster` extra) happen only when
 cluster mode is used, so a single relay installs without them.
 """
+
+NOT_WIRED = (
+    "cluster mode (--database-url, --blob-url) is not wired into the relay's job service "
+    "yet; run one relay without them (docs/scale-out.md says what works so far)"
+)
+"""Why `serve` refuses cluster settings today: three relays that each ignored them would
+look like a cluster and be three separate queues."""
