@@ -129,6 +129,19 @@ class Postgres:
         self._run(pg_ctl, "-D", str(self.root / "data"), "-l", str(self.root / "log"),
                   "-w", "-t", "30", "-m", "fast", "-o", self._options(), "restart")  # fmt: skip
 
+    def halt(self) -> None:
+        """Stop the server (`-m fast`), keeping its data: PostgreSQL is down."""
+        pg_ctl = pg_binary("pg_ctl")
+        assert pg_ctl is not None
+        self._run(pg_ctl, "-D", str(self.root / "data"), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the halted server again on the same port."""
+        pg_ctl = pg_binary("pg_ctl")
+        assert pg_ctl is not None
+        self._run(pg_ctl, "-D", str(self.root / "data"), "-l", str(self.root / "log"), "-w",
+                  "-t", "30", "-o", self._options(), "start")  # fmt: skip
+
     def stop(self) -> None:
         """Stop the server at once and delete its files."""
         pg_ctl = pg_binary("pg_ctl")

@@ -22,6 +22,9 @@ from relay.errors import TooManyRequests
 
 asyncpg = pytest.importorskip("asyncpg")
 
+from cluster_engines import Postgres  # noqa: E402
+
+from relay.cluster.database import DatabaseUnavailable  # noqa: E402
 from relay.cluster.dispatcher import CHANNEL, PgDispatcher  # noqa: E402
 from relay.cluster.replicas import (  # noqa: E402
     Leader,
@@ -253,3 +256,28 @@ async def test_a_replica_refuses_to_start_beside_a_live_one_with_other_limits(
         await join(conn, "b", other, 200, dead_after=15)
     finally:
         await conn.close()
+
+
+async def test_accepted_jobs_survive_a_postgres_restart_and_posts_get_503_while_it_is_down(
+    replica: Replica, postgres_server: Postgres
+) -> None:
+    a = await replica("a")
+    for i in range(20):
+        await a.submit(job(f"j{i}", f"c{i % 3}"), 0)
+    running = offers(await a.node_up(node("n", 2), 1))
+    await asyncio.to_thread(postgres_server.restart)  # pg_ctl restart -m fast
+    assert await a.counts() == (18, 2)  # the pool reconnects; nothing was lost
+    assert await a.lease_of(running[0][1]) is not None
+    a.retry_for = 1.0
+    await asyncio.to_thread(postgres_server.halt)
+    try:
+        with pytest.raises(DatabaseUnavailable) as down:
+            await a.submit(job("late", "c0"), 2)
+        assert down.value.status == 503
+        assert down.value.headers == {"Retry-After": "5"}
+    finally:
+        await asyncio.to_thread(postgres_server.resume)
+    a.retry_for = 5.0
+    assert await a.open_jobs("c0") == 7
+    assert offers(await a.submit(job("after", "c0"), 3)) == []  # queued behind the others
+    assert await a.open_jobs("c0") == 8

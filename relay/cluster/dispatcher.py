@@ -29,11 +29,13 @@ words of `why_waiting`.
 Lock order, everywhere: node row, then job rows, then client rows (no deadlocks).
 """
 
+import functools
 import secrets
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Coroutine
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from relay.cluster.contract import StaleLease
+from relay.cluster.database import RETRY_FOR, retrying
 from relay.dispatch import (
     Action,
     Failed,
@@ -82,6 +84,23 @@ _BUSY = """
 """
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def _resilient(
+    method: "Callable[Concatenate[PgDispatcher, P], Coroutine[Any, Any, T]]",
+) -> "Callable[Concatenate[PgDispatcher, P], Coroutine[Any, Any, T]]":
+    """Run the method again (whole: its transactions did not commit) while PostgreSQL is
+    unreachable, for up to `retry_for` seconds; then 503 (`relay.cluster.database`)."""
+
+    @functools.wraps(method)
+    async def wrapper(self: "PgDispatcher", *args: P.args, **kwargs: P.kwargs) -> T:
+        return await retrying(lambda: method(self, *args, **kwargs), self.retry_for)
+
+    return wrapper
+
+
 def spec_of(row: Any) -> JobSpec:
     """The `JobSpec` of a jobs row."""
     return JobSpec(
@@ -112,9 +131,12 @@ class PgDispatcher:
         self.timeouts = timeouts or Timeouts()
         self.max_slots = max_slots
         self._lease_id = lease_id
+        self.retry_for = RETRY_FOR
+        """Seconds a call retries a lost database before it answers 503."""
 
     # ---- questions -------------------------------------------------------------------
 
+    @_resilient
     async def lease_of(self, job_id: str) -> tuple[str, str] | None:
         """(node, lease) of a running job, or None."""
         row = await self.pool.fetchrow(
@@ -122,6 +144,7 @@ class PgDispatcher:
         )
         return None if row is None else (row["node"], row["lease"])
 
+    @_resilient
     async def open_jobs(self, client: str) -> int:
         """Queued plus running jobs of one client, on every replica."""
         count: int = await self.pool.fetchval(
@@ -130,6 +153,7 @@ class PgDispatcher:
         )
         return count
 
+    @_resilient
     async def counts(self) -> tuple[int, int]:
         """(queued, running) jobs, on every replica."""
         row = await self.pool.fetchrow(
@@ -138,6 +162,7 @@ class PgDispatcher:
         )
         return row["queued"], row["running"]
 
+    @_resilient
     async def state_of(self, job_id: str) -> tuple[str, int, str | None]:
         """(state, attempts, result) of a job (tests and the job service's views)."""
         row = await self.pool.fetchrow(
@@ -149,6 +174,7 @@ class PgDispatcher:
 
     # ---- events ----------------------------------------------------------------------
 
+    @_resilient
     async def submit(
         self, job: JobSpec, now: float, *, max_open: int | None = None
     ) -> list[Action]:
@@ -181,7 +207,7 @@ class PgDispatcher:
             await conn.execute(
                 "INSERT INTO jobs (id, client, method, epochs, pixels, fast_styles, state,"
                 " place, wait_until) VALUES ($1, $2, $3, $4, $5, $6, 'queued',"
-                " nextval('places'), $7)",
+                " nextval('places'), $7) ON CONFLICT (id) DO NOTHING",
                 job.id,
                 job.client,
                 job.method,
@@ -193,6 +219,7 @@ class PgDispatcher:
             await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
         return await self.dispatch(now)
 
+    @_resilient
     async def node_up(self, info: NodeInfo, now: float) -> list[Action]:
         """A node connected to this replica (one of its name, anywhere, is replaced)."""
         actions: list[Action] = []
@@ -211,10 +238,12 @@ class PgDispatcher:
         )
         return actions + await self.dispatch(now)
 
+    @_resilient
     async def node_draining(self, name: str) -> None:
         """A node is leaving: it keeps its running jobs but gets no new ones."""
         await self.pool.execute("UPDATE nodes SET draining = true WHERE name = $1", name)
 
+    @_resilient
     async def node_down(
         self, name: str, now: float, reason: str | None = None, *, deliberate: bool = False
     ) -> list[Action]:
@@ -233,6 +262,7 @@ class PgDispatcher:
                 actions.append(await self._end_lease(conn, job, why, now, handed_back=deliberate))
         return actions + await self.dispatch(now)
 
+    @_resilient
     async def progress(self, node: str, job_id: str, lease: str, now: float) -> bool:
         """The node reports progress; True if it counts (the lease is current)."""
         done = await self.pool.fetchval(
@@ -245,6 +275,7 @@ class PgDispatcher:
         )
         return done is not None
 
+    @_resilient
     async def finished(
         self, node: str, job_id: str, lease: str, now: float, result: str | None = None
     ) -> list[Action]:
@@ -266,6 +297,7 @@ class PgDispatcher:
             await conn.execute("UPDATE nodes SET jobs_done = jobs_done + 1 WHERE name = $1", node)
         return await self.dispatch(now)
 
+    @_resilient
     async def failed(
         self, node: str, job_id: str, lease: str, now: float, *, reason: str, retry: bool
     ) -> list[Action]:
@@ -296,6 +328,7 @@ class PgDispatcher:
                 actions = [Failed(job_id, reason)]
         return actions + await self.dispatch(now)
 
+    @_resilient
     async def declined(
         self, node: str, job_id: str, lease: str, reason: str, now: float
     ) -> list[Action]:
@@ -313,6 +346,7 @@ class PgDispatcher:
             await self._requeue_front(conn, job, now)
         return await self.dispatch(now)
 
+    @_resilient
     async def cancel(self, job_id: str, now: float) -> list[Action] | None:
         """Take a job away: dequeue it, or tell its node to stop (its slot stays busy until
         the node confirms or `stop_grace` passes). None if it is not scheduled."""
@@ -328,6 +362,7 @@ class PgDispatcher:
             await self._stopping(conn, job["node"], job["lease"], now + self.timeouts.stop_grace)
         return [SendCancel(job["node"], job_id, job["lease"]), *await self.dispatch(now)]
 
+    @_resilient
     async def lease_closed(self, node: str, lease: str, now: float) -> list[Action]:
         """The node ended a lease it was told to stop: its slot is free again."""
         gone = await self.pool.fetchval(
@@ -335,6 +370,7 @@ class PgDispatcher:
         )
         return [] if gone is None else await self.dispatch(now)
 
+    @_resilient
     async def tick(self, now: float) -> list[Action]:
         """End leases that went silent or ran past their deadline (on every replica: the
         leader runs this), fail queued jobs that waited too long, free slots whose stop
@@ -378,6 +414,7 @@ class PgDispatcher:
                 actions.append(await self._end_lease(conn, job, why, now))
         return actions + await self.dispatch(now)
 
+    @_resilient
     async def dispatch(self, now: float) -> list[Action]:
         """Offer queued jobs to this replica's nodes while they have free slots."""
         offers: list[Action] = []
@@ -385,6 +422,7 @@ class PgDispatcher:
             offers.append(offer)
         return offers
 
+    @_resilient
     async def requeue_replica(self, replica: str, now: float, reason: str) -> list[Action]:
         """A replica died: its running jobs go back to the front of the queue without
         charging an attempt or a hand-back, and its nodes leave the registry (they will
