@@ -95,7 +95,7 @@ def _resilient(
     unreachable, for up to `retry_for` seconds; then 503 (`relay.cluster.database`)."""
 
     @functools.wraps(method)
-    async def wrapper(self: "PgDispatcher", *args: P.args, **kwargs: P.kwargs) -> T:
+    async def wrapper(self: "PgDispatcher", /, *args: P.args, **kwargs: P.kwargs) -> T:
         return await retrying(lambda: method(self, *args, **kwargs), self.retry_for)
 
     return wrapper
