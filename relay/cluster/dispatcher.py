@@ -452,17 +452,21 @@ class PgDispatcher:
     async def _claim_one(self, now: float) -> SendOffer | None:
         """Claim the next job in fair order for the least loaded local node that has one."""
         async with self.pool.acquire() as conn, conn.transaction():
+            nodes = await conn.fetch(
+                f"SELECT n.*, {_BUSY} AS busy, EXISTS (SELECT 1 FROM jobs WHERE state = 'queued'"
+                " AND not_before <= $2) AS work FROM nodes n"
+                " WHERE n.replica = $1 AND NOT n.draining",
+                self.replica,
+                now,
+            )
+            free = [n for n in nodes if n["busy"] < n["slots"] and n["work"]]
+            if not free:
+                return None  # no room or no work: no need to queue for the lock
             # Claims take turns: a statement orders by the turns it saw when it began, so
             # two replicas claiming at once could both serve the client first in line (one
             # of them a turn late). Under this lock each claim sees the one before it; the
             # row locks (SKIP LOCKED) keep claims from waiting on a finish or a cancel.
             await conn.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
-            nodes = await conn.fetch(
-                f"SELECT n.*, {_BUSY} AS busy FROM nodes n WHERE n.replica = $1 AND NOT n.draining",
-                self.replica,
-                now,
-            )
-            free = [n for n in nodes if n["busy"] < n["slots"]]
             free.sort(key=lambda n: (n["busy"] / n["slots"], n["started"], n["name"]))
             for node in free:
                 # Under the node's lock its busy count cannot change behind our back.
