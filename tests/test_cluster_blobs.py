@@ -9,12 +9,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from pytest_aiohttp import AiohttpClient
 
+from relay.app import json_errors
 from relay.blobs import BlobStore
 from relay.cluster.blobs import (
     Blobs,
     S3Store,
     SharedFolderStore,
+    file_response,
     open_blobs,
     parse_blob_url,
 )
@@ -182,3 +186,28 @@ def test_an_s3_url_gives_bucket_prefix_and_endpoint() -> None:
         "http://127.0.0.1:8333",
         "eu-1",
     )
+
+
+async def test_the_api_serves_a_stored_file_from_every_store(
+    opener: Opener, aiohttp_client: AiohttpClient
+) -> None:
+    store = opener()
+    sha = store.put(b"\x89PNG result")
+    headers = {"Content-Type": "image/png", "Cache-Control": "private, max-age=86400"}
+
+    async def serve(request: web.Request) -> web.StreamResponse:
+        return await file_response(store, request.match_info["sha"], headers)
+
+    app = web.Application(middlewares=[json_errors])
+    app.router.add_get("/files/{sha}", serve)
+    client = await aiohttp_client(app)
+    got = await client.get(f"/files/{sha}")
+    assert got.status == 200
+    assert await got.read() == b"\x89PNG result"
+    assert (got.headers["Content-Type"], got.headers["Cache-Control"]) == (
+        "image/png",
+        "private, max-age=86400",
+    )
+    gone = await client.get("/files/" + "0" * 64)
+    assert gone.status == 404
+    assert await gone.json() == {"error": "The file is no longer stored."}

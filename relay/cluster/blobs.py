@@ -18,6 +18,7 @@ Which files are live across replicas (a job on replica A keeps a file replica B 
 the PostgreSQL job table's to say; the leader runs `collect` with that set.
 """
 
+import asyncio
 import contextlib
 import errno
 import hashlib
@@ -25,13 +26,16 @@ import os
 import threading
 import time
 from collections import Counter
-from collections.abc import Container, Iterable
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from aiohttp import web
+
 from relay.blobs import _SHA, BlobStore
+from relay.errors import NotFound
 
 STALE_TMP = 3600.0
 """Age after which an unfinished write in a shared folder is taken for a crashed one."""
@@ -113,6 +117,22 @@ def parse_blob_url(text: str) -> BlobLocation:
             region=query.get("region", ["us-east-1"])[-1],
         )
     raise ValueError(f"expected file:///path or s3://bucket?endpoint=...; got {text!r}")
+
+
+async def file_response(blobs: "Blobs", sha: str, headers: Mapping[str, str]) -> web.StreamResponse:
+    """The HTTP answer carrying a stored file, whichever the store: sent from the disk
+    (sendfile, ranges) where it has a path, else read (off the loop) and sent as bytes.
+    404 (JSON) if the file is gone."""
+    if isinstance(blobs, BlobStore):
+        path = blobs.path(sha)
+        if not path.is_file():
+            raise NotFound("The file is no longer stored.")
+        return web.FileResponse(path, headers=headers)
+    try:
+        data = await asyncio.to_thread(blobs.read, sha)
+    except FileNotFoundError:
+        raise NotFound("The file is no longer stored.") from None
+    return web.Response(body=data, headers=headers)
 
 
 def open_blobs(location: BlobLocation) -> "SharedFolderStore | S3Store":
