@@ -194,20 +194,16 @@ class PgDispatcher:
                         f"You already have {max_open} jobs queued or running; "
                         "wait for one to finish or cancel one."
                     )
+            # One statement (a round trip counts): a client with nothing queued joins the
+            # back of the rotation; the job joins the back of its client's queue.
             await conn.execute(
-                "INSERT INTO clients VALUES ($1, nextval('turns')) ON CONFLICT DO NOTHING",
-                job.client,
-            )
-            # A client with nothing queued joins the back of the rotation.
-            await conn.execute(
-                "UPDATE clients SET turn = nextval('turns') WHERE client = $1 AND NOT EXISTS"
-                " (SELECT 1 FROM jobs WHERE client = $1 AND state = 'queued')",
-                job.client,
-            )
-            await conn.execute(
-                "INSERT INTO jobs (id, client, method, epochs, pixels, fast_styles, state,"
-                " place, wait_until) VALUES ($1, $2, $3, $4, $5, $6, 'queued',"
-                " nextval('places'), $7) ON CONFLICT (id) DO NOTHING",
+                "WITH c AS (INSERT INTO clients VALUES ($2, nextval('turns'))"
+                " ON CONFLICT (client) DO UPDATE SET turn = nextval('turns') WHERE NOT EXISTS"
+                " (SELECT 1 FROM jobs WHERE client = $2 AND state = 'queued')),"
+                " j AS (INSERT INTO jobs (id, client, method, epochs, pixels, fast_styles,"
+                " state, place, wait_until) VALUES ($1, $2, $3, $4, $5, $6, 'queued',"
+                " nextval('places'), $7) ON CONFLICT (id) DO NOTHING)"
+                " SELECT pg_notify($8, '')",
                 job.id,
                 job.client,
                 job.method,
@@ -215,8 +211,8 @@ class PgDispatcher:
                 job.pixels,
                 sorted(job.fast_styles),
                 now + self.timeouts.queue,
+                CHANNEL,
             )
-            await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
         return await self.dispatch(now)
 
     @_resilient
@@ -484,10 +480,12 @@ class PgDispatcher:
                 lease = self._lease_id()
                 stall = self.timeouts.stall_limit(spec)
                 await conn.execute(
-                    "UPDATE jobs SET state = 'running', lease = $2, node = $3, replica = $4,"
-                    " lease_started = $5::float8, stall = $6::float8,"
-                    " silent_until = $5::float8 + $6::float8, deadline = $7,"
-                    " not_before = 0 WHERE id = $1",
+                    "WITH j AS (UPDATE jobs SET state = 'running', lease = $2, node = $3,"
+                    " replica = $4, lease_started = $5::float8, stall = $6::float8,"
+                    " silent_until = $5::float8 + $6::float8, deadline = $7, not_before = 0"
+                    " WHERE id = $1),"
+                    " c AS (UPDATE clients SET turn = nextval('turns') WHERE client = $8)"
+                    " UPDATE nodes SET started = started + 1 WHERE name = $3",
                     spec.id,
                     lease,
                     node["name"],
@@ -495,12 +493,7 @@ class PgDispatcher:
                     now,
                     stall,
                     now + self.timeouts.run_limit(spec),
-                )
-                await conn.execute(
-                    "UPDATE clients SET turn = nextval('turns') WHERE client = $1", spec.client
-                )
-                await conn.execute(
-                    "UPDATE nodes SET started = started + 1 WHERE name = $1", node["name"]
+                    spec.client,
                 )
                 return SendOffer(node["name"], spec.id, lease)
         return None
