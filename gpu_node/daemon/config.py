@@ -135,6 +135,26 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, port
 
 
+def _relays(text: str) -> tuple[list[tuple[str, int]], bool]:
+    """`[tls://]HOST:PORT[,...]` -> the addresses, and whether TLS was asked for. Every
+    address is dialled the same way: mixing tls:// and plain ones is refused."""
+    addresses: list[tuple[str, int]] = []
+    schemes: set[str] = set()
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        scheme, sep, rest = item.partition("://")
+        if sep and scheme.lower() not in ("tls", "tcp"):
+            raise ConfigError(f"--relay {item!r}: the scheme is tls:// or tcp://, not {scheme}://")
+        schemes.add(scheme.lower() if sep else "")
+        addresses.append(parse_address(rest if sep else item))
+    if not addresses:
+        raise ConfigError(f"no relay: give --relay HOST:PORT (or ${ENV_PREFIX}RELAY)")
+    if "tls" in schemes and schemes != {"tls"}:
+        raise ConfigError(f"--relay {text!r}: give tls:// on every address or on none")
+    return addresses, "tls" in schemes
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the daemon's flags; all default to None so the environment can fill them in."""
     add = parser.add_argument
@@ -231,26 +251,6 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         insecure=insecure,
         more_relays=more,
     )
-
-
-def _relays(text: str) -> tuple[list[tuple[str, int]], bool]:
-    """`[tls://]HOST:PORT[,...]` -> the addresses, and whether TLS was asked for. Every
-    address is dialled the same way: mixing tls:// and plain ones is refused."""
-    addresses: list[tuple[str, int]] = []
-    schemes: set[str] = set()
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        scheme, sep, rest = item.partition("://")
-        if sep and scheme.lower() not in ("tls", "tcp"):
-            raise ConfigError(f"--relay {item!r}: the scheme is tls:// or tcp://, not {scheme}://")
-        schemes.add(scheme.lower() if sep else "")
-        addresses.append(parse_address(rest if sep else item))
-    if not addresses:
-        raise ConfigError(f"no relay: give --relay HOST:PORT (or ${ENV_PREFIX}RELAY)")
-    if "tls" in schemes and schemes != {"tls"}:
-        raise ConfigError(f"--relay {text!r}: give tls:// on every address or on none")
-    return addresses, "tls" in schemes
 
 
 def _switch(flag: str, raw: str | None) -> bool:
