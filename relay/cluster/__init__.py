@@ -8,7 +8,11 @@ Off unless the relay is given `--database-url`; then (docs/scale-out.md):
 - `relay.cluster.dispatcher`: the scheduler's core (fair queue, capability, fenced leases)
   as claims on those tables, so any replica may place any job;
 - `relay.cluster.replicas`: replicas' heartbeats, their limits, the leader (an advisory
-  lock) and the requeue of a dead replica's jobs.
+  lock) and the requeue of a dead replica's jobs;
+- `relay.cluster.member`: the loops that run those for one relay process;
+- `relay.cluster.fanout`: job events from one replica to the others (LISTEN/NOTIFY);
+- `relay.cluster.database`: riding out PostgreSQL restarts (retry, then 503);
+- `relay.cluster.contract`: the async `Dispatch` contract both dispatchers keep.
 
 Imports of the engines' clients (asyncpg, botocore: the `cluster` extra) happen only when
 cluster mode is used, so a single relay installs without them.
