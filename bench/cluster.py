@@ -265,8 +265,8 @@ def main() -> None:
             f = row[who]
             print(f"{row['run']:<12}{who:<9}{f['done']:>6}{f['jobs_per_s']:>9.0f}"
                   f"{f['p50_ms']:>9.1f}{f['p99_ms']:>9.1f}")  # fmt: skip
-    ratio = rows[0]["cluster"]["jobs_per_s"] / rows[0]["single"]["jobs_per_s"]
-    print(f"cluster/single throughput: {ratio:.2f}")
+    ratio = rows[0]["single"]["jobs_per_s"] / rows[0]["cluster"]["jobs_per_s"]
+    print(f"one Scheduler in memory places jobs {ratio:.0f}x as fast as the cluster's dispatch")
     print(json.dumps({"rows": rows}))
 
 

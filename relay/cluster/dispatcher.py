@@ -413,10 +413,7 @@ class PgDispatcher:
     @_resilient
     async def dispatch(self, now: float) -> list[Action]:
         """Offer queued jobs to this replica's nodes while they have free slots."""
-        offers: list[Action] = []
-        while (offer := await self._claim_one(now)) is not None:
-            offers.append(offer)
-        return offers
+        return list(await self._claim(now))
 
     @_resilient
     async def requeue_replica(self, replica: str, now: float, reason: str) -> list[Action]:
@@ -445,58 +442,82 @@ class PgDispatcher:
 
     # ---- inside ----------------------------------------------------------------------
 
-    async def _claim_one(self, now: float) -> SendOffer | None:
-        """Claim the next job in fair order for the least loaded local node that has one."""
+    async def _claim(self, now: float) -> list[SendOffer]:
+        """Claim jobs in fair order for this replica's nodes, one at a time to the least
+        loaded node that can run the next, until no free slot has a job (one transaction:
+        a round trip saved is a job/s gained)."""
         async with self.pool.acquire() as conn, conn.transaction():
             nodes = await conn.fetch(
                 f"SELECT n.*, {_BUSY} AS busy, EXISTS (SELECT 1 FROM jobs WHERE state = 'queued'"
                 " AND not_before <= $2) AS work FROM nodes n"
-                " WHERE n.replica = $1 AND NOT n.draining",
+                " WHERE n.replica = $1 AND NOT n.draining ORDER BY n.name",
                 self.replica,
                 now,
             )
-            free = [n for n in nodes if n["busy"] < n["slots"] and n["work"]]
-            if not free:
-                return None  # no room or no work: no need to queue for the lock
+            if not any(n["busy"] < n["slots"] and n["work"] for n in nodes):
+                return []  # no room or no work: no need to queue for the lock
             # Claims take turns: a statement orders by the turns it saw when it began, so
             # two replicas claiming at once could both serve the client first in line (one
             # of them a turn late). Under this lock each claim sees the one before it; the
             # row locks (SKIP LOCKED) keep claims from waiting on a finish or a cancel.
             await conn.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
-            free.sort(key=lambda n: (n["busy"] / n["slots"], n["started"], n["name"]))
-            for node in free:
-                # Under the node's lock its busy count cannot change behind our back.
-                busy = await conn.fetchval(
-                    f"SELECT {_BUSY} FROM nodes n WHERE n.name = $1 FOR UPDATE",
-                    node["name"],
-                    now,
-                )
-                if busy is None or busy >= node["slots"]:
-                    continue
-                pick = await self._pick(conn, node, now)
-                if pick is None:
-                    continue
-                spec = spec_of(pick)
-                lease = self._lease_id()
-                stall = self.timeouts.stall_limit(spec)
-                await conn.execute(
-                    "WITH j AS (UPDATE jobs SET state = 'running', lease = $2, node = $3,"
-                    " replica = $4, lease_started = $5::float8, stall = $6::float8,"
-                    " silent_until = $5::float8 + $6::float8, deadline = $7, not_before = 0"
-                    " WHERE id = $1),"
-                    " c AS (UPDATE clients SET turn = nextval('turns') WHERE client = $8)"
-                    " UPDATE nodes SET started = started + 1 WHERE name = $3",
-                    spec.id,
-                    lease,
-                    node["name"],
+            # Under the nodes' locks (taken in name order) their busy counts cannot change
+            # behind our back: count again, then keep count here.
+            busy = {
+                r["name"]: r["busy"]
+                for r in await conn.fetch(
+                    f"SELECT n.name, {_BUSY} AS busy FROM nodes n WHERE n.replica = $1"
+                    " AND NOT n.draining ORDER BY n.name FOR UPDATE",
                     self.replica,
                     now,
-                    stall,
-                    now + self.timeouts.run_limit(spec),
-                    spec.client,
                 )
-                return SendOffer(node["name"], spec.id, lease)
-        return None
+            }
+            free = {n["name"]: n for n in nodes if n["name"] in busy}
+            started = {name: n["started"] for name, n in free.items()}
+            offers: list[SendOffer] = []
+            while free:
+                order = sorted(
+                    (n for n in free.values() if busy[n["name"]] < n["slots"]),
+                    key=lambda n: (busy[n["name"]] / n["slots"], started[n["name"]], n["name"]),
+                )
+                offer = None
+                for node in order:
+                    offer = await self._claim_for(conn, node, now)
+                    if offer is not None:
+                        busy[node["name"]] += 1
+                        started[node["name"]] += 1
+                        break
+                    del free[node["name"]]  # nothing it can run is queued
+                if offer is None:
+                    break
+                offers.append(offer)
+        return offers
+
+    async def _claim_for(self, conn: Any, node: Any, now: float) -> SendOffer | None:
+        """Lease the next job in fair order that `node` can run to it (None: none queued)."""
+        pick = await self._pick(conn, node, now)
+        if pick is None:
+            return None
+        spec = spec_of(pick)
+        lease = self._lease_id()
+        stall = self.timeouts.stall_limit(spec)
+        await conn.execute(
+            "WITH j AS (UPDATE jobs SET state = 'running', lease = $2, node = $3,"
+            " replica = $4, lease_started = $5::float8, stall = $6::float8,"
+            " silent_until = $5::float8 + $6::float8, deadline = $7, not_before = 0"
+            " WHERE id = $1),"
+            " c AS (UPDATE clients SET turn = nextval('turns') WHERE client = $8)"
+            " UPDATE nodes SET started = started + 1 WHERE name = $3",
+            spec.id,
+            lease,
+            node["name"],
+            self.replica,
+            now,
+            stall,
+            now + self.timeouts.run_limit(spec),
+            spec.client,
+        )
+        return SendOffer(node["name"], spec.id, lease)
 
     async def _pick(self, conn: Any, node: Any, now: float) -> Any:
         """Lock the next job in fair order that `node` can run (None if there is none)."""
