@@ -26,7 +26,8 @@ Not (yet) here, kept by the single relay's `Scheduler`: client priorities, proba
 rest of unproven or failing nodes (`relay.reputation`), the unservable count and the
 words of `why_waiting`.
 
-Lock order, everywhere: node row, then job rows, then client rows (no deadlocks).
+Lock order, everywhere: node row, then job rows, then client rows (no deadlocks); a
+finish locks only its job row.
 """
 
 import functools
@@ -277,20 +278,20 @@ class PgDispatcher:
     ) -> list[Action]:
         """The current lease delivered its result (`result`, recorded once); StaleLease if
         the lease is not current (a late or repeated completion)."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute("SELECT 1 FROM nodes WHERE name = $1 FOR UPDATE", node)
-            done = await conn.fetchval(
-                "UPDATE jobs SET state = 'done', result = $4, ended = $5 WHERE id = $1"
-                " AND lease = $2 AND node = $3 AND state = 'running' RETURNING 1",
-                job_id,
-                lease,
-                node,
-                result,
-                now,
-            )
-            if done is None:
-                raise StaleLease(f"lease {lease} of job {job_id} on {node} is not current")
-            await conn.execute("UPDATE nodes SET jobs_done = jobs_done + 1 WHERE name = $1", node)
+        # One fenced statement, no node lock: a finish never waits for a claim (claims
+        # skip locked jobs, so none waits for a finish either); the slot it frees shows
+        # in the next claim's count.
+        done = await self.pool.fetchval(
+            "UPDATE jobs SET state = 'done', result = $4, ended = $5 WHERE id = $1"
+            " AND lease = $2 AND node = $3 AND state = 'running' RETURNING 1",
+            job_id,
+            lease,
+            node,
+            result,
+            now,
+        )
+        if done is None:
+            raise StaleLease(f"lease {lease} of job {job_id} on {node} is not current")
         return await self.dispatch(now)
 
     @_resilient

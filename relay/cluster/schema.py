@@ -75,7 +75,6 @@ CREATE TABLE IF NOT EXISTS nodes (
     max_pixels bigint NOT NULL,
     slots integer NOT NULL,
     started integer NOT NULL DEFAULT 0,
-    jobs_done integer NOT NULL DEFAULT 0,
     draining boolean NOT NULL DEFAULT false
 );
 
