@@ -13,7 +13,6 @@ import time
 from relay import config as config_module
 from relay import logs
 from relay.apikeys import KeyStore, Quota
-from relay.cluster import NOT_WIRED
 from relay.config import Config
 from relay.errors import ConfigError, TokenError
 from relay.server import serve
@@ -173,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "gallery":
             return _gallery(args, config)
         if config.cluster:
+            from relay.cluster import NOT_WIRED  # noqa: PLC0415 (only said in cluster mode)
+
             raise ConfigError(NOT_WIRED)
         serve(config)
     except (ConfigError, TokenError) as exc:
