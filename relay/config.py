@@ -163,6 +163,22 @@ def _origins(text: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _database_url(text: str) -> str:
+    """A PostgreSQL URL: cluster mode (relay.cluster) keeps the shared state there."""
+    value = text.strip()
+    if not re.match(r"^postgres(ql)?://\S+$", value):
+        raise ValueError("expected postgresql://user:password@host:port/database")
+    return value
+
+
+def _blob_url(text: str) -> str:
+    """Where cluster mode keeps files: file:///shared/folder or s3://bucket?endpoint=..."""
+    from relay.cluster.blobs import parse_blob_url  # noqa: PLC0415 (only cluster mode)
+
+    parse_blob_url(text)
+    return text.strip()
+
+
 def _path(text: str) -> Path:
     if not text.strip():
         raise ValueError("expected a path, got an empty string")
@@ -245,6 +261,12 @@ class Config:
     smtp_password: str | None = field(default=None, repr=False)
     smtp_starttls: bool = True
     smtp_attach_max_mb: float = 5.0
+    database_url: str | None = field(default=None, repr=False)
+    """PostgreSQL shared by the replicas (cluster mode); None: one relay, SQLite."""
+    blob_url: str | None = None
+    """Where the replicas keep files (cluster mode); None: the data dir."""
+    replica_dead_after: float = 15.0
+    """Cluster mode: how long a replica may miss heartbeats before others take its jobs."""
 
     @property
     def max_upload_bytes(self) -> int:
@@ -265,6 +287,16 @@ class Config:
             )
         if (self.smtp_user is None) != (self.smtp_password is None):
             raise ConfigError("--smtp-user and --smtp-password go together; give both or neither")
+        if (self.database_url is None) != (self.blob_url is None):
+            raise ConfigError(
+                "--database-url and --blob-url go together (cluster mode: the replicas share "
+                "the database and the files); give both or neither"
+            )
+
+    @property
+    def cluster(self) -> bool:
+        """Whether this relay is one replica of several (docs/scale-out.md)."""
+        return self.database_url is not None
 
     @property
     def mail_enabled(self) -> bool:
@@ -422,6 +454,21 @@ SETTINGS: dict[str, tuple[Cast, str]] = {
     "smtp_attach_max_mb": (
         _positive_float,
         "attach the result to the e-mail when at most this many MiB (default 5)",
+    ),
+    "database_url": (
+        _database_url,
+        "cluster mode: PostgreSQL the replicas share, postgresql://user:pass@host/db "
+        "(default: none, one relay on SQLite; needs the cluster extra)",
+    ),
+    "blob_url": (
+        _blob_url,
+        "cluster mode: where the replicas keep files, file:///shared/folder or "
+        "s3://bucket?endpoint=http://host:port (keys from AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY)",
+    ),
+    "replica_dead_after": (
+        _duration,
+        "cluster mode: silence after which a replica's running jobs are requeued (default 15s)",
     ),
 }
 

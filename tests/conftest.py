@@ -1,5 +1,6 @@
 """Fixtures shared by test modules: `start`, a real relay with its node port open for fake
-nodes over TCP (`wire_relay.Relay`). A module that defines its own `start` uses that one."""
+nodes over TCP (`wire_relay.Relay`). A module that defines its own `start` uses that one.
+The cluster tests' engines (a throwaway PostgreSQL and S3 store) come from `cluster_engines`."""
 
 import time
 from collections.abc import AsyncIterator
@@ -7,6 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster_engines import (  # noqa: F401 (fixtures)
+    blob_url,
+    database_url,
+    postgres_server,
+    s3_credentials,
+    s3_server,
+)
 from pytest_aiohttp import AiohttpClient
 from relay_harness import FakeClock, make_config
 from wire_relay import Relay, Start

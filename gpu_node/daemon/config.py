@@ -72,12 +72,16 @@ class NodeConfig:
     """TLS without verifying the relay's certificate: for testing only."""
     no_live: bool = False
     """Refuse live sessions (a camera painted frame by frame); jobs only."""
+    more_relays: tuple[tuple[str, int], ...] = ()
+    """Further (host, port) of the same relay service (replicas, docs/scale-out.md): when
+    one address fails the node dials the next, in turn."""
 
     def __post_init__(self) -> None:
-        if not self.relay_host:
-            raise ConfigError("--relay needs a host, as HOST:PORT")
-        if not 0 < self.relay_port < 65536:
-            raise ConfigError(f"--relay port must be 1..65535, not {self.relay_port}")
+        for host, port in self.relays:
+            if not host:
+                raise ConfigError("--relay needs a host, as HOST:PORT")
+            if not 0 < port < 65536:
+                raise ConfigError(f"--relay port must be 1..65535, not {port}")
         _check_token(self.token)
         if not self.name.strip() or len(self.name) > MAX_NAME_LEN:
             raise ConfigError(f"--name must be 1..{MAX_NAME_LEN} characters")
@@ -100,10 +104,19 @@ class NodeConfig:
             )
 
     @property
+    def relays(self) -> tuple[tuple[str, int], ...]:
+        """Every address of the relay, in the order they are tried."""
+        return ((self.relay_host, self.relay_port), *self.more_relays)
+
+    @property
     def relay(self) -> str:
-        """The relay's address as HOST:PORT, for log lines."""
-        host = f"[{self.relay_host}]" if ":" in self.relay_host else self.relay_host
-        return f"{'tls://' if self.tls else ''}{host}:{self.relay_port}"
+        """The relay's (first) address as HOST:PORT, for log lines."""
+        return self.label(self.relay_host, self.relay_port)
+
+    def label(self, host: str, port: int) -> str:
+        """An address as HOST:PORT (tls://HOST:PORT, [V6]:PORT), for log lines."""
+        shown = f"[{host}]" if ":" in host else host
+        return f"{'tls://' if self.tls else ''}{shown}:{port}"
 
 
 def _check_token(token: str) -> None:
@@ -141,10 +154,35 @@ def parse_address(text: str) -> tuple[str, int]:
     return host, port
 
 
+def _relays(text: str) -> tuple[list[tuple[str, int]], bool]:
+    """`[tls://]HOST:PORT[,...]` -> the addresses, and whether TLS was asked for. Every
+    address is dialled the same way: mixing tls:// and plain ones is refused."""
+    addresses: list[tuple[str, int]] = []
+    schemes: set[str] = set()
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        scheme, sep, rest = item.partition("://")
+        if sep and scheme.lower() not in ("tls", "tcp"):
+            raise ConfigError(f"--relay {item!r}: the scheme is tls:// or tcp://, not {scheme}://")
+        schemes.add(scheme.lower() if sep else "")
+        addresses.append(parse_address(rest if sep else item))
+    if not addresses:
+        raise ConfigError(f"no relay: give --relay HOST:PORT (or ${ENV_PREFIX}RELAY)")
+    if "tls" in schemes and schemes != {"tls"}:
+        raise ConfigError(f"--relay {text!r}: give tls:// on every address or on none")
+    return addresses, "tls" in schemes
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the daemon's flags; all default to None so the environment can fill them in."""
     add = parser.add_argument
-    add("--relay", metavar="HOST:PORT", help="the relay's node address (port 5678 by default)")
+    add(
+        "--relay",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="the relay's node address (port 5678 by default); several, comma-separated, "
+        "are tried in turn when one fails (relay replicas)",
+    )
     add("--token", help="this node's token (prefer --token-file: flags show in `ps`)")
     add("--token-file", type=Path, metavar="PATH", help="read the token from this file")
     add("--name", help="the name the relay shows (default: this machine's hostname)")
@@ -235,13 +273,11 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
     relay = pick("relay")
     if relay is None:
         raise ConfigError(f"no relay: give --relay HOST:PORT (or ${ENV_PREFIX}RELAY)")
-    scheme, sep, rest = relay.strip().partition("://")
-    if sep and scheme.lower() not in ("tls", "tcp"):
-        raise ConfigError(f"--relay {relay!r}: the scheme is tls:// or tcp://, not {scheme}://")
-    host, port = parse_address(rest if sep else relay)
+    addresses, any_tls = _relays(relay)
+    (host, port), more = addresses[0], tuple(addresses[1:])
     ca_file = pick("ca_file")
     insecure, tls_flag = _switch("insecure", pick("insecure")), _switch("tls", pick("tls"))
-    tls = tls_flag or ca_file is not None or insecure or (sep and scheme.lower() == "tls")
+    tls = tls_flag or ca_file is not None or insecure or any_tls
     models = pick("models_dir") or env.get(MODELS_DIR_ENV, "").strip() or None
     backoff_max = number("backoff_max", float, 60.0)
     return NodeConfig(
@@ -264,6 +300,7 @@ def from_args(args: argparse.Namespace, environ: Mapping[str, str] | None = None
         ca_file=Path(ca_file) if ca_file else None,
         insecure=insecure,
         no_live=_switch("no_live", pick("no_live")),
+        more_relays=more,
     )
 
 

@@ -73,6 +73,8 @@ class Daemon:
         )
         self._stopping = False
         self._wake: asyncio.Event | None = None
+        self._at = 0
+        """Which of `config.relays` is dialled next."""
 
     async def serve(self) -> int:
         """Keep a session with the relay until drained (0) or refused for good (2)."""
@@ -80,10 +82,20 @@ class Daemon:
         # on a worker thread, while we dial: the first job then starts at once
         warm_up = asyncio.get_running_loop().run_in_executor(self._executor, self.runner.warm_up)
         try:
+            untried = len(self.config.relays) - 1
             while not self._stopping:
+                connected = self.connections
                 outcome = await self._attempt()
                 if outcome is Outcome.DRAINED or self._stopping:
                     break
+                # Several addresses (relay replicas): the next one at once, and a pause
+                # only once each has failed since the last connection.
+                self._at = (self._at + 1) % len(self.config.relays)
+                untried = len(self.config.relays) - 1 if self.connections > connected else untried
+                if untried > 0:
+                    untried -= 1
+                    continue
+                untried = len(self.config.relays) - 1
                 delay = self.backoff.failure()
                 log.info("backing off %.1f s before reconnecting", delay)
                 with contextlib.suppress(TimeoutError):
@@ -100,14 +112,12 @@ class Daemon:
 
     async def _attempt(self) -> Outcome:
         config = self.config
-        log.info("connecting to the relay at %s", config.relay)
+        host, port = config.relays[self._at]
+        log.info("connecting to the relay at %s", config.label(host, port))
         try:
             reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(
-                    config.relay_host,
-                    config.relay_port,
-                    ssl=self.tls,
-                    server_hostname=config.relay_host if self.tls else None,
+                    host, port, ssl=self.tls, server_hostname=host if self.tls else None
                 ),
                 CONNECT_TIMEOUT,
             )
@@ -115,7 +125,8 @@ class Daemon:
             log.error("%s", explain(exc, config))
             return Outcome.DISCONNECTED
         except (OSError, TimeoutError) as exc:
-            log.warning("cannot reach the relay at %s: %s", config.relay, exc or "timed out")
+            where = config.label(host, port)
+            log.warning("cannot reach the relay at %s: %s", where, exc or "timed out")
             return Outcome.DISCONNECTED
         self.connections += 1
         if self._stopping:  # asked to stop while we were dialling

@@ -1,0 +1,26 @@
+"""Cluster mode: several relay replicas on PostgreSQL and an S3-compatible store.
+
+Off unless the relay is given `--database-url`; then (docs/scale-out.md):
+
+- `relay.cluster.blobs`: where files go (`--blob-url`): a shared folder or an S3 bucket,
+  behind the same content-addressed interface as `relay.blobs.BlobStore`;
+- `relay.cluster.schema`: the tables every replica shares;
+- `relay.cluster.dispatcher`: the scheduler's core (fair queue, capability, fenced leases)
+  as claims on those tables, so any replica may place any job;
+- `relay.cluster.replicas`: replicas' heartbeats, their limits, the leader (an advisory
+  lock) and the requeue of a dead replica's jobs;
+- `relay.cluster.member`: the loops that run those for one relay process;
+- `relay.cluster.fanout`: job events from one replica to the others (LISTEN/NOTIFY);
+- `relay.cluster.database`: riding out PostgreSQL restarts (retry, then 503);
+- `relay.cluster.contract`: the async `Dispatch` contract both dispatchers keep.
+
+Imports of the engines' clients (asyncpg, botocore: the `cluster` extra) happen only when
+cluster mode is used, so a single relay installs without them.
+"""
+
+NOT_WIRED = (
+    "cluster mode (--database-url, --blob-url) is not wired into the relay's job service "
+    "yet; run one relay without them (docs/scale-out.md says what works so far)"
+)
+"""Why `serve` refuses cluster settings today: three relays that each ignored them would
+look like a cluster and be three separate queues."""
