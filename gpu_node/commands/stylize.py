@@ -143,6 +143,7 @@ def _gatys_params(args: argparse.Namespace) -> GatysParams:
         pooling=Pooling(args.pooling),
         style_scale=args.style_scale,
         preserve_colors=args.preserve_colors,
+        style_strength=args.strength,
     )
 
 
@@ -155,7 +156,7 @@ def _add_fast_arguments(parser: argparse.ArgumentParser) -> None:
         help="fast: style ids (see `styles`), optionally weighted to blend built-ins",
     )
     group.add_argument(
-        "--strength", type=float, default=1.0, help="fast/arbitrary: 0 = the photo, 1 = full style"
+        "--strength", type=float, default=1.0, help="0 = the photo, 1 = full style (all methods)"
     )
     group.add_argument(
         "--models-dir",

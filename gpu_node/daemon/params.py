@@ -8,7 +8,8 @@ Parameters (all optional except what a method needs):
 
     every method   size (long side, px), seed, preserve_colors (alias keep_colors), epochs
     gatys          content_weight, style_weight, tv_weight, optimizer (lbfgs|adam),
-                   init (content|noise|style), learning_rate, style_scale, pooling (max|avg)
+                   init (content|noise|style), learning_rate, style_scale, pooling (max|avg),
+                   strength (0..1, GatysParams.style_strength)
     fast           strength (0..1), style_mix ("builtin:a:0.7,builtin:b:0.3"; else style_id)
     arbitrary      strength (0..1); exactly one style image
 """
@@ -154,6 +155,8 @@ def _gatys(
             values[key] = _float(params, key)
     if "seed" in params:
         values["seed"] = _int(params, "seed", 0)
+    if "strength" in params:
+        values["style_strength"] = _strength(params)
     for key, kind in (("optimizer", Optimizer), ("init", Init), ("pooling", Pooling)):
         if key in params:
             values[key] = _choice(params, key, kind)
