@@ -19,7 +19,7 @@ defaults, alternately in one process, and timed; a table and a JSON file come ou
     python bench/quality.py score OUTPUT --content PHOTO --style PAINTING
     python bench/quality.py compare [--size 512] [--epochs 200] [--content NAME ...]
                                     [--style NAME ...] [--json PATH] [--images DIR]
-    python bench/quality.py compare --quick      (64 px, 20 epochs, one pair)
+    python bench/quality.py compare --quick      (128 px, 30 epochs, one pair)
 
 Goals (issue 18, 512 px, page's 200 epochs, mean over every pair): style ratio <= 0.046
 and content ratio <= 0.53, the classic jcjohnson/neural-style output of Tübingen in the
@@ -34,10 +34,12 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
+import contextlib
+import fcntl
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -172,9 +174,14 @@ def compare(
     after: GatysParams | None = None,
     images: Path | None = None,
     evaluator: Evaluator | None = None,
-    echo: bool = True,
+    lock: Path | None = None,
+    echo: Callable[[list[Outcome]], None] | None = None,
 ) -> list[Outcome]:
-    """Paint every pair before and after (alternating which goes first), score and time."""
+    """Paint every pair before and after (alternating which goes first), score and time.
+
+    `lock` is a file flocked around each painting (so that other benchmarks on the machine
+    wait, and this one waits for them); `echo` is called with the outcomes after each pair.
+    """
     evaluator = evaluator or Evaluator()
     old = with_size(BEFORE, size, epochs)
     new = with_size(after if after is not None else GatysParams(), size, epochs)
@@ -185,7 +192,8 @@ def compare(
         order = ("before", "after") if i % 2 == 0 else ("after", "before")
         made: dict[str, tuple[Image.Image, float]] = {}
         for which in order:
-            made[which] = paint(photo, style, old if which == "before" else new)
+            with _held(lock):
+                made[which] = paint(photo, style, old if which == "before" else new)
         pair = f"{photo_path.stem}+{style_path.stem}"
         outcome = Outcome(
             pair=pair,
@@ -198,9 +206,22 @@ def compare(
         if images is not None:
             images.mkdir(parents=True, exist_ok=True)
             side_by_side(made["before"][0], made["after"][0]).save(images / f"{pair}_{size}.png")
-        if echo:
-            print(_row(outcome), flush=True)
+        if echo is not None:
+            echo(outcomes)
     return outcomes
+
+
+@contextlib.contextmanager
+def _held(lock: Path | None) -> Iterator[None]:
+    if lock is None:
+        yield
+        return
+    with lock.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 _HEAD = (
@@ -253,12 +274,14 @@ def all_pairs(root: Path = SHARED) -> list[tuple[Path, Path]]:
 
 
 def _pick(
-    pairs: list[tuple[Path, Path]], contents: list[str], styles: list[str]
+    pairs: list[tuple[Path, Path]], contents: list[str], styles: list[str], named: list[str]
 ) -> list[tuple[Path, Path]]:
     return [
         (c, s)
         for c, s in pairs
-        if (not contents or c.stem in contents) and (not styles or s.stem in styles)
+        if (not contents or c.stem in contents)
+        and (not styles or s.stem in styles)
+        and (not named or f"{c.stem}+{s.stem}" in named)
     ]
 
 
@@ -278,7 +301,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     cmp.add_argument("--root", type=Path, default=SHARED, help="folder of content/, styles/")
     cmp.add_argument("--json", type=Path, help="write the outcomes here")
     cmp.add_argument("--images", type=Path, help="save before | after PNGs here")
-    cmp.add_argument("--quick", action="store_true", help="64 px, 20 epochs, one pair")
+    cmp.add_argument("--pair", action="append", default=[], help="PHOTO+PAINTING (repeat)")
+    cmp.add_argument("--lock", type=Path, help="flock this file around each painting")
+    cmp.add_argument("--quick", action="store_true", help="128 px, 30 epochs, one pair")
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     if args.command == "score":
@@ -288,15 +313,27 @@ def main(argv: Sequence[str] | None = None) -> int:
             s = evaluator.score(open_image(path), photo, style)
             print(f"{path}: style ratio {s.style_ratio:.4f}  content ratio {s.content_ratio:.3f}")
         return 0
-    pairs = _pick(all_pairs(args.root), args.content, args.style)
+    pairs = _pick(all_pairs(args.root), args.content, args.style, args.pair)
     size, epochs = args.size, args.epochs
     if args.quick:
-        pairs, size, epochs = pairs[:1], 64, 20
+        pairs, size, epochs = pairs[:1], 128, 30
     if not pairs:
         parser.error("no pairs match --content/--style")
     print(f"{len(pairs)} pair(s), {size} px, {epochs} epochs, {torch.get_num_threads()} threads")
     print(_HEAD, flush=True)
-    outcomes = compare(pairs, size, epochs, images=args.images)
+
+    def report(outcomes: list[Outcome]) -> None:
+        print(_row(outcomes[-1]), flush=True)
+        if args.json is not None:
+            record = {
+                "size": size,
+                "epochs": epochs,
+                "summary": summary(outcomes),
+                "pairs": [asdict(o) for o in outcomes],
+            }
+            args.json.write_text(json.dumps(record, indent=2))
+
+    outcomes = compare(pairs, size, epochs, images=args.images, lock=args.lock, echo=report)
     totals = summary(outcomes)
     print(
         f"{'mean':32s} {totals['style_before']:12.4f} {totals['style_after']:7.4f}"
@@ -307,14 +344,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"time after/before {totals['time_ratio']:.2f}; pairs worse on both: "
         f"{totals['worse_on_both']:.0f}; goals: style <= 0.046, content <= 0.53"
     )
-    if args.json is not None:
-        record = {
-            "size": size,
-            "epochs": epochs,
-            "summary": totals,
-            "pairs": [asdict(o) for o in outcomes],
-        }
-        args.json.write_text(json.dumps(record, indent=2))
     return 0
 
 

@@ -68,12 +68,12 @@ def test_quick_compare_styles_the_photo_and_writes_json(tmp_path: Path) -> None:
     assert main(["compare", "--quick", "--root", str(root), "--json", str(out),
                  "--images", str(tmp_path / "side")]) == 0  # fmt: skip
     record = json.loads(out.read_text())
-    assert record["size"] == 64 and record["summary"]["pairs"] == 1
+    assert record["size"] == 128 and record["summary"]["pairs"] == 1
     (pair,) = record["pairs"]
     assert pair["pair"] == "cat+starry_night"
     for which in ("before", "after"):
         assert 0 < pair[which]["style_ratio"] < 1
         assert 0 < pair[which]["content_ratio"] < 1
         assert pair[f"{which}_s"] > 0
-    side = Image.open(tmp_path / "side" / "cat+starry_night_64.png")
-    assert side.height == 64 and side.width > 2 * 64
+    with Image.open(tmp_path / "side" / "cat+starry_night_128.png") as side:
+        assert side.size == (128 + 8 + 128, 85)  # before | after, the cat being 3:2

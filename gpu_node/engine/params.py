@@ -61,7 +61,7 @@ class GatysParams:
     """Loss-and-gradient evaluations to run (over all scales)."""
     max_epochs: int = 1000
     """The caller's cap on `epochs`; asking for more is an error, never a silent clamp."""
-    content_weight: float = 1e-2
+    content_weight: float = 3e-2
     style_weight: float = 1.0
     tv_weight: float = 0.0
     content_layers: LayerWeights = DEFAULT_CONTENT_LAYERS
@@ -81,7 +81,7 @@ class GatysParams:
     """Hand a preview to the preview callback every this many epochs (0: never)."""
     multiscale_above: int = 1024
     """Outputs larger than this start at half size (or less) and are refined upwards."""
-    warmup_share: float = 0.0
+    warmup_share: float = 0.5
     """Share of the epochs first run at half the coarsest scale (when that is at least
     `MIN_WARMUP` px), before refining at full size; scaled by `style_strength`."""
     style_strength: float = 1.0
