@@ -276,13 +276,16 @@ def all_pairs(root: Path = SHARED) -> list[tuple[Path, Path]]:
 def _pick(
     pairs: list[tuple[Path, Path]], contents: list[str], styles: list[str], named: list[str]
 ) -> list[tuple[Path, Path]]:
-    return [
+    picked = [
         (c, s)
         for c, s in pairs
         if (not contents or c.stem in contents)
         and (not styles or s.stem in styles)
         and (not named or f"{c.stem}+{s.stem}" in named)
     ]
+    if named:  # in the order asked for, so that a run cut short has the first ones
+        picked.sort(key=lambda p: named.index(f"{p[0].stem}+{p[1].stem}"))
+    return picked
 
 
 def main(argv: Sequence[str] | None = None) -> int:

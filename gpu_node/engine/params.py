@@ -61,7 +61,7 @@ class GatysParams:
     """Loss-and-gradient evaluations to run (over all scales)."""
     max_epochs: int = 1000
     """The caller's cap on `epochs`; asking for more is an error, never a silent clamp."""
-    content_weight: float = 3e-2
+    content_weight: float = 2.5e-2
     style_weight: float = 1.0
     tv_weight: float = 0.0
     content_layers: LayerWeights = DEFAULT_CONTENT_LAYERS
