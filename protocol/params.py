@@ -175,7 +175,7 @@ TABLE: tuple[Param, ...] = (
     SIZE,
     EPOCHS,
     Param(
-        "content_weight", Kind.NUMBER, ("gatys",), 0.01, "How much the photo's content counts.",
+        "content_weight", Kind.NUMBER, ("gatys",), 0.025, "How much the photo's content counts.",
         low=0,
     ),
     Param("style_weight", Kind.NUMBER, ("gatys",), 1.0, "How much the style counts.", low=0),
@@ -212,8 +212,10 @@ TABLE: tuple[Param, ...] = (
         low=0, high=MAX_UINT,
     ),
     Param(
-        "strength", Kind.NUMBER, ONE_PASS, 1.0,
-        "How strongly the style is applied: 0 is the photo, 1 the full style.", low=0, high=1,
+        "strength", Kind.NUMBER, METHODS, 1.0,
+        "How strongly the style is applied: 0 is the photo, 1 the full style. One-pass "
+        "methods blend with the photo; gatys scales its style weight and half-size warm-up.",
+        low=0, high=1,
     ),
     Param(
         "keep_colors", Kind.BOOLEAN, METHODS, False,

@@ -53,7 +53,7 @@ def test_every_method_and_public_parameter_is_an_option() -> None:
 @pytest.mark.parametrize(
     ("extra", "says"),
     [
-        (["--method", "gatys", "--style-image", PAINTING, "--strength", "0.5"], "applies to"),
+        (["--method", "arbitrary", "--style-image", PAINTING, "--seed", "3"], "applies to"),
         (["--method", "fast", "--style", "starry-blue", "--init", "noise"], "applies to"),
         (["--style-image", PAINTING, "--style-scale", "5"], "style_scale must be a number between"),
         (["--style-image", PAINTING, "--size", "9000"], "between 16 and 8192 pixels"),

@@ -78,7 +78,7 @@ def test_gatys_params_are_mapped_onto_the_engine(registry: StyleRegistry) -> Non
     params: dict[str, Scalar] = {
         "epochs": 40, "size": 64, "content_weight": 0.5, "style_weight": 2, "tv_weight": 0.1,
         "optimizer": "adam", "init": "noise", "learning_rate": 3.0, "seed": 7.0,
-        "keep_colors": True,
+        "keep_colors": True, "strength": 0.5,
     }  # fmt: skip
     spec = job_spec(offer("gatys", params, styles=2), CAPS, registry)
     assert isinstance(spec, GatysJob)
@@ -87,6 +87,7 @@ def test_gatys_params_are_mapped_onto_the_engine(registry: StyleRegistry) -> Non
     assert (p.content_weight, p.style_weight, p.tv_weight) == (0.5, 2.0, 0.1)
     assert (p.optimizer, p.init, p.learning_rate, p.seed) == (Optimizer.ADAM, Init.NOISE, 3.0, 7)
     assert p.preserve_colors is True
+    assert p.style_strength == 0.5  # the page's strength slider reaches Gatys too
     assert p.preview_every == 1  # about 50 previews a job at most
     assert spec.style_weights == (1.0, 2.0)
 

@@ -95,7 +95,7 @@ async def test_a_form_takes_the_new_settings_as_text(start: Start) -> None:
         ({"style_scale": "5"}, "`style_scale` must be a number between 0.05 and 4"),
         ({"style_scale": "0"}, "`style_scale` must be a number between 0.05 and 4"),
         ({"size": "9000"}, "`size` must be a whole number between 16 and 8192 pixels"),
-        ({"strength": "0.5"}, "`strength` applies to the fast and arbitrary methods only"),
+        ({"method": "arbitrary", "seed": "3"}, "`seed` applies to the gatys method only"),
         (
             {"method": "arbitrary", "init": "noise"},
             "`init` applies to the gatys method only, not arbitrary",

@@ -98,7 +98,8 @@ def test_the_engine_has_the_tables_range_and_defaults() -> None:
         if name == "keep_colors":
             assert engine.preserve_colors is default
             continue
-        value = getattr(engine, name)
+        # The wire's strength is the engine's style_strength (gpu_node.daemon.params).
+        value = getattr(engine, "style_strength" if name == "strength" else name)
         assert getattr(value, "value", value) == default, name
 
 

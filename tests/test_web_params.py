@@ -58,8 +58,8 @@ def test_controls_follow_the_method_and_gatys_settings_reach_the_node(
     page.get_by_text("The Starry Night").click()
     expect(page.locator("input[name=method][value=gatys]")).to_be_checked()
     choose_photo(page, files["photo"])
-    # Strength does nothing for Gatys: hidden. Epochs and the advanced panel show.
-    expect(page.locator("#strength-field")).to_be_hidden()
+    # Strength (style weight and warm-up for Gatys), epochs and the advanced panel show.
+    expect(page.locator("#strength-field")).to_be_visible()
     expect(page.locator("#epochs-field")).to_be_visible()
     expect(page.locator("#advanced")).to_be_visible()
     page.locator("#advanced summary").click()
@@ -67,6 +67,7 @@ def test_controls_follow_the_method_and_gatys_settings_reach_the_node(
     page.locator("#pooling").select_option("avg")
     page.locator("#style-scale").fill("9")
     set_range(page, "#epochs", 4)
+    set_range(page, "#strength", 40)
     page.locator("#go").click()
     expect(page.locator("#advanced-error")).to_have_text(
         "“Style scale” must be a number from 0.05 to 4."
@@ -78,7 +79,7 @@ def test_controls_follow_the_method_and_gatys_settings_reach_the_node(
     expect(page.locator("#job-download")).to_be_visible(timeout=15000)
     params = node.offers[-1].params
     assert (params["init"], params["pooling"], params["style_scale"]) == ("noise", "avg", 0.5)
-    assert "strength" not in params
+    assert params["strength"] == 0.4  # the lighter look of earlier releases
 
     # A fast style: strength shows, the Gatys-only controls hide and are not sent.
     page.locator("#job-new").click()

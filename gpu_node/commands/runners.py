@@ -50,6 +50,7 @@ def gatys_params(values: Mapping[str, Value], max_epochs: int | None) -> GatysPa
         pooling=Pooling(values["pooling"]),
         style_scale=float(values["style_scale"]),
         preserve_colors=bool(values["keep_colors"]),
+        style_strength=float(values["strength"]),
     )
 
 

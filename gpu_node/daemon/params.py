@@ -150,6 +150,8 @@ def _gatys(
         if key in params:
             kind = _ENUMS.get(key)
             values[key] = kind(params[key]) if kind is not None else params[key]
+    if "strength" in params:  # the page's style strength: scales style weight and warm-up
+        values["style_strength"] = params["strength"]
     gatys = GatysParams(**values)  # type: ignore[arg-type]
     return GatysJob(gatys, tuple(image.weight for image in offer.style_images))
 

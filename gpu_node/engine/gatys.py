@@ -153,13 +153,14 @@ def stylize_gatys(
         checkpoint=checkpoint,
         full=full_content,
     )
-    log.debug("gatys %dx%d on %s, scales %s", final_w, final_h, device, params.scales())
+    stages = params.stages()
+    log.debug("gatys %dx%d on %s, stages %s", final_w, final_h, device, stages)
 
     canvas: torch.Tensor | None = None
     done = 0
-    for size, epochs in zip(params.scales(), params.epochs_per_scale(), strict=True):
+    for size, epochs in stages:
         if start is not None and done + epochs <= start_epoch:
-            done += epochs  # this scale was finished before the start picture was taken
+            done += epochs  # this stage was finished before the start picture was taken
             continue
         content_t = (
             full_content
@@ -273,7 +274,9 @@ def _optimise(
         content_term = params.content_weight * content_loss(
             features, content_targets, params.content_layers
         )
-        style_term = params.style_weight * style_loss(features, style_grams, params.style_layers)
+        style_term = params.effective_style_weight * style_loss(
+            features, style_grams, params.style_layers
+        )
         total = content_term + style_term
         if params.tv_weight > 0:
             tv_term = params.tv_weight * tv_loss(canvas)

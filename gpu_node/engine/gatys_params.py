@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gpu_node.engine.layers import LAYER_INDEX, Pooling, check_layers
 from gpu_node.errors import BadInputError
@@ -34,6 +34,8 @@ DEFAULT_STYLE_LAYERS: LayerWeights = (
 )
 MAX_SIZE = int(SIZE.high_for("gatys"))  # type: ignore[arg-type]  # the table's, an int
 """The longest side the engine paints, from the shared table of job parameters."""
+MIN_WARMUP = 64
+"""The smallest long side a warm-up stage runs at."""
 
 
 class Optimizer(enum.Enum):
@@ -64,7 +66,7 @@ class GatysParams:
     """Loss-and-gradient evaluations to run (over all scales)."""
     max_epochs: int = 1000
     """The caller's cap on `epochs`; asking for more is an error, never a silent clamp."""
-    content_weight: float = 1e-2
+    content_weight: float = 2.5e-2
     style_weight: float = 1.0
     tv_weight: float = 0.0
     content_layers: LayerWeights = DEFAULT_CONTENT_LAYERS
@@ -84,6 +86,12 @@ class GatysParams:
     """Hand a preview to the preview callback every this many epochs (0: never)."""
     multiscale_above: int = 1024
     """Outputs larger than this start at half size (or less) and are refined upwards."""
+    warmup_share: float = 0.5
+    """Share of the epochs first run at half the coarsest scale (when that is at least
+    `MIN_WARMUP` px), before refining at full size; scaled by `style_strength`."""
+    style_strength: float = 1.0
+    """0..1, how strongly the style is applied: scales `style_weight` and `warmup_share`
+    (0 leaves a content start as the photo)."""
 
     def __post_init__(self) -> None:
         _whole("size", self.size, 16, MAX_SIZE)
@@ -103,6 +111,14 @@ class GatysParams:
         _whole("preview_every", self.preview_every, 0, None)
         _whole("multiscale_above", self.multiscale_above, 64, None)
         _whole("seed", self.seed, 0, 2**63 - 1)
+        _finite("warmup_share", self.warmup_share, allow_zero=True)
+        _finite("style_strength", self.style_strength, allow_zero=True)
+        if self.style_strength > 1:
+            raise BadInputError(
+                f"style_strength must be between 0 and 1, not {self.style_strength}"
+            )
+        if self.warmup_share >= 1:
+            raise BadInputError(f"warmup_share must be below 1, not {self.warmup_share}")
         if not self.style_layers:
             raise BadInputError("at least one style layer is needed")
         for name, layers in (("content", self.content_layers), ("style", self.style_layers)):
@@ -118,6 +134,11 @@ class GatysParams:
         ):
             if not isinstance(getattr(self, field_name), kind):
                 raise BadInputError(f"{field_name} must be a {kind.__name__}")
+
+    @property
+    def effective_style_weight(self) -> float:
+        """The style term's weight in the loss: `style_weight` scaled by `style_strength`."""
+        return self.style_weight * self.style_strength
 
     @property
     def deepest_layer(self) -> str:
@@ -143,6 +164,17 @@ class GatysParams:
         share, spare = divmod(self.epochs, count)
         return [share + (spare if i == 0 else 0) for i in range(count)]
 
+    def stages(self) -> list[tuple[int, int]]:
+        """(long side, epochs) to run in turn: the warm-up at half size, then `scales()`."""
+        scales = self.scales()
+        half = scales[0] // 2
+        share = self.warmup_share * self.style_strength
+        warmup = round(self.epochs * share) if half >= MIN_WARMUP else 0
+        if warmup == 0 or self.epochs - warmup < len(scales):
+            return list(zip(scales, self.epochs_per_scale(), strict=True))
+        rest = replace(self, epochs=self.epochs - warmup, max_epochs=self.max_epochs)
+        return [(half, warmup), *zip(scales, rest.epochs_per_scale(), strict=True)]
+
 
 def _whole(name: str, value: object, low: int, high: int | None) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
@@ -157,3 +189,10 @@ def _finite(name: str, value: object, *, allow_zero: bool) -> None:
         raise BadInputError(f"{name} must be a finite number, not {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         raise BadInputError(f"{name} must be {'zero or ' if allow_zero else ''}positive")
+
+
+LEGACY_GATYS = GatysParams(
+    content_weight=1e-2, style_weight=1.0, tv_weight=0.0, warmup_share=0.0, style_strength=1.0
+)
+"""The defaults before issue 18: full size only, a lighter, finer-grained look
+(bench/quality.py's "before")."""
