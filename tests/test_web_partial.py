@@ -72,6 +72,10 @@ def test_a_cancelled_job_shows_and_offers_its_painting_so_far(
         assert img.format == "PNG" and img.size == (job.width, job.height)
     assert name.endswith("-partial.png")
 
+    # My results shows it too, in place of a result.
+    card = page.locator(f".history__item[data-job='{job_id}']")
+    expect(card.locator(f"img[src='/api/jobs/{job_id}/partial']")).to_be_visible()
+
     page.locator("#lang").select_option("zh-CN")
     expect(status).to_contain_text(f"停在第 {job.partial_epoch} 轮（共 200 轮）")
     expect(download).to_have_text("下载目前的画作")

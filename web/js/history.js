@@ -41,9 +41,11 @@ function card(job) {
   const open = `#job=${encodeURIComponent(job.id)}`;
   const result = job.result_url
     ? el("img", { src: job.result_url, alt: t("results.alt", { date }), loading: "lazy" })
-    : job.preview_url
-      ? el("img", { src: job.preview_url, alt: t("job.alt.preview"), loading: "lazy" })
-      : el("span", { class: "history__blank", "aria-hidden": "true" });
+    : job.partial // cancelled or failed: the painting as far as it got
+      ? el("img", { src: job.partial.url, alt: t("job.alt.partial"), loading: "lazy" })
+      : job.preview_url
+        ? el("img", { src: job.preview_url, alt: t("job.alt.preview"), loading: "lazy" })
+        : el("span", { class: "history__blank", "aria-hidden": "true" });
   const first = (job.styles || [])[0];
   const styleSrc =
     (job.style_urls || [])[0] ||
