@@ -77,10 +77,11 @@ def test_a_large_job_gets_a_shorter_lbfgs_history_before_it_is_refused() -> None
 
 
 def test_a_warm_up_at_half_size_comes_first_when_there_is_room() -> None:
-    # The defaults (issue 18): half the epochs at half size, then the rest at full size.
-    assert GatysParams(size=512, epochs=200).stages() == [(256, 100), (512, 100)]
+    # The defaults (issue 18): three quarters of the epochs at half size, then the rest at
+    # full size.
+    assert GatysParams(size=512, epochs=200).stages() == [(256, 150), (512, 50)]
     big = GatysParams(size=2048, epochs=301)
-    assert big.stages() == [(512, 150), (1024, 76), (2048, 75)]
+    assert big.stages() == [(512, 226), (1024, 38), (2048, 37)]
     # below 2 * MIN_WARMUP, or with no epoch to spare for the scales, no warm-up
     assert GatysParams(size=96, epochs=10).stages() == [(96, 10)]
     assert GatysParams(size=2048, epochs=2).stages() == [(1024, 1), (2048, 1)]
@@ -91,7 +92,7 @@ def test_style_strength_scales_the_style_weight_and_the_warm_up() -> None:
     full = GatysParams(size=512, epochs=200)
     half = GatysParams(size=512, epochs=200, style_strength=0.5)
     assert half.effective_style_weight == pytest.approx(0.5 * full.effective_style_weight)
-    assert half.stages() == [(256, 50), (512, 150)]
+    assert half.stages() == [(256, 75), (512, 125)]
     none = GatysParams(size=512, epochs=200, style_strength=0.0)
     assert none.effective_style_weight == 0 and none.stages() == [(512, 200)]
     for bad in (-0.1, 1.5, float("nan")):

@@ -79,7 +79,7 @@ def test_controls_follow_the_method_and_gatys_settings_reach_the_node(
     expect(page.locator("#job-download")).to_be_visible(timeout=15000)
     params = node.offers[-1].params
     assert (params["init"], params["pooling"], params["style_scale"]) == ("noise", "avg", 0.5)
-    assert params["strength"] == 0.4  # the lighter look of earlier releases
+    assert params["strength"] == 0.4  # a lighter look
 
     # A fast style: strength shows, the Gatys-only controls hide and are not sent.
     page.locator("#job-new").click()

@@ -37,7 +37,7 @@ def _step_seconds(
     stylize_gatys(
         picture,
         [(picture.transpose(Image.Transpose.FLIP_LEFT_RIGHT), 1.0)],
-        # The default stages (half the epochs at half size first, gatys_params.stages):
+        # The default stages (most epochs at half size first, gatys_params.stages):
         # the relay prices every epoch alike, so the pace is that of an average epoch of a
         # default job. A job with a lower `strength` warms up less and runs a little longer.
         GatysParams(size=size, epochs=epochs),
