@@ -100,3 +100,13 @@ def test_style_strength_scales_the_style_weight_and_the_warm_up() -> None:
             GatysParams(style_strength=bad)
     with pytest.raises(BadInputError, match="warmup_share"):
         GatysParams(warmup_share=1.0)
+
+
+def test_the_pace_warm_up_runs_the_default_stages() -> None:
+    # The node's measured pace prices an average epoch of a default job (relay/estimates.py):
+    # its timed runs must include the half-size warm-up that default jobs have.
+    from gpu_node.engine.pace import WARM_UP_RUNS
+
+    for size, epochs in WARM_UP_RUNS:
+        stages = GatysParams(size=size, epochs=epochs).stages()
+        assert len(stages) == 2 and stages[0][0] == size // 2, (size, stages)

@@ -20,8 +20,10 @@ from gpu_node.engine.gatys_params import GatysParams
 from gpu_node.engine.weights import VGGWeights
 from protocol import GATYS_START_EPOCHS
 
-# (long side, epochs) of the two warm-up runs. About 2 s in all on an idle 2-core CPU.
-WARM_UP_RUNS = ((128, 2), (256, 2))
+# (long side, epochs) of the two warm-up runs. About 3 s in all on an idle 2-core CPU.
+# Four epochs, so that the default stages run (three at half size, one at full; two would
+# be too few for a warm-up stage and would time full-size epochs only).
+WARM_UP_RUNS = ((128, 4), (256, 4))
 
 
 def _step_seconds(
