@@ -9,6 +9,7 @@ CPU. The relay itself never imports torch: the node is another process. Ctrl-C s
 import argparse
 import asyncio
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -66,7 +67,16 @@ def node_command(config: Config, port: int, device: str) -> list[str]:
         str(config.max_epochs),
         "--drain-grace",
         str(DRAIN_GRACE),
+        # Enough slots that the live share (--live-share) leaves the camera one: with a
+        # single slot, half of it is none, and Live would say no node can paint.
+        "--slots",
+        str(local_slots(config.live_share)),
     ]
+
+
+def local_slots(live_share: float) -> int:
+    """Slots of the local node: one for jobs, and as many as a live session needs."""
+    return max(2, math.ceil(1 / live_share)) if live_share > 0 else 1
 
 
 def local_node_ctx(config: Config, device: str) -> Callable[[web.Application], AsyncIterator[None]]:

@@ -9,6 +9,7 @@ import random
 import struct
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import msgpack
@@ -17,7 +18,7 @@ import torch
 from aiohttp import ClientWebSocketResponse, WSMsgType, WSServerHandshakeError
 from daemon_helpers import FakeRelay, RelaySide, fake_relay
 from PIL import Image
-from relay_harness import FakeClock
+from relay_harness import FakeClock, make_config
 from wire_node import WireNode, capabilities
 from wire_relay import Relay, Start, accept, result_for
 
@@ -45,6 +46,7 @@ from protocol import (
     Role,
     Welcome,
 )
+from relay.dev import node_command
 from relay.live import MIN_SIDE, STEER_EVERY, Steering
 
 CANDY = "fast:builtin:candy"
@@ -515,3 +517,12 @@ async def test_the_relay_cap_wins_over_the_size_floor(start: Start) -> None:
     await page.start(side=32)  # below the floor, and the relay allows less than the floor
     opened = await node.expect(LiveOpen)
     assert opened.side == 64
+
+
+@pytest.mark.parametrize("share", [0.5, 0.25, 1.0])
+def test_make_runs_local_node_has_a_slot_for_the_camera(tmp_path: Path, share: float) -> None:
+    # `make run` (relay.dev) must give the live share at least one whole slot of its node.
+    config = make_config(tmp_path, live_share=share)
+    command = node_command(config, 5678, "cpu")
+    slots = int(command[command.index("--slots") + 1])
+    assert int(slots * share) >= 1 and slots >= 2
