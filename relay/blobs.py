@@ -34,22 +34,57 @@ def no_space(exc: OSError) -> bool:
     return exc.errno in _NO_SPACE
 
 
-class BlobStore:
+class Holdings:
+    """The bookkeeping of a content-addressed store, whatever holds its bytes (this
+    module's folder, or `relay.cluster.blobs`' replica stores): the size of each file it
+    knows, their total, and the files writers hold until they `release` them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: Counter[str] = Counter()
+        self._sizes: dict[str, int] = {}
+        self.total = 0
+        """Bytes of every file the store knows."""
+        self.failing: OSError | None = None
+        """The last write's error, until a write succeeds or a collection frees space."""
+
+    def _hold(self, sha: str) -> bool:
+        """Hold `sha` for a writer; True if the file is already stored (nothing to write)."""
+        with self._lock:
+            self._held[sha] += 1
+            return sha in self._sizes
+
+    def _stored(self, sha: str, size: int) -> None:
+        """A write of `sha` succeeded."""
+        with self._lock:
+            if sha not in self._sizes:
+                self._sizes[sha] = size
+                self.total += size
+        self.failing = None
+
+    def release(self, shas: Iterable[str]) -> None:
+        """Let go of files `put` held: from now on only a live job's reference keeps them."""
+        with self._lock:
+            for sha in shas:
+                self._held[sha] -= 1
+                if self._held[sha] <= 0:
+                    del self._held[sha]
+
+    def size(self, sha: str) -> int:
+        """Bytes of a stored file (0 if the store does not know it; this never blocks)."""
+        return self._sizes.get(sha, 0)
+
+
+class BlobStore(Holdings):
     """Content-addressed files: `put` returns a digest, `path` finds the file again.
 
     `put` and `collect` may run in worker threads; everything else runs on the loop.
     """
 
     def __init__(self, root: Path) -> None:
+        super().__init__()
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._held: Counter[str] = Counter()
-        self._sizes: dict[str, int] = {}
-        self.total = 0
-        """Bytes of every file in the store."""
-        self.failing: OSError | None = None
-        """The last write's error, until a write succeeds or a collection frees space."""
         self.scan()
 
     def path(self, sha: str) -> Path:
@@ -65,10 +100,8 @@ class BlobStore:
         """
         sha = hashlib.sha256(data).hexdigest()
         path = self.path(sha)
-        with self._lock:
-            self._held[sha] += 1
-            if sha in self._sizes:
-                return sha
+        if self._hold(sha):
+            return sha
         tmp = path.with_name(f"{sha}.{os.getpid()}.{time.monotonic_ns()}.tmp")
         try:
             path.parent.mkdir(exist_ok=True)
@@ -80,24 +113,8 @@ class BlobStore:
             self.release([sha])
             self.failing = exc
             raise
-        with self._lock:
-            if sha not in self._sizes:
-                self._sizes[sha] = len(data)
-                self.total += len(data)
-        self.failing = None
+        self._stored(sha, len(data))
         return sha
-
-    def release(self, shas: Iterable[str]) -> None:
-        """Let go of files `put` held: from now on only a live job's reference keeps them."""
-        with self._lock:
-            for sha in shas:
-                self._held[sha] -= 1
-                if self._held[sha] <= 0:
-                    del self._held[sha]
-
-    def size(self, sha: str) -> int:
-        """Bytes of a stored file (0 if it is not there)."""
-        return self._sizes.get(sha, 0)
 
     def read(self, sha: str) -> bytes:
         """The bytes of a stored file (blocking)."""

@@ -23,9 +23,7 @@ import contextlib
 import errno
 import hashlib
 import os
-import threading
 import time
-from collections import Counter
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +32,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from aiohttp import web
 
-from relay.blobs import _SHA, BlobStore
+from relay.blobs import _SHA, BlobStore, Holdings
 from relay.errors import NotFound
 
 STALE_TMP = 3600.0
@@ -199,23 +197,17 @@ def _s3_error(exc: Exception, what: str) -> OSError:
     return OSError(errno.EIO, f"S3 {what} failed: {exc}")
 
 
-class S3Store:
+class S3Store(Holdings):
     """Content-addressed files in an S3 bucket (see the module docstring)."""
 
     remote = True
     """Every call is a network request: run it off the loop, however small the file."""
 
     def __init__(self, location: BlobLocation, client: Any = None) -> None:
+        super().__init__()
         self.location = location
         self.bucket = location.bucket
         self._client = client or _client(location)
-        self._lock = threading.Lock()
-        self._held: Counter[str] = Counter()
-        self._sizes: dict[str, int] = {}
-        self.total = 0
-        """Bytes of every file this replica knows in the store."""
-        self.failing: OSError | None = None
-        """The last write's error, until a write succeeds."""
         self.scan()
 
     def key(self, sha: str) -> str:
@@ -227,34 +219,16 @@ class S3Store:
     def put(self, data: bytes) -> str:
         """Store `data` and hold it until `release` (blocking); OSError if the store fails."""
         sha = hashlib.sha256(data).hexdigest()
-        with self._lock:
-            self._held[sha] += 1
-            if sha in self._sizes:
-                return sha
+        if self._hold(sha):
+            return sha
         try:
             self._client.put_object(Bucket=self.bucket, Key=self.key(sha), Body=data)
         except Exception as exc:
             self.release([sha])
             self.failing = _s3_error(exc, "write")
             raise self.failing from exc
-        with self._lock:
-            if sha not in self._sizes:
-                self._sizes[sha] = len(data)
-                self.total += len(data)
-        self.failing = None
+        self._stored(sha, len(data))
         return sha
-
-    def release(self, shas: Iterable[str]) -> None:
-        """Let go of files `put` held."""
-        with self._lock:
-            for sha in shas:
-                self._held[sha] -= 1
-                if self._held[sha] <= 0:
-                    del self._held[sha]
-
-    def size(self, sha: str) -> int:
-        """Bytes of a stored file this replica knows (0 if not: this never blocks)."""
-        return self._sizes.get(sha, 0)
 
     def read(self, sha: str) -> bytes:
         """The bytes of a stored file (blocking); FileNotFoundError if it is not there."""
