@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from relay import apikeys, clients, gallery, intake, orders, seeds, waiting
+from relay.cluster.blobs import file_response
 from relay.config import Config
 from relay.disk import kept_files
 from relay.errors import BadRequest, NotFound
@@ -178,33 +179,33 @@ async def post_job(request: web.Request) -> web.StreamResponse:
     if wait:
         ended = await waiting.until_ended(request, service, job.id, wait)
         if ended is not None:
-            return waiting.answer(request, service, ended, location)
-        job = service.get(job.id)
+            return await waiting.answer(request, service, ended, location)
+        job = await service.find(job.id)
     return web.json_response(public_job(service, job), status=202, headers=location)
 
 
-def _job(request: web.Request) -> JobRecord:
-    return _service(request).get(request.match_info["id"])
+async def _job(request: web.Request) -> JobRecord:
+    return await _service(request).find(request.match_info["id"])
 
 
 async def get_job(request: web.Request) -> web.Response:
     """GET /api/jobs/{id}."""
-    return web.json_response(public_job(_service(request), _job(request)))
+    return web.json_response(public_job(_service(request), await _job(request)))
 
 
 async def delete_job(request: web.Request) -> web.Response:
     """DELETE /api/jobs/{id}: cancel a queued or running job (200, its view); delete an
     ended one with its images at once (204)."""
-    service, job = _service(request), _job(request)
+    service, job = _service(request), await _job(request)
     if not job.state.final:
-        return web.json_response(public_job(service, service.cancel(job.id)))
+        return web.json_response(public_job(service, await service.cancel_now(job.id)))
     await service.delete_now(job.id)
     return web.Response(status=204)
 
 
 async def get_result(request: web.Request) -> web.StreamResponse:
     """GET /api/jobs/{id}/result: the PNG, as a download."""
-    job = _job(request)
+    job = await _job(request)
     if job.state is not JobState.DONE or job.result_file is None:
         raise NotFound(f"The job has no result ({job.state}).")
     headers = {
@@ -213,13 +214,13 @@ async def get_result(request: web.Request) -> web.StreamResponse:
         "Cache-Control": "private, max-age=86400, immutable",
         **NOSNIFF,
     }
-    return web.FileResponse(_service(request).blobs.path(job.result_file), headers=headers)
+    return await file_response(_service(request).blobs, job.result_file, headers)
 
 
 async def get_partial(request: web.Request) -> web.StreamResponse:
     """GET /api/jobs/{id}/partial: the painting so far of a job that ended without a
     result (its latest checkpoint, `relay.checkpoints`), as a PNG download."""
-    job = _job(request)
+    job = await _job(request)
     sha = job.partial_file
     if sha is None or sha not in kept_files(job):
         raise NotFound(f"The job has no painting so far to show ({job.state}).")
@@ -230,25 +231,25 @@ async def get_partial(request: web.Request) -> web.StreamResponse:
         "Cache-Control": "private, no-cache",
         **NOSNIFF,
     }
-    return web.FileResponse(_service(request).blobs.path(sha), headers=headers)
+    return await file_response(_service(request).blobs, sha, headers)
 
 
 async def get_preview(request: web.Request) -> web.StreamResponse:
     """GET /api/jobs/{id}/preview: the latest preview JPEG."""
-    service, job = _service(request), _job(request)
-    live = service.live.get(job.id)
+    service, job = _service(request), await _job(request)
     headers = {"Cache-Control": "no-store", **NOSNIFF}
-    if live is not None and live.preview is not None:
-        return web.Response(body=live.preview, content_type="image/jpeg", headers=headers)
+    preview = await service.preview_of(job)
+    if preview is not None:
+        return web.Response(body=preview, content_type="image/jpeg", headers=headers)
     if job.preview_file is not None:
-        path = service.blobs.path(job.preview_file)
-        return web.FileResponse(path, headers={**headers, "Content-Type": "image/jpeg"})
+        headers["Content-Type"] = "image/jpeg"
+        return await file_response(service.blobs, job.preview_file, headers)
     raise NotFound("No preview yet.")
 
 
 async def get_input(request: web.Request) -> web.StreamResponse:
     """GET /api/jobs/{id}/content and /style/{n}: the images as sent to the node."""
-    service, job = _service(request), _job(request)
+    service, job = _service(request), await _job(request)
     if "n" in request.match_info:
         text = request.match_info["n"]
         # A job has a handful of styles; a longer number is no index (nor worth converting).
@@ -261,19 +262,19 @@ async def get_input(request: web.Request) -> web.StreamResponse:
     if sha not in kept_files(job):
         raise NotFound(f"The job's images were deleted when it ended ({job.state}).")
     headers = {"Content-Type": "image/png", "Cache-Control": "private, max-age=86400", **NOSNIFF}
-    return web.FileResponse(service.blobs.path(sha), headers=headers)
+    return await file_response(service.blobs, sha, headers)
 
 
 async def job_events(request: web.Request) -> web.StreamResponse:
     """GET /api/jobs/{id}/events: a WebSocket of JSON events, the current state first."""
     service = _service(request)
-    job = _job(request)
+    job = await _job(request)
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=4096)
     await ws.prepare(request)
     request.app[SOCKETS].add(ws)
     sub = service.bus.subscribe(job.id)
     # Subscribed before reading the state: an event in between arrives twice, never not.
-    first = service.get(job.id)
+    first = await service.find(job.id)
     await ws.send_json({"type": "state", "job": public_job(service, first)})
 
     async def forward() -> None:

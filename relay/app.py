@@ -6,6 +6,7 @@ node port.
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -193,7 +194,19 @@ def init(
 
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        service = JobService(config, clock, timer)
+        async with contextlib.AsyncExitStack() as stack:
+            if config.cluster:
+                from relay.cluster.boot import cluster_service  # noqa: PLC0415 (its extra)
+
+                service: JobService = await stack.enter_async_context(
+                    cluster_service(config, clock, timer)
+                )
+            else:
+                service = JobService(config, clock, timer)
+            async for _ in _serve(app, service):
+                yield
+
+    async def _serve(app: web.Application, service: JobService) -> AsyncIterator[None]:
         service.recover()
         app[api.SERVICE] = service
         reports = NodeReports(service)

@@ -172,10 +172,6 @@ def main(argv: list[str] | None = None) -> int:
             return _keys(args, config)
         if args.command == "gallery":
             return _gallery(args, config)
-        if config.cluster:
-            from relay.cluster import NOT_WIRED  # noqa: PLC0415 (only said in cluster mode)
-
-            raise ConfigError(NOT_WIRED)
         serve(config)
     except (ConfigError, TokenError) as exc:
         sys.stderr.write(f"stylerelay-relay: {exc}\n")

@@ -285,7 +285,7 @@ class JobService:
             self.scheduler.set_priority(client, quota.priority + self.kudos.bonus(quota.node))
         self._adding[client] += 1
         self._adding_unservable += unservable
-        await asyncio.shield(self._admit(job, shas, unservable))
+        await asyncio.shield(self._admit(job, shas, unservable, quota))
         if order.share:
             self.showcase.store.want(job.id, order.share_style)
         return self.get(job.id)
@@ -307,7 +307,9 @@ class JobService:
             ) from exc
         return shas
 
-    async def _admit(self, job: JobRecord, shas: list[str], unservable: bool) -> None:
+    async def _admit(
+        self, job: JobRecord, shas: list[str], unservable: bool, quota: Quota | None = None
+    ) -> None:
         """Write the job's row; then, and only then, it exists: counted, queued, offered.
         A row the database did not take means no job (507), not one in memory alone.
         `submit` counted it as being added (`unservable`: as one no node could run)."""
@@ -346,6 +348,20 @@ class JobService:
         if job is None:
             raise NotFound("No such job. Its id is wrong, or the job and its result expired.")
         return job
+
+    async def find(self, job_id: str) -> JobRecord:
+        """A job by id, or NotFound (404): what the HTTP side asks (a cluster replica
+        reads jobs that other replicas hold from the shared database)."""
+        return self.get(job_id)
+
+    async def cancel_now(self, job_id: str) -> JobRecord:
+        """Cancel a job at a person's request (`cancel`; in a cluster, wherever it runs)."""
+        return self.cancel(job_id)
+
+    async def preview_of(self, job: JobRecord) -> bytes | None:
+        """The latest preview JPEG of a running job, if its node sent one."""
+        live = self.live.get(job.id)
+        return live.preview if live is not None else None
 
     def starts_in(self, job_id: str) -> float | None:
         """Seconds until a queued job should start (relay/estimates.py), or None when it
@@ -691,9 +707,7 @@ class JobService:
         # and shows it meanwhile: the job reads as ended, not queued (re-running a job
         # whose result the node delivered would be the worse mistake). Only if the relay
         # stops before the disk has room is the end lost; the store logs which jobs.
-        self.store.update(
-            job.id, state=state, finished=now, started=job.started, node=job.node, **fields
-        )
+        self._record_end(job, state, now, fields)
         self._open.pop(job.id, None)
         done = replace(job, state=state, finished=now, **fields)
         self.kudos.credit(done)
@@ -723,6 +737,14 @@ class JobService:
         if state is JobState.FAILED:
             event["error"] = done.error
         self.bus.publish(job.id, event)
+
+    def _record_end(
+        self, job: JobRecord, state: JobState, now: float, fields: dict[str, Any]
+    ) -> None:
+        """Write how a job ended (what memory alone held, its start and node, with it)."""
+        self.store.update(
+            job.id, state=state, finished=now, started=job.started, node=job.node, **fields
+        )
 
     def _publish_positions(self) -> None:
         """Tell subscribers of queued jobs their place and why they wait, when either changed

@@ -190,6 +190,16 @@ class Scheduler:
         else:
             self._priority.pop(client, None)
 
+    def room(self) -> list[tuple[NodeInfo, int]]:
+        """The nodes taking jobs that have free slots, and how many (a node on probation
+        counts one slot), once the queued jobs are placed: what a cluster replica may
+        claim from the shared queue (`relay.cluster.service`)."""
+        if self.queued:
+            return []
+        trusting = self._trusting()
+        free = ((n.info, self._free(n, trusting)) for _, n in sorted(self._nodes.items()))
+        return [(info, slots) for info, slots in free if slots > 0]
+
     def nodes(self) -> list[NodeView]:
         """Every connected node, by name."""
         views = []

@@ -78,15 +78,15 @@ async def _share_style(request: web.Request) -> bool:
 async def share_job(request: web.Request) -> web.Response:
     """POST /api/jobs/{id}/share: show the job in the gallery (once it is done)."""
     service = request.app[SERVICE]
-    job = service.get(request.match_info["id"])
+    job = await service.find(request.match_info["id"])
     await service.showcase.share(job, await _share_style(request))
-    return web.json_response(public_job(service, service.get(job.id)))
+    return web.json_response(public_job(service, await service.find(job.id)))
 
 
 async def unshare_job(request: web.Request) -> web.Response:
     """DELETE /api/jobs/{id}/share: withdraw the job from the gallery."""
     service = request.app[SERVICE]
-    job = service.get(request.match_info["id"])
+    job = await service.find(request.match_info["id"])
     service.showcase.unshare(job.id)
     return web.json_response(public_job(service, job))
 

@@ -13,6 +13,7 @@ import math
 
 from aiohttp import web
 
+from relay.cluster.blobs import file_response
 from relay.errors import BadRequest
 from relay.events import FINAL_TYPES
 from relay.jobs import JobService
@@ -51,7 +52,7 @@ async def until_ended(
     sub = service.bus.subscribe(job_id)
     try:
         # Subscribed before reading the state: an end in between is seen either way.
-        job = service.get(job_id)
+        job = await service.find(job_id)
         if job.state.final:
             return job
         loop = asyncio.get_running_loop()
@@ -62,7 +63,7 @@ async def until_ended(
             except TimeoutError:
                 continue
             if event["type"] in FINAL_TYPES:
-                return service.get(job_id)
+                return await service.find(job_id)
         return None
     finally:
         sub.close()
@@ -74,7 +75,7 @@ def wants_png(request: web.Request) -> bool:
     return "image/png" in (part.split(";", 1)[0].strip().lower() for part in accept.split(","))
 
 
-def answer(
+async def answer(
     request: web.Request, service: JobService, job: JobRecord, headers: dict[str, str]
 ) -> web.StreamResponse:
     """200 with an ended job: its PNG if asked for and it is done, else its view."""
@@ -87,5 +88,5 @@ def answer(
             "Cache-Control": "private, max-age=86400, immutable",
             **NOSNIFF,
         }
-        return web.FileResponse(service.blobs.path(job.result_file), headers=png_headers)
+        return await file_response(service.blobs, job.result_file, png_headers)
     return web.json_response(public_job(service, job), headers=headers)

@@ -1,10 +1,6 @@
 """Cluster mode's settings: off by default, on with a database and a blob URL together,
 and every wrong value stopping the relay with a message naming the setting."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
 from relay.config import Config
@@ -50,15 +46,3 @@ def test_wrong_cluster_settings_stop_the_relay_saying_which(
 ) -> None:
     with pytest.raises(ConfigError, match=message):
         Config.load(flags, {})
-
-
-def test_the_relay_refuses_to_serve_in_cluster_mode_until_it_is_wired(tmp_path: Path) -> None:
-    # Three relays that each ignored --database-url would look like a cluster and be three
-    # separate queues: better to say so and stop.
-    done = subprocess.run(
-        [sys.executable, "-m", "relay", "--data-dir", str(tmp_path), "--http-port", "0",
-         "--node-port", "0", "--database-url", PG, "--blob-url", "file:///srv/x"],
-        check=False, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 2
-    assert "cluster mode (--database-url, --blob-url) is not wired" in done.stderr

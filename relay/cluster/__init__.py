@@ -12,15 +12,11 @@ Off unless the relay is given `--database-url`; then (docs/scale-out.md):
 - `relay.cluster.member`: the loops that run those for one relay process;
 - `relay.cluster.fanout`: job events from one replica to the others (LISTEN/NOTIFY);
 - `relay.cluster.database`: riding out PostgreSQL restarts (retry, then 503);
-- `relay.cluster.contract`: the async `Dispatch` contract both dispatchers keep.
+- `relay.cluster.contract`: the async `Dispatch` contract both dispatchers keep;
+- `relay.cluster.records`, `relay.cluster.queue`: job records and the shared queue that
+  each replica's job service claims from;
+- `relay.cluster.service`: the job service of a replica; `relay.cluster.boot` starts it.
 
 Imports of the engines' clients (asyncpg, botocore: the `cluster` extra) happen only when
 cluster mode is used, so a single relay installs without them.
 """
-
-NOT_WIRED = (
-    "cluster mode (--database-url, --blob-url) is not wired into the relay's job service "
-    "yet; run one relay without them (docs/scale-out.md says what works so far)"
-)
-"""Why `serve` refuses cluster settings today: three relays that each ignored them would
-look like a cluster and be three separate queues."""

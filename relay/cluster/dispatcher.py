@@ -32,7 +32,7 @@ finish locks only its job row.
 
 import functools
 import secrets
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from relay.cluster.contract import StaleLease
@@ -177,11 +177,20 @@ class PgDispatcher:
 
     @_resilient
     async def submit(
-        self, job: JobTicket, now: float, *, max_open: int | None = None
+        self,
+        job: JobTicket,
+        now: float,
+        *,
+        max_open: int | None = None,
+        record: Mapping[str, Any] | None = None,
     ) -> list[Action]:
         """A new job joins the back of its client's queue. With `max_open`, refuse (429)
         when the client already has that many queued or running, across every replica
-        (checked and inserted under one per-client lock)."""
+        (checked and inserted under one per-client lock). `record`: more columns of the
+        row (`relay.cluster.records`), inserted with it."""
+        extra = dict(record or {})
+        names = "".join(f", {name}" for name in extra)
+        values = "".join(f", ${9 + i}" for i in range(len(extra)))
         async with self.pool.acquire() as conn, conn.transaction():
             if max_open is not None:
                 await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", job.client)
@@ -202,8 +211,8 @@ class PgDispatcher:
                 " ON CONFLICT (client) DO UPDATE SET turn = nextval('turns') WHERE NOT EXISTS"
                 " (SELECT 1 FROM jobs WHERE client = $2 AND state = 'queued')),"
                 " j AS (INSERT INTO jobs (id, client, method, epochs, pixels, fast_styles,"
-                " state, place, wait_until) VALUES ($1, $2, $3, $4, $5, $6, 'queued',"
-                " nextval('places'), $7) ON CONFLICT (id) DO NOTHING)"
+                f" state, place, wait_until{names}) VALUES ($1, $2, $3, $4, $5, $6, 'queued',"
+                f" nextval('places'), $7{values}) ON CONFLICT (id) DO NOTHING)"
                 " SELECT pg_notify($8, '')",
                 job.id,
                 job.client,
@@ -213,6 +222,7 @@ class PgDispatcher:
                 sorted(job.fast_styles),
                 now + self.timeouts.queue,
                 CHANNEL,
+                *extra.values(),
             )
         return await self.dispatch(now)
 

@@ -1,0 +1,411 @@
+"""The cluster's shared queue and job records, as the replicas' job services use them.
+
+Each replica keeps its own `relay.scheduler.Scheduler` for the nodes connected to it (so
+probation, rests, live slots and leases to nodes work as on one relay), and that scheduler
+only ever holds jobs the replica *claimed* from here: when its nodes have free slots
+(`Scheduler.room`), it takes the next jobs in fair order that those nodes can run.
+
+- Fair across clients and replicas: a claim takes jobs by client turn (round-robin, as
+  `relay.cluster.dispatcher`), `FOR UPDATE … SKIP LOCKED`, claims taking turns under the
+  dispatcher's advisory lock, so two replicas never claim one job nor serve a client
+  twice in a row out of turn.
+- Fenced: a claim writes a new lease id and this replica's id on the row; whatever the
+  replica later records of the job (running on a node, requeued, ended) is one UPDATE
+  that holds only while that lease is the row's, so a replica that lost its claim (the
+  others thought it dead and requeued the job) records nothing, and a result is recorded
+  once.
+- A replica that dies leaves its claims on rows naming it: the leader requeues them
+  without charging an attempt (`relay.cluster.replicas.reap`).
+"""
+
+import secrets
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from relay.cluster.database import RETRY_FOR, retrying
+from relay.cluster.dispatcher import _PICK, CHANNEL, CLAIM_LOCK
+from relay.cluster.records import COLUMNS, SELECT, insert_columns, record_of
+from relay.dispatch import NodeInfo, Timeouts
+from relay.errors import QueueFull, TooManyRequests
+from relay.model import JobRecord, fast_styles
+
+CONTROL = "stylerelay_control"
+"""NOTIFY channel for one replica's ears: cancel a job that runs on one of its nodes."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job this replica took from the shared queue, under `lease`."""
+
+    job: JobRecord
+    lease: str
+
+
+class ClusterQueue:
+    """The shared `jobs` table as one replica's job service sees it (module docstring)."""
+
+    def __init__(
+        self, pool: Any, replica: str, timeouts: Timeouts, retry_for: float = RETRY_FOR
+    ) -> None:
+        self.pool = pool
+        self.replica = replica
+        self.timeouts = timeouts
+        self.retry_for = retry_for
+
+    async def _run(self, sql: str, *args: Any) -> Any:
+        return await retrying(lambda: self.pool.fetchval(sql, *args), self.retry_for)
+
+    # ---- reads -----------------------------------------------------------------------
+
+    async def fetch(self, job_id: str) -> JobRecord | None:
+        """A job's record, or None."""
+        row = await retrying(
+            lambda: self.pool.fetchrow(f"{SELECT} WHERE id = $1", job_id), self.retry_for
+        )
+        return None if row is None else record_of(row)
+
+    async def position(self, job: JobRecord) -> int | None:
+        """1 + the queued jobs served before this queued one (its client's earlier jobs,
+        and one per client whose turn comes first, for each of its own ahead), or None."""
+        row = await retrying(
+            lambda: self.pool.fetchrow(
+                "SELECT j.place, c.turn FROM jobs j JOIN clients c USING (client)"
+                " WHERE j.id = $1 AND j.state = 'queued'",
+                job.id,
+            ),
+            self.retry_for,
+        )
+        if row is None:
+            return None
+        ahead: int = await self._run(
+            "SELECT count(*) FROM jobs WHERE state = 'queued' AND client = $1 AND place < $2",
+            job.client,
+            row["place"],
+        )
+        # Round-robin: each other client with work gets up to `ahead + 1` jobs first if
+        # its turn comes earlier, `ahead` if later.
+        others: int = await self._run(
+            "SELECT coalesce(sum(least(n, $3 + CASE WHEN turn < $2 THEN 1 ELSE 0 END)), 0)"
+            " FROM (SELECT j.client, count(*) AS n, min(c.turn) AS turn FROM jobs j"
+            " JOIN clients c USING (client) WHERE j.state = 'queued' AND j.client <> $1"
+            " GROUP BY j.client) q",
+            job.client,
+            row["turn"],
+            ahead,
+        )
+        return 1 + ahead + int(others)
+
+    async def counts(self) -> tuple[int, int]:
+        """(queued, running) jobs in the whole cluster."""
+        row = await retrying(
+            lambda: self.pool.fetchrow(
+                "SELECT count(*) FILTER (WHERE state = 'queued') AS queued,"
+                " count(*) FILTER (WHERE state = 'running') AS running FROM jobs"
+                " WHERE state IN ('queued', 'running')"
+            ),
+            self.retry_for,
+        )
+        return row["queued"], row["running"]
+
+    async def live_files(self) -> set[str]:
+        """Every file a job row still names (the leader's garbage collection keeps them)."""
+        rows = await retrying(
+            lambda: self.pool.fetch(
+                "SELECT content_file, style_files, result, preview_file, partial_file FROM jobs"
+            ),
+            self.retry_for,
+        )
+        live: set[str] = set()
+        for row in rows:
+            live.add(row["content_file"])
+            live.update(row["style_files"])
+            live.update(f for f in (row["result"], row["preview_file"], row["partial_file"]) if f)
+        return live
+
+    async def preview(self, job_id: str) -> tuple[bytes, int] | None:
+        """The latest preview JPEG a running job's node sent (to any replica), and its number."""
+        row = await retrying(
+            lambda: self.pool.fetchrow("SELECT jpeg, n FROM previews WHERE job = $1", job_id),
+            self.retry_for,
+        )
+        return None if row is None else (bytes(row["jpeg"]), row["n"])
+
+    # ---- writes ----------------------------------------------------------------------
+
+    async def submit(
+        self, job: JobRecord, now: float, *, max_open: int, capacity: int, retry_after: int
+    ) -> None:
+        """Insert a new job at the back of its client's queue, within the client's cap on
+        open jobs (429) and the cluster's queue capacity (503), both checked under locks
+        every replica takes. Retried whole while the database is away (the id is
+        inserted once); then `DatabaseUnavailable` (503)."""
+        record = insert_columns(job)
+        names = "".join(f", {name}" for name in record)
+        values = "".join(f", ${8 + i}" for i in range(len(record)))
+        sql = (
+            "WITH c AS (INSERT INTO clients VALUES ($2, nextval('turns'))"
+            " ON CONFLICT (client) DO UPDATE SET turn = nextval('turns') WHERE NOT EXISTS"
+            " (SELECT 1 FROM jobs WHERE client = $2 AND state = 'queued'))"
+            " INSERT INTO jobs (id, client, method, epochs, pixels, fast_styles, state, place,"
+            f" wait_until{names}) VALUES ($1, $2, $3, $4, $5, $6, 'queued', nextval('places'),"
+            f" $7{values}) ON CONFLICT (id) DO NOTHING"
+        )
+        args = (
+            job.id,
+            job.client,
+            job.method,
+            job.epochs,
+            job.pixels,
+            sorted(fast_styles(job.styles)),
+            now + self.timeouts.queue,
+            *record.values(),
+        )
+
+        async def insert() -> None:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", job.client)
+                open_now, queued = await conn.fetchrow(
+                    "SELECT count(*) FILTER (WHERE client = $1),"
+                    " count(*) FILTER (WHERE state = 'queued') FROM jobs"
+                    " WHERE state IN ('queued', 'running') AND id <> $2",
+                    job.client,
+                    job.id,
+                )
+                if open_now >= max_open:
+                    raise TooManyRequests(
+                        f"You already have {max_open} jobs queued or running; "
+                        "wait for one to finish or cancel one."
+                    )
+                if queued >= capacity:
+                    raise QueueFull(
+                        f"The queue is full ({capacity} jobs waiting); "
+                        f"try again in {retry_after} s.",
+                        retry_after,
+                    )
+                await conn.execute(sql, *args)
+                await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
+
+        await retrying(insert, self.retry_for)
+
+    async def claim(self, rooms: Iterable[tuple[NodeInfo, int]], now: float) -> list[Claim]:
+        """Take, in fair order, up to each node's free slots of the queued jobs it could
+        run (one transaction; see the module docstring)."""
+        rooms = [(info, free) for info, free in rooms if free > 0]
+        if not rooms:
+            return []
+
+        async def take() -> list[Claim]:
+            claims: list[Claim] = []
+            async with self.pool.acquire() as conn, conn.transaction():
+                if not await conn.fetchval(
+                    "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued'"
+                    " AND not_before <= $1)",
+                    now,
+                ):
+                    return []
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
+                for info, free in rooms:
+                    for _ in range(free):
+                        pick = await conn.fetchrow(
+                            _PICK,
+                            now,
+                            sorted(info.methods),
+                            sorted(info.styles),
+                            info.max_epochs,
+                            info.max_pixels,
+                            info.name,
+                        )
+                        if pick is None:
+                            break
+                        lease = secrets.token_hex(8)
+                        row = await conn.fetchrow(
+                            "WITH c AS (UPDATE clients SET turn = nextval('turns')"
+                            " WHERE client = $5) UPDATE jobs SET state = 'running',"
+                            " lease = $2, node = $3, replica = $4, lease_started = $6,"
+                            " not_before = 0, silent_until = NULL, deadline = NULL"
+                            " WHERE id = $1 RETURNING *",
+                            pick["id"],
+                            lease,
+                            info.name,
+                            self.replica,
+                            pick["client"],
+                            now,
+                        )
+                        claims.append(Claim(record_of(row), lease))
+            return claims
+
+        return await retrying(take, self.retry_for)
+
+    async def update(self, job_id: str, lease: str | None, fields: Mapping[str, Any]) -> bool:
+        """Write record fields of a job (`started`, `node`, `partial_file`, ...); with a
+        `lease`, only while it is the row's. Whether the row took them."""
+        columns = _columns(fields)
+        sets = ", ".join(f"{name} = ${3 + i}" for i, name in enumerate(columns))
+        fence = "lease = $2" if lease is not None else "$2::text IS NULL"
+        done = await self._run(
+            f"UPDATE jobs SET {sets} WHERE id = $1 AND {fence} RETURNING 1",
+            job_id,
+            lease,
+            *columns.values(),
+        )
+        return done is not None
+
+    async def requeue(self, job_id: str, lease: str, attempts: int, now: float) -> bool:
+        """Hand a claimed job back to the front of its client's queue (its node was lost,
+        or this replica is stopping), with the attempts it has used; False if the claim
+        was no longer this replica's."""
+
+        async def give_back() -> bool:
+            async with self.pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    "UPDATE jobs SET state = 'queued', place = -nextval('places'),"
+                    " lease = NULL, node = NULL, replica = NULL, attempts = $3,"
+                    " wait_until = wait_until + ($4::float8 - coalesce(lease_started, $4))"
+                    " WHERE id = $1 AND lease = $2 AND state = 'running' RETURNING client",
+                    job_id,
+                    lease,
+                    attempts,
+                    now,
+                )
+                if row is None:
+                    return False
+                await conn.execute(
+                    "UPDATE clients SET turn = (SELECT min(turn) - 1 FROM clients)"
+                    " WHERE client = $1 AND NOT EXISTS"
+                    " (SELECT 1 FROM jobs WHERE client = $1 AND state = 'queued')",
+                    row["client"],
+                )
+                await conn.execute("DELETE FROM previews WHERE job = $1", job_id)
+                await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
+                return True
+
+        result: bool = await retrying(give_back, self.retry_for)
+        return result
+
+    async def end(
+        self, job_id: str, lease: str | None, state: str, now: float, fields: Mapping[str, Any]
+    ) -> bool:
+        """Record how a job ended. With this replica's `lease`: only while the row is
+        running under it, or was cancelled (by a request to another replica) during it,
+        in which case only the cancel's leftovers (the node, a checkpoint) are written and
+        a result is not. Without one (a queued job): only while it is queued. Whether the
+        row took it."""
+        columns = _columns(fields)
+        sets = "".join(f", {name} = ${5 + i}" for i, name in enumerate(columns))
+        if lease is None:
+            fence = "state = 'queued' AND $2::text IS NULL"
+        elif state == "cancelled":
+            fence = "lease = $2 AND state IN ('running', 'cancelled')"
+        else:
+            fence = "lease = $2 AND state = 'running'"
+        done = await self._run(
+            f"UPDATE jobs SET state = $3, ended = coalesce(ended, $4){sets}"
+            f" WHERE id = $1 AND {fence} RETURNING 1",
+            job_id,
+            lease,
+            state,
+            now,
+            *columns.values(),
+        )
+        if done is not None:
+            await self._run("DELETE FROM previews WHERE job = $1 RETURNING 1", job_id)
+        return done is not None
+
+    async def cancel(self, job_id: str, now: float) -> tuple[str, str | None] | None:
+        """Cancel a queued or running job wherever it is: (the state it had, the replica
+        running it), or None if it had ended. The replica is told on `CONTROL`."""
+
+        async def stop() -> tuple[str, str | None] | None:
+            async with self.pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    "SELECT state, replica FROM jobs WHERE id = $1 FOR UPDATE", job_id
+                )
+                if row is None or row["state"] not in ("queued", "running"):
+                    return None
+                await conn.execute(
+                    "UPDATE jobs SET state = 'cancelled', ended = $2,"
+                    " reason = 'Cancelled by request.' WHERE id = $1",
+                    job_id,
+                    now,
+                )
+                if row["replica"] is not None and row["state"] == "running":
+                    await conn.execute(
+                        "SELECT pg_notify($1, $2)", CONTROL, f"cancel {row['replica']} {job_id}"
+                    )
+                return row["state"], row["replica"]
+
+        result: tuple[str, str | None] | None = await retrying(stop, self.retry_for)
+        return result
+
+    async def styles(self, offered: Iterable[str], now: float, keep: float) -> set[str]:
+        """Note the fast styles this replica's nodes offer; every style some replica's
+        node offered within `keep` seconds (a job may ask for those anywhere)."""
+        rows = await retrying(
+            lambda: self.pool.fetch(
+                "WITH n AS (INSERT INTO catalogue SELECT unnest($1::text[]), $2"
+                " ON CONFLICT (name) DO UPDATE SET seen = $2)"
+                " SELECT name FROM catalogue WHERE seen >= $3",
+                sorted(offered),
+                now,
+                now - keep,
+            ),
+            self.retry_for,
+        )
+        return {row["name"] for row in rows} | set(offered)
+
+    async def keep_preview(self, job_id: str, jpeg: bytes, n: int) -> None:
+        """Keep a running job's latest preview where every replica can serve it."""
+        await self._run(
+            "INSERT INTO previews VALUES ($1, $2, $3) ON CONFLICT (job) DO UPDATE"
+            " SET jpeg = $2, n = $3 RETURNING 1",
+            job_id,
+            jpeg,
+            n,
+        )
+
+    async def expire(self, before: float) -> list[JobRecord]:
+        """Delete the ended jobs that ended before `before`; their records."""
+        rows = await retrying(
+            lambda: self.pool.fetch(
+                f"DELETE FROM jobs WHERE state IN ('done', 'failed', 'cancelled')"
+                f" AND ended < $1 RETURNING {COLUMNS}",
+                before,
+            ),
+            self.retry_for,
+        )
+        return [record_of(row) for row in rows]
+
+    async def delete(self, job_id: str) -> bool:
+        """Delete an ended job's row at its owner's request."""
+        done = await self._run(
+            "DELETE FROM jobs WHERE id = $1 AND state IN ('done', 'failed', 'cancelled')"
+            " RETURNING 1",
+            job_id,
+        )
+        return done is not None
+
+
+_RECORD_COLUMNS = {
+    "started": "lease_started",
+    "finished": "ended",
+    "error": "reason",
+    "result_file": "result",
+    "node": "node",
+    "attempts": "attempts",
+    "preview_file": "preview_file",
+    "email_status": "email_status",
+    "partial_file": "partial_file",
+    "partial_epoch": "partial_epoch",
+}
+
+
+def _columns(fields: Mapping[str, Any]) -> dict[str, Any]:
+    """Record fields as the row's column names (the state is written by the caller)."""
+    return {_RECORD_COLUMNS[name]: value for name, value in fields.items() if name != "state"}
+
+
+def wall() -> float:
+    """The cluster's clock: wall time, which every replica's rows share (NTP)."""
+    return time.time()

@@ -1,0 +1,116 @@
+"""Job records in the cluster: the columns a `JobRecord` adds to the shared `jobs` table.
+
+The dispatcher's columns (`relay.cluster.schema`) say where a job is in the queue and who
+holds its lease; these say what the job is (its order, its files) and what came of it.
+One row holds both, so a replica answers any job's view with one primary-key read, and the
+fenced statement that ends a lease records the outcome with it.
+
+Some record fields are the dispatcher's columns under another name: `started` is the
+current lease's start (`lease_started`), `finished` is `ended`, `error` is `reason`,
+`result_file` is `result`.
+"""
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from relay.model import JobRecord, JobState, StyleChoice
+
+RECORD_SCHEMA = """
+ALTER TABLE jobs
+    ADD COLUMN IF NOT EXISTS styles jsonb NOT NULL DEFAULT '[]',
+    ADD COLUMN IF NOT EXISTS style_files text[] NOT NULL DEFAULT '{}',
+    ADD COLUMN IF NOT EXISTS content_file text NOT NULL DEFAULT '',
+    ADD COLUMN IF NOT EXISTS width integer NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS height integer NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS params jsonb NOT NULL DEFAULT '{}',
+    ADD COLUMN IF NOT EXISTS email text,
+    ADD COLUMN IF NOT EXISTS filename text,
+    ADD COLUMN IF NOT EXISTS created double precision NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS preview_file text,
+    ADD COLUMN IF NOT EXISTS email_status text,
+    ADD COLUMN IF NOT EXISTS partial_file text,
+    ADD COLUMN IF NOT EXISTS partial_epoch integer;
+CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (ended)
+    WHERE state IN ('done', 'failed', 'cancelled');
+
+CREATE TABLE IF NOT EXISTS catalogue (
+    name text PRIMARY KEY,
+    seen double precision NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS previews (
+    job text PRIMARY KEY,
+    jpeg bytea NOT NULL,
+    n integer NOT NULL
+);
+"""
+"""Added to the dispatcher's tables by `migrate_records` (idempotent)."""
+
+RECORD_LOCK = 0x5354_594C_0004
+"""Advisory lock key that serialises `migrate_records` between replicas starting at once."""
+
+COLUMNS = (
+    "id, client, method, styles, style_files, content_file, width, height, epochs,"
+    " params, email, filename, state, attempts, created, lease_started, ended,"
+    " node, reason, result, preview_file, email_status,"
+    " partial_file, partial_epoch"
+)
+SELECT = f"SELECT {COLUMNS} FROM jobs"
+
+
+async def migrate_records(conn: Any) -> None:
+    """Add the record columns to the shared tables (after `relay.cluster.schema.migrate`)."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", RECORD_LOCK)
+        await conn.execute(RECORD_SCHEMA)
+
+
+def insert_columns(job: JobRecord) -> dict[str, Any]:
+    """The record's columns for the row `PgDispatcher.submit` inserts."""
+    return {
+        "styles": json.dumps([[s.id, s.weight] for s in job.styles]),
+        "style_files": list(job.style_files),
+        "content_file": job.content_file,
+        "width": job.width,
+        "height": job.height,
+        "params": json.dumps(dict(job.params), sort_keys=True),
+        "email": job.email,
+        "filename": job.filename,
+        "created": job.created,
+    }
+
+
+def record_of(row: Mapping[str, Any]) -> JobRecord:
+    """The `JobRecord` of a row read with `SELECT`."""
+    state = JobState(row["state"])
+    reason = row["reason"]
+    return JobRecord(
+        id=row["id"],
+        client=row["client"],
+        method=row["method"],
+        styles=tuple(StyleChoice(i, float(w)) for i, w in json.loads(row["styles"])),
+        style_files=tuple(row["style_files"]),
+        content_file=row["content_file"],
+        width=row["width"],
+        height=row["height"],
+        epochs=row["epochs"],
+        params=json.loads(row["params"]),
+        email=row["email"],
+        filename=row["filename"],
+        state=state,
+        attempts=row["attempts"],
+        created=row["created"],
+        started=row["lease_started"] if state is not JobState.QUEUED else None,
+        finished=row["ended"] if state.final else None,
+        node=row["node"] if state is not JobState.QUEUED else None,
+        # The dispatcher's word for a cancel is its own; the record's is the person's.
+        error=("Cancelled by request." if state is JobState.CANCELLED else reason)
+        if state in (JobState.FAILED, JobState.CANCELLED)
+        else None,
+        result_file=row["result"],
+        preview_file=row["preview_file"],
+        email_status=row["email_status"],
+        partial_file=row["partial_file"],
+        partial_epoch=row["partial_epoch"],
+    )

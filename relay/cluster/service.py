@@ -1,0 +1,458 @@
+"""`ClusterService`: the job service of one relay replica in cluster mode.
+
+It is `relay.jobs.JobService` with the job records and the queue moved to PostgreSQL
+(`relay.cluster.queue`) and the files to the shared store (`relay.cluster.blobs`):
+
+- A new job is inserted into the shared queue (its 202 waits for the commit); nothing
+  is kept in the replica's memory for it.
+- The replica's own `Scheduler` places jobs on the nodes connected to it, as a single
+  relay does, but only jobs it claimed: whenever those nodes have free slots
+  (`Scheduler.room`: after every change, on a NOTIFY that work arrived, and every tick),
+  it claims the next jobs in fair order that they can run.
+- What the scheduler decides about a claimed job is written to its row, fenced by the
+  claim's lease (`ClusterQueue.end`, `update`): a job its node lost, or one its node
+  declined, goes back to the shared queue at once (front of its client's line), so a
+  node of any replica may take it.
+- Job events go to this replica's WebSockets and, through `relay.cluster.fanout`, to the
+  others'; an ending is sent on only once its row is written, so a replica that reads
+  the job on hearing of it reads the ending.
+- A cancel sent to any replica ends the row; the replica whose node runs the job hears
+  it on `CONTROL` and stops the node.
+- `relay.cluster.member.Member` heartbeats, and the leader (one replica at a time)
+  requeues the jobs of replicas that died (no attempt charged), fails jobs that waited too
+  long, and deletes expired jobs and their files.
+
+Not shared yet (each replica keeps its own, docs/scale-out.md): rate-limit buckets,
+per-client disk quotas, node speeds and the fast-style catalogue (from the replica's own
+nodes), API keys and node tokens (files given to every replica). The public gallery and
+e-mail are refused in cluster mode (`relay.cli`).
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import replace
+from typing import Any
+
+from relay.cluster.blobs import open_blobs, parse_blob_url
+from relay.cluster.dispatcher import CHANNEL as WORK
+from relay.cluster.fanout import Fanout
+from relay.cluster.member import Member, timeouts_of
+from relay.cluster.queue import CONTROL, ClusterQueue, wall
+from relay.cluster.records import migrate_records
+from relay.config import Config
+from relay.disk import Disk
+from relay.dispatch import Action, Failed, JobTicket, OfferDeclined, Requeued, SendCancel, SendOffer
+from relay.errors import ApiError, BadRequest, NotFound
+from relay.events import FINAL_TYPES, Event, EventBus
+from relay.jobs import JobService
+from relay.model import JobRecord, JobState, Live, Order, ticket_of
+from relay.ratelimits import Quota
+
+log = logging.getLogger(__name__)
+
+NO_GALLERY = (
+    "The public gallery is not available on this relay (it runs as a cluster); "
+    "send the job without share."
+)
+STYLES_KEPT = 3600.0
+"""Seconds a fast style stays known after the last node that offered it left."""
+RECENT = 2000
+"""Records of jobs this replica ended lately, kept for the node's last words on them (a
+checkpoint sent as it stops) and for the views that follow an ending."""
+
+
+class _SharedBus(EventBus):
+    """The replica's event bus, which also sends each event to the other replicas (an
+    ending is sent by `ClusterService` once written, see the module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fanout: Fanout | None = None
+
+    def publish(self, job_id: str, event: Event) -> None:
+        super().publish(job_id, event)
+        if self.fanout is not None and event["type"] not in FINAL_TYPES:
+            self.fanout.publish(job_id, dict(event))
+
+    def deliver(self, job_id: str, event: Event) -> None:
+        """An event from another replica: to this replica's subscribers only."""
+        super().publish(job_id, event)
+
+
+class ClusterService(JobService):
+    """One replica's job service on the shared database and store (module docstring)."""
+
+    def __init__(
+        self,
+        config: Config,
+        clock: Callable[[], float],
+        timer: Callable[[], float],
+        *,
+        pool: Any,
+        listener: Any,
+        leader: Any,
+        replica: str,
+    ) -> None:
+        super().__init__(config, clock, timer)
+        assert config.blob_url is not None
+        self.bus: _SharedBus = _SharedBus()
+        self.blobs = open_blobs(parse_blob_url(config.blob_url))  # type: ignore[assignment]
+        self.disk = Disk(config, self.blobs, self.store)
+        self.replica = replica
+        self.pool = pool
+        self.listener = listener
+        self.queue = ClusterQueue(pool, replica, timeouts_of(config))
+        self.member = Member(pool, leader, replica, config, self._apply_shared, clock=wall)
+        self.fanout = Fanout(pool, listener, replica, self._delivered)
+        self._claims: dict[str, str] = {}
+        """Lease of each job this replica claimed and holds."""
+        self._recent: OrderedDict[str, JobRecord] = OrderedDict()
+        self._pulling: asyncio.Task[None] | None = None
+        self._pull_again = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._offered: frozenset[str] = frozenset()
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Join the cluster (tables made if missing; `ReplicaMismatch` if the live replicas'
+        limits differ), start the fan-out and listen for work and cancels."""
+        await self.member.start()
+        async with self.pool.acquire() as conn:
+            await migrate_records(conn)
+        await self.fanout.start()
+        self.bus.fanout = self.fanout
+        await self.listener.add_listener(WORK, self._on_work)
+        await self.listener.add_listener(CONTROL, self._on_control)
+        self._pull_soon()
+        await self._load_styles(frozenset())
+
+    async def leave(self) -> None:
+        """A clean stop: hand every claimed job back (no attempt charged), leave."""
+        now = wall()
+        for job_id, lease in list(self._claims.items()):
+            job = self._open.get(job_id)
+            attempts = job.attempts if job is not None else 0
+            with contextlib.suppress(Exception):
+                await self.queue.requeue(job_id, lease, attempts, now)
+        self._claims.clear()
+        for task in list(self._tasks):
+            with contextlib.suppress(Exception):
+                await task
+        await self.fanout.close()
+        with contextlib.suppress(Exception):
+            await self.member.stop()
+
+    def recover(self) -> int:
+        """Nothing to recover in memory: the shared queue survives any replica."""
+        return 0
+
+    # ---- questions -------------------------------------------------------------------
+
+    def get(self, job_id: str) -> JobRecord:
+        """A job this replica holds or ended lately (the nodes' reports ask about those);
+        `find` reads any job."""
+        job = self._open.get(job_id) or self._recent.get(job_id)
+        if job is None:
+            raise NotFound("No such job. Its id is wrong, or the job and its result expired.")
+        return job
+
+    async def find(self, job_id: str) -> JobRecord:
+        """Any job of the cluster, from the shared database (this replica's own open ones
+        from memory: they are newer there)."""
+        job = self._open.get(job_id)
+        if job is not None:
+            return job
+        found = await self.queue.fetch(job_id)
+        if found is None:
+            raise NotFound("No such job. Its id is wrong, or the job and its result expired.")
+        return found
+
+    async def preview_of(self, job: JobRecord) -> bytes | None:
+        """The latest preview, from this replica's memory or the shared table."""
+        local = await super().preview_of(job)
+        if local is not None or job.state is not JobState.RUNNING:
+            return local
+        kept = await self.queue.preview(job.id)
+        return kept[0] if kept is not None else None
+
+    def check_admission(
+        self, client: str, job: JobTicket | None = None, quota: Quota | None = None
+    ) -> None:
+        """The disk only: the open-jobs cap and the queue's capacity are checked across
+        the cluster as the job is inserted (`ClusterQueue.submit`)."""
+        self.disk.check(client, 0)
+
+    # ---- admission -------------------------------------------------------------------
+
+    async def _admit(
+        self, job: JobRecord, shas: list[str], unservable: bool, quota: Quota | None = None
+    ) -> None:
+        cap = self.config.max_open_jobs
+        if quota is not None and quota.max_open is not None:
+            cap = quota.max_open
+        try:
+            await self.queue.submit(
+                job,
+                wall(),
+                max_open=cap,
+                capacity=self.config.queue_capacity,
+                retry_after=self.config.retry_after,
+            )
+        finally:
+            self._adding[job.client] -= 1
+            if not self._adding[job.client]:
+                del self._adding[job.client]
+            self._adding_unservable -= unservable
+            self.blobs.release(shas)
+        self._remember(job)
+        log.info("job %s queued: %s %dx%d", job.id, job.method, job.width, job.height)
+        self._pull_soon()
+
+    async def submit(self, client: str, order: Order, quota: Quota | None = None) -> JobRecord:
+        """See `JobService.submit`; the gallery is not offered in cluster mode."""
+        if order.share:
+            raise BadRequest(NO_GALLERY)
+        return await super().submit(client, order, quota)
+
+    # ---- claims ----------------------------------------------------------------------
+
+    def _pull_soon(self) -> None:
+        """Claim work for free slots soon (one claim at a time; a request meanwhile makes
+        one more run after it)."""
+        if self._pulling is not None and not self._pulling.done():
+            self._pull_again = True
+            return
+        self._pulling = asyncio.get_running_loop().create_task(self._pull())
+
+    async def _pull(self) -> None:
+        while True:
+            self._pull_again = False
+            rooms = self.scheduler.room()
+            if rooms:
+                try:
+                    claims = await self.queue.claim(rooms, wall())
+                except Exception:
+                    log.exception("could not claim work from the shared queue")
+                    return
+                for claim in claims:
+                    job = claim.job
+                    self._claims[job.id] = claim.lease
+                    self._open[job.id] = replace(job, state=JobState.QUEUED, node=None)
+                    self.disk.usage.refer(job, self.blobs.size)
+                    self.apply(self.scheduler.submit(ticket_of(job), self.timer(), job.attempts))
+            if not self._pull_again:
+                return
+
+    def _on_work(self, _conn: Any, _pid: int, _channel: str, _payload: str) -> None:
+        self._pull_soon()
+
+    def _on_control(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        parts = payload.split()
+        if len(parts) == 3 and parts[0] == "cancel" and parts[1] == self.replica:
+            job_id = parts[2]
+            if job_id in self._open:
+                with contextlib.suppress(ApiError):
+                    self.cancel(job_id)
+
+    def tick(self) -> None:
+        """Periodic: the scheduler's timeouts for this replica's nodes, a claim, and the
+        shared catalogue of fast styles."""
+        super().tick()
+        self._pull_soon()
+        self._sync_styles()
+
+    def _sync_styles(self) -> None:
+        offered = frozenset().union(*(info.styles for info in self.hub.infos()))
+        self._offered = offered
+        self._write(self._load_styles(offered))
+
+    async def _load_styles(self, offered: frozenset[str]) -> None:
+        known = await self.queue.styles(offered, wall(), STYLES_KEPT)
+        self.hub.remember_fast(frozenset(known))
+
+    # ---- changes ---------------------------------------------------------------------
+
+    async def cancel_now(self, job_id: str) -> JobRecord:
+        """Cancel a job wherever it is: here, or in the shared queue (and on the replica
+        that runs it, told on `CONTROL`)."""
+        if job_id in self._open:
+            return self.cancel(job_id)
+        job = await self.find(job_id)
+        if job.state.final:
+            return self.cancel(job_id)  # the same 409 as a single relay's
+        if await self.queue.cancel(job_id, wall()) is None:
+            return await self.find(job_id)
+        ended = await self.find(job_id)
+        self._announce_end(ended)
+        return ended
+
+    async def delete_now(self, job_id: str) -> None:
+        """Remove an ended job and its files at its owner's request."""
+        job = await self.find(job_id)
+        if not job.state.final:
+            self.cancel(job_id)  # 409: cancel it first
+        await self.queue.delete(job_id)
+        self._recent.pop(job_id, None)
+        live = await self.queue.live_files()
+        await asyncio.to_thread(self.blobs.discard, job.files(), live)
+
+    def apply(self, actions: Iterable[Action]) -> None:
+        """Carry out the scheduler's decisions about this replica's nodes (as a single
+        relay does), then hand back to the shared queue the jobs they put back in line,
+        and claim work for slots they freed."""
+        actions = list(actions)
+        super().apply(actions)
+        if self._offered != frozenset().union(*(info.styles for info in self.hub.infos())):
+            self._sync_styles()  # a node came or went here: the others learn its styles
+        for action in actions:
+            match action:
+                case SendOffer(node, job_id, _):
+                    claimed = self._open.get(job_id)
+                    lease = self._claims.get(job_id)
+                    if claimed is not None and lease is not None:
+                        fields = {"node": node, "started": claimed.started}
+                        self._write(self.queue.update(job_id, lease, fields))
+                case Requeued(job_id, _, _) | OfferDeclined(_, job_id, _):
+                    self._hand_back(job_id)
+        self._pull_soon()
+
+    def _hand_back(self, job_id: str) -> None:
+        """A claimed job the scheduler put back in line goes back to the shared queue."""
+        job = self._open.get(job_id)
+        lease = self._claims.pop(job_id, None)
+        if job is None or lease is None or job.state is not JobState.QUEUED:
+            return
+        self.scheduler.cancel(job_id, self.timer())
+        self._open.pop(job_id, None)
+        self.live.pop(job_id, None)
+        self.disk.usage.forget(job_id)
+        self._write(self.queue.requeue(job_id, lease, job.attempts, wall()))
+
+    def _apply_shared(self, actions: list[Action]) -> Coroutine[Any, Any, None]:
+        """The leader's decisions about jobs of no one replica (a dead replica's requeued,
+        a queued job that waited too long): tell every replica's watchers."""
+
+        async def tell() -> None:
+            for action in actions:
+                match action:
+                    case Requeued(job_id, attempts, reason):
+                        event = {"type": "queued", "requeued": reason, "attempts": attempts}
+                        self.bus.publish(job_id, event)
+                    case Failed(job_id, _, _):
+                        job = await self.queue.fetch(job_id)
+                        if job is not None:
+                            self._announce_end(job)
+                    case SendCancel():
+                        pass  # the leader's tick only times out this replica's leases
+            if actions:
+                self._pull_soon()
+
+        return tell()
+
+    def _record_end(
+        self, job: JobRecord, state: JobState, now: float, fields: dict[str, Any]
+    ) -> None:
+        """Write the ending to the job's row, fenced by this replica's claim; then tell the
+        other replicas (a queued job, never claimed here, is ended only while queued)."""
+        lease = self._claims.pop(job.id, None)
+        done = replace(job, state=state, finished=now, **fields)
+        self._remember(done)
+        written = {"started": job.started, "node": job.node, **fields}
+
+        async def record() -> None:
+            if await self.queue.end(job.id, lease, str(state), wall(), written):
+                self._send_end(done)
+            else:
+                log.warning("job %s: its ending (%s) came after its claim was lost", job.id, state)
+
+        self._write(record())
+
+    def _announce_end(self, job: JobRecord) -> None:
+        """An ending recorded by another replica or the leader: to this replica's watchers
+        and the other replicas'."""
+        if self.bus.watching(job.id):
+            event: dict[str, Any] = {"type": str(job.state), "job": job, "live": None}
+            if job.state is JobState.FAILED:
+                event["error"] = job.error
+            self.bus.deliver(job.id, event)
+        self._send_end(job)
+
+    def _send_end(self, job: JobRecord) -> None:
+        self.fanout.publish(job.id, {"type": str(job.state), "ended": True})
+
+    def _delivered(self, job_id: str, event: Event) -> None:
+        """Another replica's event: its endings are read from the database first."""
+        if event.get("ended"):
+            if self.bus.watching(job_id):
+                self._write(self._deliver_end(job_id))
+            return
+        if event["type"] == "started":
+            self.live.setdefault(job_id, Live(str(event.get("node"))))
+        elif event["type"] == "progress" and job_id in self.live and job_id not in self._open:
+            live = self.live[job_id]
+            live.epoch, live.epochs = event.get("epoch"), event.get("epochs")
+        self.bus.deliver(job_id, event)
+
+    async def _deliver_end(self, job_id: str) -> None:
+        job = await self.queue.fetch(job_id)
+        if job is None or not job.state.final:
+            return
+        if job_id not in self._open:
+            self.live.pop(job_id, None)
+        event: dict[str, Any] = {"type": str(job.state), "job": job, "live": None}
+        if job.state is JobState.FAILED:
+            event["error"] = job.error
+        self.bus.deliver(job_id, event)
+
+    def previewed(self, job_id: str, jpeg: bytes) -> None:
+        """Keep the preview here and in the shared table (any replica serves it)."""
+        super().previewed(job_id, jpeg)
+        self._write(self.queue.keep_preview(job_id, jpeg, self.live[job_id].previews))
+
+    def update(self, job_id: str, *, persist: bool = True, **fields: Any) -> None:
+        """Change a held job's fields in memory; persisted ones go to its row (fenced)."""
+        job = self._open.get(job_id)
+        if job is not None:
+            self._open[job_id] = replace(job, **fields)
+        lease = self._claims.get(job_id)
+        keep = {k: v for k, v in fields.items() if k in ("partial_file", "partial_epoch")}
+        if persist and lease is not None and keep:
+            self._write(self.queue.update(job_id, lease, keep))
+
+    async def sweep(self) -> int:
+        """The leader deletes expired jobs and their files (every replica is asked)."""
+        if not self.member.leader.leading:
+            return 0
+        expired = await self.queue.expire(self.clock() - self.config.result_ttl)
+        if expired:
+            live = await self.queue.live_files()
+            files = [sha for job in expired for sha in job.files()]
+            removed = await asyncio.to_thread(self.blobs.discard, files, live)
+            log.info("swept %d expired job(s), %d file(s)", len(expired), removed)
+        return len(expired)
+
+    async def checkpoint(self) -> None:
+        """Nothing to fold: the records are PostgreSQL's."""
+
+    # ---- inside ----------------------------------------------------------------------
+
+    def _remember(self, job: JobRecord) -> None:
+        self._recent[job.id] = job
+        self._recent.move_to_end(job.id)
+        while len(self._recent) > RECENT:
+            self._recent.popitem(last=False)
+
+    def _write(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run a database write in the background, logging a failure."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._written)
+
+    def _written(self, task: "asyncio.Task[Any]") -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("a cluster write failed: %s", exc)

@@ -1,0 +1,180 @@
+"""Cluster mode end to end: relay replicas (the real app) on one throwaway PostgreSQL and a
+SeaweedFS bucket, fake nodes over the real protocol. A job posted to one replica runs on
+another's node; views, results, events and cancels work from any replica."""
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pytest_aiohttp import AiohttpClient
+from relay_harness import form, jpeg, make_config, png
+from wire_relay import Relay, accept, result_for
+
+from protocol import Cancel, Preview, Progress
+from protocol.handshake import StyleInfo
+from relay.api import SERVICE
+from relay.app import init
+
+pytest.importorskip("asyncpg", reason="pip install 'stylerelay[cluster]'")
+
+Replicas = Any
+CANDY = (StyleInfo("builtin:candy", "Candy", "fast"),)
+
+
+@pytest.fixture
+async def replicas(
+    database_url: str, blob_url: str, aiohttp_client: AiohttpClient, tmp_path: Path
+) -> AsyncIterator[Replicas]:
+    # The engines first: torn down last, after the replicas closed.
+    started: list[Relay] = []
+
+    async def go(name: str, **changes: Any) -> Relay:
+        config = make_config(
+            tmp_path / name,
+            database_url=database_url,
+            blob_url=blob_url,
+            tick_interval=0.2,
+            **changes,
+        )
+        relay = Relay(
+            await aiohttp_client(init(config, time.time, time.monotonic)), config.data_dir
+        )
+        started.append(relay)
+        return relay
+
+    yield go
+    for relay in started:
+        await relay.close()
+
+
+async def _until(check: Any, timeout: float = 10.0) -> Any:
+    async with asyncio.timeout(timeout):
+        while not (found := await check()):
+            await asyncio.sleep(0.05)
+    return found
+
+
+async def _knows_candy(relay: Relay) -> bool:
+    """Whether the replica learnt, from the shared catalogue, the style another's node has."""
+    known: set[str] = relay.client.app[SERVICE].hub.known_fast
+    return "builtin:candy" in known
+
+
+async def test_a_job_posted_to_one_replica_runs_on_a_node_of_another(replicas: Replicas) -> None:
+    a, b = await replicas("a"), await replicas("b")
+    node = await b.node("gpu-b", styles=CANDY)
+    await _until(lambda: _knows_candy(a))
+    job_id = await a.job()
+    offer = await accept(node)
+    assert offer.job_id == job_id
+    running = await a.wait_for(job_id, "running")
+    assert running["node"] == "gpu-b"
+    await node.send(result_for(offer))
+    done = await a.wait_for(job_id, "done")
+    assert (await b.state(job_id))["state"] == "done"
+    # The result is in the shared bucket: either replica serves it.
+    for relay in (a, b):
+        resp = await relay.client.get(done["result_url"])
+        assert resp.status == 200
+        assert (await resp.read())[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+async def test_a_websocket_on_one_replica_follows_a_job_run_through_another(
+    replicas: Replicas,
+) -> None:
+    a, b = await replicas("a"), await replicas("b")
+    node = await b.node("gpu-b", styles=CANDY)
+    await _until(lambda: _knows_candy(a))
+    job_id = await a.job()
+    ws = await a.client.ws_connect(f"/api/jobs/{job_id}/events")
+    offer = await accept(node)
+    for epoch in range(1, 6):
+        await node.send(Progress(job_id, offer.lease_id, epoch, 5, {"style": 1.0}, 0.1))
+    await node.send(result_for(offer))
+    seen: list[dict[str, Any]] = []
+    async with asyncio.timeout(10):
+        async for msg in ws:
+            seen.append(msg.json())
+    types = [e["type"] for e in seen]
+    assert types[0] == "state"
+    assert [e["epoch"] for e in seen if e["type"] == "progress"] == [1, 2, 3, 4, 5]
+    assert types[-1] == "done"
+    assert seen[-1]["job"]["state"] == "done"
+
+
+async def test_a_cancel_sent_to_one_replica_stops_the_node_on_another(replicas: Replicas) -> None:
+    a, b = await replicas("a"), await replicas("b")
+    node = await b.node("gpu-b", styles=CANDY)
+    await _until(lambda: _knows_candy(a))
+    job_id = await a.job()
+    offer = await accept(node)
+    resp = await a.client.delete(f"/api/jobs/{job_id}")
+    assert resp.status == 200
+    assert (await resp.json())["state"] == "cancelled"
+    cancel = await node.expect(Cancel)
+    assert (cancel.job_id, cancel.lease_id) == (job_id, offer.lease_id)
+    # A late result is not recorded.
+    await node.send(result_for(offer))
+    await asyncio.sleep(0.3)
+    assert (await b.state(job_id))["state"] == "cancelled"
+    assert (await a.state(job_id))["state"] == "cancelled"
+
+
+async def test_a_job_whose_node_is_lost_runs_on_a_node_of_another_replica(
+    replicas: Replicas,
+) -> None:
+    a, b = await replicas("a"), await replicas("b")
+    node_b = await b.node("gpu-b", styles=CANDY)
+    await _until(lambda: _knows_candy(a))
+    job_id = await a.job()
+    await accept(node_b)
+    node_a = await a.node("gpu-a", styles=CANDY)
+    await node_b.close()
+    offer = await accept(node_a)
+    assert offer.job_id == job_id
+    await node_a.send(result_for(offer))
+    done = await b.wait_for(job_id, "done")
+    assert done["attempts"] == 1
+    assert done["node"] == "gpu-a"
+
+
+async def test_previews_of_a_running_job_are_served_by_every_replica(replicas: Replicas) -> None:
+    a, b = await replicas("a"), await replicas("b")
+    node = await b.node("gpu-b", styles=CANDY)
+    await _until(lambda: _knows_candy(a))
+    job_id = await a.job()
+    offer = await accept(node)
+    await node.send(Preview(job_id, offer.lease_id, 1, jpeg((40, 30))))
+
+    async def served() -> bool:
+        resp = await a.client.get(f"/api/jobs/{job_id}/preview")
+        body: bytes = await resp.read()
+        return resp.status == 200 and body.startswith(b"\xff\xd8")
+
+    assert await _until(served)
+
+
+async def test_the_open_jobs_cap_holds_across_replicas(replicas: Replicas) -> None:
+    a, b = await replicas("a", max_open_jobs=3), await replicas("b", max_open_jobs=3)
+    await b.node("gpu-b", styles=CANDY, slots=1)
+    await _until(lambda: _knows_candy(a))
+    for relay in (a, b, a):
+        await relay.job()
+    for relay in (a, b):
+        resp = await relay.client.post(
+            "/api/jobs", data=form(png((64, 48)), style="fast:builtin:candy", size="40")
+        )
+        assert resp.status == 429, await resp.text()
+
+
+async def test_shared_gallery_is_refused_clearly_in_cluster_mode(replicas: Replicas) -> None:
+    a = await replicas("a")
+    await a.node("gpu-a", styles=CANDY)
+    resp = await a.client.post(
+        "/api/jobs", data=form(png((64, 48)), style="fast:builtin:candy", size="40", share="1")
+    )
+    assert resp.status == 400
+    assert "gallery" in (await resp.json())["error"]
