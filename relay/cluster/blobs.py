@@ -23,7 +23,9 @@ import contextlib
 import errno
 import hashlib
 import os
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,6 +194,10 @@ class SharedFolderStore(BlobStore):
         return super().collect(live)
 
 
+CACHE_BYTES = 64 * 1024 * 1024
+"""Bytes of recently written files an S3 store keeps in memory (`S3Store._keep`)."""
+
+
 def _s3_error(exc: Exception, what: str) -> OSError:
     """A failed S3 request as the OSError a disk would raise (the callers handle those)."""
     return OSError(errno.EIO, f"S3 {what} failed: {exc}")
@@ -205,6 +211,9 @@ class S3Store(Holdings):
 
     def __init__(self, location: BlobLocation, client: Any = None) -> None:
         super().__init__()
+        self._cache: OrderedDict[str, bytes] = OrderedDict()
+        self._cached = 0
+        self._cache_lock = threading.Lock()
         self.location = location
         self.bucket = location.bucket
         self._client = client or _client(location)
@@ -228,10 +237,27 @@ class S3Store(Holdings):
             self.failing = _s3_error(exc, "write")
             raise self.failing from exc
         self._stored(sha, len(data))
+        self._keep(sha, data)
         return sha
+
+    def _keep(self, sha: str, data: bytes) -> None:
+        """Keep a file just written in memory a while: the replica that took a job usually
+        offers it to a node at once, and need not fetch back what it just sent."""
+        with self._cache_lock:
+            if sha in self._cache or len(data) > CACHE_BYTES // 8:
+                return
+            self._cache[sha] = data
+            self._cached += len(data)
+            while self._cached > CACHE_BYTES:
+                _, old = self._cache.popitem(last=False)
+                self._cached -= len(old)
 
     def read(self, sha: str) -> bytes:
         """The bytes of a stored file (blocking); FileNotFoundError if it is not there."""
+        with self._cache_lock:
+            kept = self._cache.get(sha)
+        if kept is not None:
+            return kept
         key = self.key(sha)
         try:
             reply = self._client.get_object(Bucket=self.bucket, Key=key)
@@ -280,6 +306,9 @@ class S3Store(Holdings):
         """Delete these files unless held or in `live`; return how many (blocking)."""
         removed = 0
         for sha in set(shas):
+            with self._cache_lock:
+                if sha not in live and (kept := self._cache.pop(sha, None)) is not None:
+                    self._cached -= len(kept)
             with self._lock:
                 if sha in self._held or sha in live:
                     continue

@@ -198,13 +198,16 @@ class ClusterQueue:
 
         async def take() -> list[Claim]:
             claims: list[Claim] = []
-            async with self.pool.acquire() as conn, conn.transaction():
+            async with self.pool.acquire() as conn:
+                # Most wake-ups find nothing (another replica took the job): one round
+                # trip tells, outside a transaction and the claims' lock.
                 if not await conn.fetchval(
                     "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued'"
                     " AND not_before <= $1)",
                     now,
                 ):
                     return []
+            async with self.pool.acquire() as conn, conn.transaction():
                 await conn.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
                 for info, free in rooms:
                     for _ in range(free):

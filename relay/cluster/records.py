@@ -114,3 +114,32 @@ def record_of(row: Mapping[str, Any]) -> JobRecord:
         partial_file=row["partial_file"],
         partial_epoch=row["partial_epoch"],
     )
+
+
+def record_json(job: JobRecord) -> dict[str, Any]:
+    """A record as JSON, to travel with an ending to the other replicas."""
+    return {
+        **{name: getattr(job, name) for name in _FIELDS},
+        "styles": [[s.id, s.weight] for s in job.styles],
+        "style_files": list(job.style_files),
+        "params": dict(job.params),
+        "state": str(job.state),
+    }
+
+
+def record_from_json(data: Mapping[str, Any]) -> JobRecord:
+    """The record `record_json` sent (ValueError, KeyError or TypeError if malformed)."""
+    return JobRecord(
+        **{name: data[name] for name in _FIELDS},
+        styles=tuple(StyleChoice(str(i), float(w)) for i, w in data["styles"]),
+        style_files=tuple(str(f) for f in data["style_files"]),
+        params=dict(data["params"]),
+        state=JobState(data["state"]),
+    )
+
+
+_FIELDS = tuple(
+    name
+    for name in JobRecord.__dataclass_fields__
+    if name not in ("styles", "style_files", "params", "state")
+)

@@ -41,7 +41,7 @@ from relay.cluster.dispatcher import CHANNEL as WORK
 from relay.cluster.fanout import Fanout
 from relay.cluster.member import Member, timeouts_of
 from relay.cluster.queue import CONTROL, ClusterQueue, wall
-from relay.cluster.records import migrate_records
+from relay.cluster.records import migrate_records, record_from_json, record_json
 from relay.config import Config
 from relay.disk import Disk
 from relay.dispatch import Action, Failed, JobTicket, OfferDeclined, Requeued, SendCancel, SendOffer
@@ -382,13 +382,24 @@ class ClusterService(JobService):
         self._send_end(job)
 
     def _send_end(self, job: JobRecord) -> None:
-        self.fanout.publish(job.id, {"type": str(job.state), "ended": True})
+        # With the record: a replica that hears it need not read it back.
+        event = {"type": str(job.state), "ended": True, "record": record_json(job)}
+        self.fanout.publish(job.id, event)
 
     def _delivered(self, job_id: str, event: Event) -> None:
-        """Another replica's event: its endings are read from the database first."""
-        if event.get("ended"):
-            if self.bus.watching(job_id):
+        """Another replica's event; an ending carries the job's record (its row written
+        already), or, if too large to travel, is read from the database."""
+        if event.get("ended") or event["type"] == "stale":
+            if job_id not in self._open:
+                self.live.pop(job_id, None)
+            if not self.bus.watching(job_id):
+                return
+            try:
+                job = record_from_json(event["record"])
+            except (KeyError, TypeError, ValueError):
                 self._write(self._deliver_end(job_id))
+                return
+            self._deliver_record(job)
             return
         if event["type"] == "started":
             self.live.setdefault(job_id, Live(str(event.get("node"))))
@@ -399,14 +410,15 @@ class ClusterService(JobService):
 
     async def _deliver_end(self, job_id: str) -> None:
         job = await self.queue.fetch(job_id)
-        if job is None or not job.state.final:
-            return
-        if job_id not in self._open:
-            self.live.pop(job_id, None)
+        if job is not None and job.state.final:
+            self._deliver_record(job)
+
+    def _deliver_record(self, job: JobRecord) -> None:
+        self._remember(job)
         event: dict[str, Any] = {"type": str(job.state), "job": job, "live": None}
         if job.state is JobState.FAILED:
             event["error"] = job.error
-        self.bus.deliver(job_id, event)
+        self.bus.deliver(job.id, event)
 
     def previewed(self, job_id: str, jpeg: bytes) -> None:
         """Keep the preview here and in the shared table (any replica serves it)."""
