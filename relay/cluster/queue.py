@@ -18,14 +18,14 @@ only ever holds jobs the replica *claimed* from here: when its nodes have free s
   without charging an attempt (`relay.cluster.replicas.reap`).
 """
 
-import secrets
+import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from relay.cluster.database import RETRY_FOR, retrying
-from relay.cluster.dispatcher import _PICK, CHANNEL, CLAIM_LOCK
+from relay.cluster.dispatcher import CHANNEL, CLAIM_LOCK
 from relay.cluster.records import COLUMNS, SELECT, insert_columns, record_of
 from relay.dispatch import NodeInfo, Timeouts
 from relay.errors import QueueFull, TooManyRequests
@@ -138,21 +138,14 @@ class ClusterQueue:
         self, job: JobRecord, now: float, *, max_open: int, capacity: int, retry_after: int
     ) -> None:
         """Insert a new job at the back of its client's queue, within the client's cap on
-        open jobs (429) and the cluster's queue capacity (503), both checked under locks
-        every replica takes. Retried whole while the database is away (the id is
-        inserted once); then `DatabaseUnavailable` (503)."""
+        open jobs (429) and the cluster's queue capacity (503), both checked under the
+        client's lock, which every replica takes (`stylerelay_submit`: one round trip).
+        Retried while the database is away (the id is inserted once); then
+        `DatabaseUnavailable` (503)."""
         record = insert_columns(job)
-        names = "".join(f", {name}" for name in record)
-        values = "".join(f", ${8 + i}" for i in range(len(record)))
-        sql = (
-            "WITH c AS (INSERT INTO clients VALUES ($2, nextval('turns'))"
-            " ON CONFLICT (client) DO UPDATE SET turn = nextval('turns') WHERE NOT EXISTS"
-            " (SELECT 1 FROM jobs WHERE client = $2 AND state = 'queued'))"
-            " INSERT INTO jobs (id, client, method, epochs, pixels, fast_styles, state, place,"
-            f" wait_until{names}) VALUES ($1, $2, $3, $4, $5, $6, 'queued', nextval('places'),"
-            f" $7{values}) ON CONFLICT (id) DO NOTHING"
-        )
-        args = (
+        outcome = await self._run(
+            "SELECT stylerelay_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
+            " $14, $15, $16, $17, $18)",
             job.id,
             job.client,
             job.method,
@@ -160,86 +153,49 @@ class ClusterQueue:
             job.pixels,
             sorted(fast_styles(job.styles)),
             now + self.timeouts.queue,
+            max_open,
+            capacity,
             *record.values(),
         )
-
-        async def insert() -> None:
-            async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", job.client)
-                open_now, queued = await conn.fetchrow(
-                    "SELECT count(*) FILTER (WHERE client = $1),"
-                    " count(*) FILTER (WHERE state = 'queued') FROM jobs"
-                    " WHERE state IN ('queued', 'running') AND id <> $2",
-                    job.client,
-                    job.id,
-                )
-                if open_now >= max_open:
-                    raise TooManyRequests(
-                        f"You already have {max_open} jobs queued or running; "
-                        "wait for one to finish or cancel one."
-                    )
-                if queued >= capacity:
-                    raise QueueFull(
-                        f"The queue is full ({capacity} jobs waiting); "
-                        f"try again in {retry_after} s.",
-                        retry_after,
-                    )
-                await conn.execute(sql, *args)
-                await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
-
-        await retrying(insert, self.retry_for)
+        if outcome == 1:
+            raise TooManyRequests(
+                f"You already have {max_open} jobs queued or running; "
+                "wait for one to finish or cancel one."
+            )
+        if outcome == 2:
+            raise QueueFull(
+                f"The queue is full ({capacity} jobs waiting); try again in {retry_after} s.",
+                retry_after,
+            )
 
     async def claim(self, rooms: Iterable[tuple[NodeInfo, int]], now: float) -> list[Claim]:
         """Take, in fair order, up to each node's free slots of the queued jobs it could
-        run (one transaction; see the module docstring)."""
-        rooms = [(info, free) for info, free in rooms if free > 0]
-        if not rooms:
+        run (`stylerelay_claim`: one round trip; see the module docstring)."""
+        shown = [
+            {
+                "name": info.name,
+                "free": free,
+                "methods": sorted(info.methods),
+                "styles": sorted(info.styles),
+                "max_epochs": info.max_epochs,
+                "max_pixels": info.max_pixels,
+            }
+            for info, free in rooms
+            if free > 0
+        ]
+        if not shown:
             return []
-
-        async def take() -> list[Claim]:
-            claims: list[Claim] = []
-            async with self.pool.acquire() as conn:
-                # Most wake-ups find nothing (another replica took the job): one round
-                # trip tells, outside a transaction and the claims' lock.
-                if not await conn.fetchval(
-                    "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued'"
-                    " AND not_before <= $1)",
-                    now,
-                ):
-                    return []
-            async with self.pool.acquire() as conn, conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
-                for info, free in rooms:
-                    for _ in range(free):
-                        pick = await conn.fetchrow(
-                            _PICK,
-                            now,
-                            sorted(info.methods),
-                            sorted(info.styles),
-                            info.max_epochs,
-                            info.max_pixels,
-                            info.name,
-                        )
-                        if pick is None:
-                            break
-                        lease = secrets.token_hex(8)
-                        row = await conn.fetchrow(
-                            "WITH c AS (UPDATE clients SET turn = nextval('turns')"
-                            " WHERE client = $5) UPDATE jobs SET state = 'running',"
-                            " lease = $2, node = $3, replica = $4, lease_started = $6,"
-                            " not_before = 0, silent_until = NULL, deadline = NULL"
-                            " WHERE id = $1 RETURNING *",
-                            pick["id"],
-                            lease,
-                            info.name,
-                            self.replica,
-                            pick["client"],
-                            now,
-                        )
-                        claims.append(Claim(record_of(row), lease))
-            return claims
-
-        return await retrying(take, self.retry_for)
+        rows = await retrying(
+            lambda: self.pool.fetch(
+                "SELECT * FROM stylerelay_claim($1, $2, $3, $4)",
+                self.replica,
+                now,
+                json.dumps(shown),
+                CLAIM_LOCK,
+            ),
+            self.retry_for,
+        )
+        return [Claim(record_of(row), row["lease"]) for row in rows]
 
     async def update(self, job_id: str, lease: str | None, fields: Mapping[str, Any]) -> bool:
         """Write record fields of a job (`started`, `node`, `partial_file`, ...); with a
@@ -304,17 +260,17 @@ class ClusterQueue:
         else:
             fence = "lease = $2 AND state = 'running'"
         done = await self._run(
-            f"UPDATE jobs SET state = $3, ended = coalesce(ended, $4){sets}"
-            f" WHERE id = $1 AND {fence} RETURNING 1",
+            f"WITH e AS (UPDATE jobs SET state = $3, ended = coalesce(ended, $4){sets}"
+            f" WHERE id = $1 AND {fence} RETURNING id),"
+            " p AS (DELETE FROM previews WHERE job IN (SELECT id FROM e))"
+            " SELECT count(*) FROM e",
             job_id,
             lease,
             state,
             now,
             *columns.values(),
         )
-        if done is not None:
-            await self._run("DELETE FROM previews WHERE job = $1 RETURNING 1", job_id)
-        return done is not None
+        return bool(done)
 
     async def cancel(self, job_id: str, now: float) -> tuple[str, str | None] | None:
         """Cancel a queued or running job wherever it is: (the state it had, the replica

@@ -39,6 +39,88 @@ CREATE TABLE IF NOT EXISTS catalogue (
     seen double precision NOT NULL
 );
 
+CREATE OR REPLACE FUNCTION stylerelay_submit(
+    p_id text, p_client text, p_method text, p_epochs integer, p_pixels bigint,
+    p_fast text[], p_wait_until double precision, p_max_open integer, p_capacity integer,
+    p_styles jsonb, p_style_files text[], p_content text, p_width integer, p_height integer,
+    p_params jsonb, p_email text, p_filename text, p_created double precision
+) RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    mine integer;
+    waiting integer;
+BEGIN
+    -- One client's submits take turns, so its cap holds across replicas (each statement
+    -- below sees what the one before it committed).
+    PERFORM pg_advisory_xact_lock(hashtext(p_client));
+    IF EXISTS (SELECT 1 FROM jobs WHERE id = p_id) THEN
+        RETURN 0;  -- a submit retried after its commit's reply was lost
+    END IF;
+    SELECT count(*) INTO mine FROM jobs
+        WHERE client = p_client AND state IN ('queued', 'running');
+    IF mine >= p_max_open THEN
+        RETURN 1;
+    END IF;
+    SELECT count(*) INTO waiting FROM jobs WHERE state = 'queued';
+    IF waiting >= p_capacity THEN
+        RETURN 2;
+    END IF;
+    INSERT INTO clients VALUES (p_client, nextval('turns'))
+        ON CONFLICT (client) DO UPDATE SET turn = nextval('turns')
+        WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE client = p_client AND state = 'queued');
+    INSERT INTO jobs (id, client, method, epochs, pixels, fast_styles, state, place,
+        wait_until, styles, style_files, content_file, width, height, params, email,
+        filename, created)
+    VALUES (p_id, p_client, p_method, p_epochs, p_pixels, p_fast, 'queued',
+        nextval('places'), p_wait_until, p_styles, p_style_files, p_content, p_width,
+        p_height, p_params, p_email, p_filename, p_created);
+    PERFORM pg_notify('stylerelay_work', '');
+    RETURN 0;
+END $$;
+
+CREATE OR REPLACE FUNCTION stylerelay_claim(
+    p_replica text, p_now double precision, p_rooms jsonb, p_lock bigint
+) RETURNS SETOF jobs LANGUAGE plpgsql AS $$
+DECLARE
+    v_room jsonb;
+    v_node text;
+    v_methods text[];
+    v_styles text[];
+    v_epochs integer;
+    v_pixels bigint;
+    v_pick record;
+    v_n integer;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND not_before <= p_now) THEN
+        RETURN;
+    END IF;
+    -- Claims take turns: each sees the turns the one before it moved on.
+    PERFORM pg_advisory_xact_lock(p_lock);
+    FOR v_room IN SELECT value FROM jsonb_array_elements(p_rooms) LOOP
+        v_node := v_room->>'name';
+        v_methods := ARRAY(SELECT jsonb_array_elements_text(v_room->'methods'));
+        v_styles := ARRAY(SELECT jsonb_array_elements_text(v_room->'styles'));
+        v_epochs := (v_room->>'max_epochs')::integer;
+        v_pixels := (v_room->>'max_pixels')::bigint;
+        FOR v_n IN 1..(v_room->>'free')::integer LOOP
+            SELECT j.id, j.client INTO v_pick FROM jobs j JOIN clients c ON c.client = j.client
+                WHERE j.state = 'queued' AND j.not_before <= p_now
+                  AND j.method = ANY(v_methods) AND j.fast_styles <@ v_styles
+                  AND j.epochs <= v_epochs AND j.pixels <= v_pixels
+                  AND NOT (v_node = ANY(j.declined_by))
+                ORDER BY c.turn, j.place
+                LIMIT 1
+                FOR UPDATE OF j, c SKIP LOCKED;
+            EXIT WHEN NOT FOUND;
+            UPDATE clients SET turn = nextval('turns') WHERE client = v_pick.client;
+            RETURN QUERY UPDATE jobs SET state = 'running',
+                lease = replace(gen_random_uuid()::text, '-', ''), node = v_node,
+                replica = p_replica, lease_started = p_now, not_before = 0,
+                silent_until = NULL, deadline = NULL
+                WHERE id = v_pick.id RETURNING *;
+        END LOOP;
+    END LOOP;
+END $$;
+
 CREATE TABLE IF NOT EXISTS previews (
     job text PRIMARY KEY,
     jpeg bytea NOT NULL,

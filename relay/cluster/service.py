@@ -109,6 +109,8 @@ class ClusterService(JobService):
         self.fanout = Fanout(pool, listener, replica, self._delivered)
         self._claims: dict[str, str] = {}
         """Lease of each job this replica claimed and holds."""
+        self._claimed_for: dict[str, str | None] = {}
+        """The node each claim was made for, until it is offered."""
         self._recent: OrderedDict[str, JobRecord] = OrderedDict()
         self._pulling: asyncio.Task[None] | None = None
         self._pull_again = False
@@ -139,6 +141,7 @@ class ClusterService(JobService):
             with contextlib.suppress(Exception):
                 await self.queue.requeue(job_id, lease, attempts, now)
         self._claims.clear()
+        self._claimed_for.clear()
         for task in list(self._tasks):
             with contextlib.suppress(Exception):
                 await task
@@ -241,6 +244,7 @@ class ClusterService(JobService):
                 for claim in claims:
                     job = claim.job
                     self._claims[job.id] = claim.lease
+                    self._claimed_for[job.id] = job.node
                     self._open[job.id] = replace(job, state=JobState.QUEUED, node=None)
                     self.disk.usage.refer(job, self.blobs.size)
                     self.apply(self.scheduler.submit(ticket_of(job), self.timer(), job.attempts))
@@ -313,7 +317,8 @@ class ClusterService(JobService):
                 case SendOffer(node, job_id, _):
                     claimed = self._open.get(job_id)
                     lease = self._claims.get(job_id)
-                    if claimed is not None and lease is not None:
+                    # The claim named the node it was made for; another one here took it.
+                    if claimed and lease and self._claimed_for.pop(job_id, None) != node:
                         fields = {"node": node, "started": claimed.started}
                         self._write(self.queue.update(job_id, lease, fields))
                 case Requeued(job_id, _, _) | OfferDeclined(_, job_id, _):
@@ -324,6 +329,7 @@ class ClusterService(JobService):
         """A claimed job the scheduler put back in line goes back to the shared queue."""
         job = self._open.get(job_id)
         lease = self._claims.pop(job_id, None)
+        self._claimed_for.pop(job_id, None)
         if job is None or lease is None or job.state is not JobState.QUEUED:
             return
         self.scheduler.cancel(job_id, self.timer())
@@ -359,6 +365,7 @@ class ClusterService(JobService):
         """Write the ending to the job's row, fenced by this replica's claim; then tell the
         other replicas (a queued job, never claimed here, is ended only while queued)."""
         lease = self._claims.pop(job.id, None)
+        self._claimed_for.pop(job.id, None)
         done = replace(job, state=state, finished=now, **fields)
         self._remember(done)
         written = {"started": job.started, "node": job.node, **fields}
