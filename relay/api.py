@@ -66,7 +66,7 @@ def _service(request: web.Request) -> JobService:
 
 def styles_view(service: JobService) -> dict[str, Any]:
     """Gallery paintings, fast styles of connected nodes, methods and limits."""
-    config, infos = service.config, service.hub.infos()
+    config, infos = service.config, service.hub.all_infos()
     styles: list[dict[str, Any]] = [
         {
             "id": p.id,

@@ -44,6 +44,9 @@ class NodeHub:
         self._recent_fast: OrderedDict[str, None] = OrderedDict()
         self.stopping = False
         """Set by `relay_stopping`: connections that end now are not their jobs' fault."""
+        self.others: list[NodeInfo] = []
+        """In a cluster, the nodes of the other replicas (`relay.cluster.nodes`): shown and
+        offered, never scheduled here."""
 
     # ---- connections -----------------------------------------------------------------
 
@@ -121,13 +124,18 @@ class NodeHub:
 
     # ---- fast styles -----------------------------------------------------------------
 
+    def all_infos(self) -> list[NodeInfo]:
+        """What every node advertised: this relay's, and in a cluster the other
+        replicas' (`others`), for the page's lists of methods and styles."""
+        return [*self.infos(), *self.others]
+
     @property
     def known_fast(self) -> set[str]:
         """Fast styles a new job may ask for: those of connected nodes, and the most recent
         of nodes that left (a job for one waits for a node that has it)."""
         known = set(self._recent_fast)
-        for handle in self._handles.values():
-            known |= handle.info.styles
+        for info in self.all_infos():
+            known |= info.styles
         return known
 
     def remember_fast(self, styles: frozenset[str]) -> set[str]:
@@ -144,10 +152,9 @@ class NodeHub:
         return pushed
 
     def fast_styles(self) -> dict[str, FastStyle]:
-        """Fast styles offered by connected nodes, by name."""
+        """Fast styles offered by connected nodes (in a cluster, any replica's), by name."""
         styles: dict[str, FastStyle] = {}
-        for handle in self._handles.values():
-            info = handle.info
+        for info in self.all_infos():
             for name in info.styles:
                 known = styles.get(name)
                 title = info.titles.get(name) or (known.title if known else "")

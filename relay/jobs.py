@@ -363,6 +363,10 @@ class JobService:
         live = self.live.get(job.id)
         return live.preview if live is not None else None
 
+    def other_node_views(self) -> list[dict[str, Any]]:
+        """Public views of nodes this relay does not hold (a cluster's other replicas')."""
+        return []
+
     def starts_in(self, job_id: str) -> float | None:
         """Seconds until a queued job should start (relay/estimates.py), or None when it
         is not queued or no connected node that serves its method has a pace."""

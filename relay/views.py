@@ -83,7 +83,8 @@ def event_json(service: JobService, event: Event) -> Mapping[str, Any]:
 def node_list(service: JobService) -> list[dict[str, Any]]:
     """The service's connected nodes as public JSON (`node_views`)."""
     nodes = service.scheduler.nodes()
-    return node_views(service.hub, nodes, service.timer(), service.kudos.work)
+    views = node_views(service.hub, nodes, service.timer(), service.kudos.work)
+    return views + service.other_node_views()
 
 
 def node_views(

@@ -178,3 +178,26 @@ async def test_shared_gallery_is_refused_clearly_in_cluster_mode(replicas: Repli
     )
     assert resp.status == 400
     assert "gallery" in (await resp.json())["error"]
+
+
+async def test_every_replica_shows_every_nodes_styles_and_state(replicas: Replicas) -> None:
+    a, b = await replicas("a"), await replicas("b")
+    await b.node("gpu-b", styles=CANDY, slots=2)
+
+    async def shown_on_a() -> list[dict[str, Any]]:
+        return [n for n in await a.nodes() if n["name"] == "gpu-b"]
+
+    (view,) = await _until(shown_on_a)
+    assert view["slots"] == 2
+    assert view["styles"] == ["fast:builtin:candy"]
+    styles = await (await a.client.get("/api/styles")).json()
+    assert "fast:builtin:candy" in {s["id"] for s in styles["styles"]}
+    fast = next(m for m in styles["methods"] if m["id"] == "fast")
+    assert fast["available"] is True
+    # The node leaves: every replica stops showing it.
+    await b.close()
+
+    async def gone_from_a() -> bool:
+        return not await shown_on_a()
+
+    await _until(gone_from_a)

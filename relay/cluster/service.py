@@ -40,6 +40,7 @@ from relay.cluster.blobs import open_blobs, parse_blob_url
 from relay.cluster.dispatcher import CHANNEL as WORK
 from relay.cluster.fanout import Fanout
 from relay.cluster.member import Member, timeouts_of
+from relay.cluster.nodes import NodeRegistry
 from relay.cluster.queue import CONTROL, ClusterQueue, wall
 from relay.cluster.records import migrate_records, record_from_json, record_json
 from relay.config import Config
@@ -50,6 +51,7 @@ from relay.events import FINAL_TYPES, Event, EventBus
 from relay.jobs import JobService
 from relay.model import JobRecord, JobState, Live, Order, ticket_of
 from relay.ratelimits import Quota
+from relay.views import node_views
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,8 @@ class ClusterService(JobService):
         self._pull_again = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._offered: frozenset[str] = frozenset()
+        self.registry = NodeRegistry(pool, replica)
+        self._other_views: list[dict[str, Any]] = []
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -125,6 +129,7 @@ class ClusterService(JobService):
         await self.member.start()
         async with self.pool.acquire() as conn:
             await migrate_records(conn)
+            await self.registry.migrate(conn)
         await self.fanout.start()
         self.bus.fanout = self.fanout
         await self.listener.add_listener(WORK, self._on_work)
@@ -273,6 +278,27 @@ class ClusterService(JobService):
         offered = frozenset().union(*(info.styles for info in self.hub.infos()))
         self._offered = offered
         self._write(self._load_styles(offered))
+        self._sync_nodes()
+
+    def _sync_nodes(self) -> None:
+        """Show this replica's nodes to the others, and theirs here (`relay.cluster.nodes`)."""
+        views = {
+            v["name"]: v
+            for v in node_views(self.hub, self.scheduler.nodes(), self.timer(), self.kudos.work)
+        }
+        local = [(info, views[info.name]) for info in self.hub.infos() if info.name in views]
+
+        async def sync() -> None:
+            others = await self.registry.sync(local, wall())
+            mine = {info.name for info, _ in local}
+            self.hub.others = [o.info for o in others if o.info.name not in mine]
+            self._other_views = [o.view for o in others if o.info.name not in mine]
+
+        self._write(sync())
+
+    def other_node_views(self) -> list[dict[str, Any]]:
+        """The other replicas' nodes as they show them (`relay.cluster.nodes`)."""
+        return list(self._other_views)
 
     async def _load_styles(self, offered: frozenset[str]) -> None:
         known = await self.queue.styles(offered, wall(), STYLES_KEPT)
