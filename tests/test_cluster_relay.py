@@ -201,3 +201,16 @@ async def test_every_replica_shows_every_nodes_styles_and_state(replicas: Replic
         return not await shown_on_a()
 
     await _until(gone_from_a)
+
+
+async def test_a_job_waiting_in_the_shared_queue_shows_its_place_in_line(
+    replicas: Replicas,
+) -> None:
+    a, b = await replicas("a"), await replicas("b")
+    await b.node("gpu-b", styles=CANDY, slots=1)
+    await _until(lambda: _knows_candy(a))
+    first = await a.job()  # runs: the node's one slot
+    waiting = [await a.job(), await b.job()]
+    assert (await a.wait_for(first, "running"))["position"] is None
+    places = [(await a.state(job_id))["position"] for job_id in waiting]
+    assert places == [1, 2]

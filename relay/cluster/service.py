@@ -120,6 +120,7 @@ class ClusterService(JobService):
         self._offered: frozenset[str] = frozenset()
         self.registry = NodeRegistry(pool, replica)
         self._other_views: list[dict[str, Any]] = []
+        self._places: dict[str, int | None] = {}
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -177,7 +178,18 @@ class ClusterService(JobService):
         found = await self.queue.fetch(job_id)
         if found is None:
             raise NotFound("No such job. Its id is wrong, or the job and its result expired.")
+        if found.state is JobState.QUEUED:
+            # Its place in the shared queue, for the view that follows this read.
+            self._places[job_id] = await self.queue.position(found)
+            while len(self._places) > RECENT:
+                del self._places[next(iter(self._places))]
         return found
+
+    def position_of(self, job_id: str) -> int | None:
+        """A queued job's place: in this replica's line, or as last read from the shared
+        queue (`find`)."""
+        local = self.scheduler.position(job_id)
+        return local if local is not None else self._places.pop(job_id, None)
 
     async def preview_of(self, job: JobRecord) -> bytes | None:
         """The latest preview, from this replica's memory or the shared table."""
