@@ -214,3 +214,38 @@ async def test_a_job_waiting_in_the_shared_queue_shows_its_place_in_line(
     assert (await a.wait_for(first, "running"))["position"] is None
     places = [(await a.state(job_id))["position"] for job_id in waiting]
     assert places == [1, 2]
+
+
+async def test_after_postgresql_restarts_the_replicas_hear_each_other_again(
+    replicas: Replicas, postgres_server: Any
+) -> None:
+    a, b = await replicas("a"), await replicas("b")
+    node = await b.node("gpu-b", styles=CANDY)
+    await _until(lambda: _knows_candy(a))
+    await asyncio.to_thread(postgres_server.restart)
+    # A job posted to A reaches B's node at once (B heard of it: not on its next tick),
+    # and A's WebSocket hears that it ended on B.
+    job_id = await _until(_posted(a), timeout=15)
+    ws = await a.client.ws_connect(f"/api/jobs/{job_id}/events")
+    offer = await accept(node)
+    await node.send(result_for(offer))
+    async with asyncio.timeout(10):
+        events = [msg.json() async for msg in ws]
+    assert events[-1]["type"] == "done"
+    # And one replica leads again (its lock went with its connection).
+    services = [r.client.app[SERVICE] for r in (a, b)]
+
+    async def led() -> bool:
+        return any(s.member.leader.leading for s in services)
+
+    await _until(led)
+
+
+def _posted(relay: Relay) -> Any:
+    async def post() -> str | None:
+        resp = await relay.client.post(
+            "/api/jobs", data=form(png((64, 48)), style="fast:builtin:candy", size="40")
+        )
+        return str((await resp.json())["id"]) if resp.status == 202 else None
+
+    return post

@@ -59,7 +59,14 @@ async def cluster_service(
     listener = await _connect(lambda: asyncpg.connect(url), CONNECT_FOR)
     leader = await _connect(lambda: asyncpg.connect(url), CONNECT_FOR)
     service = ClusterService(
-        config, clock, timer, pool=pool, listener=listener, leader=leader, replica=replica_name()
+        config,
+        clock,
+        timer,
+        pool=pool,
+        listener=listener,
+        leader=leader,
+        replica=replica_name(),
+        connect=lambda: asyncpg.connect(url),
     )
     try:
         await service.start()
@@ -67,7 +74,7 @@ async def cluster_service(
         yield service
     finally:
         await service.leave()
-        for conn in (listener, leader):
+        for conn in (service.listener, service.member.leader.conn):
             with contextlib.suppress(Exception):
                 await conn.close()
         with contextlib.suppress(Exception):

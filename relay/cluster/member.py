@@ -21,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from relay.cluster.database import DatabaseUnavailable, lost
 from relay.cluster.dispatcher import PgDispatcher
 from relay.cluster.replicas import Leader, heartbeat, join, leave, limits_of, reap
 from relay.cluster.schema import migrate
@@ -106,6 +107,10 @@ class Member:
         while True:
             try:
                 await step()
-            except Exception:  # the database is away a moment: the next round retries
-                log.exception("cluster %s failed", step.__name__.strip("_"))
+            except Exception as exc:  # the database is away a moment: the next round retries
+                what = step.__name__.strip("_")
+                if lost(exc) or isinstance(exc, DatabaseUnavailable):
+                    log.warning("cluster %s: PostgreSQL is not answering (%s)", what, exc)
+                else:
+                    log.exception("cluster %s failed", what)
             await asyncio.sleep(seconds)

@@ -59,6 +59,8 @@ NO_GALLERY = (
     "The public gallery is not available on this relay (it runs as a cluster); "
     "send the job without share."
 )
+RECONNECT_EVERY = 1.0
+"""Seconds between checks that the listening and leading connections are still open."""
 STYLES_KEPT = 3600.0
 """Seconds a fast style stays known after the last node that offered it left."""
 RECENT = 2000
@@ -97,6 +99,7 @@ class ClusterService(JobService):
         listener: Any,
         leader: Any,
         replica: str,
+        connect: Callable[[], Coroutine[Any, Any, Any]] | None = None,
     ) -> None:
         super().__init__(config, clock, timer)
         assert config.blob_url is not None
@@ -117,6 +120,9 @@ class ClusterService(JobService):
         self._pulling: asyncio.Task[None] | None = None
         self._pull_again = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._connect = connect
+        """Opens a connection of its own (to listen, to lead) again once one is lost."""
+        self._watching: asyncio.Task[None] | None = None
         self._offered: frozenset[str] = frozenset()
         self.registry = NodeRegistry(pool, replica)
         self._other_views: list[dict[str, Any]] = []
@@ -135,8 +141,40 @@ class ClusterService(JobService):
         self.bus.fanout = self.fanout
         await self.listener.add_listener(WORK, self._on_work)
         await self.listener.add_listener(CONTROL, self._on_control)
+        if self._connect is not None:
+            self._watching = asyncio.get_running_loop().create_task(self._keep_connections())
         self._pull_soon()
         await self._load_styles(frozenset())
+
+    async def _keep_connections(self) -> None:
+        """Open the connections of its own again when PostgreSQL dropped them (a restart):
+        the listening one (work, cancels, events: whatever was missed meanwhile is made
+        good) and the leader's (its lock went with it, so it leads no more)."""
+        assert self._connect is not None
+        while True:
+            await asyncio.sleep(RECONNECT_EVERY)
+            try:
+                if self.listener.is_closed():
+                    listener = await self._connect()
+                    await self.fanout.listen_on(listener)
+                    await listener.add_listener(WORK, self._on_work)
+                    await listener.add_listener(CONTROL, self._on_control)
+                    self.listener = listener
+                    log.warning("listening to the other replicas again")
+                    self._pull_soon()
+                    await self._catch_up()
+                leader = self.member.leader
+                if leader.conn.is_closed():
+                    leader.conn, leader.leading = await self._connect(), False
+            except Exception as exc:  # the database is still away: next round
+                log.info("cannot reach PostgreSQL yet: %s", exc)
+
+    async def _catch_up(self) -> None:
+        """After a gap in listening: the watched jobs of other replicas that ended
+        meanwhile are told to their watchers now."""
+        for job_id in self.bus.watched():
+            if job_id not in self._open:
+                await self._deliver_end(job_id)
 
     async def leave(self) -> None:
         """A clean stop: hand every claimed job back (no attempt charged), leave."""
@@ -148,6 +186,8 @@ class ClusterService(JobService):
                 await self.queue.requeue(job_id, lease, attempts, now)
         self._claims.clear()
         self._claimed_for.clear()
+        if self._watching is not None:
+            self._watching.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(Exception):
                 await task
