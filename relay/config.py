@@ -287,11 +287,6 @@ class Config:
             )
         if (self.smtp_user is None) != (self.smtp_password is None):
             raise ConfigError("--smtp-user and --smtp-password go together; give both or neither")
-        if self.database_url is not None and self.smtp_host is not None:
-            raise ConfigError(
-                "e-mail (--smtp-host) is not available in cluster mode (--database-url) "
-                "yet: the replicas would each send it; run without one of them"
-            )
         if (self.database_url is None) != (self.blob_url is None):
             raise ConfigError(
                 "--database-url and --blob-url go together (cluster mode: the replicas share "

@@ -249,3 +249,55 @@ def _posted(relay: Relay) -> Any:
         return str((await resp.json())["id"]) if resp.status == 202 else None
 
     return post
+
+
+async def test_e_mail_goes_out_once_from_the_leader_whichever_replica_ran_the_job(
+    replicas: Replicas,
+) -> None:
+    import email as email_parser
+    import email.policy
+
+    from aiosmtpd.smtp import SMTP, Envelope, Session
+
+    received: list[Any] = []
+
+    class Inbox:
+        async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+            assert isinstance(envelope.content, bytes)
+            received.append(
+                email_parser.message_from_bytes(envelope.content, policy=email.policy.default)
+            )
+            return "250 OK"
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: SMTP(Inbox()), "127.0.0.1", 0)
+    mail = {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": server.sockets[0].getsockname()[1],
+        "smtp_from": "relay@example.org",
+        "smtp_starttls": False,
+        "public_url": "https://relay.example.org",
+    }
+    try:
+        a, b = await replicas("a", **mail), await replicas("b", **mail)
+        node = await b.node("gpu-b", styles=CANDY)
+        await _until(lambda: _knows_candy(a))
+        resp = await a.client.post(
+            "/api/jobs",
+            data=form(png((64, 48)), style="fast:builtin:candy", size="40", email="p@example.org"),
+        )
+        job_id = (await resp.json())["id"]
+        offer = await accept(node)
+        await node.send(result_for(offer))
+        await a.wait_for(job_id, "done")
+
+        async def sent() -> bool:
+            return (await a.state(job_id))["email_status"] == "sent"
+
+        await _until(sent)
+        await asyncio.sleep(1.0)  # a second copy would come within a few ticks
+        assert len(received) == 1
+        assert received[0]["To"] == "p@example.org"
+        assert job_id in received[0].get_body(("plain",)).get_content()
+    finally:
+        server.close()

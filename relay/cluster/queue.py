@@ -314,6 +314,31 @@ class ClusterQueue:
         )
         return {row["name"] for row in rows} | set(offered)
 
+    async def mail_waiting(self, taken: Iterable[str], limit: int = 100) -> list[JobRecord]:
+        """Ended jobs whose e-mail no one has sent yet, but those already `taken`."""
+        rows = await retrying(
+            lambda: self.pool.fetch(
+                f"{SELECT} WHERE email_status = 'pending' AND NOT (id = ANY($1::text[]))"
+                " ORDER BY ended LIMIT $2",
+                list(taken),
+                limit,
+            ),
+            self.retry_for,
+        )
+        return [record_of(row) for row in rows]
+
+    async def mail_since(self, since: float) -> list[tuple[str, float]]:
+        """(address, time) of every e-mail sent or meant to be since `since`."""
+        rows = await retrying(
+            lambda: self.pool.fetch(
+                "SELECT email, ended FROM jobs WHERE email IS NOT NULL AND ended >= $1"
+                " AND email_status IN ('pending', 'sent', 'failed') ORDER BY ended",
+                since,
+            ),
+            self.retry_for,
+        )
+        return [(row["email"], row["ended"]) for row in rows]
+
     async def keep_preview(self, job_id: str, jpeg: bytes, n: int) -> None:
         """Keep a running job's latest preview where every replica can serve it."""
         await self._run(

@@ -34,6 +34,8 @@ ALTER TABLE jobs
 CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (ended)
     WHERE state IN ('done', 'failed', 'cancelled');
 
+CREATE INDEX IF NOT EXISTS jobs_mail ON jobs (ended) WHERE email_status = 'pending';
+
 CREATE TABLE IF NOT EXISTS catalogue (
     name text PRIMARY KEY,
     seen double precision NOT NULL

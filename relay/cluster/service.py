@@ -49,6 +49,7 @@ from relay.dispatch import Action, Failed, JobTicket, OfferDeclined, Requeued, S
 from relay.errors import ApiError, BadRequest, NotFound
 from relay.events import FINAL_TYPES, Event, EventBus
 from relay.jobs import JobService
+from relay.mailer import EmailStatus, Mailer, MailSettings
 from relay.model import JobRecord, JobState, Live, Order, ticket_of
 from relay.ratelimits import Quota
 from relay.views import node_views
@@ -106,6 +107,18 @@ class ClusterService(JobService):
         self.bus: _SharedBus = _SharedBus()
         self.blobs = open_blobs(parse_blob_url(config.blob_url))  # type: ignore[assignment]
         self.disk = Disk(config, self.blobs, self.store)
+        # E-mail goes out from the leader only (`_mail_round`), read from the job rows.
+        settings = MailSettings.from_config(config)
+        self.mailer = None
+        self.sender = (
+            Mailer(settings, self.blobs.read, self.metrics, record=self._mail_sent, clock=clock)
+            if settings
+            else None
+        )
+        self._mailing: set[str] = set()
+        self._mail_task: asyncio.Task[None] | None = None
+        self._sending: asyncio.Task[None] | None = None
+        self._led = False
         self.replica = replica
         self.pool = pool
         self.listener = listener
@@ -143,6 +156,8 @@ class ClusterService(JobService):
         await self.listener.add_listener(CONTROL, self._on_control)
         if self._connect is not None:
             self._watching = asyncio.get_running_loop().create_task(self._keep_connections())
+        if self.sender is not None:
+            self._sending = asyncio.get_running_loop().create_task(self.sender.run())
         self._pull_soon()
         await self._load_styles(frozenset())
 
@@ -186,8 +201,9 @@ class ClusterService(JobService):
                 await self.queue.requeue(job_id, lease, attempts, now)
         self._claims.clear()
         self._claimed_for.clear()
-        if self._watching is not None:
-            self._watching.cancel()
+        for task in (self._watching, self._sending):
+            if task is not None:
+                task.cancel()
         for task in list(self._tasks):
             with contextlib.suppress(Exception):
                 await task
@@ -320,11 +336,50 @@ class ClusterService(JobService):
                     self.cancel(job_id)
 
     def tick(self) -> None:
-        """Periodic: the scheduler's timeouts for this replica's nodes, a claim, and the
-        shared catalogue of fast styles."""
+        """Periodic: the scheduler's timeouts for this replica's nodes, a claim, the
+        shared catalogue of fast styles and nodes, and (the leader) e-mail."""
         super().tick()
         self._pull_soon()
         self._sync_styles()
+        if self.sender is not None and (self._mail_task is None or self._mail_task.done()):
+            self._mail_task = asyncio.get_running_loop().create_task(self._mail_round())
+
+    # ---- e-mail ----------------------------------------------------------------------
+
+    def email_status(self, job: JobRecord) -> str | None:
+        """pending / sent / failed / limited, as the job's row says (the leader sends)."""
+        if job.email is None or self.sender is None:
+            return None
+        return job.email_status or ("pending" if not job.state.final else None)
+
+    async def _mail_round(self) -> None:
+        """The leader queues the e-mail of jobs that ended on any replica. On taking the
+        lead, it first counts each address's messages of the last hour (the hourly cap
+        holds whoever leads). A message being sent as the lead changes hands may go out
+        twice; none is lost."""
+        assert self.sender is not None
+        leading = self.member.leader.leading
+        if leading and not self._led:
+            self.sender.resume([], await self.queue.mail_since(self.sender.since()))
+        self._led = leading
+        if not leading:
+            self._mailing.clear()
+            return
+        for job in await self.queue.mail_waiting(self._mailing):
+            self._mailing.add(job.id)
+            self.sender.notify(job)
+
+    def _mail_sent(self, job_id: str, status: EmailStatus) -> None:
+        """The sender's word on a message (sent, failed, limited) goes to the job's row."""
+        if status is EmailStatus.PENDING:
+            return
+
+        async def record() -> None:
+            await self.queue.update(job_id, None, {"email_status": str(status)})
+            # Only once the row no longer says pending: the next round would send it again.
+            self._mailing.discard(job_id)
+
+        self._write(record())
 
     def _sync_styles(self) -> None:
         offered = frozenset().union(*(info.styles for info in self.hub.infos()))
@@ -444,6 +499,8 @@ class ClusterService(JobService):
         other replicas (a queued job, never claimed here, is ended only while queued)."""
         lease = self._claims.pop(job.id, None)
         self._claimed_for.pop(job.id, None)
+        if self.sender is not None and job.email and state in (JobState.DONE, JobState.FAILED):
+            fields = {**fields, "email_status": "pending"}  # for the leader to send
         done = replace(job, state=state, finished=now, **fields)
         self._remember(done)
         written = {"started": job.started, "node": job.node, **fields}
