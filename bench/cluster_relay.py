@@ -14,12 +14,12 @@ in turn, as a load balancer would.
 2. POST->done at 50 jobs/s: POST `?wait=10` (answered when the job is done, wherever it
    ran), p50/p99; and the share of progress events a WebSocket on the *next* replica got
    of a job posted to one (every job's events are watched from another replica).
-3. Replica deaths: `--chaos` seconds at 40 jobs/s, a random replica SIGKILLed every 15 s
-   and started again (a POST refused by a dead replica goes to the next, as a balancer
-   would); then: jobs accepted (202) but never done, results recorded more than once
-   (a trigger counts every change of a row to done), attempts charged, and for each job
-   the dead replica held, the seconds from the kill until another replica claimed it
-   (goal <= dead-after + 5 s).
+3. Replica deaths: `--chaos` seconds at 40 jobs/s of jobs that take a second on their
+   node, a random replica SIGKILLed every 15 s and started again (a POST refused by a
+   dead replica goes to the next, as a balancer would); then: jobs accepted (202) but
+   never done, results recorded more than once (a trigger counts every change of a row
+   to done), attempts charged, and for each job the dead replica held, the seconds from
+   the kill until another replica claimed it (goal <= dead-after + 5 s).
 4. PostgreSQL restart: `pg_ctl restart -m fast` under 40 jobs/s: accepted jobs lost, and
    how long after PostgreSQL was back POSTs were answered 202 again.
 
@@ -82,6 +82,10 @@ async def _fake_node(reports: Any, name: str) -> None:
         # Jobs of 40 px are watched over WebSockets (`latency(watch=True)`): they take a
         # moment, so the socket is open before their progress is reported.
         slow = cmd.width == 40
+        if cmd.width == 32:
+            # Jobs of 32 px (the replica-death phase) run a second: some are always on a
+            # node when a replica dies.
+            await asyncio.sleep(1.0)
         for epoch in (1, 2):
             if slow:
                 await asyncio.sleep(0.15)
@@ -343,7 +347,7 @@ async def chaos(load: Load, conn: Any, seconds: float, rate: float) -> dict[str,
         delay = start + k / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(load.post()))
+        tasks.append(asyncio.create_task(load.post(size="32")))
     await asyncio.gather(*tasks)
     await stopper
     accepted = set(load.accepted) - before

@@ -301,3 +301,26 @@ async def test_e_mail_goes_out_once_from_the_leader_whichever_replica_ran_the_jo
         assert job_id in received[0].get_body(("plain",)).get_content()
     finally:
         server.close()
+
+
+async def test_a_claim_whose_answer_was_lost_goes_back_to_the_queue(
+    replicas: Replicas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from relay.cluster import service as cluster_service
+    from relay.dispatch import NodeInfo
+
+    a = await replicas("a")
+    service = a.client.app[SERVICE]
+    job_id = await a.job(method="gatys", style="painting:starry_night", epochs="5")  # no node yet
+    # A claim that committed but whose answer never came back (the connection broke):
+    # the row names this replica, which does not hold the job.
+    info = NodeInfo("ghost", methods=frozenset({"gatys"}), slots=1)
+    (claim,) = await service.queue.claim([(info, 1)], time.time())
+    assert claim.job.id == job_id
+    assert (await a.state(job_id))["state"] == "running"
+    monkeypatch.setattr(cluster_service, "ORPHAN_AFTER", -1.0)
+    await service._adopt_orphans()
+    after = await a.state(job_id)
+    assert (after["state"], after["attempts"]) == ("queued", 0)
+    node = await a.node("gpu-a", methods=("gatys",))
+    assert (await accept(node)).job_id == job_id

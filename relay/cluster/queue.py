@@ -211,16 +211,32 @@ class ClusterQueue:
         )
         return done is not None
 
-    async def requeue(self, job_id: str, lease: str, attempts: int, now: float) -> bool:
+    async def orphans(self, held: Iterable[str], before: float) -> list[tuple[str, str]]:
+        """(job, lease) of the rows claimed for this replica before `before` that are not
+        among the jobs it `held`."""
+        rows = await retrying(
+            lambda: self.pool.fetch(
+                "SELECT id, lease FROM jobs WHERE replica = $1 AND state = 'running'"
+                " AND lease_started < $2 AND NOT (id = ANY($3::text[]))",
+                self.replica,
+                before,
+                list(held),
+            ),
+            self.retry_for,
+        )
+        return [(row["id"], row["lease"]) for row in rows]
+
+    async def requeue(self, job_id: str, lease: str, attempts: int | None, now: float) -> bool:
         """Hand a claimed job back to the front of its client's queue (its node was lost,
-        or this replica is stopping), with the attempts it has used; False if the claim
-        was no longer this replica's."""
+        or this replica is stopping), with the attempts it has used (None: as the row
+        says); False if the claim was no longer this replica's."""
 
         async def give_back() -> bool:
             async with self.pool.acquire() as conn, conn.transaction():
                 row = await conn.fetchrow(
                     "UPDATE jobs SET state = 'queued', place = -nextval('places'),"
-                    " lease = NULL, node = NULL, replica = NULL, attempts = $3,"
+                    " lease = NULL, node = NULL, replica = NULL,"
+                    " attempts = coalesce($3, attempts),"
                     " wait_until = wait_until + ($4::float8 - coalesce(lease_started, $4))"
                     " WHERE id = $1 AND lease = $2 AND state = 'running' RETURNING client",
                     job_id,

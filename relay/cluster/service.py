@@ -32,11 +32,12 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import replace
 from typing import Any
 
 from relay.cluster.blobs import open_blobs, parse_blob_url
+from relay.cluster.database import DatabaseUnavailable
 from relay.cluster.dispatcher import CHANNEL as WORK
 from relay.cluster.fanout import Fanout
 from relay.cluster.member import Member, timeouts_of
@@ -60,6 +61,12 @@ NO_GALLERY = (
     "The public gallery is not available on this relay (it runs as a cluster); "
     "send the job without share."
 )
+KEEP_TRYING = 600.0
+"""Seconds a job's ending or hand-back is tried again while PostgreSQL is away."""
+ORPHAN_AFTER = 30.0
+"""Seconds after its claim a row naming this replica but not held by it is an orphan."""
+ORPHAN_TICKS = 10
+"""Ticks between looks for orphaned claims (`_adopt_orphans`)."""
 RECONNECT_EVERY = 1.0
 """Seconds between checks that the listening and leading connections are still open."""
 STYLES_KEPT = 3600.0
@@ -119,6 +126,7 @@ class ClusterService(JobService):
         self._mail_task: asyncio.Task[None] | None = None
         self._sending: asyncio.Task[None] | None = None
         self._led = False
+        self._ticks = 0
         self.replica = replica
         self.pool = pool
         self.listener = listener
@@ -341,6 +349,9 @@ class ClusterService(JobService):
         super().tick()
         self._pull_soon()
         self._sync_styles()
+        self._ticks += 1
+        if self._ticks % ORPHAN_TICKS == 0:
+            self._write(self._adopt_orphans())
         if self.sender is not None and (self._mail_task is None or self._mail_task.done()):
             self._mail_task = asyncio.get_running_loop().create_task(self._mail_round())
 
@@ -469,7 +480,8 @@ class ClusterService(JobService):
         self._open.pop(job_id, None)
         self.live.pop(job_id, None)
         self.disk.usage.forget(job_id)
-        self._write(self.queue.requeue(job_id, lease, job.attempts, wall()))
+        attempts, now = job.attempts, wall()
+        self._write(self._until_written(lambda: self.queue.requeue(job_id, lease, attempts, now)))
 
     def _apply_shared(self, actions: list[Action]) -> Coroutine[Any, Any, None]:
         """The leader's decisions about jobs of no one replica (a dead replica's requeued,
@@ -511,7 +523,7 @@ class ClusterService(JobService):
             else:
                 log.warning("job %s: its ending (%s) came after its claim was lost", job.id, state)
 
-        self._write(record())
+        self._write(self._until_written(record))
 
     def _announce_end(self, job: JobRecord) -> None:
         """An ending recorded by another replica or the leader: to this replica's watchers
@@ -599,6 +611,29 @@ class ClusterService(JobService):
         self._recent.move_to_end(job.id)
         while len(self._recent) > RECENT:
             self._recent.popitem(last=False)
+
+    async def _until_written(self, write: Callable[[], Awaitable[Any]]) -> None:
+        """A write that must not be lost (a job's ending, a hand-back): tried again while
+        PostgreSQL is away, for as long as `KEEP_TRYING` (each is fenced, so a second
+        try changes nothing the first did)."""
+        deadline = asyncio.get_running_loop().time() + KEEP_TRYING
+        while True:
+            try:
+                await write()
+                return
+            except DatabaseUnavailable:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+                await asyncio.sleep(1.0)
+
+    async def _adopt_orphans(self) -> None:
+        """Rows claimed for this replica that it does not hold (a claim whose answer was
+        lost with the connection, a write given up) go back to the queue, free."""
+        held = set(self._claims)
+        for job_id, lease in await self.queue.orphans(held, wall() - ORPHAN_AFTER):
+            if job_id not in self._claims:
+                log.warning("job %s: claimed here but not held; back to the queue", job_id)
+                await self.queue.requeue(job_id, lease, None, wall())
 
     def _write(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run a database write in the background, logging a failure."""
