@@ -148,7 +148,7 @@ class Replicas:
 
         self.url, self.blob_url, self.root = url, blob_url, root
         self.ports = [free_port() for _ in range(count)]
-        self.procs: list[mp.Process | None] = [None] * count
+        self.procs: list[Any] = [None] * count
         self.ctx = mp.get_context("spawn")
         self.starts = [0] * count
 
