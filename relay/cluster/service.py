@@ -37,6 +37,7 @@ from dataclasses import replace
 from typing import Any
 
 from relay.cluster.blobs import open_blobs, parse_blob_url
+from relay.cluster.database import DatabaseUnavailable
 from relay.cluster.dispatcher import CHANNEL as WORK
 from relay.cluster.fanout import Fanout
 from relay.cluster.member import Member, timeouts_of
@@ -62,6 +63,9 @@ STYLES_KEPT = 3600.0
 RECENT = 2000
 """Records of jobs this replica ended lately, kept for the node's last words on them (a
 checkpoint sent as it stops) and for the views that follow an ending."""
+ENDED = 2000
+"""Records of ended jobs this replica wrote or read lately, answered from memory while
+PostgreSQL is away (their results stay downloadable)."""
 
 
 class _SharedBus(EventBus):
@@ -110,6 +114,7 @@ class ClusterService(JobService):
         self._claims: dict[str, str] = {}
         """Lease of each job this replica claimed and holds."""
         self._recent: OrderedDict[str, JobRecord] = OrderedDict()
+        self._ended: OrderedDict[str, JobRecord] = OrderedDict()
         self._pulling: asyncio.Task[None] | None = None
         self._pull_again = False
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -162,13 +167,24 @@ class ClusterService(JobService):
 
     async def find(self, job_id: str) -> JobRecord:
         """Any job of the cluster, from the shared database (this replica's own open ones
-        from memory: they are newer there)."""
+        from memory: they are newer there). While the database is away, an ended job this
+        replica wrote or read lately is answered from memory (`ENDED`)."""
         job = self._open.get(job_id)
         if job is not None:
             return job
-        found = await self.queue.fetch(job_id)
+        kept = self._ended.get(job_id)
+        try:
+            # One try for a job known to have ended: its answer is at hand if that fails.
+            found = await self.queue.fetch(job_id, 0.0 if kept is not None else None)
+        except DatabaseUnavailable:
+            if kept is None:
+                raise
+            return kept
         if found is None:
+            self._ended.pop(job_id, None)
             raise NotFound("No such job. Its id is wrong, or the job and its result expired.")
+        if found.state.final:
+            self._keep_ended(found)
         return found
 
     async def preview_of(self, job: JobRecord) -> bytes | None:
@@ -297,6 +313,7 @@ class ClusterService(JobService):
             self.cancel(job_id)  # 409: cancel it first
         await self.queue.delete(job_id)
         self._recent.pop(job_id, None)
+        self._ended.pop(job_id, None)
         live = await self.queue.live_files()
         await asyncio.to_thread(self.blobs.discard, job.files(), live)
 
@@ -365,6 +382,7 @@ class ClusterService(JobService):
 
         async def record() -> None:
             if await self.queue.end(job.id, lease, str(state), wall(), written):
+                self._keep_ended(done)
                 self._send_end(done)
             else:
                 log.warning("job %s: its ending (%s) came after its claim was lost", job.id, state)
@@ -445,6 +463,12 @@ class ClusterService(JobService):
         self._recent.move_to_end(job.id)
         while len(self._recent) > RECENT:
             self._recent.popitem(last=False)
+
+    def _keep_ended(self, job: JobRecord) -> None:
+        self._ended[job.id] = job
+        self._ended.move_to_end(job.id)
+        while len(self._ended) > ENDED:
+            self._ended.popitem(last=False)
 
     def _write(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run a database write in the background, logging a failure."""
