@@ -33,6 +33,7 @@ from wire_node import WireNode
 from wire_relay import accept, result_for
 
 from protocol import PROTOCOL_VERSION, Accept, Cancel, Offer, Ping, Pong, Progress, Welcome
+from relay.cluster.database import RETRY_FOR
 from relay.tokens import TokenStore
 
 pytest.importorskip("asyncpg", reason="pip install 'stylerelay[cluster]'")
@@ -388,3 +389,55 @@ async def test_reads_of_finished_results_keep_working_while_postgresql_is_down(
         assert int(headers["Retry-After"]) > 0
     finally:
         await asyncio.to_thread(postgres_server.resume)
+
+
+async def test_a_job_that_ends_while_postgresql_is_down_is_recorded_once_it_is_back(
+    cluster: Start, postgres_server: Postgres
+) -> None:
+    a, b = await cluster("a"), await cluster("b")
+    nb = await b.node("nb")
+    job_id = await a.job()
+    offer = await accept(nb)
+    seen = Serving()
+    await asyncio.to_thread(postgres_server.halt)
+    try:
+        await nb.send(result_for(offer))
+        seen.delivered.add(job_id)
+        serving = asyncio.create_task(_serve(nb, seen))  # answers pings from here on
+        # Longer than a write's retries (5 s) and than a replica's dead-after.
+        await asyncio.sleep(RETRY_FOR + DEAD_AFTER)
+    finally:
+        await asyncio.to_thread(postgres_server.resume)
+    done = await a.wait_for(job_id, "done", timeout=10)
+    assert done["attempts"] == 0
+    assert done["node"] == "nb"
+    # Neither replica was taken for dead once PostgreSQL was back: nothing runs again.
+    await asyncio.sleep(DEAD_AFTER + 1)
+    serving.cancel()
+    await asyncio.gather(serving, return_exceptions=True)
+    assert seen.offers == {}
+
+
+async def test_after_postgresql_restarts_cancels_and_the_reaper_still_reach_every_replica(
+    cluster: Start, postgres_server: Postgres
+) -> None:
+    b = await cluster("b")  # first: it leads
+    a = await cluster("a")
+    nb = await b.node("nb", slots=2)  # the cancelled job's slot stays held: it is not answered
+    await asyncio.to_thread(postgres_server.restart)
+    # A cancel sent to A reaches the node on B (A tells B on a LISTEN channel).
+    first = await a.job()
+    offer = await accept(nb)
+    assert offer.job_id == first
+    async with a.session.delete(f"{a.url}/api/jobs/{first}") as resp:
+        assert resp.status == 200
+    cancel = await nb.expect(Cancel)
+    assert (cancel.job_id, cancel.lease_id) == (first, offer.lease_id)
+    # The leader, killed, is followed by another that requeues its job.
+    second = await a.job()
+    offer = await accept(nb)
+    assert offer.job_id == second
+    na = await a.node("na")
+    b.kill()
+    again = await na.expect(Offer, timeout=REQUEUE_BOUND + 10)
+    assert again.job_id == second

@@ -4,6 +4,8 @@
 - a connection of its own to LISTEN on (work, cancels, job events);
 - a connection of its own for the leader's advisory lock (held as long as it lives).
 
+The last two are made again when PostgreSQL restarts (`connect`).
+
 Connecting is retried for `CONNECT_FOR` seconds, so replicas and PostgreSQL may start in
 any order (compose starts them together).
 """
@@ -59,7 +61,14 @@ async def cluster_service(
     listener = await _connect(lambda: asyncpg.connect(url), CONNECT_FOR)
     leader = await _connect(lambda: asyncpg.connect(url), CONNECT_FOR)
     service = ClusterService(
-        config, clock, timer, pool=pool, listener=listener, leader=leader, replica=replica_name()
+        config,
+        clock,
+        timer,
+        pool=pool,
+        listener=listener,
+        leader=leader,
+        replica=replica_name(),
+        connect=lambda: asyncpg.connect(url),
     )
     try:
         await service.start()

@@ -61,6 +61,11 @@ class Fanout:
         await self.listener.add_listener(CHANNEL, self._on_notify)
         self._task = asyncio.create_task(self._publish_loop())
 
+    async def listen(self, listener: Any) -> None:
+        """Listen on a new connection (the old one was lost with a PostgreSQL restart)."""
+        self.listener = listener
+        await self.listener.add_listener(CHANNEL, self._on_notify)
+
     async def close(self) -> None:
         """Send what is pending, then stop."""
         await self.flush()

@@ -32,12 +32,12 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from relay.cluster.blobs import open_blobs, parse_blob_url
-from relay.cluster.database import DatabaseUnavailable
+from relay.cluster.database import RETRY_FOR, DatabaseUnavailable
 from relay.cluster.dispatcher import CHANNEL as WORK
 from relay.cluster.fanout import Fanout
 from relay.cluster.member import Member, timeouts_of
@@ -53,6 +53,7 @@ from relay.model import JobRecord, JobState, Live, Order, ticket_of
 from relay.ratelimits import Quota
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 NO_GALLERY = (
     "The public gallery is not available on this relay (it runs as a cluster); "
@@ -99,6 +100,7 @@ class ClusterService(JobService):
         listener: Any,
         leader: Any,
         replica: str,
+        connect: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         super().__init__(config, clock, timer)
         assert config.blob_url is not None
@@ -108,8 +110,12 @@ class ClusterService(JobService):
         self.replica = replica
         self.pool = pool
         self.listener = listener
+        self.connect = connect
+        """Makes a new connection (for LISTEN or the lead) when PostgreSQL restarted."""
         self.queue = ClusterQueue(pool, replica, timeouts_of(config))
-        self.member = Member(pool, leader, replica, config, self._apply_shared, clock=wall)
+        self.member = Member(
+            pool, leader, replica, config, self._apply_shared, clock=wall, connect=connect
+        )
         self.fanout = Fanout(pool, listener, replica, self._delivered)
         self._claims: dict[str, str] = {}
         """Lease of each job this replica claimed and holds."""
@@ -119,6 +125,7 @@ class ClusterService(JobService):
         self._pull_again = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._offered: frozenset[str] = frozenset()
+        self._relistening: asyncio.Task[None] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -130,8 +137,7 @@ class ClusterService(JobService):
             await migrate_records(conn)
         await self.fanout.start()
         self.bus.fanout = self.fanout
-        await self.listener.add_listener(WORK, self._on_work)
-        await self.listener.add_listener(CONTROL, self._on_control)
+        await self._listen()
         self._pull_soon()
         await self._load_styles(frozenset())
 
@@ -144,9 +150,11 @@ class ClusterService(JobService):
             with contextlib.suppress(Exception):
                 await self.queue.requeue(job_id, lease, attempts, now)
         self._claims.clear()
-        for task in list(self._tasks):
-            with contextlib.suppress(Exception):
-                await task
+        if self._tasks:
+            # Writes that wait for the database wait no longer than a retry's window here.
+            _, waiting = await asyncio.wait(set(self._tasks), timeout=RETRY_FOR)
+            for task in waiting:
+                task.cancel()
         await self.fanout.close()
         with contextlib.suppress(Exception):
             await self.member.stop()
@@ -275,11 +283,33 @@ class ClusterService(JobService):
                     self.cancel(job_id)
 
     def tick(self) -> None:
-        """Periodic: the scheduler's timeouts for this replica's nodes, a claim, and the
-        shared catalogue of fast styles."""
+        """Periodic: the scheduler's timeouts for this replica's nodes, a claim, the shared
+        catalogue of fast styles, and listening again if PostgreSQL restarted."""
         super().tick()
         self._pull_soon()
         self._sync_styles()
+        relistening = self._relistening is not None and not self._relistening.done()
+        if self.listener.is_closed() and self.connect is not None and not relistening:
+            self._relistening = asyncio.get_running_loop().create_task(self._relisten())
+
+    async def _listen(self) -> None:
+        await self.listener.add_listener(WORK, self._on_work)
+        await self.listener.add_listener(CONTROL, self._on_control)
+
+    async def _relisten(self) -> None:
+        """LISTEN again on a new connection: work, cancels for this replica's nodes and
+        the other replicas' job events (NOTIFYs sent meanwhile are lost: the tick claims
+        anyway)."""
+        assert self.connect is not None
+        try:
+            self.listener = await self.connect()
+            await self._listen()
+            await self.fanout.listen(self.listener)
+        except Exception as exc:
+            log.warning("could not listen on PostgreSQL again yet: %s", exc)
+            return
+        log.info("listening on PostgreSQL again")
+        self._pull_soon()
 
     def _sync_styles(self) -> None:
         offered = frozenset().union(*(info.styles for info in self.hub.infos()))
@@ -347,7 +377,8 @@ class ClusterService(JobService):
         self._open.pop(job_id, None)
         self.live.pop(job_id, None)
         self.disk.usage.forget(job_id)
-        self._write(self.queue.requeue(job_id, lease, job.attempts, wall()))
+        now = wall()
+        self._write(_until_written(lambda: self.queue.requeue(job_id, lease, job.attempts, now)))
 
     def _apply_shared(self, actions: list[Action]) -> Coroutine[Any, Any, None]:
         """The leader's decisions about jobs of no one replica (a dead replica's requeued,
@@ -381,7 +412,8 @@ class ClusterService(JobService):
         written = {"started": job.started, "node": job.node, **fields}
 
         async def record() -> None:
-            if await self.queue.end(job.id, lease, str(state), wall(), written):
+            at = wall()
+            if await _until_written(lambda: self.queue.end(job.id, lease, str(state), at, written)):
                 self._keep_ended(done)
                 self._send_end(done)
             else:
@@ -480,3 +512,14 @@ class ClusterService(JobService):
         self._tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("a cluster write failed: %s", exc)
+
+
+async def _until_written(write: Callable[[], Awaitable[T]]) -> T:
+    """Run `write` again while the database is away, however long: an ending or a hand-back
+    lost to an outage would leave its job running for good. (The write is fenced by its
+    claim, so one that comes after the others took this replica for dead does nothing.)"""
+    while True:
+        try:
+            return await write()
+        except DatabaseUnavailable:
+            log.warning("a cluster write waits for the database")
