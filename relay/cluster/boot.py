@@ -76,7 +76,8 @@ async def cluster_service(
         yield service
     finally:
         await service.leave()
-        for conn in (listener, leader):
+        # The service's own: it made new ones if PostgreSQL restarted meanwhile.
+        for conn in {listener, leader, service.listener, service.member.leader.conn}:
             with contextlib.suppress(Exception):
                 await conn.close()
         with contextlib.suppress(Exception):

@@ -302,11 +302,19 @@ class ClusterService(JobService):
         anyway)."""
         assert self.connect is not None
         try:
-            self.listener = await self.connect()
-            await self._listen()
-            await self.fanout.listen(self.listener)
+            conn = await self.connect()
         except Exception as exc:
             log.warning("could not listen on PostgreSQL again yet: %s", exc)
+            return
+        old, self.listener = self.listener, conn
+        try:
+            await self._listen()
+            await self.fanout.listen(conn)
+        except Exception as exc:
+            log.warning("could not listen on PostgreSQL again yet: %s", exc)
+            self.listener = old  # closed: the next tick tries again
+            with contextlib.suppress(Exception):
+                await conn.close()
             return
         log.info("listening on PostgreSQL again")
         self._pull_soon()
