@@ -6,7 +6,10 @@ a throwaway PostgreSQL and a shared folder, and fake nodes over the real protoco
 - PostgreSQL restarting under a stream of POSTs: no accepted job is lost or run twice,
   refused POSTs answer 503 with Retry-After, and the service is back soon after it is;
 - a replica with other limits refuses to start beside a live one;
-- finished results stay readable while PostgreSQL is down.
+- finished results stay readable while PostgreSQL is down;
+- a job that ends while PostgreSQL is down (longer than a write's retries and than
+  dead-after) is recorded once it is back, and no replica is taken for dead meanwhile;
+- after a restart, cancels still cross replicas and a killed leader is still followed.
 
 The bounds asserted are the issue's; the figures measured are printed (pytest -s).
 """

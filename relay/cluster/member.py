@@ -98,10 +98,14 @@ class Member:
         await self.leader.step_down()
 
     async def _heartbeat(self) -> None:
+        began = self.clock()
         async with self.pool.acquire() as conn:
-            await heartbeat(conn, self.replica, self.clock(), limits_of(self.config))
-        if self._linked_since is None:
-            self._linked_since = self.clock()
+            await heartbeat(conn, self.replica, began, limits_of(self.config))
+        now = self.clock()
+        # A heartbeat that hung as long as a period waited for the database, as a failed
+        # one did: the link is counted from now.
+        if self._linked_since is None or now - began > self.dead_after / 3:
+            self._linked_since = now
 
     async def _lead(self) -> None:
         if not await self.leader.try_lead():
