@@ -37,9 +37,13 @@ from wire_relay import accept, result_for
 
 from protocol import PROTOCOL_VERSION, Accept, Cancel, Offer, Ping, Pong, Progress, Welcome
 from relay.cluster.database import RETRY_FOR
+from relay.cluster.dispatcher import PgDispatcher
+from relay.cluster.replicas import heartbeat, join, reap
+from relay.cluster.schema import migrate
+from relay.dispatch import JobTicket, NodeInfo, Requeued, Timeouts
 from relay.tokens import TokenStore
 
-pytest.importorskip("asyncpg", reason="pip install 'stylerelay[cluster]'")
+asyncpg = pytest.importorskip("asyncpg", reason="pip install 'stylerelay[cluster]'")
 
 ROOT = Path(__file__).resolve().parents[1]
 DEAD_AFTER = 3.0
@@ -50,6 +54,7 @@ BACK_BOUND = 5.0
 """The issue's bound on the service being back after PostgreSQL is."""
 SLACK = 2.0
 """Allowance for this shared 2-core machine on top of a bound measured from outside."""
+TIMEOUTS = Timeouts(stall=10.0, epoch_budget=1.0)
 
 
 @dataclass
@@ -444,3 +449,31 @@ async def test_after_postgresql_restarts_cancels_and_the_reaper_still_reach_ever
     b.kill()
     again = await na.expect(Offer, timeout=REQUEUE_BOUND + 10)
     assert again.job_id == second
+
+
+async def test_a_replica_the_others_forgot_joins_again_and_is_reaped_if_it_dies(
+    database_url: str,
+) -> None:
+    # A replica taken for dead by mistake (its jobs requeued, its row deleted) that goes on
+    # running must be known again: else, should it die later, its new jobs stay running.
+    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        a, b = PgDispatcher(pool, "a", TIMEOUTS), PgDispatcher(pool, "b", TIMEOUTS)
+        limits = {"max_epochs": 1000}
+        async with pool.acquire() as conn:
+            await join(conn, "a", limits, 0, dead_after=15)
+            await join(conn, "b", limits, 0, dead_after=15)
+            await heartbeat(conn, "b", 20, limits)
+        await reap(b, 20, dead_after=15)  # A is forgotten
+        async with pool.acquire() as conn:
+            await heartbeat(conn, "a", 21, limits)  # ... but alive
+        await a.node_up(NodeInfo("na", methods=frozenset({"gatys"})), 21)
+        await a.submit(JobTicket("j", "alice", "gatys", 10, 1_000_000), 21)
+        async with pool.acquire() as conn:
+            await heartbeat(conn, "b", 40, limits)
+        actions = await reap(b, 40, dead_after=15)  # A died after 21
+        assert Requeued("j", 0, "relay replica a stopped answering") in actions
+    finally:
+        await pool.close()
