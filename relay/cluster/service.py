@@ -21,6 +21,11 @@ It is `relay.jobs.JobService` with the job records and the queue moved to Postgr
 - `relay.cluster.member.Member` heartbeats, and the leader (one replica at a time)
   requeues the jobs of replicas that died (no attempt charged), fails jobs that waited too
   long, and deletes expired jobs and their files.
+- While PostgreSQL is away: a POST answers 503 with Retry-After once a few seconds of
+  retries did not reach it; ended jobs this replica wrote or read lately are still
+  answered (views and results, `ENDED`); an ending or a hand-back waits until it can be
+  written, however long. After a restart, the replica LISTENs and competes for the lead
+  on new connections.
 
 Not shared yet (each replica keeps its own, docs/scale-out.md): rate-limit buckets,
 per-client disk quotas, node speeds and the fast-style catalogue (from the replica's own
