@@ -131,6 +131,7 @@ class ClusterService(JobService):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._offered: frozenset[str] = frozenset()
         self._relistening: asyncio.Task[None] | None = None
+        self._styling: asyncio.Task[Any] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -292,7 +293,8 @@ class ClusterService(JobService):
         catalogue of fast styles, and listening again if PostgreSQL restarted."""
         super().tick()
         self._pull_soon()
-        self._sync_styles()
+        if self._styling is None or self._styling.done():  # not piling up while PG is away
+            self._sync_styles()
         relistening = self._relistening is not None and not self._relistening.done()
         if self.listener.is_closed() and self.connect is not None and not relistening:
             self._relistening = asyncio.get_running_loop().create_task(self._relisten())
@@ -327,7 +329,7 @@ class ClusterService(JobService):
     def _sync_styles(self) -> None:
         offered = frozenset().union(*(info.styles for info in self.hub.infos()))
         self._offered = offered
-        self._write(self._load_styles(offered))
+        self._styling = self._write(self._load_styles(offered))
 
     async def _load_styles(self, offered: frozenset[str]) -> None:
         known = await self.queue.styles(offered, wall(), STYLES_KEPT)
@@ -515,11 +517,12 @@ class ClusterService(JobService):
         while len(self._ended) > ENDED:
             self._ended.popitem(last=False)
 
-    def _write(self, work: Coroutine[Any, Any, Any]) -> None:
+    def _write(self, work: Coroutine[Any, Any, Any]) -> "asyncio.Task[Any]":
         """Run a database write in the background, logging a failure."""
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._written)
+        return task
 
     def _written(self, task: "asyncio.Task[Any]") -> None:
         self._tasks.discard(task)
