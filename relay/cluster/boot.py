@@ -4,6 +4,8 @@
 - a connection of its own to LISTEN on (work, cancels, job events);
 - a connection of its own for the leader's advisory lock (held as long as it lives).
 
+The last two are made again when PostgreSQL restarts (`connect`).
+
 Connecting is retried for `CONNECT_FOR` seconds, so replicas and PostgreSQL may start in
 any order (compose starts them together).
 """
@@ -74,7 +76,8 @@ async def cluster_service(
         yield service
     finally:
         await service.leave()
-        for conn in (service.listener, service.member.leader.conn):
+        # The service's own: it made new ones if PostgreSQL restarted meanwhile.
+        for conn in {listener, leader, service.listener, service.member.leader.conn}:
             with contextlib.suppress(Exception):
                 await conn.close()
         with contextlib.suppress(Exception):

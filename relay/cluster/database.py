@@ -29,6 +29,9 @@ _LOST = (
     asyncpg.PostgresConnectionError,  # the connection broke or could not be made
     asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up
     asyncpg.InterfaceError,  # a pooled connection that was closed under us
+    # A pooled connection the server is terminating (a restart) as a query starts on it:
+    # asyncpg's protocol is caught between the two.
+    asyncpg.InternalClientError,
     ConnectionError,
     OSError,
     TimeoutError,

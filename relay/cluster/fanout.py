@@ -61,11 +61,10 @@ class Fanout:
         await self.listener.add_listener(CHANNEL, self._on_notify)
         self._task = asyncio.create_task(self._publish_loop())
 
-    async def listen_on(self, listener: Any) -> None:
-        """Listen on a new connection (the old one was lost: events sent meanwhile were
-        missed, which the caller makes good)."""
+    async def listen(self, listener: Any) -> None:
+        """Listen on a new connection (the old one was lost with a PostgreSQL restart)."""
         self.listener = listener
-        await listener.add_listener(CHANNEL, self._on_notify)
+        await self.listener.add_listener(CHANNEL, self._on_notify)
 
     async def close(self) -> None:
         """Send what is pending, then stop."""

@@ -59,10 +59,11 @@ class ClusterQueue:
 
     # ---- reads -----------------------------------------------------------------------
 
-    async def fetch(self, job_id: str) -> JobRecord | None:
-        """A job's record, or None."""
+    async def fetch(self, job_id: str, retry_for: float | None = None) -> JobRecord | None:
+        """A job's record, or None; `retry_for` seconds of retries if not the usual."""
         row = await retrying(
-            lambda: self.pool.fetchrow(f"{SELECT} WHERE id = $1", job_id), self.retry_for
+            lambda: self.pool.fetchrow(f"{SELECT} WHERE id = $1", job_id),
+            self.retry_for if retry_for is None else retry_for,
         )
         return None if row is None else record_of(row)
 

@@ -13,7 +13,7 @@
 """
 
 import json
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from relay.cluster.dispatcher import PgDispatcher
@@ -90,9 +90,20 @@ async def join(
         )
 
 
-async def heartbeat(conn: Any, replica: str, now: float) -> None:
-    """This replica is alive at `now`."""
-    await conn.execute("UPDATE replicas SET seen = $2 WHERE id = $1", replica, now)
+async def heartbeat(
+    conn: Any, replica: str, now: float, limits: Mapping[str, Any] | None = None
+) -> None:
+    """This replica is alive at `now`. With its `limits`, it joins again if the others
+    had taken it for dead and forgotten it (so its jobs are requeued if it dies later)."""
+    if limits is None:
+        await conn.execute("UPDATE replicas SET seen = $2 WHERE id = $1", replica, now)
+        return
+    await conn.execute(
+        "INSERT INTO replicas VALUES ($1, $2, $3, $3) ON CONFLICT (id) DO UPDATE SET seen = $3",
+        replica,
+        json.dumps(dict(limits)),
+        now,
+    )
 
 
 async def leave(conn: Any, replica: str) -> None:
@@ -115,14 +126,21 @@ async def reap(dispatcher: PgDispatcher, now: float, dead_after: float) -> list[
 
 
 class Leader:
-    """The leader's advisory lock, held on a connection of its own."""
+    """The leader's advisory lock, held on a connection of its own; `connect` makes a new
+    one when that connection is lost (PostgreSQL restarted: the lock went with it)."""
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, connect: Callable[[], Awaitable[Any]] | None = None) -> None:
         self.conn = conn
+        self.connect = connect
         self.leading = False
 
     async def try_lead(self) -> bool:
         """Take the lead if nobody holds it; True while this replica leads."""
+        if self.conn.is_closed():
+            # The lock was released with the connection: another replica may lead now.
+            self.leading = False
+            if self.connect is not None:
+                self.conn = await self.connect()
         if not self.leading:
             self.leading = bool(
                 await self.conn.fetchval("SELECT pg_try_advisory_lock($1)", LEADER_LOCK)

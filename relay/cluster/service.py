@@ -21,6 +21,11 @@ It is `relay.jobs.JobService` with the job records and the queue moved to Postgr
 - `relay.cluster.member.Member` heartbeats, and the leader (one replica at a time)
   requeues the jobs of replicas that died (no attempt charged), fails jobs that waited too
   long, and deletes expired jobs and their files.
+- While PostgreSQL is away: a POST answers 503 with Retry-After once a few seconds of
+  retries did not reach it; ended jobs this replica wrote or read lately are still
+  answered (views and results, `ENDED`); an ending or a hand-back waits until it can be
+  written, however long. After a restart, the replica LISTENs and competes for the lead
+  on new connections.
 
 Not shared yet (each replica keeps its own, docs/scale-out.md): rate-limit buckets,
 per-client disk quotas, node speeds and the fast-style catalogue (from the replica's own
@@ -34,10 +39,10 @@ import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from relay.cluster.blobs import open_blobs, parse_blob_url
-from relay.cluster.database import DatabaseUnavailable
+from relay.cluster.database import RETRY_FOR, DatabaseUnavailable
 from relay.cluster.dispatcher import CHANNEL as WORK
 from relay.cluster.fanout import Fanout
 from relay.cluster.member import Member, timeouts_of
@@ -56,24 +61,24 @@ from relay.ratelimits import Quota
 from relay.views import node_views
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 NO_GALLERY = (
     "The public gallery is not available on this relay (it runs as a cluster); "
     "send the job without share."
 )
-KEEP_TRYING = 600.0
-"""Seconds a job's ending or hand-back is tried again while PostgreSQL is away."""
 ORPHAN_AFTER = 30.0
 """Seconds after its claim a row naming this replica but not held by it is an orphan."""
 ORPHAN_TICKS = 10
 """Ticks between looks for orphaned claims (`_adopt_orphans`)."""
-RECONNECT_EVERY = 1.0
-"""Seconds between checks that the listening and leading connections are still open."""
 STYLES_KEPT = 3600.0
 """Seconds a fast style stays known after the last node that offered it left."""
 RECENT = 2000
 """Records of jobs this replica ended lately, kept for the node's last words on them (a
 checkpoint sent as it stops) and for the views that follow an ending."""
+ENDED = 2000
+"""Records of ended jobs this replica wrote or read lately, answered from memory while
+PostgreSQL is away (their results stay downloadable)."""
 
 
 class _SharedBus(EventBus):
@@ -107,7 +112,7 @@ class ClusterService(JobService):
         listener: Any,
         leader: Any,
         replica: str,
-        connect: Callable[[], Coroutine[Any, Any, Any]] | None = None,
+        connect: Callable[[], Awaitable[Any]] | None = None,
     ) -> None:
         super().__init__(config, clock, timer)
         assert config.blob_url is not None
@@ -130,24 +135,28 @@ class ClusterService(JobService):
         self.replica = replica
         self.pool = pool
         self.listener = listener
+        self.connect = connect
+        """Makes a new connection (for LISTEN or the lead) when PostgreSQL restarted."""
         self.queue = ClusterQueue(pool, replica, timeouts_of(config))
-        self.member = Member(pool, leader, replica, config, self._apply_shared, clock=wall)
+        self.member = Member(
+            pool, leader, replica, config, self._apply_shared, clock=wall, connect=connect
+        )
         self.fanout = Fanout(pool, listener, replica, self._delivered)
         self._claims: dict[str, str] = {}
         """Lease of each job this replica claimed and holds."""
         self._claimed_for: dict[str, str | None] = {}
         """The node each claim was made for, until it is offered."""
         self._recent: OrderedDict[str, JobRecord] = OrderedDict()
+        self._ended: OrderedDict[str, JobRecord] = OrderedDict()
         self._pulling: asyncio.Task[None] | None = None
         self._pull_again = False
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._connect = connect
-        """Opens a connection of its own (to listen, to lead) again once one is lost."""
-        self._watching: asyncio.Task[None] | None = None
         self._offered: frozenset[str] = frozenset()
         self.registry = NodeRegistry(pool, replica)
         self._other_views: list[dict[str, Any]] = []
         self._places: dict[str, int | None] = {}
+        self._relistening: asyncio.Task[None] | None = None
+        self._styling: asyncio.Task[Any] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -160,37 +169,11 @@ class ClusterService(JobService):
             await self.registry.migrate(conn)
         await self.fanout.start()
         self.bus.fanout = self.fanout
-        await self.listener.add_listener(WORK, self._on_work)
-        await self.listener.add_listener(CONTROL, self._on_control)
-        if self._connect is not None:
-            self._watching = asyncio.get_running_loop().create_task(self._keep_connections())
+        await self._listen()
         if self.sender is not None:
             self._sending = asyncio.get_running_loop().create_task(self.sender.run())
         self._pull_soon()
         await self._load_styles(frozenset())
-
-    async def _keep_connections(self) -> None:
-        """Open the connections of its own again when PostgreSQL dropped them (a restart):
-        the listening one (work, cancels, events: whatever was missed meanwhile is made
-        good) and the leader's (its lock went with it, so it leads no more)."""
-        assert self._connect is not None
-        while True:
-            await asyncio.sleep(RECONNECT_EVERY)
-            try:
-                if self.listener.is_closed():
-                    listener = await self._connect()
-                    await self.fanout.listen_on(listener)
-                    await listener.add_listener(WORK, self._on_work)
-                    await listener.add_listener(CONTROL, self._on_control)
-                    self.listener = listener
-                    log.warning("listening to the other replicas again")
-                    self._pull_soon()
-                    await self._catch_up()
-                leader = self.member.leader
-                if leader.conn.is_closed():
-                    leader.conn, leader.leading = await self._connect(), False
-            except Exception as exc:  # the database is still away: next round
-                log.info("cannot reach PostgreSQL yet: %s", exc)
 
     async def _catch_up(self) -> None:
         """After a gap in listening: the watched jobs of other replicas that ended
@@ -209,12 +192,13 @@ class ClusterService(JobService):
                 await self.queue.requeue(job_id, lease, attempts, now)
         self._claims.clear()
         self._claimed_for.clear()
-        for task in (self._watching, self._sending):
-            if task is not None:
+        if self._sending is not None:
+            self._sending.cancel()
+        if self._tasks:
+            # Writes that wait for the database wait no longer than a retry's window here.
+            _, waiting = await asyncio.wait(set(self._tasks), timeout=RETRY_FOR)
+            for task in waiting:
                 task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(Exception):
-                await task
         await self.fanout.close()
         with contextlib.suppress(Exception):
             await self.member.stop()
@@ -235,18 +219,29 @@ class ClusterService(JobService):
 
     async def find(self, job_id: str) -> JobRecord:
         """Any job of the cluster, from the shared database (this replica's own open ones
-        from memory: they are newer there)."""
+        from memory: they are newer there). While the database is away, an ended job this
+        replica wrote or read lately is answered from memory (`ENDED`)."""
         job = self._open.get(job_id)
         if job is not None:
             return job
-        found = await self.queue.fetch(job_id)
+        kept = self._ended.get(job_id)
+        try:
+            # One try for a job known to have ended: its answer is at hand if that fails.
+            found = await self.queue.fetch(job_id, 0.0 if kept is not None else None)
+        except DatabaseUnavailable:
+            if kept is None:
+                raise
+            return kept
         if found is None:
+            self._ended.pop(job_id, None)
             raise NotFound("No such job. Its id is wrong, or the job and its result expired.")
         if found.state is JobState.QUEUED:
             # Its place in the shared queue, for the view that follows this read.
             self._places[job_id] = await self.queue.position(found)
             while len(self._places) > RECENT:
                 del self._places[next(iter(self._places))]
+        if found.state.final:
+            self._keep_ended(found)
         return found
 
     def position_of(self, job_id: str) -> int | None:
@@ -344,11 +339,16 @@ class ClusterService(JobService):
                     self.cancel(job_id)
 
     def tick(self) -> None:
-        """Periodic: the scheduler's timeouts for this replica's nodes, a claim, the
-        shared catalogue of fast styles and nodes, and (the leader) e-mail."""
+        """Periodic: the scheduler's timeouts for this replica's nodes, a claim, the shared
+        catalogue of fast styles and nodes, listening again if PostgreSQL restarted, and
+        (the leader) e-mail."""
         super().tick()
         self._pull_soon()
-        self._sync_styles()
+        if self._styling is None or self._styling.done():  # not piling up while PG is away
+            self._sync_styles()
+        relistening = self._relistening is not None and not self._relistening.done()
+        if self.listener.is_closed() and self.connect is not None and not relistening:
+            self._relistening = asyncio.get_running_loop().create_task(self._relisten())
         self._ticks += 1
         if self._ticks % ORPHAN_TICKS == 0:
             self._write(self._adopt_orphans())
@@ -392,10 +392,38 @@ class ClusterService(JobService):
 
         self._write(record())
 
+    async def _listen(self) -> None:
+        await self.listener.add_listener(WORK, self._on_work)
+        await self.listener.add_listener(CONTROL, self._on_control)
+
+    async def _relisten(self) -> None:
+        """LISTEN again on a new connection: work, cancels for this replica's nodes and
+        the other replicas' job events (NOTIFYs sent meanwhile are lost: the tick claims
+        anyway)."""
+        assert self.connect is not None
+        try:
+            conn = await self.connect()
+        except Exception as exc:
+            log.warning("could not listen on PostgreSQL again yet: %s", exc)
+            return
+        old, self.listener = self.listener, conn
+        try:
+            await self._listen()
+            await self.fanout.listen(conn)
+        except Exception as exc:
+            log.warning("could not listen on PostgreSQL again yet: %s", exc)
+            self.listener = old  # closed: the next tick tries again
+            with contextlib.suppress(Exception):
+                await conn.close()
+            return
+        log.info("listening on PostgreSQL again")
+        self._pull_soon()
+        await self._catch_up()
+
     def _sync_styles(self) -> None:
         offered = frozenset().union(*(info.styles for info in self.hub.infos()))
         self._offered = offered
-        self._write(self._load_styles(offered))
+        self._styling = self._write(self._load_styles(offered))
         self._sync_nodes()
 
     def _sync_nodes(self) -> None:
@@ -445,6 +473,7 @@ class ClusterService(JobService):
             self.cancel(job_id)  # 409: cancel it first
         await self.queue.delete(job_id)
         self._recent.pop(job_id, None)
+        self._ended.pop(job_id, None)
         live = await self.queue.live_files()
         await asyncio.to_thread(self.blobs.discard, job.files(), live)
 
@@ -481,7 +510,7 @@ class ClusterService(JobService):
         self.live.pop(job_id, None)
         self.disk.usage.forget(job_id)
         attempts, now = job.attempts, wall()
-        self._write(self._until_written(lambda: self.queue.requeue(job_id, lease, attempts, now)))
+        self._write(_until_written(lambda: self.queue.requeue(job_id, lease, attempts, now)))
 
     def _apply_shared(self, actions: list[Action]) -> Coroutine[Any, Any, None]:
         """The leader's decisions about jobs of no one replica (a dead replica's requeued,
@@ -518,12 +547,14 @@ class ClusterService(JobService):
         written = {"started": job.started, "node": job.node, **fields}
 
         async def record() -> None:
-            if await self.queue.end(job.id, lease, str(state), wall(), written):
+            at = wall()
+            if await _until_written(lambda: self.queue.end(job.id, lease, str(state), at, written)):
+                self._keep_ended(done)
                 self._send_end(done)
             else:
                 log.warning("job %s: its ending (%s) came after its claim was lost", job.id, state)
 
-        self._write(self._until_written(record))
+        self._write(record())
 
     def _announce_end(self, job: JobRecord) -> None:
         """An ending recorded by another replica or the leader: to this replica's watchers
@@ -612,20 +643,6 @@ class ClusterService(JobService):
         while len(self._recent) > RECENT:
             self._recent.popitem(last=False)
 
-    async def _until_written(self, write: Callable[[], Awaitable[Any]]) -> None:
-        """A write that must not be lost (a job's ending, a hand-back): tried again while
-        PostgreSQL is away, for as long as `KEEP_TRYING` (each is fenced, so a second
-        try changes nothing the first did)."""
-        deadline = asyncio.get_running_loop().time() + KEEP_TRYING
-        while True:
-            try:
-                await write()
-                return
-            except DatabaseUnavailable:
-                if asyncio.get_running_loop().time() > deadline:
-                    raise
-                await asyncio.sleep(1.0)
-
     async def _adopt_orphans(self) -> None:
         """Rows claimed for this replica that it does not hold (a claim whose answer was
         lost with the connection, a write given up) go back to the queue, free."""
@@ -635,13 +652,31 @@ class ClusterService(JobService):
                 log.warning("job %s: claimed here but not held; back to the queue", job_id)
                 await self.queue.requeue(job_id, lease, None, wall())
 
-    def _write(self, work: Coroutine[Any, Any, Any]) -> None:
+    def _keep_ended(self, job: JobRecord) -> None:
+        self._ended[job.id] = job
+        self._ended.move_to_end(job.id)
+        while len(self._ended) > ENDED:
+            self._ended.popitem(last=False)
+
+    def _write(self, work: Coroutine[Any, Any, Any]) -> "asyncio.Task[Any]":
         """Run a database write in the background, logging a failure."""
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._written)
+        return task
 
     def _written(self, task: "asyncio.Task[Any]") -> None:
         self._tasks.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("a cluster write failed: %s", exc)
+
+
+async def _until_written(write: Callable[[], Awaitable[T]]) -> T:
+    """Run `write` again while the database is away, however long: an ending or a hand-back
+    lost to an outage would leave its job running for good. (The write is fenced by its
+    claim, so one that comes after the others took this replica for dead does nothing.)"""
+    while True:
+        try:
+            return await write()
+        except DatabaseUnavailable:
+            log.warning("a cluster write waits for the database")
