@@ -154,12 +154,12 @@ class Credentials:
         was inserted. Every replica hears of it."""
         limits = {k: v for k, v in record.items() if k in _LIMITS}
         created = created_of(record) if "created" in record else time.time()
+        sha = str(record["sha256"])
         async with self._lock:
-            added = await self.db.fetch(
-                _ADD, kind, name, str(record["sha256"]), created, json.dumps(limits)
-            )
+            added = await self.db.fetch(_ADD, kind, name, sha, created, json.dumps(limits))
             if added:
-                self._rows = {**self._rows, kind: {**self._rows[kind], name: record}}
+                row = {"sha256": sha, "created": created, **limits}
+                self._rows = {**self._rows, kind: {**self._rows[kind], name: row}}
         return bool(added)
 
     async def remove(self, kind: str, name: str) -> bool:
