@@ -14,13 +14,14 @@ import secrets
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from relay.errors import Busy, TokenError, Unauthorized
 from relay.ratelimits import Quota
-from relay.tokens import HashedSecrets, digest
+from relay.tokens import HashedSecrets, created_of, digest
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,44 @@ def _quota(record: dict[str, object]) -> Quota:
     )
 
 
+def key_info(name: str, record: dict[str, object]) -> KeyInfo:
+    """The `KeyInfo` a stored record (a file's or the database's) stands for."""
+    return KeyInfo(name, created_of(record), _quota(record))
+
+
+def check_key(name: str, quota: Quota) -> None:
+    """Refuse (`TokenError`) a name or quota no key may be added with."""
+    if not _NAME.match(name):
+        raise TokenError(
+            f"key name {name!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-'"
+        )
+    if quota.node is not None and not _NAME.match(quota.node):
+        raise TokenError(f"node name {quota.node!r} is not a node token's name")
+    for field, value in asdict(quota).items():
+        if field == "node":
+            continue
+        if value is not None and value < (0 if field == "priority" else 1):
+            raise TokenError(f"--{field.replace('_', '-')} must be at least 1 (0 for priority)")
+
+
+def new_key() -> str:
+    """A fresh API key (its `sr_` prefix tells it from a node token at a glance)."""
+    return "sr_" + secrets.token_urlsafe(32)
+
+
+def limits_of(quota: Quota) -> dict[str, object]:
+    """The quota's fields that are set, as a record keeps them."""
+    return {k: v for k, v in asdict(quota).items() if v is not None}
+
+
+class KeyCheck(Protocol):
+    """What the API asks of a key store: `KeyStore`, or the cluster's shared one
+    (`relay.cluster.credentials`)."""
+
+    def verify(self, key: str) -> KeyInfo | None:
+        """The key's record, or None if it is unknown or revoked."""
+
+
 class KeyStore(HashedSecrets):
     """Adds, lists, revokes and verifies API keys in a data dir."""
 
@@ -67,32 +106,18 @@ class KeyStore(HashedSecrets):
         """Create a key called `name` with `quota` (none: the relay's limits); return it
         (shown only this once)."""
         quota = quota or Quota()
-        if not _NAME.match(name):
-            raise TokenError(
-                f"key name {name!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-'"
-            )
-        if quota.node is not None and not _NAME.match(quota.node):
-            raise TokenError(f"node name {quota.node!r} is not a node token's name")
-        for field, value in asdict(quota).items():
-            if field == "node":
-                continue
-            if value is not None and value < (0 if field == "priority" else 1):
-                raise TokenError(f"--{field.replace('_', '-')} must be at least 1 (0 for priority)")
+        check_key(name, quota)
         data = dict(self._read())
         if name in data:
             raise TokenError(f"a key called {name!r} exists; revoke it first")
-        key = "sr_" + secrets.token_urlsafe(32)
-        limits = {k: v for k, v in asdict(quota).items() if v is not None}
-        data[name] = {"sha256": digest(key), "created": time.time(), **limits}
+        key = new_key()
+        data[name] = {"sha256": digest(key), "created": time.time(), **limits_of(quota)}
         self._write(data)
         return key
 
     def list(self) -> list[KeyInfo]:
         """Every key, by name."""
-        return [
-            KeyInfo(name, float(record.get("created", 0.0)), _quota(record))  # type: ignore[arg-type]
-            for name, record in sorted(self._read().items())
-        ]
+        return [key_info(name, record) for name, record in sorted(self._read().items())]
 
     def revoke(self, name: str) -> None:
         """Remove key `name`; its next request is refused (401)."""
@@ -105,13 +130,11 @@ class KeyStore(HashedSecrets):
     def verify(self, key: str) -> KeyInfo | None:
         """The key's record, or None if it is unknown or revoked."""
         found = self._match(key)
-        if found is None:
-            return None
-        name, record = found
-        return KeyInfo(name, float(record.get("created", 0.0)), _quota(record))  # type: ignore[arg-type]
+        return None if found is None else key_info(*found)
 
 
-KEYS = web.AppKey("api_keys", KeyStore)
+KEYS: web.AppKey[KeyCheck] = web.AppKey("api_keys")
+"""The app's API keys: `KeyStore` on one relay, the shared keys in cluster mode."""
 KEY = web.RequestKey("api_key", KeyInfo)
 """Where `identify` leaves a request's verified `KeyInfo`."""
 

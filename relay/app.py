@@ -41,7 +41,7 @@ from relay.nodelink import NodeListener
 from relay.orders import PAINTINGS, Paintings, too_large_body
 from relay.reports import NodeReports
 from relay.tls import server_context
-from relay.tokens import TokenStore
+from relay.tokens import TokenCheck, TokenStore
 
 log = logging.getLogger(__name__)
 
@@ -195,24 +195,32 @@ def init(
     async def service_ctx(app: web.Application) -> AsyncIterator[None]:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         async with contextlib.AsyncExitStack() as stack:
+            tokens: TokenCheck
             if config.cluster:
                 from relay.cluster.boot import cluster_service  # noqa: PLC0415 (its extra)
+                from relay.cluster.credentials import shared_credentials  # noqa: PLC0415
 
-                service: JobService = await stack.enter_async_context(
-                    cluster_service(config, clock, timer)
+                cluster = await stack.enter_async_context(cluster_service(config, clock, timer))
+                shared = await stack.enter_async_context(
+                    shared_credentials(cluster.pool, cluster.listener, config.data_dir)
                 )
+                service: JobService = cluster
+                tokens, app[apikeys.KEYS] = shared.tokens, shared.keys
             else:
                 service = JobService(config, clock, timer)
-            async for _ in _serve(app, service):
+                tokens = TokenStore(config.data_dir)
+            async for _ in _serve(app, service, tokens):
                 yield
 
-    async def _serve(app: web.Application, service: JobService) -> AsyncIterator[None]:
+    async def _serve(
+        app: web.Application, service: JobService, tokens: TokenCheck
+    ) -> AsyncIterator[None]:
         service.recover()
         app[api.SERVICE] = service
         reports = NodeReports(service)
         listener = NodeListener(
             config,
-            TokenStore(config.data_dir),
+            tokens,
             reports,
             ssl_context=tls,
             metrics=service.metrics,

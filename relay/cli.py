@@ -1,6 +1,7 @@
 """Command line of the relay: `python -m relay` serves; `python -m relay tokens ...` manages
-node tokens; `python -m relay keys ...` API keys and their quotas; `python -m relay
-gallery ...` moderates the public gallery.
+node tokens; `python -m relay keys ...` API keys and their quotas (in the data dir, or with
+`--database-url` in the replicas' PostgreSQL); `python -m relay gallery ...` moderates the
+public gallery.
 Errors a person caused end with exit status 2 and one line on stderr.
 """
 
@@ -13,12 +14,16 @@ import time
 from relay import config as config_module
 from relay import logs
 from relay.apikeys import KeyStore
+from relay.cluster.credentials import KeysAt, TokensAt
 from relay.config import Config
 from relay.errors import ConfigError, TokenError
 from relay.ratelimits import Quota
 from relay.server import serve
 from relay.showcase import DATABASE, ShowcaseStore
 from relay.tokens import TokenStore
+
+DATABASE_VARIABLE = config_module.ENV_PREFIX + "DATABASE_URL"
+CLUSTER_VARIABLES = (DATABASE_VARIABLE, config_module.ENV_PREFIX + "BLOB_URL")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.add_argument(
         "--data-dir", dest="data_dir", default=argparse.SUPPRESS, help="the relay's data dir"
     )
+    _database_flag(tokens)
     verbs = tokens.add_subparsers(dest="verb", metavar="VERB", required=True)
     add = verbs.add_parser("add", help="create a token for a new node and print it")
     add.add_argument("name", help="the node's name (letters, digits, '.', '_', '-')")
@@ -46,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("name")
     for verb in (add, listing, revoke):
         verb.add_argument("--data-dir", dest="data_dir", default=argparse.SUPPRESS)
+        _database_flag(verb)
     _add_keys_parser(sub)
     shown = sub.add_parser("gallery", help="list, hide, restore or delete public gallery items")
     shown.add_argument("--data-dir", dest="data_dir", default=argparse.SUPPRESS)
@@ -62,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_keys_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     keys = sub.add_parser("keys", help="add, list or revoke API keys and their quotas")
     keys.add_argument("--data-dir", dest="data_dir", default=argparse.SUPPRESS)
+    _database_flag(keys)
     verbs = keys.add_subparsers(dest="verb", metavar="VERB", required=True)
     add = verbs.add_parser("add", help="create an API key and print it (shown only once)")
     add.add_argument("name", help="the key's name (letters, digits, '.', '_', '-')")
@@ -80,10 +88,36 @@ def _add_keys_parser(sub: "argparse._SubParsersAction[argparse.ArgumentParser]")
     revoke.add_argument("name")
     for verb in (add, listing, revoke):
         verb.add_argument("--data-dir", dest="data_dir", default=argparse.SUPPRESS)
+        _database_flag(verb)
 
 
-def _keys(args: argparse.Namespace, config: Config) -> int:
-    store = KeyStore(config.data_dir)
+def _database_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--database-url",
+        dest="database_url",
+        default=argparse.SUPPRESS,
+        help="cluster mode: act on the replicas' PostgreSQL, not on the data dir's file",
+    )
+
+
+def _database_url(flags: dict[str, str | None]) -> str | None:
+    """Where `tokens` and `keys` act in cluster mode: --database-url or its variable. It
+    and --blob-url are taken out of `flags`: these commands need no blob store, which a
+    replica's config would insist on beside the database."""
+    raw = flags.pop("database_url", None) or os.environ.get(DATABASE_VARIABLE)
+    flags.pop("blob_url", None)
+    if raw is None:
+        return None
+    cast = config_module.SETTINGS["database_url"][0]
+    try:
+        url: str = cast(raw)
+    except ValueError as exc:
+        raise ConfigError(f"--database-url: {exc}") from None
+    return url
+
+
+def _keys(args: argparse.Namespace, config: Config, url: str | None) -> int:
+    store = KeyStore(config.data_dir) if url is None else KeysAt(url)
     match args.verb:
         case "add":
             quota = Quota(args.max_open, args.per_minute, args.per_day, args.priority, args.node)
@@ -139,8 +173,8 @@ def _gallery(args: argparse.Namespace, config: Config) -> int:
         store.close()
 
 
-def _tokens(args: argparse.Namespace, config: Config) -> int:
-    store = TokenStore(config.data_dir)
+def _tokens(args: argparse.Namespace, config: Config, url: str | None) -> int:
+    store = TokenStore(config.data_dir) if url is None else TokensAt(url)
     match args.verb:
         case "add":
             token = store.add(args.name)
@@ -164,12 +198,14 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     flags = {name: getattr(args, name, None) for name in config_module.SETTINGS}
     try:
+        if args.command in ("tokens", "keys"):
+            url = _database_url(flags)
+            environ = {k: v for k, v in os.environ.items() if k not in CLUSTER_VARIABLES}
+            config = Config.load(flags, environ)
+            logs.setup(config.log_format, logging.DEBUG if args.verbose else logging.INFO)
+            return (_tokens if args.command == "tokens" else _keys)(args, config, url)
         config = Config.load(flags, os.environ)
         logs.setup(config.log_format, logging.DEBUG if args.verbose else logging.INFO)
-        if args.command == "tokens":
-            return _tokens(args, config)
-        if args.command == "keys":
-            return _keys(args, config)
         if args.command == "gallery":
             return _gallery(args, config)
         serve(config)

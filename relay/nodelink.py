@@ -65,7 +65,7 @@ from relay.nodegate import NodeGate
 from relay.nodewire import node_info, wire_offer
 from relay.reportmeter import Report, ReportMeter
 from relay.reports import NodeReports
-from relay.tokens import TokenStore
+from relay.tokens import TokenCheck
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class NodeLink:
     def __init__(
         self,
         config: Config,
-        tokens: TokenStore,
+        tokens: TokenCheck,
         reports: NodeReports,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
@@ -396,7 +396,7 @@ class NodeListener:
     def __init__(
         self,
         config: Config,
-        tokens: TokenStore,
+        tokens: TokenCheck,
         reports: NodeReports,
         ssl_context: ssl.SSLContext | None = None,
         metrics: Metrics | None = None,

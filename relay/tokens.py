@@ -3,7 +3,8 @@
 A token is 32 random bytes, shown once when added. Only its sha256 is kept, so a leaked
 data dir does not let anyone pose as a node. The file is read again whenever it changed, so
 `tokens revoke` takes effect for the next connection without restarting the relay.
-`HashedSecrets` is that file; API keys (`relay.apikeys`) are kept the same way.
+`HashedSecrets` is that file; API keys (`relay.apikeys`) are kept the same way. In cluster
+mode both are rows in PostgreSQL instead (`relay.cluster.credentials`), checked the same way.
 """
 
 import hashlib
@@ -15,6 +16,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from relay.errors import TokenError
 
@@ -36,6 +38,39 @@ def digest(secret: str) -> str:
 
 
 Records = dict[str, dict[str, object]]
+
+
+class TokenCheck(Protocol):
+    """What the node port asks of a token store: `TokenStore`, or the cluster's shared one
+    (`relay.cluster.credentials`)."""
+
+    def verify(self, token: str) -> str | None:
+        """The name of the node holding `token`, or None if it is unknown or revoked."""
+
+
+def check_node_name(name: str) -> None:
+    """Refuse (`TokenError`) a node name no token may be added under."""
+    if not _NAME.match(name):
+        raise TokenError(
+            f"node name {name!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-'"
+        )
+
+
+def created_of(record: dict[str, object]) -> float:
+    """When a record was added, in seconds since the epoch (0 where it does not say)."""
+    created = record.get("created")
+    return float(created) if isinstance(created, int | float) else 0.0
+
+
+def match(records: Records, secret: str) -> tuple[str, dict[str, object]] | None:
+    """The (name, record) of `records` whose hash is that of `secret`, or None."""
+    wanted = digest(secret)
+    found: tuple[str, dict[str, object]] | None = None
+    # Compare against every record, so timing says nothing about which one matched.
+    for name, record in records.items():
+        if hmac.compare_digest(wanted, str(record.get("sha256", ""))):
+            found = (name, record)
+    return found
 
 
 class HashedSecrets:
@@ -79,13 +114,11 @@ class HashedSecrets:
 
     def _match(self, secret: str) -> tuple[str, dict[str, object]] | None:
         """The (name, record) whose hash is that of `secret`, or None."""
-        wanted = digest(secret)
-        found: tuple[str, dict[str, object]] | None = None
-        # Compare against every record, so timing says nothing about which one matched.
-        for name, record in self._read().items():
-            if hmac.compare_digest(wanted, str(record.get("sha256", ""))):
-                found = (name, record)
-        return found
+        return match(self._read(), secret)
+
+    def records(self) -> Records:
+        """Every record in the file, by name (a copy)."""
+        return dict(self._read())
 
 
 class TokenStore(HashedSecrets):
@@ -96,10 +129,7 @@ class TokenStore(HashedSecrets):
 
     def add(self, name: str) -> str:
         """Create a token for a new node called `name`; return it (shown only this once)."""
-        if not _NAME.match(name):
-            raise TokenError(
-                f"node name {name!r} is not allowed: use 1-64 letters, digits, '.', '_' or '-'"
-            )
+        check_node_name(name)
         data = dict(self._read())
         if name in data:
             raise TokenError(f"a node called {name!r} already has a token; revoke it first")
@@ -111,8 +141,7 @@ class TokenStore(HashedSecrets):
     def list(self) -> list[TokenInfo]:
         """Every node that holds a token, by name."""
         return [
-            TokenInfo(name, float(record.get("created", 0.0)))  # type: ignore[arg-type]
-            for name, record in sorted(self._read().items())
+            TokenInfo(name, created_of(record)) for name, record in sorted(self._read().items())
         ]
 
     def revoke(self, name: str) -> None:

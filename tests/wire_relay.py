@@ -14,6 +14,7 @@ from relay_harness import form, png
 from wire_node import WireNode
 
 from protocol import PROTOCOL_VERSION, Accept, Offer, Result, Welcome
+from relay.api import CONFIG
 from relay.app import NODE_LISTENER
 from relay.tokens import TokenStore
 
@@ -43,10 +44,21 @@ class Relay:
         """A node that said Hello (offering `versions`) with a fresh token and was welcomed."""
         node = await self.dial()
         if name not in self.issued:
-            self.issued[name] = self.tokens.add(name)
+            self.issued[name] = await self.issue(name)
         await node.hello(self.issued[name], name, versions=versions, **caps)
         await node.expect(Welcome)
         return node
+
+    async def issue(self, name: str) -> str:
+        """A new token for node `name`, where the relay checks them: its data dir, or the
+        database in cluster mode."""
+        shared = self.client.app[NODE_LISTENER].tokens
+        if self.client.app[CONFIG].cluster:
+            from relay.cluster.credentials import SharedTokens
+
+            assert isinstance(shared, SharedTokens)
+            return await shared.add(name)
+        return self.tokens.add(name)
 
     async def close(self) -> None:
         for node in self.dialled:

@@ -13,6 +13,8 @@ Off unless the relay is given `--database-url`; then (docs/scale-out.md):
 - `relay.cluster.fanout`: job events from one replica to the others (LISTEN/NOTIFY);
 - `relay.cluster.database`: riding out PostgreSQL restarts (retry, then 503);
 - `relay.cluster.contract`: the async `Dispatch` contract both dispatchers keep;
+- `relay.cluster.credentials`: node tokens and API keys, so any replica admits any node
+  and any key (`python -m relay tokens|keys ... --database-url`);
 - `relay.cluster.records`, `relay.cluster.queue`: job records and the shared queue that
   each replica's job service claims from;
 - `relay.cluster.service`: the job service of a replica; `relay.cluster.boot` starts it.
