@@ -260,6 +260,8 @@ async def latency(load: Load, n: int, rate: float, watch: bool) -> dict[str, flo
     next replica's WebSocket (opened right after the 202... so ?wait is not used then)."""
     times: list[float] = []
     seen_progress = [0, 0]
+    finals = [0, 0]
+    missed: list[str] = []
 
     async def follow(job_id: str, i: int) -> None:
         other = (i + 1) % len(load.replicas.ports)
@@ -268,11 +270,21 @@ async def latency(load: Load, n: int, rate: float, watch: bool) -> dict[str, flo
             first = (await ws.receive()).json()
             if first["job"]["state"] not in ("queued", "running") or first["job"]["epoch"]:
                 return  # opened after its progress began: not a fair sample
-            got = 0
-            async for msg in ws:
-                got += msg.json()["type"] == "progress"
+            got, final = 0, False
+            try:
+                async with asyncio.timeout(15):
+                    async for msg in ws:
+                        kind = msg.json()["type"]
+                        got += kind == "progress"
+                        final = final or kind in ("done", "failed", "cancelled")
+            except TimeoutError:
+                pass
             seen_progress[0] += got
             seen_progress[1] += 2
+            finals[0] += final
+            finals[1] += 1
+            if not final:
+                missed.append(job_id)
 
     async def one() -> None:
         if watch:
@@ -295,7 +307,12 @@ async def latency(load: Load, n: int, rate: float, watch: bool) -> dict[str, flo
     await asyncio.gather(*tasks)
     if watch:
         share = seen_progress[0] / max(1, seen_progress[1])
-        return {"progress_share": share, "progress_events": seen_progress[1]}
+        return {
+            "progress_share": share,
+            "progress_events": seen_progress[1],
+            "final_events": f"{finals[0]} of {finals[1]}",
+            "missed_finals": missed[:5],
+        }
     times.sort()
     return {
         "p50_ms": statistics.median(times),

@@ -27,10 +27,11 @@ It is `relay.jobs.JobService` with the job records and the queue moved to Postgr
   written, however long. After a restart, the replica LISTENs and competes for the lead
   on new connections.
 
-Not shared yet (each replica keeps its own, docs/scale-out.md): rate-limit buckets,
-per-client disk quotas, node speeds and the fast-style catalogue (from the replica's own
-nodes), API keys and node tokens (files given to every replica). The public gallery and
-e-mail are refused in cluster mode (`relay.cli`).
+Shared through PostgreSQL besides: every replica's nodes and fast styles (shown and
+offered everywhere, `relay.cluster.nodes`), node tokens and API keys
+(`relay.cluster.credentials`), e-mail (sent by the leader). Kept per replica
+(docs/scale-out.md): rate-limit buckets, per-client disk quotas, node speeds learnt from
+jobs, live camera sessions.
 """
 
 import asyncio
