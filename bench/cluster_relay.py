@@ -486,6 +486,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     postgres, s3 = Postgres.start(), SeaweedFS.start()
     os.environ.update(AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET)
     out: dict[str, Any] = {}
+    started: list[Replicas] = []
     tmp = tempfile.TemporaryDirectory(prefix="bench-cluster-")
     root = Path(tmp.name)
     try:
@@ -502,6 +503,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         client.create_bucket(Bucket=bucket)
         url = postgres.url()
         replicas = Replicas(args.replicas, url, s3.url(bucket), root)
+        started.append(replicas)
         for i in range(args.replicas):
             replicas.start(i)
         timeout = aiohttp.ClientTimeout(total=30)
@@ -524,6 +526,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         replicas.stop()
         # The peer: one relay, no database, same load and fake node, same run.
         single = Replicas(1, None, None, root / "single")
+        started.append(single)
         single.start(0)
         async with aiohttp.ClientSession(timeout=timeout) as session:
             await single.ready(session, 0)
@@ -543,6 +546,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             out["single_latency"] = await latency(load, args.rate_n, 50.0, watch=False)
         single.stop()
     finally:
+        for group in started:
+            group.stop()
         postgres.stop()
         s3.stop()
         tmp.cleanup()

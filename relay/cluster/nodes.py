@@ -27,6 +27,8 @@ CREATE TABLE IF NOT EXISTS node_views (
 );
 """
 
+NODES_LOCK = 0x5354_594C_0005
+"""Advisory lock key that serialises `NodeRegistry.migrate` between replicas."""
 FRESH = 5.0
 """Seconds after which another replica's node row no longer counts (its replica stopped
 writing: it died, or lost the database)."""
@@ -85,8 +87,11 @@ class NodeRegistry:
         """The other replicas' nodes, as last read."""
 
     async def migrate(self, conn: Any) -> None:
-        """Create the table if missing."""
-        await conn.execute(NODES_SCHEMA)
+        """Create the table if missing (replicas starting at once take turns: concurrent
+        `CREATE TABLE IF NOT EXISTS` statements can collide)."""
+        async with conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", NODES_LOCK)
+            await conn.execute(NODES_SCHEMA)
 
     async def sync(
         self, local: Iterable[tuple[NodeInfo, dict[str, Any]]], now: float
