@@ -140,12 +140,12 @@ class ClusterQueue:
     ) -> None:
         """Insert a new job at the back of its client's queue, within the client's cap on
         open jobs (429) and the cluster's queue capacity (503), both checked under the
-        client's lock, which every replica takes (`stylerelay_submit`: one round trip).
+        client's lock, which every replica takes (`stylerelay_queue_submit`: one round trip).
         Retried while the database is away (the id is inserted once); then
         `DatabaseUnavailable` (503)."""
         record = insert_columns(job)
         outcome = await self._run(
-            "SELECT stylerelay_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
+            "SELECT stylerelay_queue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
             " $14, $15, $16, $17, $18)",
             job.id,
             job.client,
@@ -171,7 +171,7 @@ class ClusterQueue:
 
     async def claim(self, rooms: Iterable[tuple[NodeInfo, int]], now: float) -> list[Claim]:
         """Take, in fair order, up to each node's free slots of the queued jobs it could
-        run (`stylerelay_claim`: one round trip; see the module docstring)."""
+        run (`stylerelay_queue_claim`: one round trip; see the module docstring)."""
         shown = [
             {
                 "name": info.name,
@@ -188,7 +188,7 @@ class ClusterQueue:
             return []
         rows = await retrying(
             lambda: self.pool.fetch(
-                "SELECT * FROM stylerelay_claim($1, $2, $3, $4)",
+                "SELECT * FROM stylerelay_queue_claim($1, $2, $3, $4)",
                 self.replica,
                 now,
                 json.dumps(shown),

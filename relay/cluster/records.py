@@ -41,7 +41,7 @@ CREATE TABLE IF NOT EXISTS catalogue (
     seen double precision NOT NULL
 );
 
-CREATE OR REPLACE FUNCTION stylerelay_submit(
+CREATE OR REPLACE FUNCTION stylerelay_queue_submit(
     p_id text, p_client text, p_method text, p_epochs integer, p_pixels bigint,
     p_fast text[], p_wait_until double precision, p_max_open integer, p_capacity integer,
     p_styles jsonb, p_style_files text[], p_content text, p_width integer, p_height integer,
@@ -79,7 +79,7 @@ BEGIN
     RETURN 0;
 END $$;
 
-CREATE OR REPLACE FUNCTION stylerelay_claim(
+CREATE OR REPLACE FUNCTION stylerelay_queue_claim(
     p_replica text, p_now double precision, p_rooms jsonb, p_lock bigint
 ) RETURNS SETOF jobs LANGUAGE plpgsql AS $$
 DECLARE
