@@ -137,6 +137,8 @@ def _config(data_dir: Path, url: str | None, blob_url: str | None) -> Config:
         blob_url=blob_url,
         replica_dead_after=DEAD_AFTER,
         tick_interval=0.5,
+        # The fake node's 64 slots count: jobs of a second each at 40 jobs/s need 40.
+        max_node_slots=64,
     )
 
 
@@ -368,8 +370,8 @@ async def chaos(load: Load, conn: Any, seconds: float, rate: float) -> dict[str,
     await asyncio.gather(*tasks)
     await stopper
     accepted = set(load.accepted) - before
-    # Wait for every accepted job to end (dead-after + the reaper + a claim).
-    deadline = time.monotonic() + DEAD_AFTER + 30
+    # Wait for every accepted job to end (dead-after + the reaper + a claim + the run).
+    deadline = time.monotonic() + DEAD_AFTER + 60
     while time.monotonic() < deadline:
         left = await conn.fetchval(
             "SELECT count(*) FROM jobs WHERE id = ANY($1::text[]) AND state <> 'done'",
@@ -378,13 +380,15 @@ async def chaos(load: Load, conn: Any, seconds: float, rate: float) -> dict[str,
         if left == 0:
             break
         await asyncio.sleep(0.2)
-    lost = await conn.fetchval(
-        "SELECT count(*) FROM jobs WHERE id = ANY($1::text[]) AND state <> 'done'",
-        list(accepted),
-    )
-    missing = len(accepted) - await conn.fetchval(
-        "SELECT count(*) FROM jobs WHERE id = ANY($1::text[])", list(accepted)
-    )
+    states = {
+        row["state"]: row["n"]
+        for row in await conn.fetch(
+            "SELECT state, count(*) AS n FROM jobs WHERE id = ANY($1::text[]) GROUP BY state",
+            list(accepted),
+        )
+    }
+    missing = len(accepted) - sum(states.values())
+    lost = sum(n for state, n in states.items() if state != "done")
     twice = await conn.fetchval(
         "SELECT count(*) FROM (SELECT job FROM bench_done WHERE job = ANY($1::text[])"
         " GROUP BY job HAVING count(*) > 1) d",
@@ -413,6 +417,7 @@ async def chaos(load: Load, conn: Any, seconds: float, rate: float) -> dict[str,
         delays += [row["again"] - at for row in rows if row["again"] is not None]
     return {
         "accepted": len(accepted),
+        "states": states,
         "lost": lost + missing,
         "recorded_twice": twice,
         "attempts_charged": attempts,
