@@ -136,17 +136,26 @@ class ClusterQueue:
     # ---- writes ----------------------------------------------------------------------
 
     async def submit(
-        self, job: JobRecord, now: float, *, max_open: int, capacity: int, retry_after: int
+        self,
+        job: JobRecord,
+        now: float,
+        *,
+        max_open: int,
+        capacity: int,
+        retry_after: int,
+        tell_others: bool = True,
     ) -> None:
         """Insert a new job at the back of its client's queue, within the client's cap on
         open jobs (429) and the cluster's queue capacity (503), both checked under the
         client's lock, which every replica takes (`stylerelay_queue_submit`: one round trip).
         Retried while the database is away (the id is inserted once); then
-        `DatabaseUnavailable` (503)."""
+        `DatabaseUnavailable` (503). `tell_others` False: this replica has a free slot
+        that can run the job and claims at once (if it takes another job instead, its
+        claim tells the others)."""
         record = insert_columns(job)
         outcome = await self._run(
             "SELECT stylerelay_queue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
-            " $14, $15, $16, $17, $18)",
+            " $14, $15, $16, $17, $18, $19)",
             job.id,
             job.client,
             job.method,
@@ -157,6 +166,7 @@ class ClusterQueue:
             max_open,
             capacity,
             *record.values(),
+            tell_others,
         )
         if outcome == 1:
             raise TooManyRequests(

@@ -45,7 +45,8 @@ CREATE OR REPLACE FUNCTION stylerelay_queue_submit(
     p_id text, p_client text, p_method text, p_epochs integer, p_pixels bigint,
     p_fast text[], p_wait_until double precision, p_max_open integer, p_capacity integer,
     p_styles jsonb, p_style_files text[], p_content text, p_width integer, p_height integer,
-    p_params jsonb, p_email text, p_filename text, p_created double precision
+    p_params jsonb, p_email text, p_filename text, p_created double precision,
+    p_notify boolean
 ) RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     mine integer;
@@ -75,7 +76,9 @@ BEGIN
     VALUES (p_id, p_client, p_method, p_epochs, p_pixels, p_fast, 'queued',
         nextval('places'), p_wait_until, p_styles, p_style_files, p_content, p_width,
         p_height, p_params, p_email, p_filename, p_created);
-    PERFORM pg_notify('stylerelay_work', '');
+    IF p_notify THEN
+        PERFORM pg_notify('stylerelay_work', '');
+    END IF;
     RETURN 0;
 END $$;
 
@@ -91,6 +94,7 @@ DECLARE
     v_pixels bigint;
     v_pick record;
     v_n integer;
+    v_full boolean := true;
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' AND not_before <= p_now) THEN
         RETURN;
@@ -112,7 +116,10 @@ BEGIN
                 ORDER BY c.turn, j.place
                 LIMIT 1
                 FOR UPDATE OF j, c SKIP LOCKED;
-            EXIT WHEN NOT FOUND;
+            IF NOT FOUND THEN
+                v_full := false;
+                EXIT;
+            END IF;
             UPDATE clients SET turn = nextval('turns') WHERE client = v_pick.client;
             RETURN QUERY UPDATE jobs SET state = 'running',
                 lease = replace(gen_random_uuid()::text, '-', ''), node = v_node,
@@ -121,6 +128,10 @@ BEGIN
                 WHERE id = v_pick.id RETURNING *;
         END LOOP;
     END LOOP;
+    -- Every free slot here took a job: what is left may be for the other replicas.
+    IF v_full THEN
+        PERFORM pg_notify('stylerelay_work', '');
+    END IF;
 END $$;
 
 CREATE TABLE IF NOT EXISTS previews (

@@ -52,7 +52,16 @@ from relay.cluster.queue import CONTROL, ClusterQueue, wall
 from relay.cluster.records import migrate_records, record_from_json, record_json
 from relay.config import Config
 from relay.disk import Disk
-from relay.dispatch import Action, Failed, JobTicket, OfferDeclined, Requeued, SendCancel, SendOffer
+from relay.dispatch import (
+    Action,
+    Failed,
+    JobTicket,
+    OfferDeclined,
+    Requeued,
+    SendCancel,
+    SendOffer,
+    fits,
+)
 from relay.errors import ApiError, BadRequest, NotFound
 from relay.events import FINAL_TYPES, Event, EventBus
 from relay.jobs import JobService
@@ -275,12 +284,15 @@ class ClusterService(JobService):
         if quota is not None and quota.max_open is not None:
             cap = quota.max_open
         try:
+            ticket = ticket_of(job)
+            here = any(fits(info, ticket) for info, _ in self.scheduler.room())
             await self.queue.submit(
                 job,
                 wall(),
                 max_open=cap,
                 capacity=self.config.queue_capacity,
                 retry_after=self.config.retry_after,
+                tell_others=not here,
             )
         finally:
             self._adding[job.client] -= 1
