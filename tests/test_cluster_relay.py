@@ -325,3 +325,28 @@ async def test_a_claim_whose_answer_was_lost_goes_back_to_the_queue(
     assert (after["state"], after["attempts"]) == ("queued", 0)
     node = await a.node("gpu-a", methods=("gatys",))
     assert (await accept(node)).job_id == job_id
+
+
+async def test_the_leader_deletes_files_no_job_names_once_they_are_old(
+    replicas: Replicas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from relay.cluster import service as cluster_service
+
+    a = await replicas("a")
+    service = a.client.app[SERVICE]
+
+    async def leads() -> bool:
+        leading: bool = service.member.leader.leading
+        return leading
+
+    await _until(leads)
+    job_id = await a.job(method="gatys", style="painting:starry_night", epochs="5")
+    named = (await service.find(job_id)).content_file
+    stray = await asyncio.to_thread(service.shared.put, b"an upload whose job was refused")
+    service.shared.release([stray])
+    await service.sweep()  # not old yet: kept, a replica may be about to record it
+    assert await asyncio.to_thread(service.shared.exists, stray)
+    monkeypatch.setattr(cluster_service, "UNNAMED_FILES_AFTER", -1.0)
+    await service.sweep()
+    assert not await asyncio.to_thread(service.shared.exists, stray)
+    assert await asyncio.to_thread(service.shared.exists, named)

@@ -75,6 +75,10 @@ class Blobs(Protocol):
         """Delete every file neither held nor live; how many (blocking)."""
         ...
 
+    def written_before(self, before: float) -> list[str]:
+        """Every stored file written before `before` (a Unix time; blocking)."""
+        ...
+
 
 @dataclass(frozen=True)
 class BlobLocation:
@@ -192,6 +196,18 @@ class SharedFolderStore(BlobStore):
         """Delete every file in the folder neither held nor in `live` (blocking)."""
         self.scan()  # other replicas' files too
         return super().collect(live)
+
+    def written_before(self, before: float) -> list[str]:
+        """Every file in the folder last written before `before` (blocking)."""
+        old: list[str] = []
+        for sub in self.root.iterdir():
+            if not sub.is_dir():
+                continue
+            for path in sub.iterdir():
+                with contextlib.suppress(OSError):
+                    if _SHA.match(path.name) and path.stat().st_mtime < before:
+                        old.append(path.name)
+        return old
 
 
 CACHE_BYTES = 64 * 1024 * 1024
@@ -326,6 +342,22 @@ class S3Store(Holdings):
         """Delete every file in the bucket neither held nor in `live` (blocking)."""
         self.scan()  # other replicas' files too
         return self.discard(list(self._sizes), live)
+
+    def written_before(self, before: float) -> list[str]:
+        """Every file in the bucket last written before `before` (blocking)."""
+        old: list[str] = []
+        pages = self._client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=self.location.prefix
+        )
+        try:
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    name = item["Key"].rsplit("/", 1)[-1]
+                    if _SHA.match(name) and item["LastModified"].timestamp() < before:
+                        old.append(name)
+        except Exception as exc:
+            raise _s3_error(exc, "listing") from exc
+        return old
 
     def close(self) -> None:
         """Close the client's connections."""

@@ -81,6 +81,8 @@ ORPHAN_AFTER = 30.0
 """Seconds after its claim a row naming this replica but not held by it is an orphan."""
 ORPHAN_TICKS = 10
 """Ticks between looks for orphaned claims (`_adopt_orphans`)."""
+UNNAMED_FILES_AFTER = 3600.0
+"""Seconds after it was written a file no job row names is deleted by the leader."""
 STYLES_KEPT = 3600.0
 """Seconds a fast style stays known after the last node that offered it left."""
 RECENT = 2000
@@ -127,7 +129,9 @@ class ClusterService(JobService):
         super().__init__(config, clock, timer)
         assert config.blob_url is not None
         self.bus: _SharedBus = _SharedBus()
-        self.blobs = open_blobs(parse_blob_url(config.blob_url))  # type: ignore[assignment]
+        self.shared = open_blobs(parse_blob_url(config.blob_url))
+        """The files every replica reaches (a shared folder or an S3 bucket)."""
+        self.blobs = self.shared  # type: ignore[assignment]
         self.disk = Disk(config, self.blobs, self.store)
         # E-mail goes out from the leader only (`_mail_round`), read from the job rows.
         settings = MailSettings.from_config(config)
@@ -637,11 +641,17 @@ class ClusterService(JobService):
         """The leader deletes expired jobs and their files (every replica is asked)."""
         if not self.member.leader.leading:
             return 0
-        expired = await self.queue.expire(self.clock() - self.config.result_ttl)
-        if expired:
-            live = await self.queue.live_files()
-            files = [sha for job in expired for sha in job.files()]
-            removed = await asyncio.to_thread(self.blobs.discard, files, live)
+        now = self.clock()
+        expired = await self.queue.expire(now - self.config.result_ttl)
+        # Files no row names: those of expired jobs, and any a replica wrote that never
+        # made it into a row (an upload refused after it was stored, a result that came
+        # too late, a replica killed mid-submit), once old enough that no replica can
+        # still be about to record them.
+        old = await asyncio.to_thread(self.shared.written_before, now - UNNAMED_FILES_AFTER)
+        live = await self.queue.live_files()
+        files = {sha for job in expired for sha in job.files()} | set(old)
+        removed = await asyncio.to_thread(self.blobs.discard, sorted(files - live), live)
+        if expired or removed:
             log.info("swept %d expired job(s), %d file(s)", len(expired), removed)
         return len(expired)
 
