@@ -75,10 +75,6 @@ class Blobs(Protocol):
         """Delete every file neither held nor live; how many (blocking)."""
         ...
 
-    def written_before(self, before: float) -> list[str]:
-        """Every stored file written before `before` (a Unix time; blocking)."""
-        ...
-
 
 @dataclass(frozen=True)
 class BlobLocation:
