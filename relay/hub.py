@@ -176,6 +176,21 @@ class NodeHub:
         paces["gatys"] = estimates.refined(old, "gatys", epochs, pixels, took=took, first=first)
         self._paced_by_jobs.add(node)
 
+    def learned(self) -> dict[str, dict[str, tuple[float, float]]]:
+        """The paces that finished jobs showed, of the connected nodes that have them."""
+        return {
+            name: dict(self.paces[name])
+            for name in self._handles
+            if name in self._paced_by_jobs and name in self.paces
+        }
+
+    def adopt(self, node: str, pace: dict[str, tuple[float, float]]) -> None:
+        """Take a pace another relay learnt from the node's jobs (a cluster's replica it
+        was connected to before) as if this one had."""
+        if node in self._handles and node not in self._paced_by_jobs:
+            self.paces.setdefault(node, {}).update(pace)
+            self._paced_by_jobs.add(node)
+
     def pace_view(self, node: str) -> dict[str, dict[str, float]]:
         """A node's pace as /api/nodes shows it: per method, seconds and seconds per MP."""
         return {

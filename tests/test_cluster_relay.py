@@ -14,7 +14,7 @@ from relay_harness import form, jpeg, make_config, png
 from wire_relay import Relay, accept, result_for
 
 from protocol import Cancel, Preview, Progress
-from protocol.handshake import StyleInfo
+from protocol.handshake import Pace, StyleInfo
 from relay.api import SERVICE
 from relay.app import init
 
@@ -350,3 +350,29 @@ async def test_the_leader_deletes_files_no_job_names_once_they_are_old(
     await service.sweep()
     assert not await asyncio.to_thread(service.shared.exists, stray)
     assert await asyncio.to_thread(service.shared.exists, named)
+
+
+async def test_a_node_that_moves_to_another_replica_keeps_the_pace_its_jobs_showed(
+    replicas: Replicas,
+) -> None:
+    a, b = await replicas("a"), await replicas("b")
+    hub_a, hub_b = (r.client.app[SERVICE].hub for r in (a, b))
+    node = await a.node("gpu-1", methods=("gatys",), pace=(Pace("gatys", 0.5, 2.0),))
+    # Its jobs showed it slower than its start-up guess.
+    hub_a.measure("gpu-1", 100, 1_000_000, 600.0)
+    learned = hub_a.paces["gpu-1"]["gatys"]
+    assert learned != (0.5, 2.0)
+
+    async def kept() -> bool:
+        services = a.client.app[SERVICE]
+        return "gpu-1" in services.registry._paces_sent
+
+    await _until(kept)
+    await node.close()
+    b.issued["gpu-1"] = a.issued["gpu-1"]  # one token, shared by every replica
+    await b.node("gpu-1", methods=("gatys",), pace=(Pace("gatys", 0.5, 2.0),))
+
+    async def adopted() -> bool:
+        return hub_b.paces.get("gpu-1", {}).get("gatys") == learned
+
+    await _until(adopted)

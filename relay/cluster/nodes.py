@@ -6,6 +6,9 @@ offer every node's fast styles and methods (`/api/styles`). Each replica writes 
 nodes' rows (what the node advertised, and its public view) every tick and whenever a
 node comes or goes, and reads the others' rows, keeping those written within `FRESH`
 seconds (a dead replica's rows age out, and the leader deletes them with it).
+
+The pace finished jobs showed of a node (`relay.hub.NodeHub.measure`) is kept by name: a
+node that moves to another replica keeps the pace its jobs showed, not its start-up guess.
 """
 
 import base64
@@ -18,6 +21,12 @@ from relay.cluster.database import RETRY_FOR, retrying
 from relay.dispatch import NodeInfo
 
 NODES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS node_paces (
+    name text PRIMARY KEY,
+    pace jsonb NOT NULL,
+    updated double precision NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS node_views (
     name text PRIMARY KEY,
     replica text NOT NULL,
@@ -85,6 +94,9 @@ class NodeRegistry:
         self.retry_for = retry_for
         self.others: list[OtherNode] = []
         """The other replicas' nodes, as last read."""
+        self.adopted: dict[str, dict[str, tuple[float, float]]] = {}
+        """Paces learnt elsewhere of this replica's nodes that have none learnt here."""
+        self._paces_sent: dict[str, str] = {}
 
     async def migrate(self, conn: Any) -> None:
         """Create the table if missing (replicas starting at once take turns: concurrent
@@ -94,15 +106,42 @@ class NodeRegistry:
             await conn.execute(NODES_SCHEMA)
 
     async def sync(
-        self, local: Iterable[tuple[NodeInfo, dict[str, Any]]], now: float
+        self,
+        local: Iterable[tuple[NodeInfo, dict[str, Any]]],
+        now: float,
+        learned: Mapping[str, Mapping[str, tuple[float, float]]] | None = None,
     ) -> list[OtherNode]:
-        """Write this replica's nodes (`(info, public view)` each), drop its rows of nodes
-        gone, and read the others' fresh rows (one transaction)."""
+        """Write this replica's nodes (`(info, public view)` each) and the paces their jobs
+        showed (`learned`), drop its rows of nodes gone, and read the others' fresh rows
+        (one transaction); `adopted` then holds the paces other replicas learnt of this
+        replica's nodes that have none learnt here (they moved here)."""
         local = list(local)
         names = [info.name for info, _ in local]
+        learned = dict(learned or {})
 
         async def run() -> list[OtherNode]:
             async with self.pool.acquire() as conn, conn.transaction():
+                for name, pace in learned.items():
+                    shown = json.dumps({m: list(ab) for m, ab in sorted(pace.items())})
+                    if self._paces_sent.get(name) != shown:
+                        await conn.execute(
+                            "INSERT INTO node_paces VALUES ($1, $2, $3) ON CONFLICT (name)"
+                            " DO UPDATE SET pace = $2, updated = $3",
+                            name,
+                            shown,
+                            now,
+                        )
+                        self._paces_sent[name] = shown
+                unpaced = [n for n in names if n not in learned]
+                self.adopted = {
+                    r["name"]: {
+                        m: (float(a), float(b)) for m, (a, b) in json.loads(r["pace"]).items()
+                    }
+                    for r in await conn.fetch(
+                        "SELECT name, pace FROM node_paces WHERE name = ANY($1::text[])",
+                        unpaced,
+                    )
+                }
                 await conn.execute(
                     "DELETE FROM node_views WHERE replica = $1 AND NOT (name = ANY($2::text[]))",
                     self.replica,

@@ -451,8 +451,12 @@ class ClusterService(JobService):
         }
         local = [(info, views[info.name]) for info in self.hub.infos() if info.name in views]
 
+        learned = self.hub.learned()
+
         async def sync() -> None:
-            others = await self.registry.sync(local, wall())
+            others = await self.registry.sync(local, wall(), learned)
+            for name, pace in self.registry.adopted.items():
+                self.hub.adopt(name, pace)
             mine = {info.name for info, _ in local}
             self.hub.others = [o.info for o in others if o.info.name not in mine]
             self._other_views = [o.view for o in others if o.info.name not in mine]
