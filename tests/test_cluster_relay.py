@@ -373,6 +373,7 @@ async def test_a_node_that_moves_to_another_replica_keeps_the_pace_its_jobs_show
     await b.node("gpu-1", methods=("gatys",), pace=(Pace("gatys", 0.5, 2.0),))
 
     async def adopted() -> bool:
-        return hub_b.paces.get("gpu-1", {}).get("gatys") == learned
+        pace: tuple[float, float] | None = hub_b.paces.get("gpu-1", {}).get("gatys")
+        return pace == learned
 
     await _until(adopted)
