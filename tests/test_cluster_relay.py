@@ -374,6 +374,6 @@ async def test_a_node_that_moves_to_another_replica_keeps_the_pace_its_jobs_show
 
     async def adopted() -> bool:
         pace: tuple[float, float] | None = hub_b.paces.get("gpu-1", {}).get("gatys")
-        return pace == learned
+        return bool(pace == learned)
 
     await _until(adopted)
