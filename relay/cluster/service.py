@@ -27,11 +27,10 @@ It is `relay.jobs.JobService` with the job records and the queue moved to Postgr
   written, however long. After a restart, the replica LISTENs and competes for the lead
   on new connections.
 
-Shared through PostgreSQL besides: every replica's nodes and fast styles (shown and
-offered everywhere, `relay.cluster.nodes`), node tokens and API keys
-(`relay.cluster.credentials`), e-mail (sent by the leader). Kept per replica
-(docs/scale-out.md): rate-limit buckets, per-client disk quotas, node speeds learnt from
-jobs, live camera sessions.
+Shared through PostgreSQL besides: every replica's nodes, fast styles and the paces their
+jobs showed (shown and offered everywhere, `relay.cluster.nodes`), node tokens and API
+keys (`relay.cluster.credentials`), e-mail (sent by the leader). Kept per replica
+(docs/scale-out.md): rate-limit buckets, per-client disk quotas, live camera sessions.
 """
 
 import asyncio
