@@ -47,7 +47,7 @@ async def queues(database_url: str) -> AsyncIterator[list[ClusterQueue]]:
 
 
 async def submit(queue: ClusterQueue, job: JobRecord, **caps: Any) -> None:
-    limits = {"max_open": 100, "capacity": 1000, "retry_after": 5, **caps}
+    limits = {"max_open": 100, "capacity": 1000, "retry_after": 5, "per_minute": 1000, **caps}
     await queue.submit(job, time.time(), **limits)
 
 
@@ -122,3 +122,18 @@ async def test_a_cancel_wins_over_a_late_result(queues: list[ClusterQueue]) -> N
     job = await b.fetch("j1")
     assert job is not None
     assert (job.state, job.result_file, job.partial_epoch) == ("cancelled", None, 4)
+
+
+async def test_a_clients_new_jobs_a_minute_are_counted_across_replicas(
+    queues: list[ClusterQueue],
+) -> None:
+    a, b = queues
+    for n in range(3):
+        await submit((a, b)[n % 2], record(f"j{n}", "alice"), per_minute=3)
+    with pytest.raises(TooManyRequests) as refused:
+        await submit(b, record("j3", "alice"), per_minute=3)
+    assert refused.value.headers is not None
+    assert 1 <= int(refused.value.headers["Retry-After"]) <= 20
+    # Another client has its own bucket; a refused job took no token.
+    await submit(a, record("k0", "bob"), per_minute=3)
+    assert (await a.counts())[0] == 4

@@ -31,6 +31,8 @@ from relay.dispatch import NodeInfo, Timeouts
 from relay.errors import QueueFull, TooManyRequests
 from relay.model import JobRecord, fast_styles
 
+RATE_LIMITED = 1000
+"""`stylerelay_queue_submit` answers this plus the seconds to wait when over the rate."""
 CONTROL = "stylerelay_control"
 """NOTIFY channel for one replica's ears: cancel a job that runs on one of its nodes."""
 
@@ -143,19 +145,23 @@ class ClusterQueue:
         max_open: int,
         capacity: int,
         retry_after: int,
+        per_minute: int,
         tell_others: bool = True,
+        who: str = "your address",
     ) -> None:
         """Insert a new job at the back of its client's queue, within the client's cap on
         open jobs (429) and the cluster's queue capacity (503), both checked under the
         client's lock, which every replica takes (`stylerelay_queue_submit`: one round trip).
         Retried while the database is away (the id is inserted once); then
-        `DatabaseUnavailable` (503). `tell_others` False: this replica has a free slot
+        `DatabaseUnavailable` (503). The client's new jobs a minute (`per_minute`, a
+        token bucket) are counted across replicas too (429 with Retry-After; `who` names
+        the client in the message). `tell_others` False: this replica has a free slot
         that can run the job and claims at once (if it takes another job instead, its
         claim tells the others)."""
         record = insert_columns(job)
         outcome = await self._run(
             "SELECT stylerelay_queue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
-            " $14, $15, $16, $17, $18, $19)",
+            " $14, $15, $16, $17, $18, $19, $20)",
             job.id,
             job.client,
             job.method,
@@ -167,7 +173,15 @@ class ClusterQueue:
             capacity,
             *record.values(),
             tell_others,
+            per_minute,
         )
+        if outcome >= RATE_LIMITED:
+            seconds = max(1, outcome - RATE_LIMITED)
+            raise TooManyRequests(
+                f"Too many new jobs from {who} (limit {per_minute} a minute); "
+                f"try again in {seconds} s.",
+                {"Retry-After": str(seconds)},
+            )
         if outcome == 1:
             raise TooManyRequests(
                 f"You already have {max_open} jobs queued or running; "

@@ -41,22 +41,40 @@ CREATE TABLE IF NOT EXISTS catalogue (
     seen double precision NOT NULL
 );
 
+CREATE TABLE IF NOT EXISTS rate_buckets (
+    client text PRIMARY KEY,
+    tokens double precision NOT NULL,
+    at double precision NOT NULL
+);
+
 CREATE OR REPLACE FUNCTION stylerelay_queue_submit(
     p_id text, p_client text, p_method text, p_epochs integer, p_pixels bigint,
     p_fast text[], p_wait_until double precision, p_max_open integer, p_capacity integer,
     p_styles jsonb, p_style_files text[], p_content text, p_width integer, p_height integer,
     p_params jsonb, p_email text, p_filename text, p_created double precision,
-    p_notify boolean
+    p_notify boolean, p_per_minute integer
 ) RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     mine integer;
     waiting integer;
+    v_tokens double precision;
+    v_at double precision;
 BEGIN
-    -- One client's submits take turns, so its cap holds across replicas (each statement
+    -- One client's submits take turns, so its caps hold across replicas (each statement
     -- below sees what the one before it committed).
     PERFORM pg_advisory_xact_lock(hashtext(p_client));
     IF EXISTS (SELECT 1 FROM jobs WHERE id = p_id) THEN
         RETURN 0;  -- a submit retried after its commit's reply was lost
+    END IF;
+    -- New jobs a minute: a token bucket of `p_per_minute`, refilled continuously.
+    SELECT tokens, at INTO v_tokens, v_at FROM rate_buckets WHERE client = p_client;
+    IF NOT FOUND THEN
+        v_tokens := p_per_minute;
+        v_at := p_created;
+    END IF;
+    v_tokens := least(p_per_minute, v_tokens + greatest(0, p_created - v_at) * p_per_minute / 60.0);
+    IF v_tokens < 1 THEN
+        RETURN 1000 + ceil((1 - v_tokens) * 60.0 / p_per_minute)::integer;
     END IF;
     SELECT count(*) INTO mine FROM jobs
         WHERE client = p_client AND state IN ('queued', 'running');
@@ -76,6 +94,8 @@ BEGIN
     VALUES (p_id, p_client, p_method, p_epochs, p_pixels, p_fast, 'queued',
         nextval('places'), p_wait_until, p_styles, p_style_files, p_content, p_width,
         p_height, p_params, p_email, p_filename, p_created);
+    INSERT INTO rate_buckets VALUES (p_client, v_tokens - 1, p_created)
+        ON CONFLICT (client) DO UPDATE SET tokens = v_tokens - 1, at = p_created;
     IF p_notify THEN
         PERFORM pg_notify('stylerelay_work', '');
     END IF;

@@ -295,7 +295,9 @@ class ClusterService(JobService):
                 max_open=cap,
                 capacity=self.config.queue_capacity,
                 retry_after=self.config.retry_after,
+                per_minute=(quota and quota.per_minute) or self.config.rate_per_minute,
                 tell_others=not here,
+                who="your key" if quota is not None else "your address",
             )
         finally:
             self._adding[job.client] -= 1
