@@ -29,8 +29,9 @@ It is `relay.jobs.JobService` with the job records and the queue moved to Postgr
 
 Shared through PostgreSQL besides: every replica's nodes, fast styles and the paces their
 jobs showed (shown and offered everywhere, `relay.cluster.nodes`), node tokens and API
-keys (`relay.cluster.credentials`), e-mail (sent by the leader). Kept per replica
-(docs/scale-out.md): rate-limit buckets, per-client disk quotas, live camera sessions.
+keys (`relay.cluster.credentials`), e-mail (sent by the leader), each client's new jobs a
+minute (`ClusterQueue.submit`). Kept per replica (docs/scale-out.md): upload slots,
+per-client disk quotas, live camera sessions.
 """
 
 import asyncio
