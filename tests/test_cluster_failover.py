@@ -36,12 +36,12 @@ from wire_node import WireNode
 from wire_relay import accept, result_for
 
 from protocol import PROTOCOL_VERSION, Accept, Cancel, Offer, Ping, Pong, Progress, Welcome
+from relay.cluster.credentials import Credentials
 from relay.cluster.database import RETRY_FOR
 from relay.cluster.dispatcher import PgDispatcher
 from relay.cluster.replicas import heartbeat, join, reap
 from relay.cluster.schema import migrate
 from relay.dispatch import JobTicket, NodeInfo, Requeued, Timeouts
-from relay.tokens import TokenStore
 
 asyncpg = pytest.importorskip("asyncpg", reason="pip install 'stylerelay[cluster]'")
 
@@ -67,17 +67,33 @@ class Replica:
     data_dir: Path
     log: Path
     session: aiohttp.ClientSession
+    database_url: str
+    issued: dict[str, str]
+    """Node tokens of this test's cluster, by name (shared by every replica)."""
     nodes: list[WireNode] = field(default_factory=list)
 
     async def node(self, name: str, **caps: object) -> WireNode:
-        """A fake node with a fresh token (the relay reads its token file again when it
-        changed), dialled to this replica and welcomed."""
-        token = TokenStore(self.data_dir).add(name)
-        node = await WireNode.dial(self.node_port)
-        self.nodes.append(node)
-        await node.hello(token, name, versions=(PROTOCOL_VERSION,), **caps)
-        await node.expect(Welcome)
-        return node
+        """A fake node with a token in the shared database (issued once per name), dialled
+        to this replica and welcomed."""
+        if name not in self.issued:
+            conn = await asyncpg.connect(self.database_url)
+            try:
+                credentials = Credentials(conn)
+                await credentials.start()
+                self.issued[name] = await credentials.tokens.add(name)
+                await credentials.close()
+            finally:
+                await conn.close()
+        for attempt in range(3):
+            node = await WireNode.dial(self.node_port)
+            self.nodes.append(node)
+            await node.hello(self.issued[name], name, versions=(PROTOCOL_VERSION,), **caps)
+            reply = await node.next()
+            if isinstance(reply, Welcome):
+                return node
+            # The replica hears of a new token by NOTIFY, or within its next read.
+            await asyncio.sleep(0.5 * (attempt + 1))
+        raise AssertionError(f"node {name} was not welcomed: {reply}")
 
     async def post(self) -> tuple[int, Any, CIMultiDictProxy[str]]:
         """POST a small fast-style job: (status, JSON body, headers)."""
@@ -158,6 +174,7 @@ Start = Callable[..., Awaitable[Replica]]
 async def cluster(database_url: str, tmp_path: Path) -> AsyncIterator[Start]:
     """Start replicas (`await cluster("a", *flags)`), all stopped after the test."""
     started: list[Replica] = []
+    issued: dict[str, str] = {}
     async with aiohttp.ClientSession() as session:
 
         async def go(name: str, *extra: str) -> Replica:
@@ -170,7 +187,14 @@ async def cluster(database_url: str, tmp_path: Path) -> AsyncIterator[Start]:
             with log.open("wb") as out:
                 proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=_env())
             replica = Replica(
-                proc, f"http://127.0.0.1:{http_port}", node_port, data_dir, log, session
+                proc,
+                f"http://127.0.0.1:{http_port}",
+                node_port,
+                data_dir,
+                log,
+                session,
+                database_url,
+                issued,
             )
             started.append(replica)
             await _healthy(replica)
