@@ -23,13 +23,18 @@ from relay.app import init
 
 
 @pytest.fixture
-async def start(aiohttp_client: AiohttpClient, tmp_path: Path) -> AsyncIterator[Start]:
+async def start(aiohttp_client: AiohttpClient, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Start]:
     relays: list[Relay] = []
+    import os
+    if os.environ.get("XCLUSTER"):
+        changes0 = {"database_url": request.getfixturevalue("database_url"), "blob_url": request.getfixturevalue("blob_url")}
+    else:
+        changes0 = {}
 
     async def go(
         clock: FakeClock | None = None, timer: FakeClock | None = None, **changes: Any
     ) -> Relay:
-        config = make_config(tmp_path, **changes)
+        config = make_config(tmp_path, **{**changes0, **changes})
         app = init(config, clock or time.time, timer or time.monotonic)
         relay = Relay(await aiohttp_client(app), config.data_dir)
         relays.append(relay)

@@ -251,10 +251,19 @@ class ClusterQueue:
         )
         return [(row["id"], row["lease"]) for row in rows]
 
-    async def requeue(self, job_id: str, lease: str, attempts: int | None, now: float) -> bool:
+    async def requeue(
+        self,
+        job_id: str,
+        lease: str,
+        attempts: int | None,
+        now: float,
+        *,
+        declined_by: str | None = None,
+    ) -> bool:
         """Hand a claimed job back to the front of its client's queue (its node was lost,
         or this replica is stopping), with the attempts it has used (None: as the row
-        says); False if the claim was no longer this replica's."""
+        says); `declined_by`: a node that refused it, to which no claim takes it again.
+        False if the claim was no longer this replica's."""
 
         async def give_back() -> bool:
             async with self.pool.acquire() as conn, conn.transaction():
@@ -262,12 +271,15 @@ class ClusterQueue:
                     "UPDATE jobs SET state = 'queued', place = -nextval('places'),"
                     " lease = NULL, node = NULL, replica = NULL,"
                     " attempts = coalesce($3, attempts),"
-                    " wait_until = wait_until + ($4::float8 - coalesce(lease_started, $4))"
+                    " wait_until = wait_until + ($4::float8 - coalesce(lease_started, $4)),"
+                    " declined_by = CASE WHEN $5::text IS NULL THEN declined_by"
+                    " ELSE array_append(declined_by, $5) END"
                     " WHERE id = $1 AND lease = $2 AND state = 'running' RETURNING client",
                     job_id,
                     lease,
                     attempts,
                     now,
+                    declined_by,
                 )
                 if row is None:
                     return False

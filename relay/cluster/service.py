@@ -161,6 +161,8 @@ class ClusterService(JobService):
         self._claimed_for: dict[str, str | None] = {}
         """The node each claim was made for, until it is offered."""
         self._recent: OrderedDict[str, JobRecord] = OrderedDict()
+        self._ended_leases: dict[str, str] = {}
+        """The lease each job that ended here had (a cancelled job's last checkpoint)."""
         self._ended: OrderedDict[str, JobRecord] = OrderedDict()
         self._pulling: asyncio.Task[None] | None = None
         self._pull_again = False
@@ -517,23 +519,31 @@ class ClusterService(JobService):
                     if claimed and lease and self._claimed_for.pop(job_id, None) != node:
                         fields = {"node": node, "started": claimed.started}
                         self._write(self.queue.update(job_id, lease, fields))
-                case Requeued(job_id, _, _) | OfferDeclined(_, job_id, _):
+                case Requeued(job_id, _, _):
                     self._hand_back(job_id)
+                case OfferDeclined(node, job_id, _):
+                    self._hand_back(job_id, declined_by=node)
         self._pull_soon()
 
-    def _hand_back(self, job_id: str) -> None:
-        """A claimed job the scheduler put back in line goes back to the shared queue."""
+    def _hand_back(self, job_id: str, declined_by: str | None = None) -> None:
+        """A claimed job the scheduler put back in line goes back to the shared queue
+        (`declined_by`: the node that refused it, never offered it again)."""
         job = self._open.get(job_id)
-        lease = self._claims.pop(job_id, None)
-        self._claimed_for.pop(job_id, None)
+        lease = self._claims.get(job_id)
         if job is None or lease is None or job.state is not JobState.QUEUED:
-            return
+            return  # another node here took it at once (the same actions offered it)
+        del self._claims[job_id]
+        self._claimed_for.pop(job_id, None)
         self.scheduler.cancel(job_id, self.timer())
         self._open.pop(job_id, None)
         self.live.pop(job_id, None)
         self.disk.usage.forget(job_id)
         attempts, now = job.attempts, wall()
-        self._write(_until_written(lambda: self.queue.requeue(job_id, lease, attempts, now)))
+        self._write(
+            _until_written(
+                lambda: self.queue.requeue(job_id, lease, attempts, now, declined_by=declined_by)
+            )
+        )
 
     def _apply_shared(self, actions: list[Action]) -> Coroutine[Any, Any, None]:
         """The leader's decisions about jobs of no one replica (a dead replica's requeued,
@@ -567,6 +577,11 @@ class ClusterService(JobService):
             fields = {**fields, "email_status": "pending"}  # for the leader to send
         done = replace(job, state=state, finished=now, **fields)
         self._remember(done)
+        if lease is not None:
+            # The row keeps it: the node's last word on a cancelled job is still welcome.
+            self._ended_leases[job.id] = lease
+            while len(self._ended_leases) > RECENT:
+                del self._ended_leases[next(iter(self._ended_leases))]
         written = {"started": job.started, "node": job.node, **fields}
 
         async def record() -> None:
@@ -638,10 +653,13 @@ class ClusterService(JobService):
         job = self._open.get(job_id)
         if job is not None:
             self._open[job_id] = replace(job, **fields)
-        lease = self._claims.get(job_id)
+        elif (ended := self._recent.get(job_id)) is not None:
+            # A job that ended here: its node's last checkpoint, sent as it stopped.
+            self._recent[job_id] = replace(ended, **fields)
+        lease = self._claims.get(job_id) or self._ended_leases.get(job_id)
         keep = {k: v for k, v in fields.items() if k in ("partial_file", "partial_epoch")}
         if persist and lease is not None and keep:
-            self._write(self.queue.update(job_id, lease, keep))
+            self._write(_until_written(lambda: self.queue.update(job_id, lease, keep)))
 
     async def sweep(self) -> int:
         """The leader deletes expired jobs and their files (every replica is asked)."""
