@@ -413,7 +413,7 @@ async def daemons() -> AsyncIterator[list[tuple[Daemon, asyncio.Task[int]]]]:
 
 
 async def serve(relay: Relay, name: str, running: list[Any], **changes: Any) -> Daemon:
-    daemon = daemon_for(relay.port, relay.tokens.add(name), name=name, **changes)
+    daemon = daemon_for(relay.port, await relay.issue(name), name=name, **changes)
     running.append((daemon, asyncio.create_task(daemon.serve())))
     async with asyncio.timeout(60):
         while name not in [n["name"] for n in await relay.nodes()]:
@@ -455,7 +455,7 @@ async def test_a_node_killed_mid_job_loses_only_the_work_since_its_last_checkpoi
     start: Start, daemons: list[Any], tmp_path: Path
 ) -> None:
     relay = await start(max_size=512, heartbeat_interval=1.0)
-    token = relay.tokens.add("doomed")
+    token = await relay.issue("doomed")
     cmd = [sys.executable, "-m", "gpu_node", "run", "--relay", f"127.0.0.1:{relay.port}"]
     cmd += ["--token", token, "--name", "doomed", "--device", "cpu"]
     cmd += ["--checkpoint-every", "0.5"]

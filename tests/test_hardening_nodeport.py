@@ -90,7 +90,7 @@ async def test_pending_connections_beyond_the_caps_are_closed_at_once(start: Sta
     await silent[0].close()
     await asyncio.sleep(0.1)
     node = await dial_from(relay, "127.0.0.3")
-    token = relay.tokens.add("gpu-1")
+    token = await relay.issue("gpu-1")
     await node.hello(token, "gpu-1")
     await node.expect(Welcome)
     latecomer = await dial_from(relay, "127.0.0.4")
@@ -168,7 +168,7 @@ async def test_failed_tokens_are_limited_per_address_and_logged_once_a_minute(
         node = await relay.dial()
         await node.hello("wrong-token")
         assert (await node.expect(Reject)).reason is RejectReason.BAD_TOKEN
-    token = relay.tokens.add("gpu-1")
+    token = await relay.issue("gpu-1")
     for attempt in ("wrong-token", token):  # over the limit: not even a good token is checked
         node = await relay.dial()
         await node.hello(attempt, "gpu-1")
@@ -259,6 +259,7 @@ async def test_fast_styles_of_nodes_that_left_stay_bounded(start: Start) -> None
 # ---- offers that cannot be sent ----------------------------------------------------------
 
 
+@pytest.mark.single_relay("it changes the job record a single relay holds in memory")
 async def test_an_offer_that_cannot_be_encoded_fails_only_its_job(start: Start) -> None:
     relay = await start()
     good = await relay.job(style="painting:starry_night", epochs="5")

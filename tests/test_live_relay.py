@@ -361,7 +361,7 @@ async def test_no_node_that_can_paint_live_says_so(start: Start) -> None:
 async def test_a_node_below_version_3_is_never_offered_live(start: Start) -> None:
     relay = await start()
     node = await relay.dial()
-    relay.issued["v2"] = relay.tokens.add("v2")
+    relay.issued["v2"] = await relay.issue("v2")
     await node.send(Hello((1, 2), "v2", relay.issued["v2"], "t", capabilities(live=True, slots=4)))
     assert (await node.expect(Welcome)).version == 2
     page = await open_page(relay)

@@ -5,6 +5,7 @@ import base64
 import struct
 
 import msgpack
+import pytest
 from relay_harness import FakeClock, jpeg, png
 from wire_relay import Start, accept, result_for
 
@@ -286,6 +287,7 @@ async def test_cancel_reaches_the_node(start: Start) -> None:
     assert (await relay.wait_for(job_id, "cancelled"))["state"] == "cancelled"
 
 
+@pytest.mark.single_relay("a node's words on a job it declined stay with the replica it told")
 async def test_decline_over_the_cap_says_why_the_job_waits(start: Start) -> None:
     relay = await start()
     job_id = await relay.job(style="painting:starry_night", epochs="50")

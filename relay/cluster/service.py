@@ -162,6 +162,8 @@ class ClusterService(JobService):
         """The node each claim was made for, until it is offered."""
         self._recent: OrderedDict[str, JobRecord] = OrderedDict()
         self._ended_leases: dict[str, str] = {}
+        self._writing: dict[str, JobRecord] = {}
+        """Jobs whose ending or hand-back is being written: what the row is about to say."""
         """The lease each job that ended here had (a cancelled job's last checkpoint)."""
         self._ended: OrderedDict[str, JobRecord] = OrderedDict()
         self._pulling: asyncio.Task[None] | None = None
@@ -236,8 +238,9 @@ class ClusterService(JobService):
     async def find(self, job_id: str) -> JobRecord:
         """Any job of the cluster, from the shared database (this replica's own open ones
         from memory: they are newer there). While the database is away, an ended job this
-        replica wrote or read lately is answered from memory (`ENDED`)."""
-        job = self._open.get(job_id)
+        replica wrote or read lately is answered from memory (`ENDED`); so is a job whose
+        ending or hand-back this replica is still writing (read your own writes)."""
+        job = self._open.get(job_id) or self._writing.get(job_id)
         if job is not None:
             return job
         kept = self._ended.get(job_id)
@@ -539,11 +542,19 @@ class ClusterService(JobService):
         self.live.pop(job_id, None)
         self.disk.usage.forget(job_id)
         attempts, now = job.attempts, wall()
-        self._write(
-            _until_written(
-                lambda: self.queue.requeue(job_id, lease, attempts, now, declined_by=declined_by)
-            )
-        )
+        self._writing[job_id] = replace(job, state=JobState.QUEUED, node=None, started=None)
+
+        async def give_back() -> None:
+            try:
+                await _until_written(
+                    lambda: self.queue.requeue(
+                        job_id, lease, attempts, now, declined_by=declined_by
+                    )
+                )
+            finally:
+                self._writing.pop(job_id, None)
+
+        self._write(give_back())
 
     def _apply_shared(self, actions: list[Action]) -> Coroutine[Any, Any, None]:
         """The leader's decisions about jobs of no one replica (a dead replica's requeued,
@@ -584,9 +595,17 @@ class ClusterService(JobService):
                 del self._ended_leases[next(iter(self._ended_leases))]
         written = {"started": job.started, "node": job.node, **fields}
 
+        self._writing[job.id] = done
+
         async def record() -> None:
             at = wall()
-            if await _until_written(lambda: self.queue.end(job.id, lease, str(state), at, written)):
+            try:
+                ended = await _until_written(
+                    lambda: self.queue.end(job.id, lease, str(state), at, written)
+                )
+            finally:
+                self._writing.pop(job.id, None)
+            if ended:
                 self._keep_ended(done)
                 self._send_end(done)
             else:
