@@ -132,7 +132,12 @@ async def _replica_main(plan: Plan) -> dict[str, Any]:
     worker = Worker(dispatcher, blobs)
     wake = asyncio.Event()
     listener = await asyncpg.connect(url)
-    await listener.add_listener(CHANNEL, lambda *_: wake.set())
+
+    def woken(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if dispatcher.concerns(payload):  # a submit names the replicas with a free slot
+            wake.set()
+
+    await listener.add_listener(CHANNEL, woken)
 
     async def dispatch_loop() -> None:
         # NOTIFYs coalesce: one dispatch per wake-up, and one every 100 ms regardless.
