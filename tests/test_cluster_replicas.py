@@ -108,6 +108,30 @@ async def test_a_job_posted_to_one_replica_runs_on_a_node_of_another(
         await listener.close()
 
 
+async def test_a_submit_wakes_only_the_replicas_with_a_free_slot(
+    replica: Replica, database_url: str
+) -> None:
+    a, b, c = await replica("a"), await replica("b"), await replica("c")
+    await c.node_up(node("nc"), 0)
+    assert offers(await c.submit(job("busy", "carol"), 0)) == [("nc", "busy")]
+    await b.node_up(node("nb"), 0)
+    payloads: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(database_url)
+    await listener.add_listener(CHANNEL, lambda *args: payloads.put_nowait(args[3]))
+    try:
+        assert await a.submit(job("j", "alice"), 1) == []  # replica A has no node
+        payload = await asyncio.wait_for(payloads.get(), 5)
+        assert [r.concerns(payload) for r in (a, b, c)] == [False, True, False]
+        assert offers(await b.dispatch(2)) == [("nb", "j")]
+        # Every slot is busy: the next submit wakes nobody (NOTIFYs arrive in commit
+        # order, so the marker sent after it is the next one heard).
+        assert await a.submit(job("k", "alice"), 3) == []
+        await listener.execute("SELECT pg_notify($1, 'marker')", CHANNEL)
+        assert await asyncio.wait_for(payloads.get(), 5) == "marker"
+    finally:
+        await listener.close()
+
+
 async def test_a_node_on_another_replica_never_gets_a_job_above_its_epoch_cap(
     replica: Replica,
 ) -> None:
