@@ -134,6 +134,7 @@ class PgDispatcher:
         row = await self.pool.fetchrow(
             "SELECT count(*) FILTER (WHERE state = 'queued') AS queued,"
             " count(*) FILTER (WHERE state = 'running') AS running FROM jobs"
+            " WHERE state IN ('queued', 'running')"  # an index scan, not every job ever
         )
         return row["queued"], row["running"]
 

@@ -7,7 +7,8 @@ as in `relay.scheduler`): the replicas' clocks must agree to within a second or 
 - `clients`: the round-robin turn of each client (the lowest `turn` is served next).
 - `jobs`: every job's scheduling state; the current lease (`lease`, `node`, `replica`) is
   on its row, so fencing is one conditional UPDATE. `place` orders a client's queue
-  (negative: handed back to the front).
+  (negative: handed back to the front). `stall` and `run_limit` (seconds) are fixed at
+  submit, from the timeouts every replica shares, so a claim needs nothing but the row.
 - `nodes`: the node registry (which replica holds each node's connection, what it offers).
 - `stopping`: leases a node was told to stop; their slots stay busy until it confirms.
 - `tokens`, `mail_outbox`, `blobs`: node tokens, e-mails to send (the leader sends them)
@@ -16,8 +17,9 @@ as in `relay.scheduler`): the replicas' clocks must agree to within a second or 
 Functions hold the rules of `relay.cluster.dispatcher` that need locks taken in order
 (see its docstring), so that each of its events costs one round trip however many jobs
 it places: `stylerelay_claim` (leases queued jobs in fair order to one replica's free
-slots), `stylerelay_finish` (a fenced completion, then a claim for the slot it freed, in
-one transaction) and `stylerelay_admit` (a client's cap of open jobs, for a submit).
+slots; `stylerelay_wake` says which other replicas to wake), `stylerelay_finish` (a
+fenced completion, then a claim for the slot it freed, in one transaction) and
+`stylerelay_admit` (a client's cap of open jobs, checked as a submit inserts).
 """
 
 from typing import Any
