@@ -428,12 +428,14 @@ class PgDispatcher:
         names = ", ".join(row)
         values = ", ".join(f"${i}" for i in range(len(head) + 1, len(head) + len(row) + 1))
         # The admission is a subquery of the row, so it runs (and locks) before the
-        # insert; the clients upsert runs after the main statement.
+        # insert. The client's row is locked only if it is new or has nothing queued (an
+        # upsert would lock it always, and claims pass over a locked client).
         state = "'queued'" if max_open is None else "(SELECT stylerelay_admit($1, $2))"
         await self.pool.execute(
-            "WITH c AS (INSERT INTO clients VALUES ($1, nextval('turns'))"
-            " ON CONFLICT (client) DO UPDATE SET turn = nextval('turns') WHERE NOT EXISTS"
-            " (SELECT 1 FROM jobs WHERE client = $1 AND state = 'queued'))"
+            "WITH u AS (UPDATE clients SET turn = nextval('turns') WHERE client = $1"
+            " AND NOT EXISTS (SELECT 1 FROM jobs WHERE client = $1 AND state = 'queued')),"
+            " i AS (INSERT INTO clients SELECT $1, nextval('turns') WHERE NOT EXISTS"
+            " (SELECT 1 FROM clients WHERE client = $1) ON CONFLICT (client) DO NOTHING)"
             f" INSERT INTO jobs ({names}, state, place)"
             f" VALUES ({values}, {state}, nextval('places')) ON CONFLICT (id) DO NOTHING",
             *head,
