@@ -34,7 +34,7 @@ from relay.cluster.replicas import (  # noqa: E402
     limits_of,
     reap,
 )
-from relay.cluster.schema import migrate  # noqa: E402
+from relay.cluster.schema import CLAIM_LOCK, migrate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUTS = Timeouts(stall=10.0, epoch_budget=1.0, max_attempts=3)
@@ -51,6 +51,11 @@ def node(name: str, slots: int = 1, max_epochs: int = 1000) -> NodeInfo:
 
 def offers(actions: list[Action]) -> list[tuple[str, str]]:
     return [(a.node, a.job) for a in actions if isinstance(a, SendOffer)]
+
+
+def lease(actions: list[Action], job_id: str) -> str:
+    [found] = [a.lease for a in actions if isinstance(a, SendOffer) and a.job == job_id]
+    return found
 
 
 @pytest.fixture
@@ -129,6 +134,35 @@ async def test_a_submit_wakes_only_the_replicas_with_a_free_slot(
         await listener.execute("SELECT pg_notify($1, 'marker')", CHANNEL)
         assert await asyncio.wait_for(payloads.get(), 5) == "marker"
     finally:
+        await listener.close()
+
+
+async def test_a_slot_freed_while_a_submit_waits_to_say_whom_to_wake_is_woken(
+    replica: Replica, database_url: str
+) -> None:
+    a = await replica("a")
+    held = lease(await a.node_up(node("na"), 0) + await a.submit(job("old", "bob"), 0), "old")
+    listener = await asyncpg.connect(database_url)
+    payloads: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener(CHANNEL, lambda *args: payloads.put_nowait(args[3]))
+    # A finish of replica A in the middle of its claim (it saw no queued work yet).
+    finishing = await asyncpg.connect(database_url)
+    try:
+        async with finishing.transaction():
+            await finishing.execute(
+                "UPDATE jobs SET state = 'done' WHERE id = 'old' AND lease = $1", held
+            )
+            await finishing.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
+            submitting = asyncio.create_task(a.submit(job("new", "alice"), 1))
+            while not await listener.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ):
+                await asyncio.sleep(0.01)  # the submit found no free slot, and waits
+        assert await submitting == []
+        assert a.concerns(await asyncio.wait_for(payloads.get(), 5))
+        assert offers(await a.dispatch(2)) == [("na", "new")]
+    finally:
+        await finishing.close()
         await listener.close()
 
 

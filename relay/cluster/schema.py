@@ -17,7 +17,7 @@ as in `relay.scheduler`): the replicas' clocks must agree to within a second or 
 Functions hold the rules of `relay.cluster.dispatcher` that need locks taken in order
 (see its docstring), so that each of its events costs one round trip however many jobs
 it places: `stylerelay_claim` (leases queued jobs in fair order to one replica's free
-slots; `stylerelay_wake` says which other replicas to wake), `stylerelay_finish` (a
+slots; `stylerelay_wake` says which replicas to wake), `stylerelay_finish` (a
 fenced completion, then a claim for the slot it freed, in one transaction) and
 `stylerelay_admit` (a client's cap of open jobs, checked as a submit inserts).
 """
@@ -137,17 +137,19 @@ _BUSY = """(
 # A node's busy slots: its running jobs and the stops it has not confirmed.
 
 FUNCTIONS = f"""
-CREATE OR REPLACE FUNCTION stylerelay_wake(p_replica text, p_now float8)
+CREATE OR REPLACE FUNCTION stylerelay_wake(p_replica text, p_now float8, p_self boolean)
 RETURNS void LANGUAGE plpgsql AS $fn$
 DECLARE
     v_others text;
 BEGIN
-    -- Queued work left after a submit's claim wakes only the other replicas with a free
-    -- slot. Called under the claim lock (shared or not): a slot freed after this check
-    -- is claimed by its own replica's dispatch, which then sees the work.
+    -- Queued work left after a submit wakes only the replicas with a free slot (this
+    -- one too with `p_self`: it did not claim, and a slot of its may have freed since).
+    -- Called under the claim lock (shared or not): a slot freed after this check is
+    -- claimed by its own replica's dispatch, which then sees the work.
     IF EXISTS (SELECT 1 FROM jobs q WHERE q.state = 'queued' AND q.not_before <= p_now) THEN
         SELECT string_agg(DISTINCT n.replica, ',') INTO v_others FROM nodes n
-        WHERE n.replica <> p_replica AND NOT n.draining AND {_BUSY} < n.slots;
+        WHERE (p_self OR n.replica <> p_replica) AND NOT n.draining
+          AND {_BUSY} < n.slots;
         IF v_others IS NOT NULL THEN
             PERFORM pg_notify('{CHANNEL}', v_others);
         END IF;
@@ -182,7 +184,7 @@ BEGIN
             -- A submit still says whom to wake: after every claim that began before
             -- its job was in (shared: such checks need not take turns among themselves).
             PERFORM pg_advisory_xact_lock_shared({CLAIM_LOCK});
-            PERFORM stylerelay_wake(p_replica, p_now);
+            PERFORM stylerelay_wake(p_replica, p_now, true);
         END IF;
         RETURN;
     END IF;
@@ -286,7 +288,7 @@ BEGIN
         WHERE n.name = u.name AND n.started <> u.started;
     END IF;
     IF p_notify THEN
-        PERFORM stylerelay_wake(p_replica, p_now);
+        PERFORM stylerelay_wake(p_replica, p_now, false);
     END IF;
 END
 $fn$;
