@@ -9,8 +9,8 @@ throwaway PostgreSQL and SeaweedFS (tests/cluster_engines.py), then one process 
 each with a `PgDispatcher`, two fake nodes of 4 slots that finish every offer at once
 (storing a 2 KB result in the S3 bucket first, unless --no-s3: then only the dispatch
 layer is measured), and a dispatch loop woken by a NOTIFY that names the replica
-(`PgDispatcher.concerns`). Jobs come from 10 clients, spread over the replicas; a job posted to one
-replica may run on another's node.
+(`PgDispatcher.concerns`). Jobs come from 10 clients, spread over the replicas; a job
+posted to one replica may run on another's node.
 
 1. Jobs/s: every replica posts its share as fast as it can (32 in flight each) until all
    are done.
