@@ -166,6 +166,13 @@ async def test_a_slot_freed_while_a_submit_waits_to_say_whom_to_wake_is_woken(
         await listener.close()
 
 
+async def test_a_submit_inserts_the_records_columns_with_the_job(replica: Replica) -> None:
+    a = await replica("a")
+    await a.submit(job("j", "alice"), 0, record={"reason": "kept", "result": "file"})
+    row = await a.pool.fetchrow("SELECT state, reason, result FROM jobs WHERE id = 'j'")
+    assert tuple(row) == ("queued", "kept", "file")
+
+
 async def test_a_node_on_another_replica_never_gets_a_job_above_its_epoch_cap(
     replica: Replica,
 ) -> None:

@@ -36,7 +36,7 @@ finish may hold its job row while it queues for the claim lock.
 
 import functools
 import secrets
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import asyncpg
@@ -61,6 +61,10 @@ from relay.errors import TooManyRequests
 CHANNEL = schema.CHANNEL
 """NOTIFY channel: queued work for the replicas named in the payload (empty: all); see
 `concerns`. Its home is `relay.cluster.schema`, whose claim function notifies on it."""
+
+CLAIM_LOCK = schema.CLAIM_LOCK
+"""Advisory lock key that claims take (per transaction) to take turns; the shared queue
+(`relay.cluster.queue`) takes it too."""
 
 CLAIM_BATCH = 16
 """Lease ids sent with one claim: the most jobs it places (more free slots: it goes on)."""
@@ -152,13 +156,19 @@ class PgDispatcher:
 
     @_resilient
     async def submit(
-        self, job: JobTicket, now: float, *, max_open: int | None = None
+        self,
+        job: JobTicket,
+        now: float,
+        *,
+        max_open: int | None = None,
+        record: Mapping[str, Any] | None = None,
     ) -> list[Action]:
         """A new job joins the back of its client's queue. With `max_open`, refuse (429)
         when the client already has that many queued or running, across every replica
-        (checked and inserted under one per-client lock)."""
+        (checked and inserted under one per-client lock). `record`: more columns of the
+        row (`relay.cluster.records`), inserted with it."""
         try:
-            await self._insert(self._row(job, now), max_open)
+            await self._insert({**self._row(job, now), **(record or {})}, max_open)
         except asyncpg.PostgresError as exc:
             if exc.sqlstate == TOO_MANY_OPEN:
                 raise TooManyRequests(
