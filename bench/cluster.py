@@ -7,9 +7,10 @@ A skeleton of issue 13's benchmark, for the parts built so far: the relay's HTTP
 yet wired to cluster mode, so this drives the dispatch layer directly. It starts a
 throwaway PostgreSQL and SeaweedFS (tests/cluster_engines.py), then one process per replica,
 each with a `PgDispatcher`, two fake nodes of 4 slots that finish every offer at once
-(storing a 2 KB result in the S3 bucket first, unless --no-s3), and a dispatch loop woken
-by NOTIFY. Jobs come from 10 clients, spread over the replicas; a job posted to one
-replica may run on another's node.
+(storing a 2 KB result in the S3 bucket first, unless --no-s3: then only the dispatch
+layer is measured), and a dispatch loop woken by a NOTIFY that names the replica
+(`PgDispatcher.concerns`). Jobs come from 10 clients, spread over the replicas; a job
+posted to one replica may run on another's node.
 
 1. Jobs/s: every replica posts its share as fast as it can (32 in flight each) until all
    are done.
@@ -132,7 +133,12 @@ async def _replica_main(plan: Plan) -> dict[str, Any]:
     worker = Worker(dispatcher, blobs)
     wake = asyncio.Event()
     listener = await asyncpg.connect(url)
-    await listener.add_listener(CHANNEL, lambda *_: wake.set())
+
+    def woken(_conn: Any, _pid: int, _channel: str, payload: str) -> None:
+        if dispatcher.concerns(payload):  # a submit names the replicas with a free slot
+            wake.set()
+
+    await listener.add_listener(CHANNEL, woken)
 
     async def dispatch_loop() -> None:
         # NOTIFYs coalesce: one dispatch per wake-up, and one every 100 ms regardless.

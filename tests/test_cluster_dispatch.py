@@ -217,3 +217,22 @@ async def test_open_jobs_count_queued_and_running_per_client(dispatch: Dispatch)
     await dispatch.submit(job("b1", "bob"), 1)
     assert (await dispatch.open_jobs("alice"), await dispatch.open_jobs("bob")) == (2, 1)
     assert await dispatch.counts() == (2, 1)
+
+
+async def test_a_job_the_node_cannot_run_holds_back_neither_its_client_nor_others(
+    dispatch: Dispatch,
+) -> None:
+    await dispatch.submit(job("a-big", epochs=500), 0)
+    await dispatch.submit(job("a-small", epochs=50), 1)
+    await dispatch.submit(job("b-small", "bob", epochs=50), 2)
+    await dispatch.submit(job("a-next", epochs=50), 3)
+    started = offers(await dispatch.node_up(node("n", slots=3, max_epochs=100), 4))
+    assert started == [("n", "a-small"), ("n", "b-small"), ("n", "a-next")]
+    assert await dispatch.counts() == (1, 3)
+
+
+async def test_turns_follow_arrival_not_client_names(dispatch: Dispatch) -> None:
+    for name, client in (("z1", "zoe"), ("a1", "adam"), ("z2", "zoe"), ("m1", "mia")):
+        await dispatch.submit(job(name, client), 0)
+    started = offers(await dispatch.node_up(node("n", slots=4), 1))
+    assert started == [("n", "z1"), ("n", "a1"), ("n", "m1"), ("n", "z2")]

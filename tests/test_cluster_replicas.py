@@ -34,7 +34,7 @@ from relay.cluster.replicas import (  # noqa: E402
     limits_of,
     reap,
 )
-from relay.cluster.schema import migrate  # noqa: E402
+from relay.cluster.schema import CLAIM_LOCK, migrate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUTS = Timeouts(stall=10.0, epoch_budget=1.0, max_attempts=3)
@@ -51,6 +51,11 @@ def node(name: str, slots: int = 1, max_epochs: int = 1000) -> NodeInfo:
 
 def offers(actions: list[Action]) -> list[tuple[str, str]]:
     return [(a.node, a.job) for a in actions if isinstance(a, SendOffer)]
+
+
+def lease(actions: list[Action], job_id: str) -> str:
+    [found] = [a.lease for a in actions if isinstance(a, SendOffer) and a.job == job_id]
+    return found
 
 
 @pytest.fixture
@@ -106,6 +111,66 @@ async def test_a_job_posted_to_one_replica_runs_on_a_node_of_another(
         assert offers(await b.dispatch(2)) == [("nb", "j")]
     finally:
         await listener.close()
+
+
+async def test_a_submit_wakes_only_the_replicas_with_a_free_slot(
+    replica: Replica, database_url: str
+) -> None:
+    a, b, c = await replica("a"), await replica("b"), await replica("c")
+    await c.node_up(node("nc"), 0)
+    assert offers(await c.submit(job("busy", "carol"), 0)) == [("nc", "busy")]
+    await b.node_up(node("nb"), 0)
+    payloads: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(database_url)
+    await listener.add_listener(CHANNEL, lambda *args: payloads.put_nowait(args[3]))
+    try:
+        assert await a.submit(job("j", "alice"), 1) == []  # replica A has no node
+        payload = await asyncio.wait_for(payloads.get(), 5)
+        assert [r.concerns(payload) for r in (a, b, c)] == [False, True, False]
+        assert offers(await b.dispatch(2)) == [("nb", "j")]
+        # Every slot is busy: the next submit wakes nobody (NOTIFYs arrive in commit
+        # order, so the marker sent after it is the next one heard).
+        assert await a.submit(job("k", "alice"), 3) == []
+        await listener.execute("SELECT pg_notify($1, 'marker')", CHANNEL)
+        assert await asyncio.wait_for(payloads.get(), 5) == "marker"
+    finally:
+        await listener.close()
+
+
+async def test_a_slot_freed_while_a_submit_waits_to_say_whom_to_wake_is_woken(
+    replica: Replica, database_url: str
+) -> None:
+    a = await replica("a")
+    held = lease(await a.node_up(node("na"), 0) + await a.submit(job("old", "bob"), 0), "old")
+    listener = await asyncpg.connect(database_url)
+    payloads: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener(CHANNEL, lambda *args: payloads.put_nowait(args[3]))
+    # A finish of replica A in the middle of its claim (it saw no queued work yet).
+    finishing = await asyncpg.connect(database_url)
+    try:
+        async with finishing.transaction():
+            await finishing.execute(
+                "UPDATE jobs SET state = 'done' WHERE id = 'old' AND lease = $1", held
+            )
+            await finishing.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
+            submitting = asyncio.create_task(a.submit(job("new", "alice"), 1))
+            while not await listener.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            ):
+                await asyncio.sleep(0.01)  # the submit found no free slot, and waits
+        assert await submitting == []
+        assert a.concerns(await asyncio.wait_for(payloads.get(), 5))
+        assert offers(await a.dispatch(2)) == [("na", "new")]
+    finally:
+        await finishing.close()
+        await listener.close()
+
+
+async def test_a_submit_inserts_the_records_columns_with_the_job(replica: Replica) -> None:
+    a = await replica("a")
+    await a.submit(job("j", "alice"), 0, record={"reason": "kept", "result": "file"})
+    row = await a.pool.fetchrow("SELECT state, reason, result FROM jobs WHERE id = 'j'")
+    assert tuple(row) == ("queued", "kept", "file")
 
 
 async def test_a_node_on_another_replica_never_gets_a_job_above_its_epoch_cap(

@@ -2,21 +2,24 @@
 
 Each replica runs one `PgDispatcher` over the shared tables (`relay.cluster.schema`) and
 places jobs only on the nodes connected to it; any replica may take a job, so a job posted
-to replica A runs on a node of replica B (A notifies `CHANNEL`; B `dispatch`es).
+to replica A runs on a node of replica B (A notifies `CHANNEL`, naming the replicas with a
+free slot; B `dispatch`es).
 
 - Fair queue: a client's jobs in order (`place`; a job handed back goes to the front),
-  clients by `turn` (round-robin: a client just served gets the newest turn). A claim takes
-  `SELECT … FOR UPDATE OF job, client SKIP LOCKED`, so it never takes a job twice nor
-  waits on a job that a finish, cancel or tick holds; claims themselves take turns under
-  a transaction-level advisory lock (`CLAIM_LOCK`), so the round-robin order is exact
-  across replicas (measured by bench/cluster.py).
+  clients by `turn` (round-robin: a client just served gets the newest turn). A claim
+  (`stylerelay_claim`, a PL/pgSQL function in `relay.cluster.schema`: one round trip
+  however many jobs it places) takes `SELECT … FOR NO KEY UPDATE OF job, client SKIP
+  LOCKED`, so it never takes a job twice nor waits on a job that a finish, cancel or tick
+  holds; claims themselves take turns under a transaction-level advisory lock
+  (`CLAIM_LOCK`), so the round-robin order is exact across replicas.
 - Capability and caps: a job goes only to a node that offers its method and styles and
   whose `max_epochs` and `max_pixels` cover it, with a free slot (its running jobs and the
   stops it has not confirmed, counted from the table, under the node row's lock).
 - Fenced leases: every claim has a new lease id; progress, results, failures and declines
   count only with the current lease of the current node, in one conditional UPDATE, so a
   late completion from a node or replica that lost the lease is refused (`StaleLease`)
-  and a result is recorded once.
+  and a result is recorded once. A finish and the claim for the slot it freed are one
+  call (`stylerelay_finish`); a submit is two (the insert, then a claim that notifies).
 - Attempts: a lost node or a stall charges an attempt (`max_attempts` ends fail the job);
   a node that says Bye hands its jobs back free (up to `free_handbacks`); a replica that
   died (`relay.cluster.replicas`) hands them back without charging anything.
@@ -26,8 +29,9 @@ Not (yet) here, kept by the single relay's `Scheduler`: client priorities, proba
 rest of unproven or failing nodes (`relay.reputation`), the unservable count and the
 words of `why_waiting`.
 
-Lock order, everywhere: node row, then job rows, then client rows (no deadlocks); a
-finish locks only its job row.
+Lock order, everywhere: node row, then job rows, then client rows (no deadlocks). A claim
+takes the claim lock first and then waits for nothing (it skips rows others hold), so a
+finish may hold its job row while it queues for the claim lock.
 """
 
 import functools
@@ -35,8 +39,12 @@ import secrets
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
+import asyncpg
+
+from relay.cluster import schema
 from relay.cluster.contract import StaleLease
 from relay.cluster.database import RETRY_FOR, retrying
+from relay.cluster.schema import STALE_LEASE, TOO_MANY_OPEN
 from relay.dispatch import (
     Action,
     Failed,
@@ -50,38 +58,20 @@ from relay.dispatch import (
 )
 from relay.errors import TooManyRequests
 
-CHANNEL = "stylerelay_work"
-"""NOTIFY channel: a job joined the queue or a slot freed up; replicas `dispatch` on it."""
+CHANNEL = schema.CHANNEL
+"""NOTIFY channel: queued work for the replicas named in the payload (empty: all); see
+`concerns`. Its home is `relay.cluster.schema`, whose claim function notifies on it."""
+
+CLAIM_LOCK = schema.CLAIM_LOCK
+"""Advisory lock key that claims take (per transaction) to take turns; the shared queue
+(`relay.cluster.queue`) takes it too."""
+
+CLAIM_BATCH = 16
+"""Lease ids sent with one claim: the most jobs it places (more free slots: it goes on)."""
 
 _RUNNING_JOB = """
     SELECT id, client, state, attempts, handbacks, lease, node
     FROM jobs WHERE id = $1 FOR UPDATE
-"""
-
-_PICK = """
-    SELECT j.id, j.client, j.method, j.epochs, j.pixels, j.fast_styles
-    FROM jobs j JOIN clients c ON c.client = j.client
-    WHERE j.state = 'queued' AND j.not_before <= $1
-      AND j.method = ANY($2::text[]) AND j.fast_styles <@ $3::text[]
-      AND j.epochs <= $4 AND j.pixels <= $5
-      AND NOT ($6 = ANY(j.declined_by))
-      AND NOT ($6 = ANY(j.failed_on) AND EXISTS (
-          SELECT 1 FROM nodes o
-          WHERE o.name <> $6 AND NOT o.draining
-            AND NOT (o.name = ANY(j.failed_on)) AND NOT (o.name = ANY(j.declined_by))
-            AND j.method = ANY(o.methods) AND j.fast_styles <@ o.styles
-            AND j.epochs <= o.max_epochs AND j.pixels <= o.max_pixels))
-    ORDER BY c.turn, j.place
-    LIMIT 1
-    FOR UPDATE OF j, c SKIP LOCKED
-"""
-
-CLAIM_LOCK = 0x5354_594C_0003
-"""Advisory lock key taken (per transaction) around each claim, see `_claim_one`."""
-
-_BUSY = """
-    (SELECT count(*) FROM jobs j WHERE j.node = n.name AND j.state = 'running')
-    + (SELECT count(*) FROM stopping s WHERE s.node = n.name AND s.until >= $2)
 """
 
 
@@ -100,18 +90,6 @@ def _resilient(
         return await retrying(lambda: method(self, *args, **kwargs), self.retry_for)
 
     return wrapper
-
-
-def spec_of(row: Any) -> JobTicket:
-    """The `JobTicket` of a jobs row."""
-    return JobTicket(
-        row["id"],
-        row["client"],
-        row["method"],
-        row["epochs"],
-        row["pixels"],
-        frozenset(row["fast_styles"]),
-    )
 
 
 class PgDispatcher:
@@ -160,6 +138,7 @@ class PgDispatcher:
         row = await self.pool.fetchrow(
             "SELECT count(*) FILTER (WHERE state = 'queued') AS queued,"
             " count(*) FILTER (WHERE state = 'running') AS running FROM jobs"
+            " WHERE state IN ('queued', 'running')"  # an index scan, not every job ever
         )
         return row["queued"], row["running"]
 
@@ -188,43 +167,16 @@ class PgDispatcher:
         when the client already has that many queued or running, across every replica
         (checked and inserted under one per-client lock). `record`: more columns of the
         row (`relay.cluster.records`), inserted with it."""
-        extra = dict(record or {})
-        names = "".join(f", {name}" for name in extra)
-        values = "".join(f", ${9 + i}" for i in range(len(extra)))
-        async with self.pool.acquire() as conn, conn.transaction():
-            if max_open is not None:
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", job.client)
-                open_now = await conn.fetchval(
-                    "SELECT count(*) FROM jobs WHERE client = $1"
-                    " AND state IN ('queued', 'running')",
-                    job.client,
-                )
-                if open_now >= max_open:
-                    raise TooManyRequests(
-                        f"You already have {max_open} jobs queued or running; "
-                        "wait for one to finish or cancel one."
-                    )
-            # One statement (a round trip counts): a client with nothing queued joins the
-            # back of the rotation; the job joins the back of its client's queue.
-            await conn.execute(
-                "WITH c AS (INSERT INTO clients VALUES ($2, nextval('turns'))"
-                " ON CONFLICT (client) DO UPDATE SET turn = nextval('turns') WHERE NOT EXISTS"
-                " (SELECT 1 FROM jobs WHERE client = $2 AND state = 'queued')),"
-                " j AS (INSERT INTO jobs (id, client, method, epochs, pixels, fast_styles,"
-                f" state, place, wait_until{names}) VALUES ($1, $2, $3, $4, $5, $6, 'queued',"
-                f" nextval('places'), $7{values}) ON CONFLICT (id) DO NOTHING)"
-                " SELECT pg_notify($8, '')",
-                job.id,
-                job.client,
-                job.method,
-                job.epochs,
-                job.pixels,
-                sorted(job.fast_styles),
-                now + self.timeouts.queue,
-                CHANNEL,
-                *extra.values(),
-            )
-        return await self.dispatch(now)
+        try:
+            await self._insert({**self._row(job, now), **(record or {})}, max_open)
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate == TOO_MANY_OPEN:
+                raise TooManyRequests(
+                    f"You already have {max_open} jobs queued or running; "
+                    "wait for one to finish or cancel one."
+                ) from None
+            raise
+        return await self._claim(now, notify=True)
 
     @_resilient
     async def node_up(self, info: NodeInfo, now: float) -> list[Action]:
@@ -288,21 +240,25 @@ class PgDispatcher:
     ) -> list[Action]:
         """The current lease delivered its result (`result`, recorded once); StaleLease if
         the lease is not current (a late or repeated completion)."""
-        # One fenced statement, no node lock: a finish never waits for a claim (claims
-        # skip locked jobs, so none waits for a finish either); the slot it frees shows
-        # in the next claim's count.
-        done = await self.pool.fetchval(
-            "UPDATE jobs SET state = 'done', result = $4, ended = $5 WHERE id = $1"
-            " AND lease = $2 AND node = $3 AND state = 'running' RETURNING 1",
-            job_id,
-            lease,
-            node,
-            result,
-            now,
-        )
-        if done is None:
-            raise StaleLease(f"lease {lease} of job {job_id} on {node} is not current")
-        return await self.dispatch(now)
+        # One round trip: the fenced completion, then a claim for the slot it freed.
+        try:
+            rows = await self.pool.fetch(
+                "SELECT * FROM stylerelay_finish($1, $2, $3, $4, $5, $6, $7)",
+                job_id,
+                lease,
+                node,
+                result,
+                now,
+                self.replica,
+                self._leases(),
+            )
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate == STALE_LEASE:
+                raise StaleLease(
+                    f"lease {lease} of job {job_id} on {node} is not current"
+                ) from None
+            raise
+        return await self._offers(rows, now)
 
     @_resilient
     async def failed(
@@ -426,6 +382,11 @@ class PgDispatcher:
         """Offer queued jobs to this replica's nodes while they have free slots."""
         return list(await self._claim(now))
 
+    def concerns(self, payload: str) -> bool:
+        """Whether a NOTIFY on `CHANNEL` with this payload asks this replica to
+        `dispatch` (it names the replicas with a free slot; empty: every one)."""
+        return not payload or self.replica in payload.split(",")
+
     @_resilient
     async def requeue_replica(self, replica: str, now: float, reason: str) -> list[Action]:
         """A replica died: its running jobs go back to the front of the queue without
@@ -453,87 +414,68 @@ class PgDispatcher:
 
     # ---- inside ----------------------------------------------------------------------
 
-    async def _claim(self, now: float) -> list[SendOffer]:
-        """Claim jobs in fair order for this replica's nodes, one at a time to the least
-        loaded node that can run the next, until no free slot has a job (one transaction:
-        a round trip saved is a job/s gained)."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            nodes = await conn.fetch(
-                f"SELECT n.*, {_BUSY} AS busy, EXISTS (SELECT 1 FROM jobs WHERE state = 'queued'"
-                " AND not_before <= $2) AS work FROM nodes n"
-                " WHERE n.replica = $1 AND NOT n.draining ORDER BY n.name",
-                self.replica,
-                now,
-            )
-            if not any(n["busy"] < n["slots"] and n["work"] for n in nodes):
-                return []  # no room or no work: no need to queue for the lock
-            # Claims take turns: a statement orders by the turns it saw when it began, so
-            # two replicas claiming at once could both serve the client first in line (one
-            # of them a turn late). Under this lock each claim sees the one before it; the
-            # row locks (SKIP LOCKED) keep claims from waiting on a finish or a cancel.
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)
-            # Under the nodes' locks (taken in name order) their busy counts cannot change
-            # behind our back: count again, then keep count here.
-            busy = {
-                r["name"]: r["busy"]
-                for r in await conn.fetch(
-                    f"SELECT n.name, {_BUSY} AS busy FROM nodes n WHERE n.replica = $1"
-                    " AND NOT n.draining ORDER BY n.name FOR UPDATE",
-                    self.replica,
-                    now,
-                )
-            }
-            free = {n["name"]: n for n in nodes if n["name"] in busy}
-            started = {name: n["started"] for name, n in free.items()}
-            offers: list[SendOffer] = []
-            while free:
-                order = sorted(
-                    (n for n in free.values() if busy[n["name"]] < n["slots"]),
-                    key=lambda n: (busy[n["name"]] / n["slots"], started[n["name"]], n["name"]),
-                )
-                offer = None
-                for node in order:
-                    offer = await self._claim_for(conn, node, now)
-                    if offer is not None:
-                        busy[node["name"]] += 1
-                        started[node["name"]] += 1
-                        break
-                    del free[node["name"]]  # nothing it can run is queued
-                if offer is None:
-                    break
-                offers.append(offer)
-        return offers
+    def _row(self, job: JobTicket, now: float) -> dict[str, Any]:
+        """The columns of a new job's row (its lease limits are fixed here, from the
+        replicas' shared timeouts, so that a claim needs nothing but the row)."""
+        return {
+            "id": job.id,
+            "client": job.client,
+            "method": job.method,
+            "epochs": job.epochs,
+            "pixels": job.pixels,
+            "fast_styles": sorted(job.fast_styles),
+            "wait_until": now + self.timeouts.queue,
+            "stall": self.timeouts.stall_limit(job),
+            "run_limit": self.timeouts.run_limit(job),
+        }
 
-    async def _claim_for(self, conn: Any, node: Any, now: float) -> SendOffer | None:
-        """Lease the next job in fair order that `node` can run to it (None: none queued)."""
-        pick = await self._pick(conn, node, now)
-        if pick is None:
-            return None
-        spec = spec_of(pick)
-        lease = self._lease_id()
-        stall = self.timeouts.stall_limit(spec)
-        await conn.execute(
-            "WITH j AS (UPDATE jobs SET state = 'running', lease = $2, node = $3,"
-            " replica = $4, lease_started = $5::float8, stall = $6::float8,"
-            " silent_until = $5::float8 + $6::float8, deadline = $7, not_before = 0"
-            " WHERE id = $1),"
-            " c AS (UPDATE clients SET turn = nextval('turns') WHERE client = $8)"
-            " UPDATE nodes SET started = started + 1 WHERE name = $3",
-            spec.id,
-            lease,
-            node["name"],
+    async def _insert(self, row: dict[str, Any], max_open: int | None) -> None:
+        """Queue a job (`row`: its columns), in one statement (a round trip counts): a
+        client with nothing queued joins the back of the rotation; the job joins the
+        back of its client's queue; a job id already there is left alone. With
+        `max_open`, `stylerelay_admit` refuses it first if the client is at the cap."""
+        head: list[Any] = [row["client"]] if max_open is None else [row["client"], max_open]
+        names = ", ".join(row)
+        values = ", ".join(f"${i}" for i in range(len(head) + 1, len(head) + len(row) + 1))
+        # The admission is a subquery of the row, so it runs (and locks) before the
+        # insert. The client's row is locked only if it is new or has nothing queued (an
+        # upsert would lock it always, and claims pass over a locked client).
+        state = "'queued'" if max_open is None else "(SELECT stylerelay_admit($1, $2))"
+        await self.pool.execute(
+            "WITH u AS (UPDATE clients SET turn = nextval('turns') WHERE client = $1"
+            " AND NOT EXISTS (SELECT 1 FROM jobs WHERE client = $1 AND state = 'queued')),"
+            " i AS (INSERT INTO clients SELECT $1, nextval('turns') WHERE NOT EXISTS"
+            " (SELECT 1 FROM clients WHERE client = $1) ON CONFLICT (client) DO NOTHING)"
+            f" INSERT INTO jobs ({names}, state, place)"
+            f" VALUES ({values}, {state}, nextval('places')) ON CONFLICT (id) DO NOTHING",
+            *head,
+            *row.values(),
+        )
+
+    def _leases(self) -> list[str]:
+        return [self._lease_id() for _ in range(CLAIM_BATCH)]
+
+    async def _claim(self, now: float, *, notify: bool = False) -> list[Action]:
+        """Lease queued jobs in fair order to this replica's free slots (one round trip:
+        `stylerelay_claim` in `relay.cluster.schema`). With `notify`, wake the replicas
+        that have a free slot if work is left over."""
+        rows = await self.pool.fetch(
+            "SELECT * FROM stylerelay_claim($1, $2, $3, $4)",
             self.replica,
             now,
-            stall,
-            now + self.timeouts.run_limit(spec),
-            spec.client,
+            self._leases(),
+            notify,
         )
-        return SendOffer(node["name"], spec.id, lease)
+        return await self._offers(rows, now)
 
-    async def _pick(self, conn: Any, node: Any, now: float) -> Any:
-        """Lock the next job in fair order that `node` can run (None if there is none)."""
-        args = (now, node["methods"], node["styles"], node["max_epochs"], node["max_pixels"])
-        return await conn.fetchrow(_PICK, *args, node["name"])
+    async def _offers(self, rows: list[Any], now: float) -> list[Action]:
+        """The offers of a claim's rows; a claim that used every lease id goes on."""
+        offers: list[Action] = [
+            SendOffer(r["offer_node"], r["offer_job"], r["offer_lease"]) for r in rows
+        ]
+        if len(rows) == CLAIM_BATCH:
+            offers += await self._claim(now)
+        return offers
 
     async def _end_lease(
         self, conn: Any, job: Any, reason: str, now: float, *, handed_back: bool = False
