@@ -257,7 +257,7 @@ async def throughput(load: Load, conn: Any, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-async def latency(load: Load, n: int, rate: float, watch: bool) -> dict[str, float]:
+async def latency(load: Load, n: int, rate: float, watch: bool) -> dict[str, Any]:
     """POST ?wait=10 at `rate` jobs/s; with `watch`, each job's events followed from the
     next replica's WebSocket (opened right after the 202... so ?wait is not used then)."""
     times: list[float] = []

@@ -23,7 +23,6 @@ from wire_relay import Relay, Start
 
 from relay.app import init
 
-
 CLUSTER = os.environ.get("STYLERELAY_TEST_CLUSTER") == "1"
 """Run the tests that use `start` against a cluster replica (a throwaway PostgreSQL and
 S3 bucket) instead of a single relay: `make pytest` does so for the relay's own suites
