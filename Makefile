@@ -36,8 +36,14 @@ lint: $(TEST_STAMP)
 typecheck: $(TEST_STAMP)
 	$(VENV)/bin/mypy
 
+# The relay's suites that use the shared `start` fixture run twice: against one relay, and
+# against a cluster replica on a throwaway PostgreSQL and S3 bucket (tests/conftest.py).
+CLUSTER_SUITES = tests/test_relay_nodelink.py tests/test_checkpoints.py tests/test_live_relay.py \
+	tests/test_hardening_nodeport.py tests/test_daemon_relays.py
+
 pytest: $(TEST_STAMP) system
 	$(PY) -m pytest $(PYTEST_ARGS)
+	STYLERELAY_TEST_CLUSTER=1 $(PY) -m pytest $(PYTEST_ARGS) $(CLUSTER_SUITES)
 
 test: lint typecheck pytest
 

@@ -98,6 +98,9 @@ async def _two_relays(start: Start, tmp_path: Path) -> tuple[Relay, Relay, str]:
     return first, second, token
 
 
+@pytest.mark.single_relay(
+    "each relay issues its own token for the node; a cluster's replicas share one"
+)
 async def test_the_node_moves_to_the_next_relay_when_its_relay_goes_away(
     start: Start, tmp_path: Path, runner: JobRunner
 ) -> None:
@@ -113,6 +116,9 @@ async def test_the_node_moves_to_the_next_relay_when_its_relay_goes_away(
         assert daemon.connections == 2
 
 
+@pytest.mark.single_relay(
+    "each relay issues its own token for the node; a cluster's replicas share one"
+)
 async def test_an_unreachable_first_address_is_skipped_for_the_next(
     start: Start, tmp_path: Path, runner: JobRunner
 ) -> None:

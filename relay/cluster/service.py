@@ -230,7 +230,7 @@ class ClusterService(JobService):
     def get(self, job_id: str) -> JobRecord:
         """A job this replica holds or ended lately (the nodes' reports ask about those);
         `find` reads any job."""
-        job = self._open.get(job_id) or self._recent.get(job_id)
+        job = self._open.get(job_id) or self._writing.get(job_id) or self._recent.get(job_id)
         if job is None:
             raise NotFound("No such job. Its id is wrong, or the job and its result expired.")
         return job
@@ -542,7 +542,9 @@ class ClusterService(JobService):
         self.live.pop(job_id, None)
         self.disk.usage.forget(job_id)
         attempts, now = job.attempts, wall()
-        self._writing[job_id] = replace(job, state=JobState.QUEUED, node=None, started=None)
+        back = replace(job, state=JobState.QUEUED, node=None, started=None)
+        self._writing[job_id] = back
+        self._remember(back)
 
         async def give_back() -> None:
             try:
