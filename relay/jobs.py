@@ -363,9 +363,9 @@ class JobService:
         live = self.live.get(job.id)
         return live.preview if live is not None else None
 
-    def position_of(self, job_id: str) -> int | None:
+    def position_of(self, job: JobRecord) -> int | None:
         """A queued job's place in line (1: next), or None."""
-        return self.scheduler.position(job_id)
+        return self.scheduler.position(job.id)
 
     def other_node_views(self) -> list[dict[str, Any]]:
         """Public views of nodes this relay does not hold (a cluster's other replicas')."""

@@ -59,7 +59,7 @@ def public_job(service: JobService, job: JobRecord) -> dict[str, Any]:
     view = job_view(
         job,
         live=service.live.get(job.id),
-        position=service.position_of(job.id),
+        position=service.position_of(job),
         reason=service.scheduler.why_waiting(job.id),
         ttl=service.config.result_ttl,
     )

@@ -377,3 +377,19 @@ async def test_a_node_that_moves_to_another_replica_keeps_the_pace_its_jobs_show
         return bool(pace == learned)
 
     await _until(adopted)
+
+
+async def test_an_ended_job_shows_no_place_in_line_though_it_was_read_while_queued(
+    replicas: Replicas,
+) -> None:
+    a, b = await replicas("a"), await replicas("b")
+    node = await b.node("gpu-b", styles=CANDY, slots=1)
+    await _until(lambda: _knows_candy(a))
+    first = await a.job()
+    waiting = await a.job()
+    assert (await a.state(waiting))["position"] == 1  # read while queued
+    for _ in range(2):
+        await node.send(result_for(await accept(node)))
+    done = await a.wait_for(waiting, "done")
+    assert done["position"] is None
+    assert (await a.state(first))["position"] is None

@@ -263,11 +263,14 @@ class ClusterService(JobService):
             self._keep_ended(found)
         return found
 
-    def position_of(self, job_id: str) -> int | None:
+    def position_of(self, job: JobRecord) -> int | None:
         """A queued job's place: in this replica's line, or as last read from the shared
         queue (`find`)."""
-        local = self.scheduler.position(job_id)
-        return local if local is not None else self._places.pop(job_id, None)
+        place = self._places.pop(job.id, None)
+        if job.state is not JobState.QUEUED:
+            return None
+        local = self.scheduler.position(job.id)
+        return local if local is not None else place
 
     async def preview_of(self, job: JobRecord) -> bytes | None:
         """The latest preview, from this replica's memory or the shared table."""
