@@ -94,6 +94,8 @@ class NodeRegistry:
         self.retry_for = retry_for
         self.others: list[OtherNode] = []
         """The other replicas' nodes, as last read."""
+        self._sent: dict[str, NodeInfo] = {}
+        """The advertisement each of this replica's node rows holds (by identity)."""
         self.adopted: dict[str, dict[str, tuple[float, float]]] = {}
         """Paces learnt elsewhere of this replica's nodes that have none learnt here."""
         self._paces_sent: dict[str, str] = {}
@@ -148,6 +150,17 @@ class NodeRegistry:
                     names,
                 )
                 for info, view in local:
+                    # What a node advertised (thumbnails and all) is sent again only when
+                    # this replica's row of it was replaced or it reconnected as another.
+                    if self._sent.get(info.name) is info and await conn.fetchval(
+                        "UPDATE node_views SET view = $3, seen = $4 WHERE name = $1"
+                        " AND replica = $2 RETURNING 1",
+                        info.name,
+                        self.replica,
+                        json.dumps(view),
+                        now,
+                    ):
+                        continue
                     await conn.execute(
                         "INSERT INTO node_views VALUES ($1, $2, $3, $4, $5)"
                         " ON CONFLICT (name) DO UPDATE"
@@ -158,6 +171,7 @@ class NodeRegistry:
                         json.dumps(view),
                         now,
                     )
+                    self._sent[info.name] = info
                 rows = await conn.fetch(
                     "SELECT info, view FROM node_views WHERE replica <> $1 AND seen >= $2"
                     " ORDER BY name",
@@ -170,4 +184,6 @@ class NodeRegistry:
             ]
 
         self.others = await retrying(run, self.retry_for)
+        for gone in set(self._sent) - set(names):
+            del self._sent[gone]
         return self.others
