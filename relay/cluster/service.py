@@ -24,8 +24,8 @@ It is `relay.jobs.JobService` with the job records and the queue moved to Postgr
 
 Not shared yet (each replica keeps its own, docs/scale-out.md): rate-limit buckets,
 per-client disk quotas, node speeds and the fast-style catalogue (from the replica's own
-nodes), API keys and node tokens (files given to every replica). The public gallery and
-e-mail are refused in cluster mode (`relay.cli`).
+nodes), API keys and node tokens (files given to every replica). The public gallery is shared
+(`relay.cluster.gallery`).
 """
 
 import asyncio
@@ -40,6 +40,7 @@ from relay.cluster.blobs import open_blobs, parse_blob_url
 from relay.cluster.database import DatabaseUnavailable
 from relay.cluster.dispatcher import CHANNEL as WORK
 from relay.cluster.fanout import Fanout
+from relay.cluster.gallery import SharedGallery, migrate_gallery
 from relay.cluster.member import Member, timeouts_of
 from relay.cluster.nodes import NodeRegistry
 from relay.cluster.queue import CONTROL, ClusterQueue, wall
@@ -47,20 +48,16 @@ from relay.cluster.records import migrate_records, record_from_json, record_json
 from relay.config import Config
 from relay.disk import Disk
 from relay.dispatch import Action, Failed, JobTicket, OfferDeclined, Requeued, SendCancel, SendOffer
-from relay.errors import ApiError, BadRequest, NotFound
+from relay.errors import ApiError, NotFound
 from relay.events import FINAL_TYPES, Event, EventBus
 from relay.jobs import JobService
 from relay.mailer import EmailStatus, Mailer, MailSettings
-from relay.model import JobRecord, JobState, Live, Order, ticket_of
+from relay.model import JobRecord, JobState, Live, ticket_of
 from relay.ratelimits import Quota
 from relay.views import node_views
 
 log = logging.getLogger(__name__)
 
-NO_GALLERY = (
-    "The public gallery is not available on this relay (it runs as a cluster); "
-    "send the job without share."
-)
 KEEP_TRYING = 600.0
 """Seconds a job's ending or hand-back is tried again while PostgreSQL is away."""
 ORPHAN_AFTER = 30.0
@@ -131,6 +128,11 @@ class ClusterService(JobService):
         self.pool = pool
         self.listener = listener
         self.queue = ClusterQueue(pool, replica, timeouts_of(config))
+        self.showcase.close()  # the one gallery is in PostgreSQL
+        live, fetch = self.queue.live_files, self.queue.fetch
+        self.showcase = SharedGallery(
+            config, pool, self.blobs, self.decoder, clock, live=live, fetch=fetch
+        )
         self.member = Member(pool, leader, replica, config, self._apply_shared, clock=wall)
         self.fanout = Fanout(pool, listener, replica, self._delivered)
         self._claims: dict[str, str] = {}
@@ -158,6 +160,7 @@ class ClusterService(JobService):
         async with self.pool.acquire() as conn:
             await migrate_records(conn)
             await self.registry.migrate(conn)
+            await migrate_gallery(conn)
         await self.fanout.start()
         self.bus.fanout = self.fanout
         await self.listener.add_listener(WORK, self._on_work)
@@ -295,12 +298,6 @@ class ClusterService(JobService):
         self._remember(job)
         log.info("job %s queued: %s %dx%d", job.id, job.method, job.width, job.height)
         self._pull_soon()
-
-    async def submit(self, client: str, order: Order, quota: Quota | None = None) -> JobRecord:
-        """See `JobService.submit`; the gallery is not offered in cluster mode."""
-        if order.share:
-            raise BadRequest(NO_GALLERY)
-        return await super().submit(client, order, quota)
 
     # ---- claims ----------------------------------------------------------------------
 
@@ -445,6 +442,7 @@ class ClusterService(JobService):
             self.cancel(job_id)  # 409: cancel it first
         await self.queue.delete(job_id)
         self._recent.pop(job_id, None)
+        await self.showcase.unshare(job_id)  # its item goes too, with the files it alone kept
         live = await self.queue.live_files()
         await asyncio.to_thread(self.blobs.discard, job.files(), live)
 
@@ -593,6 +591,7 @@ class ClusterService(JobService):
         """The leader deletes expired jobs and their files (every replica is asked)."""
         if not self.member.leader.leading:
             return 0
+        await self.showcase.sweep()
         expired = await self.queue.expire(self.clock() - self.config.result_ttl)
         if expired:
             live = await self.queue.live_files()
