@@ -19,6 +19,7 @@ from wire_relay import Relay, accept, result_for
 from protocol.handshake import StyleInfo
 from relay.api import SERVICE
 from relay.app import init
+from relay.cli import main as cli_main
 
 pytest.importorskip("asyncpg", reason="pip install 'stylerelay[cluster]'")
 
@@ -242,3 +243,37 @@ async def test_the_leader_lets_old_items_go_and_the_cap_holds(replicas: Replicas
     assert not await _stored(a, thumb)
     assert await _stored(a, result)  # still the job's own result
     assert (await _fetch(b, (await b.state(second))["result_url"]))[0] == 200
+
+
+async def test_the_operator_reviews_the_shared_gallery_from_the_command_line(
+    replicas: Replicas, database_url: str, blob_url: str, tmp_path: Path, capsys: Any
+) -> None:
+    a, b, node = await _pair(replicas, gallery_report_threshold=1)
+    job_id = await _run(a, node, share="true")
+    [item] = await _until(_listed(a, 1))
+    files = await _files_of(a, job_id)
+    headers = {"X-Forwarded-For": "203.0.113.9"}
+    assert (await b.client.post(item["report_url"], headers=headers)).status == 202
+    assert await _items(a) == []
+    flags = ["--database-url", database_url, "--blob-url", blob_url]
+    flags += ["--data-dir", str(tmp_path / "operator")]
+
+    async def command(*words: str) -> int:
+        status: int = await asyncio.to_thread(cli_main, [*flags, "gallery", *words])
+        return status
+
+    assert await command("list") == 0
+    out = capsys.readouterr().out
+    assert item["id"] in out and "hidden (reports)" in out and job_id not in out
+    assert await command("restore", item["id"]) == 0
+    assert [i["id"] for i in await _items(b)] == [item["id"]]
+    assert await command("hide", item["id"]) == 0
+    assert await _items(a) == []
+    assert await command("delete", item["id"]) == 0
+    assert await command("restore", item["id"]) == 2
+    assert "no gallery item" in capsys.readouterr().err
+    assert (await a.state(job_id))["gallery_id"] is None
+    # The thumbnail left the store; the job keeps its own result.
+    result, thumb = files
+    assert not await _stored(a, thumb)
+    assert await _stored(a, result)

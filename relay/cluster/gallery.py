@@ -311,6 +311,52 @@ class SharedTable:
         found: Item | None = await self._in_transaction(work)
         return found
 
+    # ---- the operator (`python -m relay gallery`) ------------------------------------
+
+    async def all(self) -> list[Item]:
+        """Every item, newest first."""
+        return [
+            _item(r)
+            for r in await self._rows(f"SELECT {_ITEM} FROM gallery_items ORDER BY seq DESC")
+        ]
+
+    async def hide(self, item_id: str) -> bool:
+        """Hide an item (an operator's decision); False if there is none."""
+        row = await self._row(
+            "UPDATE gallery_items SET hidden = 'operator' WHERE id = $1 RETURNING 1", item_id
+        )
+        return row is not None
+
+    async def restore(self, item_id: str) -> bool:
+        """Show an item again, its reports reviewed (cleared); False if there is none."""
+
+        async def work(conn: Any) -> bool:
+            await conn.execute("DELETE FROM gallery_reports WHERE item = $1", item_id)
+            found = await conn.fetchval(
+                "UPDATE gallery_items SET hidden = NULL, reports = 0 WHERE id = $1 RETURNING 1",
+                item_id,
+            )
+            return found is not None
+
+        restored: bool = await self._in_transaction(work)
+        return restored
+
+    async def delete(self, item_id: str) -> Item | None:
+        """Remove an item for good; the item it was."""
+
+        async def work(conn: Any) -> Item | None:
+            row = await conn.fetchrow(
+                f"DELETE FROM gallery_items WHERE id = $1 RETURNING {_ITEM}", item_id
+            )
+            if row is None:
+                return None
+            item = _item(row)
+            await _forget_reports(conn, [item])
+            return item
+
+        found: Item | None = await self._in_transaction(work)
+        return found
+
     # ---- upkeep (the leader) ---------------------------------------------------------
 
     async def expire(self, shared_before: float) -> list[Item]:
@@ -407,3 +453,35 @@ class SharedGallery(Gallery):
             if await self.table.wanted(job_id) is not None:  # could not: dropped, logged
                 await self.table.forget_job(job_id)
         return expired
+
+
+async def moderate(config: Config, verb: str, item_id: str | None) -> list[Item] | bool:
+    """`python -m relay gallery VERB [ID]` on the cluster's gallery: `list` gives every
+    item; hide, restore and delete whether there was such an item (a deleted item's files
+    leave the shared store, unless a job or another item keeps them)."""
+    from relay.cluster.blobs import open_blobs, parse_blob_url  # noqa: PLC0415
+    from relay.cluster.member import timeouts_of  # noqa: PLC0415
+    from relay.cluster.queue import ClusterQueue, wall  # noqa: PLC0415 (it imports this)
+
+    assert config.database_url is not None and config.blob_url is not None
+    pool = await asyncpg.create_pool(config.database_url, min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            await migrate_gallery(conn)
+        table = SharedTable(pool, wall)
+        match verb:
+            case "list":
+                return await table.all()
+            case "hide":
+                return await table.hide(str(item_id))
+            case "restore":
+                return await table.restore(str(item_id))
+        item = await table.delete(str(item_id))
+        if item is None:
+            return False
+        live = await ClusterQueue(pool, "operator", timeouts_of(config)).live_files()
+        blobs = open_blobs(parse_blob_url(config.blob_url))
+        await asyncio.to_thread(blobs.discard, item.files(), live)
+        return True
+    finally:
+        await pool.close()
