@@ -277,3 +277,29 @@ async def test_the_operator_reviews_the_shared_gallery_from_the_command_line(
     result, thumb = files
     assert not await _stored(a, thumb)
     assert await _stored(a, result)
+
+
+async def test_the_leader_publishes_a_share_no_replica_published(
+    replicas: Replicas, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from relay.cluster import gallery
+
+    monkeypatch.setattr(gallery, "SETTLE_AFTER", 0.0)
+    a, b, node = await _pair(replicas, sweep_interval=0.2)
+    done = await _run(a, node)
+    cancelled = await a.job(method="gatys", style="painting:starry_night", epochs="5")
+    assert (await a.client.delete(f"/api/jobs/{cancelled}")).status == 200
+    # Shares written as if their job had ended elsewhere just before (so no replica
+    # published them): the leader does, or forgets the one that has no result.
+    table = b.client.app[SERVICE].showcase.table
+    await table.want(done, False)
+    await table.want(cancelled, False)
+    [item] = await _until(_listed(b, 1))
+    assert (await a.state(done))["gallery_id"] == item["id"]
+    assert (await _fetch(b, item["thumbnail_url"]))[0] == 200
+
+    async def forgotten() -> bool:
+        return await table.wanted(cancelled) is None
+
+    await _until(forgotten)
+    assert (await a.state(cancelled))["shared"] is False
