@@ -282,7 +282,7 @@ async def test_e_mail_goes_out_once_from_the_leader_whichever_replica_ran_the_jo
         await a.wait_for(job_id, "done")
 
         async def sent() -> bool:
-            return (await a.state(job_id))["email_status"] == "sent"
+            return bool((await a.state(job_id))["email_status"] == "sent")
 
         await _until(sent)
         await asyncio.sleep(1.0)  # a second copy would come within a few ticks
