@@ -684,6 +684,12 @@ class Showcase(Gallery):
         super().close()
         self.store.close()
 
+    def job_ended(self, job: JobRecord) -> None:
+        """See `Gallery.job_ended`; most jobs are not shared, and the table is at hand:
+        no task for those."""
+        if self.store.wanted(job.id) is not None:
+            super().job_ended(job)
+
     def _keep(self, item: Item) -> None:
         self.usage.hold(_KEY + item.id, OWNER, item.files(), self.blobs.size)
         self._kept.add(item.id)

@@ -245,6 +245,9 @@ class ClusterService(JobService):
         found = await self.queue.fetch(job_id)
         if found is None:
             raise NotFound("No such job. Its id is wrong, or the job and its result expired.")
+        ended = self._recent.get(job_id)
+        if ended is not None and ended.state.final and not found.state.final:
+            return ended  # ended here, its row not yet written (its ending told already)
         if found.state is JobState.QUEUED:
             # Its place in the shared queue, for the view that follows this read.
             self._places[job_id] = await self.queue.position(found)
@@ -520,6 +523,7 @@ class ClusterService(JobService):
                 self._send_end(done)
             else:
                 log.warning("job %s: its ending (%s) came after its claim was lost", job.id, state)
+                self._recent.pop(job.id, None)  # not how it ended: `find` reads the row
 
         self._write(self._until_written(record))
 
