@@ -610,6 +610,9 @@ class ClusterService(JobService):
     # ---- inside ----------------------------------------------------------------------
 
     def _remember(self, job: JobRecord) -> None:
+        known = self._recent.get(job.id)
+        if known is not None and known.state.final and not job.state.final:
+            return  # a fast node ended it here before its submit came back: keep the ending
         self._recent[job.id] = job
         self._recent.move_to_end(job.id)
         while len(self._recent) > RECENT:
