@@ -181,7 +181,8 @@ async def post_job(request: web.Request) -> web.StreamResponse:
         if ended is not None:
             return await waiting.answer(request, service, ended, location)
         job = await service.find(job.id)
-    return web.json_response(public_job(service, job), status=202, headers=location)
+    sharing = await service.showcase.state(job.id)
+    return web.json_response(public_job(service, job, sharing), status=202, headers=location)
 
 
 async def _job(request: web.Request) -> JobRecord:
@@ -190,7 +191,8 @@ async def _job(request: web.Request) -> JobRecord:
 
 async def get_job(request: web.Request) -> web.Response:
     """GET /api/jobs/{id}."""
-    return web.json_response(public_job(_service(request), await _job(request)))
+    service, job = _service(request), await _job(request)
+    return web.json_response(public_job(service, job, await service.showcase.state(job.id)))
 
 
 async def delete_job(request: web.Request) -> web.Response:
@@ -198,7 +200,9 @@ async def delete_job(request: web.Request) -> web.Response:
     ended one with its images at once (204)."""
     service, job = _service(request), await _job(request)
     if not job.state.final:
-        return web.json_response(public_job(service, await service.cancel_now(job.id)))
+        ended = await service.cancel_now(job.id)
+        sharing = await service.showcase.state(job.id)
+        return web.json_response(public_job(service, ended, sharing))
     await service.delete_now(job.id)
     return web.Response(status=204)
 
@@ -275,7 +279,8 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     sub = service.bus.subscribe(job.id)
     # Subscribed before reading the state: an event in between arrives twice, never not.
     first = await service.find(job.id)
-    await ws.send_json({"type": "state", "job": public_job(service, first)})
+    sharing = await service.showcase.state(job.id)
+    await ws.send_json({"type": "state", "job": public_job(service, first, sharing)})
 
     async def forward() -> None:
         # Judged by the state just sent: a job that ended while it was being sent has its
@@ -285,7 +290,9 @@ async def job_events(request: web.Request) -> web.StreamResponse:
             return
         while True:
             event = await sub.get()
-            await ws.send_json(event_json(service, event))
+            # An ending carries the job's record: its view tells its place in the gallery.
+            sharing = await service.showcase.state(job.id) if "job" in event else {}
+            await ws.send_json(event_json(service, event, sharing))
             if event["type"] in FINAL_TYPES:
                 await ws.close()
                 return

@@ -6,6 +6,7 @@ Errors a person caused end with exit status 2 and one line on stderr.
 """
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
@@ -19,7 +20,7 @@ from relay.config import Config
 from relay.errors import ConfigError, TokenError
 from relay.ratelimits import Quota
 from relay.server import serve
-from relay.showcase import DATABASE, ShowcaseStore
+from relay.showcase import DATABASE, Item, ShowcaseStore
 from relay.tokens import TokenStore
 
 DATABASE_VARIABLE = config_module.ENV_PREFIX + "DATABASE_URL"
@@ -154,21 +155,34 @@ GALLERY_VERBS = {
 
 
 def _gallery(args: argparse.Namespace, config: Config) -> int:
+    item_id = getattr(args, "id", None)
+    if config.cluster:  # the replicas' one gallery, in PostgreSQL
+        from relay.cluster.gallery import moderate  # noqa: PLC0415 (only cluster mode)
+
+        outcome = asyncio.run(moderate(config, args.verb, item_id))
+    else:
+        outcome = _moderate(config, args.verb, item_id)
+    if isinstance(outcome, list):
+        for item in outcome:
+            shared = time.strftime("%Y-%m-%d %H:%M", time.gmtime(item.shared))
+            state = f"hidden ({item.hidden})" if item.hidden else "shown"
+            line = f"{item.id}\t{shared} UTC\t{item.method}\t{item.style}"
+            sys.stdout.write(f"{line}\t{item.reports} report(s)\t{state}\n")
+        return 0
+    if not outcome:
+        sys.stderr.write(f"stylerelay-relay: no gallery item {item_id!r}.\n")
+        return 2
+    sys.stderr.write(f"Gallery item {item_id!r}: {args.verb} done.\n")
+    return 0
+
+
+def _moderate(config: Config, verb: str, item_id: str | None) -> list[Item] | bool:
     store = ShowcaseStore(config.data_dir / DATABASE)
     try:
-        if args.verb == "list":
-            for item in store.all():
-                shared = time.strftime("%Y-%m-%d %H:%M", time.gmtime(item.shared))
-                state = f"hidden ({item.hidden})" if item.hidden else "shown"
-                line = f"{item.id}\t{shared} UTC\t{item.method}\t{item.style}"
-                sys.stdout.write(f"{line}\t{item.reports} report(s)\t{state}\n")
-            return 0
+        if verb == "list":
+            return store.all()
         change = {"hide": store.hide, "restore": store.restore, "delete": store.delete}
-        if not change[args.verb](args.id):
-            sys.stderr.write(f"stylerelay-relay: no gallery item {args.id!r}.\n")
-            return 2
-        sys.stderr.write(f"Gallery item {args.id!r}: {args.verb} done.\n")
-        return 0
+        return change[verb](str(item_id))
     finally:
         store.close()
 

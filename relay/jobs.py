@@ -56,7 +56,7 @@ from relay.model import JobRecord, JobState, Live, Order, fast_styles, job_url, 
 from relay.offload import off_loop
 from relay.ratelimits import Quota, RateLimiter, SlidingWindow
 from relay.scheduler import Scheduler
-from relay.showcase import Showcase
+from relay.showcase import Gallery, Showcase
 from relay.store import JobStore
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,7 @@ class JobService:
             if settings
             else None
         )
-        self.showcase = Showcase(config, self.blobs, self.disk.usage, self.decoder, clock)
+        self.showcase: Gallery = Showcase(config, self.blobs, self.disk.usage, self.decoder, clock)
         """The public gallery of results people shared."""
         self._positions: dict[str, tuple[int, str | None]] = {}
         """The place and the waiting reason each watched queued job was last told."""
@@ -287,7 +287,7 @@ class JobService:
         self._adding_unservable += unservable
         await asyncio.shield(self._admit(job, shas, unservable, quota))
         if order.share:
-            self.showcase.store.want(job.id, order.share_style)
+            await self.showcase.want(job.id, order.share_style)
         return self.get(job.id)
 
     def _put_all(self, images: list[bytes]) -> list[str]:
@@ -464,8 +464,7 @@ class JobService:
         self.disk.usage.forget(job.id)
         # "Delete now" means everything: a shared result leaves the gallery with it, and
         # the gallery's thumbnail goes with the other files.
-        item = self.showcase.store.by_job(job.id)
-        self.showcase.unshare(job.id)
+        item = await self.showcase.unshare(job.id)
         files = [*job.files(), *(item.files() if item is not None else ())]
         removed = await asyncio.to_thread(self.blobs.discard, files, self.disk.usage)
         log_event(
@@ -493,7 +492,7 @@ class JobService:
         for job in expired:
             self.disk.usage.forget(job.id)
             self.kudos.debit(job)
-        self.showcase.sweep()
+        await self.showcase.sweep()
         removed = await asyncio.to_thread(self.blobs.collect, self.disk.usage)
         if expired or removed:
             log.info("swept %d expired job(s), %d file(s)", len(expired), removed)

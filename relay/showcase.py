@@ -16,8 +16,11 @@ Moderation: a client's report counts once per item (and reports are rate-limited
 client); `--gallery-report-threshold` reports hide an item until an operator restores or
 deletes it (`python -m relay gallery ...`). Hidden items are never listed nor served.
 
-`ShowcaseStore` is the table (synchronous, also used by the command line); `Showcase` is
-the relay's side: it makes thumbnails on the bounded decoder and keeps the files.
+`ShowcaseStore` is the table (synchronous, also used by the command line). `Gallery` is
+the relay's side: it makes thumbnails on the bounded decoder and answers the API, through
+an async `GalleryTable`, so that the HTTP side reads the same whether the table is this
+SQLite one (`LocalTable`, in `Showcase`: one relay, files kept through `DiskUsage`) or the
+cluster's, in PostgreSQL (`relay.cluster.gallery`: every replica shares one gallery).
 """
 
 import asyncio
@@ -25,15 +28,16 @@ import io
 import logging
 import secrets
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from PIL import Image
 
 from relay import gallery
 from relay.blobs import BlobStore
+from relay.cluster.blobs import Blobs
 from relay.config import Config
 from relay.decoding import Decoder
 from relay.disk import DiskUsage
@@ -331,74 +335,228 @@ def make_thumbnail(png: bytes) -> bytes:
     return out.getvalue()
 
 
-class Showcase:
-    """The relay's gallery: shares jobs when they are done, keeps the items' files, answers
-    the API, and lets items go when they expire, overflow or are withdrawn."""
+class GalleryTable(Protocol):
+    """Where the gallery's items, waiting shares and reports live, as `Gallery` uses it:
+    `LocalTable` (SQLite beside the jobs, one relay) or `relay.cluster.gallery.SharedTable`
+    (PostgreSQL, every replica)."""
+
+    async def want(self, job_id: str, share_style: bool) -> None:
+        """Remember that this job is to be shared once it is done."""
+        ...
+
+    async def wanted(self, job_id: str) -> bool | None:
+        """Whether the job waits to be shared: None if not, else its `share_style`."""
+        ...
+
+    async def sharing(self, job_id: str) -> tuple[str | None, bool]:
+        """The job's gallery id (or None), and whether it waits to be shared."""
+        ...
+
+    async def publish(self, item: Item, keep_at_most: int) -> list[Item] | None:
+        """Store the item if its job still waits to be shared (it waits no more); None if
+        it does not (withdrawn meanwhile, or shared already), else the oldest items that
+        left to keep at most `keep_at_most`."""
+        ...
+
+    async def unshare(self, job_id: str) -> Item | None:
+        """Withdraw the job (shared or waiting); the item it had."""
+        ...
+
+    async def forget_job(self, job_id: str) -> None:
+        """The job ended without a result: it no longer waits to be shared."""
+        ...
+
+    async def by_job(self, job_id: str) -> Item | None:
+        """The item a job was shared as, if any."""
+        ...
+
+    async def get(self, item_id: str) -> Item | None:
+        """An item by its gallery id, shown or hidden."""
+        ...
+
+    async def page(
+        self, before: int | None, style: str | None, method: str | None
+    ) -> tuple[list[Item], int | None]:
+        """Shown items, newest first, older than the cursor `before`; and the next cursor."""
+        ...
+
+    async def take_report(self, client: str, now: float, per_hour: int) -> bool:
+        """Count one report of this client's if it sent fewer than `per_hour` in the last
+        hour; False (not counted) if not."""
+        ...
+
+    async def report(self, item_id: str, client: str, threshold: int) -> Item | None:
+        """Count one client's report (once per client); hide the item at `threshold`."""
+        ...
+
+    async def expire(self, shared_before: float) -> list[Item]:
+        """Remove items shared before the given time; return them."""
+        ...
+
+    async def counts(self) -> tuple[int, int]:
+        """(shown, hidden) items."""
+        ...
+
+    async def reported(self) -> list[Item]:
+        """Items with reports or hidden, newest first."""
+        ...
+
+
+class LocalTable:
+    """`GalleryTable` on the relay's `ShowcaseStore` (quick indexed queries, run on the
+    loop like `relay.store`) and an in-memory window of each client's reports."""
+
+    def __init__(self, store: ShowcaseStore, reports_per_hour: int) -> None:
+        self.store = store
+        self.reports = SlidingWindow(reports_per_hour, 3600.0)
+
+    async def want(self, job_id: str, share_style: bool) -> None:
+        """See `GalleryTable.want`."""
+        self.store.want(job_id, share_style)
+
+    async def wanted(self, job_id: str) -> bool | None:
+        """See `GalleryTable.wanted`."""
+        return self.store.wanted(job_id)
+
+    async def sharing(self, job_id: str) -> tuple[str | None, bool]:
+        """See `GalleryTable.sharing`."""
+        item = self.store.by_job(job_id)
+        if item is not None:
+            return item.id, False
+        return None, self.store.wanted(job_id) is not None
+
+    async def publish(self, item: Item, keep_at_most: int) -> list[Item] | None:
+        """See `GalleryTable.publish`."""
+        if self.store.wanted(item.job_id) is None:
+            return None
+        return self.store.add(item, keep_at_most)
+
+    async def unshare(self, job_id: str) -> Item | None:
+        """See `GalleryTable.unshare`."""
+        return self.store.unshare(job_id)
+
+    async def forget_job(self, job_id: str) -> None:
+        """See `GalleryTable.forget_job`."""
+        self.store.forget_job(job_id)
+
+    async def by_job(self, job_id: str) -> Item | None:
+        """See `GalleryTable.by_job`."""
+        return self.store.by_job(job_id)
+
+    async def get(self, item_id: str) -> Item | None:
+        """See `GalleryTable.get`."""
+        return self.store.get(item_id)
+
+    async def page(
+        self, before: int | None, style: str | None, method: str | None
+    ) -> tuple[list[Item], int | None]:
+        """See `GalleryTable.page`."""
+        return self.store.page(before, style, method)
+
+    async def take_report(self, client: str, now: float, per_hour: int) -> bool:
+        """See `GalleryTable.take_report`."""
+        return self.reports.take(client, now, per_hour)
+
+    async def report(self, item_id: str, client: str, threshold: int) -> Item | None:
+        """See `GalleryTable.report`."""
+        return self.store.report(item_id, client, threshold)
+
+    async def expire(self, shared_before: float) -> list[Item]:
+        """See `GalleryTable.expire`."""
+        return self.store.expire(shared_before)
+
+    async def counts(self) -> tuple[int, int]:
+        """See `GalleryTable.counts`."""
+        return self.store.counts()
+
+    async def reported(self) -> list[Item]:
+        """See `GalleryTable.reported`."""
+        return self.store.reported()
+
+
+class Gallery:
+    """The relay's gallery on its `table`: shares jobs when they are done (thumbnails made
+    on the bounded decoder), answers the API, and lets items go when they expire, overflow
+    or are withdrawn. Subclasses keep the items' files: `Showcase` (one relay) and
+    `relay.cluster.gallery.SharedGallery`."""
 
     def __init__(
         self,
         config: Config,
-        blobs: BlobStore,
-        usage: DiskUsage,
+        table: GalleryTable,
+        blobs: Blobs,
         decoder: Decoder,
         clock: Callable[[], float],
     ) -> None:
         self.config = config
-        self.store = ShowcaseStore(config.data_dir / DATABASE)
+        self.table = table
         self.blobs = blobs
-        self.usage = usage
         self.decoder = decoder
         self.clock = clock
-        self.reports = SlidingWindow(config.gallery_reports_per_hour, 3600.0)
-        self._kept: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._publishing: set[str] = set()
-        for item in self.store.all():
-            self._keep(item)
 
     def close(self) -> None:
-        """Close the database (pending thumbnails are dropped: shared again on request)."""
+        """Stop (pending thumbnails are dropped: shared again on request)."""
         for task in self._tasks:
             task.cancel()
-        self.store.close()
+
+    # ---- the files (the subclass's) --------------------------------------------------
+
+    def _keep(self, item: Item) -> None:
+        """A new item's files are to stay while it does."""
+
+    async def _let_go(self, items: list[Item], extra: Sequence[str] = ()) -> None:
+        """These items left the gallery (and `extra` files, made for an item that was not
+        stored): their files may go unless something else keeps them."""
 
     # ---- sharing ---------------------------------------------------------------------
 
-    def state(self, job_id: str) -> dict[str, Any]:
+    async def state(self, job_id: str) -> dict[str, Any]:
         """What the job view says about sharing: `shared` (wanted or done), `gallery_id`."""
-        item = self.store.by_job(job_id)
-        if item is not None:
-            return {"shared": True, "gallery_id": item.id}
-        return {"shared": self.store.wanted(job_id) is not None, "gallery_id": None}
+        gallery_id, waiting = await self.table.sharing(job_id)
+        return {"shared": gallery_id is not None or waiting, "gallery_id": gallery_id}
+
+    async def want(self, job_id: str, share_style: bool) -> None:
+        """Share the job once it is done (asked at submit)."""
+        await self.table.want(job_id, share_style)
 
     async def share(self, job: JobRecord, share_style: bool) -> None:
         """Share a job: at once if it is done, else when it is (`job_ended`)."""
         if job.state in (JobState.FAILED, JobState.CANCELLED):
             raise Conflict(f"The job {job.state}; it has no result to share.")
-        if self.store.by_job(job.id) is not None:
+        if await self.table.by_job(job.id) is not None:
             return
-        self.store.want(job.id, share_style)
+        await self.table.want(job.id, share_style)
         if job.state is JobState.DONE:
             await self._publish(job, share_style)
 
-    def unshare(self, job_id: str) -> None:
-        """Withdraw the job from the gallery; its files go at the next sweep."""
-        item = self.store.unshare(job_id)
+    async def unshare(self, job_id: str) -> Item | None:
+        """Withdraw the job from the gallery; the item it had (its files go: see the
+        subclass)."""
+        item = await self.table.unshare(job_id)
         if item is not None:
-            self._let_go(item.id)
+            await self._let_go([item])
             log.info("gallery item %s withdrawn by its owner", item.id)
+        return item
 
     def job_ended(self, job: JobRecord) -> None:
         """A job ended: share it now if it was meant to be (a task: thumbnails take time)."""
-        share_style = self.store.wanted(job.id)
+        self._later(self._ended(job))
+
+    def _later(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _ended(self, job: JobRecord) -> None:
+        share_style = await self.table.wanted(job.id)
         if share_style is None:
             return
         if job.state is not JobState.DONE:
-            self.store.forget_job(job.id)
+            await self.table.forget_job(job.id)
             return
-        task = asyncio.get_running_loop().create_task(self._publish(job, share_style))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        await self._publish(job, share_style)
 
     async def settled(self) -> None:
         """Wait for shares in progress (tests and orderly shutdown)."""
@@ -418,9 +576,8 @@ class Showcase:
             return
         finally:
             self._publishing.discard(job.id)
+        gone: list[Item] | None = None
         try:
-            if self.store.wanted(job.id) is None:  # withdrawn meanwhile
-                return
             uploads = any(s.id == "upload" for s in job.styles)
             item = Item(
                 id=secrets.token_urlsafe(12),
@@ -435,66 +592,120 @@ class Showcase:
                 height=job.height,
                 shared=self.clock(),
             )
-            gone = self.store.add(item, self.config.gallery_max)
-            self._keep(item)
-            for old in gone:
-                self._let_go(old.id)
-            log.info("job shared in the gallery as item %s", item.id)
+            gone = await self.table.publish(item, self.config.gallery_max)
+            if gone is not None:
+                self._keep(item)
         finally:
             self.blobs.release([thumb_file])
-
-    def _keep(self, item: Item) -> None:
-        self.usage.hold(_KEY + item.id, OWNER, item.files(), self.blobs.size)
-        self._kept.add(item.id)
-
-    def _let_go(self, item_id: str) -> None:
-        self.usage.forget(_KEY + item_id)
-        self._kept.discard(item_id)
+        if gone is None:  # withdrawn meanwhile, or shared by another hand
+            await self._let_go([], [thumb_file])
+            return
+        await self._let_go(gone)
+        log.info("job shared in the gallery as item %s", item.id)
 
     # ---- the public side -------------------------------------------------------------
 
-    def page(self, cursor: str | None, style: str | None, method: str | None) -> dict[str, Any]:
+    async def page(
+        self, cursor: str | None, style: str | None, method: str | None
+    ) -> dict[str, Any]:
         """One page of shown items, newest first, and the cursor of the next (or None)."""
         before = None
         if cursor:
             if not cursor.isdigit() or len(cursor) > 18:
                 raise BadRequest("The gallery cursor is not one this relay gave out.")
             before = int(cursor)
-        items, after = self.store.page(before, style or None, method or None)
+        items, after = await self.table.page(before, style or None, method or None)
         return {
             "items": [i.view() for i in items],
             "next_cursor": str(after) if after is not None else None,
         }
 
-    def shown(self, item_id: str) -> Item:
+    async def shown(self, item_id: str) -> Item:
         """A shown item, or 404 (hidden and unknown items look the same)."""
-        item = self.store.get(item_id) if len(item_id) <= 64 else None
+        item = await self.table.get(item_id) if len(item_id) <= 64 else None
         if item is None or item.hidden is not None:
             raise NotFound("No such gallery item. It was withdrawn, hidden or has expired.")
         return item
 
-    def report(self, item_id: str, client: str) -> None:
+    async def report(self, item_id: str, client: str) -> None:
         """A visitor reports an item (rate-limited per client, counted once per client)."""
-        self.shown(item_id)
-        if not self.reports.take(client, self.clock()):
+        await self.shown(item_id)
+        per_hour = self.config.gallery_reports_per_hour
+        if not await self.table.take_report(client, self.clock(), per_hour):
             raise TooManyRequests(
-                f"You have sent {self.config.gallery_reports_per_hour} reports this hour; "
-                "thank you. Try again later.",
+                f"You have sent {per_hour} reports this hour; thank you. Try again later.",
                 {"Retry-After": "3600"},
             )
-        item = self.store.report(item_id, client, self.config.gallery_report_threshold)
+        item = await self.table.report(item_id, client, self.config.gallery_report_threshold)
         if item is not None and item.hidden is not None:
             log.warning("gallery item %s hidden after %d reports", item.id, item.reports)
 
+    async def counts(self) -> tuple[int, int]:
+        """(shown, hidden) items (for /status)."""
+        return await self.table.counts()
+
+    async def reported(self) -> list[Item]:
+        """Items with reports or hidden, newest first (for /status)."""
+        return await self.table.reported()
+
     # ---- upkeep ----------------------------------------------------------------------
 
-    def sweep(self) -> int:
+    async def sweep(self) -> int:
+        """Drop items older than `--gallery-keep`; return how many expired."""
+        gone = await self.table.expire(self.clock() - self.config.gallery_keep)
+        await self._let_go(gone)
+        return len(gone)
+
+
+class Showcase(Gallery):
+    """The gallery of one relay: its table beside the jobs (`ShowcaseStore`), its items'
+    files kept through `relay.disk.DiskUsage` (so they count in the disk cap and go at the
+    sweep after they are let go)."""
+
+    def __init__(
+        self,
+        config: Config,
+        blobs: BlobStore,
+        usage: DiskUsage,
+        decoder: Decoder,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = ShowcaseStore(config.data_dir / DATABASE)
+        super().__init__(
+            config, LocalTable(self.store, config.gallery_reports_per_hour), blobs, decoder, clock
+        )
+        self.usage = usage
+        self._kept: set[str] = set()
+        for item in self.store.all():
+            self._keep(item)
+
+    def close(self) -> None:
+        """Close the database (pending thumbnails are dropped: shared again on request)."""
+        super().close()
+        self.store.close()
+
+    def job_ended(self, job: JobRecord) -> None:
+        """See `Gallery.job_ended`; most jobs are not shared, and the table is at hand:
+        no task for those."""
+        if self.store.wanted(job.id) is not None:
+            super().job_ended(job)
+
+    def _keep(self, item: Item) -> None:
+        self.usage.hold(_KEY + item.id, OWNER, item.files(), self.blobs.size)
+        self._kept.add(item.id)
+
+    async def _let_go(self, items: list[Item], extra: Sequence[str] = ()) -> None:
+        # The files go at the next sweep's collection, unless something else keeps them.
+        for item in items:
+            self.usage.forget(_KEY + item.id)
+            self._kept.discard(item.id)
+
+    async def sweep(self) -> int:
         """Drop items older than `--gallery-keep`, and let go of the files of items removed
         elsewhere (the command line); return how many expired."""
-        gone = self.store.expire(self.clock() - self.config.gallery_keep)
-        for item in gone:
-            self._let_go(item.id)
+        expired = await super().sweep()
         present = self.store.ids()
         for item_id in self._kept - present:
-            self._let_go(item_id)
-        return len(gone)
+            self.usage.forget(_KEY + item_id)
+            self._kept.discard(item_id)
+        return expired

@@ -9,9 +9,10 @@ from typing import Any
 from aiohttp import web
 
 from relay.api import NOSNIFF, SERVICE, client_key
+from relay.cluster.blobs import file_response
 from relay.errors import BadRequest, NotFound
 from relay.orders import flag
-from relay.showcase import Item, Showcase
+from relay.showcase import Gallery, Item
 from relay.views import public_job
 
 LIST_CACHE = {"Cache-Control": "no-cache", **NOSNIFF}
@@ -21,7 +22,7 @@ IMAGE_CACHE = {"Cache-Control": "public, max-age=300, must-revalidate", **NOSNIF
 five minutes, then a cheap revalidation (304) that a hidden item fails."""
 
 
-def _showcase(request: web.Request) -> Showcase:
+def _showcase(request: web.Request) -> Gallery:
     return request.app[SERVICE].showcase
 
 
@@ -31,7 +32,8 @@ async def list_gallery(request: web.Request) -> web.Response:
     for name in ("cursor", "style", "method"):
         if len(query.get(name, "")) > 100:
             raise BadRequest(f"`{name}` is too long.")
-    body = _showcase(request).page(query.get("cursor"), query.get("style"), query.get("method"))
+    showcase = _showcase(request)
+    body = await showcase.page(query.get("cursor"), query.get("style"), query.get("method"))
     return web.json_response(body, headers=LIST_CACHE)
 
 
@@ -49,16 +51,16 @@ def _file(item: Item, kind: str) -> tuple[str, str]:
 async def gallery_image(request: web.Request) -> web.StreamResponse:
     """GET /api/gallery/{item}/thumbnail, /image and /style."""
     showcase = _showcase(request)
-    item = showcase.shown(request.match_info["item"])
+    item = await showcase.shown(request.match_info["item"])
     sha, content_type = _file(item, request.match_info["kind"])
     headers = {"Content-Type": content_type, **IMAGE_CACHE}
-    return web.FileResponse(showcase.blobs.path(sha), headers=headers)
+    return await file_response(showcase.blobs, sha, headers)
 
 
 async def report_item(request: web.Request) -> web.Response:
     """POST /api/gallery/{item}/report: a visitor flags an item for the operator."""
     showcase = _showcase(request)
-    showcase.report(request.match_info["item"], client_key(request, showcase.config))
+    await showcase.report(request.match_info["item"], client_key(request, showcase.config))
     return web.json_response({"reported": True}, status=202, headers=NOSNIFF)
 
 
@@ -80,15 +82,16 @@ async def share_job(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     job = await service.find(request.match_info["id"])
     await service.showcase.share(job, await _share_style(request))
-    return web.json_response(public_job(service, await service.find(job.id)))
+    sharing = await service.showcase.state(job.id)
+    return web.json_response(public_job(service, await service.find(job.id), sharing))
 
 
 async def unshare_job(request: web.Request) -> web.Response:
     """DELETE /api/jobs/{id}/share: withdraw the job from the gallery."""
     service = request.app[SERVICE]
     job = await service.find(request.match_info["id"])
-    service.showcase.unshare(job.id)
-    return web.json_response(public_job(service, job))
+    await service.showcase.unshare(job.id)
+    return web.json_response(public_job(service, job, await service.showcase.state(job.id)))
 
 
 def add_routes(app: web.Application) -> None:

@@ -80,9 +80,9 @@ async def status_page(request: web.Request) -> web.Response:
         ]
         rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
     nodes = "\n".join(rows) or '<tr><td colspan="7">No node is connected.</td></tr>'
-    shown, hidden = service.showcase.store.counts()
+    shown, hidden = await service.showcase.counts()
     flagged = []
-    for item in service.showcase.store.reported()[:100]:
+    for item in (await service.showcase.reported())[:100]:
         cells = [item.id, _when(item.shared), str(item.reports), item.hidden or "shown"]
         flagged.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     reports = "\n".join(flagged) or '<tr><td colspan="4">No item is reported or hidden.</td></tr>'

@@ -53,9 +53,10 @@ def job_view(
     }
 
 
-def public_job(service: JobService, job: JobRecord) -> dict[str, Any]:
+def public_job(service: JobService, job: JobRecord, sharing: Mapping[str, Any]) -> dict[str, Any]:
     """The job's public state as JSON: its view with its place in the queue, its e-mail's
-    status, when it should start, and its place in the gallery."""
+    status, when it should start, and its place in the gallery (`sharing`: what
+    `relay.showcase.Gallery.state` says, read by the async caller)."""
     view = job_view(
         job,
         live=service.live.get(job.id),
@@ -65,18 +66,19 @@ def public_job(service: JobService, job: JobRecord) -> dict[str, Any]:
     )
     view["email_status"] = service.email_status(job)
     view["starts_in"] = service.starts_in(job.id)
-    view.update(service.showcase.state(job.id))
+    view.update(sharing)
     return view
 
 
-def event_json(service: JobService, event: Event) -> Mapping[str, Any]:
+def event_json(service: JobService, event: Event, sharing: Mapping[str, Any]) -> Mapping[str, Any]:
     """A job event as the WebSocket sends it: an ended job's record (with what it had
-    reported, `live`) becomes its public view; other events are JSON already."""
+    reported, `live`) becomes its public view, with its place in the gallery (`sharing`,
+    as for `public_job`); other events are JSON already."""
     job = event.get("job")
     if not isinstance(job, JobRecord):
         return event
     view = job_view(job, live=event.get("live"), ttl=service.config.result_ttl)
-    view.update(service.showcase.state(job.id))
+    view.update(sharing)
     return {**{k: v for k, v in event.items() if k != "live"}, "job": view}
 
 

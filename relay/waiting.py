@@ -89,4 +89,5 @@ async def answer(
             **NOSNIFF,
         }
         return await file_response(service.blobs, job.result_file, png_headers)
-    return web.json_response(public_job(service, job), headers=headers)
+    sharing = await service.showcase.state(job.id)
+    return web.json_response(public_job(service, job, sharing), headers=headers)

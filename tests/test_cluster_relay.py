@@ -170,16 +170,6 @@ async def test_the_open_jobs_cap_holds_across_replicas(replicas: Replicas) -> No
         assert resp.status == 429, await resp.text()
 
 
-async def test_shared_gallery_is_refused_clearly_in_cluster_mode(replicas: Replicas) -> None:
-    a = await replicas("a")
-    await a.node("gpu-a", styles=CANDY)
-    resp = await a.client.post(
-        "/api/jobs", data=form(png((64, 48)), style="fast:builtin:candy", size="40", share="1")
-    )
-    assert resp.status == 400
-    assert "gallery" in (await resp.json())["error"]
-
-
 async def test_every_replica_shows_every_nodes_styles_and_state(replicas: Replicas) -> None:
     a, b = await replicas("a"), await replicas("b")
     await b.node("gpu-b", styles=CANDY, slots=2)

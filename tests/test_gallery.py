@@ -16,7 +16,7 @@ from relay.api import SERVICE
 from relay.app import init
 from relay.cli import main as cli_main
 from relay.jobs import JobService
-from relay.showcase import PAGE_SIZE, THUMB_SIDE, Item
+from relay.showcase import PAGE_SIZE, THUMB_SIDE, Item, Showcase, ShowcaseStore
 
 Client = TestClient[web.Request, web.Application]
 Start = Callable[..., Awaitable[Client]]
@@ -39,6 +39,13 @@ def start(aiohttp_client: AiohttpClient, tmp_path: Path, clock: FakeClock) -> St
 
 def service(client: Client) -> JobService:
     return client.app[SERVICE]
+
+
+def store_of(client: Client) -> ShowcaseStore:
+    """The single relay's gallery table."""
+    showcase = service(client).showcase
+    assert isinstance(showcase, Showcase)
+    return showcase.store
 
 
 async def run_job(client: Client, node: FakeNode, **fields: str) -> dict[str, Any]:
@@ -220,7 +227,7 @@ async def test_operator_commands(start: Start, tmp_path: Path, capsys: Any) -> N
     assert cli_main(["gallery", "hide", "no-such-item", "--data-dir", data_dir]) == 2
     assert "no gallery item" in capsys.readouterr().err
     svc = service(client)
-    stored = svc.showcase.store.get(gid)
+    stored = store_of(client).get(gid)
     assert stored is not None
     assert cli_main(["gallery", "delete", gid, "--data-dir", data_dir]) == 0
     assert (await listing(client))["items"] == []
@@ -270,7 +277,7 @@ async def test_gallery_max_lets_the_oldest_go(start: Start) -> None:
 
 async def test_pages_of_24_newest_first_with_filters(start: Start) -> None:
     client = await start()
-    store = service(client).showcase.store
+    store = store_of(client)
     for n in range(30):
         method = "fast" if n % 3 == 0 else "gatys"
         style = "fast:candy" if method == "fast" else "painting:udnie"
@@ -296,7 +303,7 @@ async def test_delete_now_takes_a_shared_result_out_of_the_gallery_at_once(start
     shared = await (await client.post(f"/api/jobs/{job['id']}/share")).json()
     [item] = (await listing(client))["items"]
     assert item["id"] == shared["gallery_id"]
-    stored = svc.showcase.store.get(item["id"])
+    stored = store_of(client).get(item["id"])
     assert stored is not None
     files = stored.files()
     assert all(svc.blobs.exists(sha) for sha in files)

@@ -17,6 +17,7 @@ Off unless the relay is given `--database-url`; then (docs/scale-out.md):
   and any key (`python -m relay tokens|keys ... --database-url`);
 - `relay.cluster.records`, `relay.cluster.queue`: job records and the shared queue that
   each replica's job service claims from;
+- `relay.cluster.gallery`: the public gallery every replica shares;
 - `relay.cluster.service`: the job service of a replica; `relay.cluster.boot` starts it.
 
 Imports of the engines' clients (asyncpg, botocore: the `cluster` extra) happen only when

@@ -26,6 +26,7 @@ from typing import Any
 
 from relay.cluster.database import RETRY_FOR, retrying
 from relay.cluster.dispatcher import CHANNEL, CLAIM_LOCK
+from relay.cluster.gallery import gallery_files
 from relay.cluster.records import COLUMNS, SELECT, insert_columns, record_of
 from relay.dispatch import NodeInfo, Timeouts
 from relay.errors import QueueFull, TooManyRequests
@@ -113,7 +114,8 @@ class ClusterQueue:
         return row["queued"], row["running"]
 
     async def live_files(self) -> set[str]:
-        """Every file a job row still names (the leader's garbage collection keeps them)."""
+        """Every file a job row or a gallery item still names (the leader's garbage
+        collection keeps them)."""
         rows = await retrying(
             lambda: self.pool.fetch(
                 "SELECT content_file, style_files, result, preview_file, partial_file FROM jobs"
@@ -125,7 +127,7 @@ class ClusterQueue:
             live.add(row["content_file"])
             live.update(row["style_files"])
             live.update(f for f in (row["result"], row["preview_file"], row["partial_file"]) if f)
-        return live
+        return live | await gallery_files(self.pool, self.retry_for)
 
     async def preview(self, job_id: str) -> tuple[bytes, int] | None:
         """The latest preview JPEG a running job's node sent (to any replica), and its number."""

@@ -29,9 +29,9 @@ It is `relay.jobs.JobService` with the job records and the queue moved to Postgr
 
 Shared through PostgreSQL besides: every replica's nodes, fast styles and the paces their
 jobs showed (shown and offered everywhere, `relay.cluster.nodes`), node tokens and API
-keys (`relay.cluster.credentials`), e-mail (sent by the leader), each client's new jobs a
-minute (`ClusterQueue.submit`). Kept per replica (docs/scale-out.md): upload slots,
-per-client disk quotas, live camera sessions.
+keys (`relay.cluster.credentials`), the public gallery (`relay.cluster.gallery`), e-mail
+(sent by the leader), each client's new jobs a minute (`ClusterQueue.submit`). Kept per
+replica (docs/scale-out.md): upload slots, per-client disk quotas, live camera sessions.
 """
 
 import asyncio
@@ -46,6 +46,7 @@ from relay.cluster.blobs import open_blobs, parse_blob_url
 from relay.cluster.database import RETRY_FOR, DatabaseUnavailable
 from relay.cluster.dispatcher import CHANNEL as WORK
 from relay.cluster.fanout import Fanout
+from relay.cluster.gallery import SharedGallery, migrate_gallery
 from relay.cluster.member import Member, timeouts_of
 from relay.cluster.nodes import NodeRegistry
 from relay.cluster.queue import CONTROL, ClusterQueue, wall
@@ -62,21 +63,17 @@ from relay.dispatch import (
     SendOffer,
     fits,
 )
-from relay.errors import ApiError, BadRequest, NotFound
+from relay.errors import ApiError, NotFound
 from relay.events import FINAL_TYPES, Event, EventBus
 from relay.jobs import JobService
 from relay.mailer import EmailStatus, Mailer, MailSettings
-from relay.model import JobRecord, JobState, Live, Order, ticket_of
+from relay.model import JobRecord, JobState, Live, ticket_of
 from relay.ratelimits import Quota
 from relay.views import node_views
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-NO_GALLERY = (
-    "The public gallery is not available on this relay (it runs as a cluster); "
-    "send the job without share."
-)
 ORPHAN_AFTER = 30.0
 """Seconds after its claim a row naming this replica but not held by it is an orphan."""
 ORPHAN_TICKS = 10
@@ -152,6 +149,11 @@ class ClusterService(JobService):
         self.connect = connect
         """Makes a new connection (for LISTEN or the lead) when PostgreSQL restarted."""
         self.queue = ClusterQueue(pool, replica, timeouts_of(config))
+        self.showcase.close()  # the one gallery is in PostgreSQL
+        live, fetch = self.queue.live_files, self.queue.fetch
+        self.showcase = SharedGallery(
+            config, pool, self.blobs, self.decoder, clock, live=live, fetch=fetch
+        )
         self.member = Member(
             pool, leader, replica, config, self._apply_shared, clock=wall, connect=connect
         )
@@ -185,6 +187,7 @@ class ClusterService(JobService):
         async with self.pool.acquire() as conn:
             await migrate_records(conn)
             await self.registry.migrate(conn)
+            await migrate_gallery(conn)
         await self.fanout.start()
         self.bus.fanout = self.fanout
         await self._listen()
@@ -254,6 +257,9 @@ class ClusterService(JobService):
         if found is None:
             self._ended.pop(job_id, None)
             raise NotFound("No such job. Its id is wrong, or the job and its result expired.")
+        ended = self._recent.get(job_id)
+        if ended is not None and ended.state.final and not found.state.final:
+            return ended  # ended here, its row not yet written (its ending told already)
         if found.state is JobState.QUEUED:
             # Its place in the shared queue, for the view that follows this read.
             self._places[job_id] = await self.queue.position(found)
@@ -317,12 +323,6 @@ class ClusterService(JobService):
         self._remember(job)
         log.info("job %s queued: %s %dx%d", job.id, job.method, job.width, job.height)
         self._pull_soon()
-
-    async def submit(self, client: str, order: Order, quota: Quota | None = None) -> JobRecord:
-        """See `JobService.submit`; the gallery is not offered in cluster mode."""
-        if order.share:
-            raise BadRequest(NO_GALLERY)
-        return await super().submit(client, order, quota)
 
     # ---- claims ----------------------------------------------------------------------
 
@@ -505,6 +505,7 @@ class ClusterService(JobService):
         await self.queue.delete(job_id)
         self._recent.pop(job_id, None)
         self._ended.pop(job_id, None)
+        await self.showcase.unshare(job_id)  # its item goes too, with the files it alone kept
         live = await self.queue.live_files()
         await asyncio.to_thread(self.blobs.discard, job.files(), live)
 
@@ -615,6 +616,7 @@ class ClusterService(JobService):
                 self._send_end(done)
             else:
                 log.warning("job %s: its ending (%s) came after its claim was lost", job.id, state)
+                self._recent.pop(job.id, None)  # not how it ended: `find` reads the row
 
         self._write(record())
 
@@ -689,6 +691,7 @@ class ClusterService(JobService):
         """The leader deletes expired jobs and their files (every replica is asked)."""
         if not self.member.leader.leading:
             return 0
+        await self.showcase.sweep()
         now = self.clock()
         expired = await self.queue.expire(now - self.config.result_ttl)
         # Files no row names: those of expired jobs, and any a replica wrote that never
@@ -709,6 +712,9 @@ class ClusterService(JobService):
     # ---- inside ----------------------------------------------------------------------
 
     def _remember(self, job: JobRecord) -> None:
+        known = self._recent.get(job.id)
+        if known is not None and known.state.final and not job.state.final:
+            return  # a fast node ended it here before its submit came back: keep the ending
         self._recent[job.id] = job
         self._recent.move_to_end(job.id)
         while len(self._recent) > RECENT:
