@@ -29,7 +29,7 @@ from typing import Any
 import asyncpg
 
 from relay.cluster.blobs import Blobs
-from relay.cluster.database import RETRY_FOR, retrying
+from relay.cluster.database import RETRY_FOR, DatabaseUnavailable, retrying
 from relay.cluster.schema import MIGRATE_LOCK
 from relay.config import Config
 from relay.decoding import Decoder
@@ -90,6 +90,10 @@ async def migrate_gallery(conn: Any) -> None:
         await conn.execute(GALLERY_SCHEMA)
 
 
+SHARING_KEPT = 2000
+"""Jobs whose last sharing state a replica keeps for views while PostgreSQL is away."""
+
+
 async def gallery_files(pool: Any, retry_for: float = RETRY_FOR) -> set[str]:
     """Every file a gallery item keeps (part of the cluster's live set)."""
     try:
@@ -114,6 +118,8 @@ class SharedTable:
         self.pool = pool
         self.clock = clock
         self.retry_for = retry_for
+        self._sharing: dict[str, tuple[str | None, bool]] = {}
+        """The last answer of `sharing` for recent jobs (kept for a database outage)."""
 
     async def _rows(self, sql: str, *args: Any) -> list[Any]:
         rows: list[Any] = await retrying(lambda: self.pool.fetch(sql, *args), self.retry_for)
@@ -149,13 +155,25 @@ class SharedTable:
         return None if row is None else bool(row[0])
 
     async def sharing(self, job_id: str) -> tuple[str | None, bool]:
-        """See `GalleryTable.sharing` (one round trip: every job view asks)."""
-        row = await self._row(
-            "SELECT (SELECT id FROM gallery_items WHERE job_id = $1),"
-            " EXISTS (SELECT 1 FROM gallery_pending WHERE job_id = $1)",
-            job_id,
-        )
-        return (row[0], False) if row[0] is not None else (None, bool(row[1]))
+        """See `GalleryTable.sharing` (one round trip: every job view asks). While the
+        database is away, the last answer for the job (or not shared): a finished job's
+        view is still answered then, and must not wait for the database."""
+        try:
+            row = await retrying(
+                lambda: self.pool.fetchrow(
+                    "SELECT (SELECT id FROM gallery_items WHERE job_id = $1),"
+                    " EXISTS (SELECT 1 FROM gallery_pending WHERE job_id = $1)",
+                    job_id,
+                ),
+                0.0,
+            )
+        except DatabaseUnavailable:
+            return self._sharing.get(job_id, (None, False))
+        answer = (row[0], False) if row[0] is not None else (None, bool(row[1]))
+        self._sharing[job_id] = answer
+        while len(self._sharing) > SHARING_KEPT:
+            del self._sharing[next(iter(self._sharing))]
+        return answer
 
     async def publish(self, item: Item, keep_at_most: int) -> list[Item] | None:
         """See `GalleryTable.publish`: the waiting row is taken in the transaction that
