@@ -404,6 +404,11 @@ class ClusterQueue:
             n,
         )
 
+    async def forget_full_buckets(self, before: float) -> None:
+        """Drop the rate buckets untouched since `before` (a minute idle refills one: a new
+        bucket starts full anyway), so the table holds only active clients."""
+        await self._run("DELETE FROM rate_buckets WHERE at < $1 RETURNING 1", before)
+
     async def expire(self, before: float) -> list[JobRecord]:
         """Delete the ended jobs that ended before `before`; their records."""
         rows = await retrying(

@@ -693,6 +693,7 @@ class ClusterService(JobService):
             return 0
         await self.showcase.sweep()
         now = self.clock()
+        await self.queue.forget_full_buckets(now - 120.0)
         expired = await self.queue.expire(now - self.config.result_ttl)
         # Files no row names: those of expired jobs, and any a replica wrote that never
         # made it into a row (an upload refused after it was stored, a result that came
