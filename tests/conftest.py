@@ -17,6 +17,7 @@ from cluster_engines import (  # noqa: F401 (fixtures)
     s3_credentials,
     s3_server,
 )
+from cluster_replicas import replicas  # noqa: F401 (fixture)
 from pytest_aiohttp import AiohttpClient
 from relay_harness import FakeClock, make_config
 from wire_relay import Relay, Start

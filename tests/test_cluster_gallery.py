@@ -5,59 +5,18 @@ Real replicas (the app) on a throwaway PostgreSQL and SeaweedFS bucket, fake nod
 the real protocol, as tests/test_cluster_relay.py."""
 
 import asyncio
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pytest_aiohttp import AiohttpClient
-from relay_harness import make_config
+from cluster_replicas import CANDY, Replicas, until
 from wire_node import WireNode
 from wire_relay import Relay, accept, result_for
 
-from protocol.handshake import StyleInfo
 from relay.api import SERVICE
-from relay.app import init
 from relay.cli import main as cli_main
 
 pytest.importorskip("asyncpg", reason="pip install 'stylerelay[cluster]'")
-
-Replicas = Any
-CANDY = (StyleInfo("builtin:candy", "Candy", "fast"),)
-
-
-@pytest.fixture
-async def replicas(
-    database_url: str, blob_url: str, aiohttp_client: AiohttpClient, tmp_path: Path
-) -> AsyncIterator[Replicas]:
-    started: list[Relay] = []
-
-    async def go(name: str, **changes: Any) -> Relay:
-        changes.setdefault("trusted_proxy", ("127.0.0.1",))
-        config = make_config(
-            tmp_path / name,
-            database_url=database_url,
-            blob_url=blob_url,
-            tick_interval=0.2,
-            **changes,
-        )
-        relay = Relay(
-            await aiohttp_client(init(config, time.time, time.monotonic)), config.data_dir
-        )
-        started.append(relay)
-        return relay
-
-    yield go
-    for relay in started:
-        await relay.close()
-
-
-async def _until(check: Any, timeout: float = 10.0) -> Any:
-    async with asyncio.timeout(timeout):
-        while not (found := await check()):
-            await asyncio.sleep(0.05)
-    return found
 
 
 async def _pair(replicas: Replicas, **changes: Any) -> tuple[Relay, Relay, WireNode]:
@@ -68,7 +27,7 @@ async def _pair(replicas: Replicas, **changes: Any) -> tuple[Relay, Relay, WireN
     async def a_knows_candy() -> bool:
         return "builtin:candy" in a.client.app[SERVICE].hub.known_fast
 
-    await _until(a_knows_candy)
+    await until(a_knows_candy)
     return a, b, node
 
 
@@ -111,7 +70,7 @@ async def test_a_job_shared_at_submit_shows_in_every_replicas_gallery(replicas: 
     a, b, node = await _pair(replicas)
     job_id = await _run(a, node, share="true")
     # B ended the job and made the thumbnail; A lists the item and serves its files.
-    [item] = await _until(_listed(a, 1))
+    [item] = await until(_listed(a, 1))
     assert await _items(b) == [item]
     assert item["method"] == "fast" and item["style"]["id"] == "fast:builtin:candy"
     for relay in (a, b):
@@ -130,7 +89,7 @@ async def test_shared_later_on_one_replica_and_withdrawn_on_another(replicas: Re
     # A makes the thumbnail of a job B's node ran.
     resp = await a.client.post(f"/api/jobs/{job_id}/share")
     assert resp.status == 200, await resp.text()
-    [item] = await _until(_listed(b, 1))
+    [item] = await until(_listed(b, 1))
     assert (await resp.json())["gallery_id"] == item["id"]
     assert (await b.state(job_id))["gallery_id"] == item["id"]
     resp = await b.client.delete(f"/api/jobs/{job_id}/share")
@@ -149,7 +108,7 @@ async def test_reports_from_clients_of_two_replicas_hide_an_item_together(
 ) -> None:
     a, b, node = await _pair(replicas, gallery_report_threshold=2)
     await _run(a, node, share="true")
-    [item] = await _until(_listed(a, 1))
+    [item] = await until(_listed(a, 1))
 
     async def report(relay: Relay, ip: str) -> int:
         headers = {"X-Forwarded-For": ip}
@@ -169,7 +128,7 @@ async def test_a_clients_report_rate_counts_on_every_replica(replicas: Replicas)
     a, b, node = await _pair(replicas, gallery_reports_per_hour=2, gallery_report_threshold=9)
     await _run(a, node, share="true")
     await _run(a, node, share="true")
-    first, second = await _until(_listed(a, 2))
+    first, second = await until(_listed(a, 2))
     headers = {"X-Forwarded-For": "203.0.113.7"}
     assert (await a.client.post(first["report_url"], headers=headers)).status == 202
     assert (await b.client.post(second["report_url"], headers=headers)).status == 202
@@ -183,7 +142,7 @@ async def test_a_clients_report_rate_counts_on_every_replica(replicas: Replicas)
 async def test_the_owners_delete_takes_the_item_out_everywhere(replicas: Replicas) -> None:
     a, b, node = await _pair(replicas)
     job_id = await _run(a, node, share="true")
-    [item] = await _until(_listed(a, 1))
+    [item] = await until(_listed(a, 1))
     files = await _files_of(a, job_id)
     assert all([await _stored(a, sha) for sha in files])
     assert (await b.client.delete(f"/api/jobs/{job_id}")).status == 204
@@ -210,12 +169,12 @@ async def _stored(relay: Relay, sha: str) -> bool:
 async def test_the_gallery_keeps_a_shared_result_after_its_job_expired(replicas: Replicas) -> None:
     a, b, node = await _pair(replicas, result_ttl=1.0, sweep_interval=0.2)
     job_id = await _run(a, node, share="true")
-    [item] = await _until(_listed(b, 1))
+    [item] = await until(_listed(b, 1))
 
     async def job_gone() -> bool:
         return (await a.client.get(f"/api/jobs/{job_id}")).status == 404
 
-    await _until(job_gone)  # the leader (A) swept it, with the files no one else keeps
+    await until(job_gone)  # the leader (A) swept it, with the files no one else keeps
     for relay in (a, b):
         for url in (item["thumbnail_url"], item["image_url"]):
             assert (await _fetch(relay, url))[0] == 200
@@ -224,7 +183,7 @@ async def test_the_gallery_keeps_a_shared_result_after_its_job_expired(replicas:
 async def test_the_leader_lets_old_items_go_and_the_cap_holds(replicas: Replicas) -> None:
     a, b, node = await _pair(replicas, gallery_max=1, gallery_keep=5.0, sweep_interval=0.2)
     first = await _run(a, node, (200, 10, 10), share="true")
-    await _until(_listed(b, 1))
+    await until(_listed(b, 1))
     [_, thumb] = await _files_of(a, first)
     second = await _run(a, node, (10, 10, 200), share="true")
 
@@ -232,12 +191,12 @@ async def test_the_leader_lets_old_items_go_and_the_cap_holds(replicas: Replicas
         items = await _items(b)
         return [i["id"] for i in items] == [(await a.state(second))["gallery_id"]]
 
-    await _until(only_second)  # at most one item: the older left, and its thumbnail
+    await until(only_second)  # at most one item: the older left, and its thumbnail
     assert (await a.state(first))["gallery_id"] is None
     assert not await _stored(a, thumb)
     [item] = await _items(a)
     [result, thumb] = await _files_of(a, second)
-    await _until(_listed(b, 0))  # older than --gallery-keep: the leader let it go
+    await until(_listed(b, 0))  # older than --gallery-keep: the leader let it go
     for relay in (a, b):
         assert (await _fetch(relay, item["thumbnail_url"]))[0] == 404
     assert not await _stored(a, thumb)
@@ -250,7 +209,7 @@ async def test_the_operator_reviews_the_shared_gallery_from_the_command_line(
 ) -> None:
     a, b, node = await _pair(replicas, gallery_report_threshold=1)
     job_id = await _run(a, node, share="true")
-    [item] = await _until(_listed(a, 1))
+    [item] = await until(_listed(a, 1))
     files = await _files_of(a, job_id)
     headers = {"X-Forwarded-For": "203.0.113.9"}
     assert (await b.client.post(item["report_url"], headers=headers)).status == 202
@@ -294,14 +253,14 @@ async def test_the_leader_publishes_a_share_no_replica_published(
     table = b.client.app[SERVICE].showcase.table
     await table.want(done, False)
     await table.want(cancelled, False)
-    [item] = await _until(_listed(b, 1))
+    [item] = await until(_listed(b, 1))
     assert (await a.state(done))["gallery_id"] == item["id"]
     assert (await _fetch(b, item["thumbnail_url"]))[0] == 200
 
     async def forgotten() -> bool:
         return await table.wanted(cancelled) is None
 
-    await _until(forgotten)
+    await until(forgotten)
     assert (await a.state(cancelled))["shared"] is False
 
 
@@ -330,7 +289,7 @@ async def test_a_job_ended_here_reads_ended_while_its_row_is_still_being_written
         async def ended_here() -> bool:
             return job_id not in service._open
 
-        await _until(ended_here)
+        await until(ended_here)
         assert (await a.state(job_id))["state"] == "done"
         ws = await a.client.ws_connect(f"/api/jobs/{job_id}/events")
         first = await ws.receive_json(timeout=5)

@@ -4,57 +4,18 @@ another's node; views, results, events and cancels work from any replica."""
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from pytest_aiohttp import AiohttpClient
-from relay_harness import form, jpeg, make_config, png
+from cluster_replicas import CANDY, Replicas, service_of, until
+from relay_harness import form, jpeg, png
 from wire_relay import Relay, accept, result_for
 
 from protocol import Cancel, Preview, Progress
-from protocol.handshake import Pace, StyleInfo
+from protocol.handshake import Pace
 from relay.api import SERVICE
-from relay.app import init
 
 pytest.importorskip("asyncpg", reason="pip install 'stylerelay[cluster]'")
-
-Replicas = Any
-CANDY = (StyleInfo("builtin:candy", "Candy", "fast"),)
-
-
-@pytest.fixture
-async def replicas(
-    database_url: str, blob_url: str, aiohttp_client: AiohttpClient, tmp_path: Path
-) -> AsyncIterator[Replicas]:
-    # The engines first: torn down last, after the replicas closed.
-    started: list[Relay] = []
-
-    async def go(name: str, **changes: Any) -> Relay:
-        config = make_config(
-            tmp_path / name,
-            database_url=database_url,
-            blob_url=blob_url,
-            tick_interval=0.2,
-            **changes,
-        )
-        relay = Relay(
-            await aiohttp_client(init(config, time.time, time.monotonic)), config.data_dir
-        )
-        started.append(relay)
-        return relay
-
-    yield go
-    for relay in started:
-        await relay.close()
-
-
-async def _until(check: Any, timeout: float = 10.0) -> Any:
-    async with asyncio.timeout(timeout):
-        while not (found := await check()):
-            await asyncio.sleep(0.05)
-    return found
 
 
 async def _knows_candy(relay: Relay) -> bool:
@@ -66,7 +27,7 @@ async def _knows_candy(relay: Relay) -> bool:
 async def test_a_job_posted_to_one_replica_runs_on_a_node_of_another(replicas: Replicas) -> None:
     a, b = await replicas("a"), await replicas("b")
     node = await b.node("gpu-b", styles=CANDY)
-    await _until(lambda: _knows_candy(a))
+    await until(lambda: _knows_candy(a))
     job_id = await a.job()
     offer = await accept(node)
     assert offer.job_id == job_id
@@ -87,7 +48,7 @@ async def test_a_websocket_on_one_replica_follows_a_job_run_through_another(
 ) -> None:
     a, b = await replicas("a"), await replicas("b")
     node = await b.node("gpu-b", styles=CANDY)
-    await _until(lambda: _knows_candy(a))
+    await until(lambda: _knows_candy(a))
     job_id = await a.job()
     ws = await a.client.ws_connect(f"/api/jobs/{job_id}/events")
     offer = await accept(node)
@@ -108,7 +69,7 @@ async def test_a_websocket_on_one_replica_follows_a_job_run_through_another(
 async def test_a_cancel_sent_to_one_replica_stops_the_node_on_another(replicas: Replicas) -> None:
     a, b = await replicas("a"), await replicas("b")
     node = await b.node("gpu-b", styles=CANDY)
-    await _until(lambda: _knows_candy(a))
+    await until(lambda: _knows_candy(a))
     job_id = await a.job()
     offer = await accept(node)
     resp = await a.client.delete(f"/api/jobs/{job_id}")
@@ -128,7 +89,7 @@ async def test_a_job_whose_node_is_lost_runs_on_a_node_of_another_replica(
 ) -> None:
     a, b = await replicas("a"), await replicas("b")
     node_b = await b.node("gpu-b", styles=CANDY)
-    await _until(lambda: _knows_candy(a))
+    await until(lambda: _knows_candy(a))
     job_id = await a.job()
     await accept(node_b)
     node_a = await a.node("gpu-a", styles=CANDY)
@@ -144,7 +105,7 @@ async def test_a_job_whose_node_is_lost_runs_on_a_node_of_another_replica(
 async def test_previews_of_a_running_job_are_served_by_every_replica(replicas: Replicas) -> None:
     a, b = await replicas("a"), await replicas("b")
     node = await b.node("gpu-b", styles=CANDY)
-    await _until(lambda: _knows_candy(a))
+    await until(lambda: _knows_candy(a))
     job_id = await a.job()
     offer = await accept(node)
     await node.send(Preview(job_id, offer.lease_id, 1, jpeg((40, 30))))
@@ -154,13 +115,13 @@ async def test_previews_of_a_running_job_are_served_by_every_replica(replicas: R
         body: bytes = await resp.read()
         return resp.status == 200 and body.startswith(b"\xff\xd8")
 
-    assert await _until(served)
+    assert await until(served)
 
 
 async def test_the_open_jobs_cap_holds_across_replicas(replicas: Replicas) -> None:
     a, b = await replicas("a", max_open_jobs=3), await replicas("b", max_open_jobs=3)
     await b.node("gpu-b", styles=CANDY, slots=1)
-    await _until(lambda: _knows_candy(a))
+    await until(lambda: _knows_candy(a))
     for relay in (a, b, a):
         await relay.job()
     for relay in (a, b):
@@ -177,7 +138,7 @@ async def test_every_replica_shows_every_nodes_styles_and_state(replicas: Replic
     async def shown_on_a() -> list[dict[str, Any]]:
         return [n for n in await a.nodes() if n["name"] == "gpu-b"]
 
-    (view,) = await _until(shown_on_a)
+    (view,) = await until(shown_on_a)
     assert view["slots"] == 2
     assert view["styles"] == ["fast:builtin:candy"]
     styles = await (await a.client.get("/api/styles")).json()
@@ -190,7 +151,7 @@ async def test_every_replica_shows_every_nodes_styles_and_state(replicas: Replic
     async def gone_from_a() -> bool:
         return not await shown_on_a()
 
-    await _until(gone_from_a)
+    await until(gone_from_a)
 
 
 async def test_a_job_waiting_in_the_shared_queue_shows_its_place_in_line(
@@ -198,7 +159,7 @@ async def test_a_job_waiting_in_the_shared_queue_shows_its_place_in_line(
 ) -> None:
     a, b = await replicas("a"), await replicas("b")
     await b.node("gpu-b", styles=CANDY, slots=1)
-    await _until(lambda: _knows_candy(a))
+    await until(lambda: _knows_candy(a))
     first = await a.job()  # runs: the node's one slot
     waiting = [await a.job(), await b.job()]
     assert (await a.wait_for(first, "running"))["position"] is None
@@ -211,11 +172,11 @@ async def test_after_postgresql_restarts_the_replicas_hear_each_other_again(
 ) -> None:
     a, b = await replicas("a"), await replicas("b")
     node = await b.node("gpu-b", styles=CANDY)
-    await _until(lambda: _knows_candy(a))
+    await until(lambda: _knows_candy(a))
     await asyncio.to_thread(postgres_server.restart)
     # A job posted to A reaches B's node at once (B heard of it: not on its next tick),
     # and A's WebSocket hears that it ended on B.
-    job_id = await _until(_posted(a), timeout=15)
+    job_id = await until(_posted(a), timeout=15)
     ws = await a.client.ws_connect(f"/api/jobs/{job_id}/events")
     offer = await accept(node)
     await node.send(result_for(offer))
@@ -223,12 +184,12 @@ async def test_after_postgresql_restarts_the_replicas_hear_each_other_again(
         events = [msg.json() async for msg in ws]
     assert events[-1]["type"] == "done"
     # And one replica leads again (its lock went with its connection).
-    services = [r.client.app[SERVICE] for r in (a, b)]
+    services = [service_of(r) for r in (a, b)]
 
     async def led() -> bool:
         return any(s.member.leader.leading for s in services)
 
-    await _until(led)
+    await until(led)
 
 
 def _posted(relay: Relay) -> Any:
@@ -271,7 +232,7 @@ async def test_e_mail_goes_out_once_from_the_leader_whichever_replica_ran_the_jo
     try:
         a, b = await replicas("a", **mail), await replicas("b", **mail)
         node = await b.node("gpu-b", styles=CANDY)
-        await _until(lambda: _knows_candy(a))
+        await until(lambda: _knows_candy(a))
         resp = await a.client.post(
             "/api/jobs",
             data=form(png((64, 48)), style="fast:builtin:candy", size="40", email="p@example.org"),
@@ -285,7 +246,7 @@ async def test_e_mail_goes_out_once_from_the_leader_whichever_replica_ran_the_jo
             status: str | None = (await a.state(job_id))["email_status"]
             return status == "sent"
 
-        await _until(sent)
+        await until(sent)
         await asyncio.sleep(1.0)  # a second copy would come within a few ticks
         assert len(received) == 1
         assert received[0]["To"] == "p@example.org"
@@ -301,7 +262,7 @@ async def test_a_claim_whose_answer_was_lost_goes_back_to_the_queue(
     from relay.dispatch import NodeInfo
 
     a = await replicas("a")
-    service = a.client.app[SERVICE]
+    service = service_of(a)
     job_id = await a.job(method="gatys", style="painting:starry_night", epochs="5")  # no node yet
     # A claim that committed but whose answer never came back (the connection broke):
     # the row names this replica, which does not hold the job.
@@ -323,13 +284,13 @@ async def test_the_leader_deletes_files_no_job_names_once_they_are_old(
     from relay.cluster import service as cluster_service
 
     a = await replicas("a")
-    service = a.client.app[SERVICE]
+    service = service_of(a)
 
     async def leads() -> bool:
         leading: bool = service.member.leader.leading
         return leading
 
-    await _until(leads)
+    await until(leads)
     job_id = await a.job(method="gatys", style="painting:starry_night", epochs="5")
     named = (await service.find(job_id)).content_file
     stray = await asyncio.to_thread(service.shared.put, b"an upload whose job was refused")
@@ -354,10 +315,10 @@ async def test_a_node_that_moves_to_another_replica_keeps_the_pace_its_jobs_show
     assert learned != (0.5, 2.0)
 
     async def kept() -> bool:
-        services = a.client.app[SERVICE]
+        services = service_of(a)
         return "gpu-1" in services.registry._paces_sent
 
-    await _until(kept)
+    await until(kept)
     await node.close()
     b.issued["gpu-1"] = a.issued["gpu-1"]  # one token, shared by every replica
     await b.node("gpu-1", methods=("gatys",), pace=(Pace("gatys", 0.5, 2.0),))
@@ -366,7 +327,7 @@ async def test_a_node_that_moves_to_another_replica_keeps_the_pace_its_jobs_show
         pace: tuple[float, float] | None = hub_b.paces.get("gpu-1", {}).get("gatys")
         return bool(pace == learned)
 
-    await _until(adopted)
+    await until(adopted)
 
 
 async def test_an_ended_job_shows_no_place_in_line_though_it_was_read_while_queued(
@@ -374,7 +335,7 @@ async def test_an_ended_job_shows_no_place_in_line_though_it_was_read_while_queu
 ) -> None:
     a, b = await replicas("a"), await replicas("b")
     node = await b.node("gpu-b", styles=CANDY, slots=1)
-    await _until(lambda: _knows_candy(a))
+    await until(lambda: _knows_candy(a))
     first = await a.job()
     waiting = await a.job()
     assert (await a.state(waiting))["position"] == 1  # read while queued

@@ -6,21 +6,19 @@ import asyncio
 import logging
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pytest_aiohttp import AiohttpClient
-from relay_harness import form, make_config, png
+from cluster_replicas import CANDY
+from relay_harness import form, png
 from wire_relay import Relay
 
 from protocol import Reject, RejectReason, Welcome
-from protocol.handshake import StyleInfo
 from relay.api import SERVICE
 from relay.apikeys import KEYS, KeyStore
-from relay.app import NODE_LISTENER, init
+from relay.app import NODE_LISTENER
 from relay.errors import TokenError
 from relay.ratelimits import Quota
 from relay.tokens import TokenStore
@@ -31,33 +29,6 @@ from relay.cluster.credentials import Credentials, SharedTokens  # noqa: E402 (a
 
 Start = Callable[..., Awaitable[Relay]]
 OpenCopy = Callable[..., Awaitable[Credentials]]
-CANDY = (StyleInfo("builtin:candy", "Candy", "fast"),)
-
-
-@pytest.fixture
-async def replicas(
-    database_url: str, blob_url: str, aiohttp_client: AiohttpClient, tmp_path: Path
-) -> AsyncIterator[Start]:
-    """Starts replicas, each on `tmp_path / name / "data"` (as tests/test_cluster_relay.py)."""
-    started: list[Relay] = []
-
-    async def go(name: str, **changes: Any) -> Relay:
-        config = make_config(
-            tmp_path / name,
-            database_url=database_url,
-            blob_url=blob_url,
-            tick_interval=0.2,
-            **changes,
-        )
-        relay = Relay(
-            await aiohttp_client(init(config, time.time, time.monotonic)), config.data_dir
-        )
-        started.append(relay)
-        return relay
-
-    yield go
-    for relay in started:
-        await relay.close()
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
