@@ -210,14 +210,7 @@ class SharedTable:
 
         async def work(conn: Any) -> Item | None:
             await conn.execute("DELETE FROM gallery_pending WHERE job_id = $1", job_id)
-            row = await conn.fetchrow(
-                f"DELETE FROM gallery_items WHERE job_id = $1 RETURNING {_ITEM}", job_id
-            )
-            if row is None:
-                return None
-            item = _item(row)
-            await _forget_reports(conn, [item])
-            return item
+            return await _remove(conn, "job_id", job_id)
 
         found: Item | None = await self._in_transaction(work)
         return found
@@ -363,14 +356,7 @@ class SharedTable:
         """Remove an item for good; the item it was."""
 
         async def work(conn: Any) -> Item | None:
-            row = await conn.fetchrow(
-                f"DELETE FROM gallery_items WHERE id = $1 RETURNING {_ITEM}", item_id
-            )
-            if row is None:
-                return None
-            item = _item(row)
-            await _forget_reports(conn, [item])
-            return item
+            return await _remove(conn, "id", item_id)
 
         found: Item | None = await self._in_transaction(work)
         return found
@@ -407,6 +393,19 @@ class SharedTable:
             SETTLE_BATCH,
         )
         return [(row["job_id"], row["state"]) for row in rows]
+
+
+async def _remove(conn: Any, column: str, value: str) -> Item | None:
+    """Delete the item whose `column` (`id` or `job_id`) is `value`, with its reports; the
+    item it was, or None."""
+    row = await conn.fetchrow(
+        f"DELETE FROM gallery_items WHERE {column} = $1 RETURNING {_ITEM}", value
+    )
+    if row is None:
+        return None
+    item = _item(row)
+    await _forget_reports(conn, [item])
+    return item
 
 
 async def _forget_reports(conn: Any, items: list[Item]) -> None:
