@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gpu_node.engine.capacity import check_fits, estimate_bytes, fitting_history
-from gpu_node.engine.gatys_params import GatysParams
+from gpu_node.engine.gatys_params import LEGACY_GATYS, GatysParams
 from gpu_node.errors import BadInputError, CapacityError
 
 
@@ -100,6 +100,21 @@ def test_style_strength_scales_the_style_weight_and_the_warm_up() -> None:
             GatysParams(style_strength=bad)
     with pytest.raises(BadInputError, match="warmup_share"):
         GatysParams(warmup_share=1.0)
+
+
+def test_the_coarse_style_term_comes_after_the_warm_up_only() -> None:
+    # The defaults (issue 18): the half-size style term joins the full-size stage, never
+    # the half-size warm-up itself, nor a stage too small to halve, nor the old defaults.
+    params = GatysParams(size=512, epochs=200)
+    assert params.coarse_style_weight == 0.3
+    assert [params.coarse_style_at(size) for size, _ in params.stages()] == [False, True]
+    big = GatysParams(size=2048, epochs=301)
+    assert [big.coarse_style_at(size) for size, _ in big.stages()] == [False, True, True]
+    assert not GatysParams(size=96, epochs=10).coarse_style_at(96)
+    assert not LEGACY_GATYS.coarse_style_at(512)
+    assert not GatysParams(coarse_style_weight=0.0).coarse_style_at(512)
+    with pytest.raises(BadInputError, match="coarse_style_weight"):
+        GatysParams(coarse_style_weight=-1.0)
 
 
 def test_the_pace_warm_up_runs_the_default_stages() -> None:
