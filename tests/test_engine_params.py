@@ -88,11 +88,16 @@ def test_a_warm_up_at_half_size_comes_first_when_there_is_room() -> None:
     assert GatysParams(size=512, epochs=200, warmup_share=0.0).stages() == [(512, 200)]
 
 
-def test_style_strength_scales_the_style_weight_and_the_warm_up() -> None:
+def test_style_strength_scales_the_style_weight_the_warm_up_and_the_coarse_term() -> None:
     full = GatysParams(size=512, epochs=200)
     half = GatysParams(size=512, epochs=200, style_strength=0.5)
     assert half.effective_style_weight == pytest.approx(0.5 * full.effective_style_weight)
     assert half.stages() == [(256, 75), (512, 125)]
+    # the half-size style term fades in over the upper half of the strength
+    assert half.effective_coarse_weight == 0 and not half.coarse_style_at(512)
+    three_quarters = GatysParams(size=512, epochs=200, style_strength=0.75)
+    assert three_quarters.effective_coarse_weight == pytest.approx(0.15)
+    assert full.effective_coarse_weight == full.coarse_style_weight
     none = GatysParams(size=512, epochs=200, style_strength=0.0)
     assert none.effective_style_weight == 0 and none.stages() == [(512, 200)]
     for bad in (-0.1, 1.5, float("nan")):

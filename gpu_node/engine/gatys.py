@@ -296,9 +296,9 @@ def _optimise(
             with autocast(job.device, job.paths):
                 small = features_of(_halved(canvas * (1.0 / _PIXEL)), style_names)
             small = {k: v.float() for k, v in small.items()}
-            coarse_term = (params.effective_style_weight * params.coarse_style_weight) * style_loss(
-                small, coarse_grams, params.style_layers
-            )
+            coarse_term = (
+                params.effective_style_weight * params.effective_coarse_weight
+            ) * style_loss(small, coarse_grams, params.style_layers)
             total = total + coarse_term
             terms["coarse"] = coarse_term.detach()
         if params.tv_weight > 0:

@@ -95,10 +95,11 @@ class GatysParams:
     at half size (2x2 means) against the style images at half size, in the stages after
     the warm-up (of at least `2 * MIN_WARMUP` px): it keeps the larger strokes the warm-up
     painted while the full size refines. 0.3 cut the style ratio about threefold at the
-    cost of a sixth more content loss (bench/quality.py)."""
+    cost of a sixth more content loss (bench/quality.py). Faded in over the upper half of
+    `style_strength` (see `effective_coarse_weight`)."""
     style_strength: float = 1.0
-    """0..1, how strongly the style is applied: scales `style_weight` and `warmup_share`
-    (0 leaves a content start as the photo)."""
+    """0..1, how strongly the style is applied: scales `style_weight` and `warmup_share`,
+    and above 0.5 fades in `coarse_style_weight` (0 leaves a content start as the photo)."""
 
     def __post_init__(self) -> None:
         _whole("size", self.size, 16, MAX_SIZE)
@@ -148,6 +149,13 @@ class GatysParams:
         return self.style_weight * self.style_strength
 
     @property
+    def effective_coarse_weight(self) -> float:
+        """`coarse_style_weight` faded in over the upper half of `style_strength` (none at
+        0.5 or below, all at 1): even a hundredth of it stylises strongly, so a lower
+        strength without it is the way back to the lighter look of the old defaults."""
+        return self.coarse_style_weight * max(0.0, 2 * self.style_strength - 1)
+
+    @property
     def deepest_layer(self) -> str:
         """The deepest VGG layer the losses read; the forward pass stops there."""
         names = [n for n, _ in self.content_layers + self.style_layers]
@@ -173,9 +181,9 @@ class GatysParams:
 
     def coarse_style_at(self, size: int) -> bool:
         """Whether the stage at long side `size` adds the half-size style term: every scale
-        after the warm-up, when `coarse_style_weight` is set and half of it is at least
-        `MIN_WARMUP` px."""
-        return self.coarse_style_weight > 0 and size in self.scales() and size >= 2 * MIN_WARMUP
+        after the warm-up, when `effective_coarse_weight` is above 0 and half of the scale
+        is at least `MIN_WARMUP` px."""
+        return self.effective_coarse_weight > 0 and size in self.scales() and size >= 2 * MIN_WARMUP
 
     def stages(self) -> list[tuple[int, int]]:
         """(long side, epochs) to run in turn: the warm-up at half size, then `scales()`."""
