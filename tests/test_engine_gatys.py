@@ -180,6 +180,27 @@ def test_multiscale_runs_coarse_to_fine(content: Image.Image, style: Image.Image
     assert [p.epoch for p in log] == [1, 2, 3, 4, 5]
 
 
+def test_the_coarse_style_term_brings_the_half_size_style_nearer() -> None:
+    # Full size only (no warm-up), 128 px: the stage is large enough to halve. With the
+    # half-size term, the picture at half size is nearer the style at half size.
+    content = resize_long_side(open_image(DATA / "cat.jpg"), 128)
+    style = resize_long_side(open_image(DATA / "starry_night.jpg"), 128)
+
+    def half_size_distance(coarse: float) -> tuple[float, set[str]]:
+        params = GatysParams(
+            size=128, epochs=12, warmup_share=0.0, coarse_style_weight=coarse, content_weight=0.1
+        )
+        log: list[EngineProgress] = []
+        out = stylize_gatys(content, [(style, 1.0)], params, progress=log.append)
+        return _style_distance(out.reduce(2), style.reduce(2)), set(log[-1].losses)
+
+    without, names_without = half_size_distance(0.0)
+    with_term, names_with = half_size_distance(1.0)
+    assert names_without == {"content", "style", "total"}
+    assert names_with == {"content", "style", "coarse", "total"}
+    assert with_term < 0.8 * without
+
+
 def test_two_styles_blend_and_bad_blends_are_refused(
     content: Image.Image, style: Image.Image
 ) -> None:

@@ -40,6 +40,16 @@ def test_checkpointing_needs_less_memory_at_every_size() -> None:
     assert estimate_bytes(4096, 4096, DEEPEST, MIN_HISTORY, checkpoint=True) < 0.75 * plain
 
 
+def test_the_half_size_style_pass_adds_a_quarter_of_the_activations() -> None:
+    for checkpoint in (False, True):
+        side = 2048
+        base = estimate_bytes(side, side, DEEPEST, MIN_HISTORY, checkpoint=checkpoint)
+        more = estimate_bytes(side, side, DEEPEST, MIN_HISTORY, checkpoint=checkpoint, coarse=True)
+        quarter = estimate_bytes(side // 2, side // 2, DEEPEST, 0, checkpoint=checkpoint)
+        assert 1.15 * base < more < 1.3 * base
+        assert more - base < quarter  # a quarter's activations, not its fixed part too
+
+
 def test_the_plan_checkpoints_only_what_would_otherwise_be_refused() -> None:
     side, history = 2048, 50
     roomy = plan_memory(side, side, DEEPEST, history, CPU, free=64 * 2**30)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gpu_node.engine.capacity import check_fits, estimate_bytes, fitting_history
-from gpu_node.engine.gatys_params import GatysParams
+from gpu_node.engine.gatys_params import LEGACY_GATYS, GatysParams
 from gpu_node.errors import BadInputError, CapacityError
 
 
@@ -88,11 +88,16 @@ def test_a_warm_up_at_half_size_comes_first_when_there_is_room() -> None:
     assert GatysParams(size=512, epochs=200, warmup_share=0.0).stages() == [(512, 200)]
 
 
-def test_style_strength_scales_the_style_weight_and_the_warm_up() -> None:
+def test_style_strength_scales_the_style_weight_the_warm_up_and_the_coarse_term() -> None:
     full = GatysParams(size=512, epochs=200)
     half = GatysParams(size=512, epochs=200, style_strength=0.5)
     assert half.effective_style_weight == pytest.approx(0.5 * full.effective_style_weight)
     assert half.stages() == [(256, 75), (512, 125)]
+    # the half-size style term fades in over the upper half of the strength
+    assert half.effective_coarse_weight == 0 and not half.coarse_style_at(512)
+    three_quarters = GatysParams(size=512, epochs=200, style_strength=0.75)
+    assert three_quarters.effective_coarse_weight == pytest.approx(0.15)
+    assert full.effective_coarse_weight == full.coarse_style_weight
     none = GatysParams(size=512, epochs=200, style_strength=0.0)
     assert none.effective_style_weight == 0 and none.stages() == [(512, 200)]
     for bad in (-0.1, 1.5, float("nan")):
@@ -100,6 +105,21 @@ def test_style_strength_scales_the_style_weight_and_the_warm_up() -> None:
             GatysParams(style_strength=bad)
     with pytest.raises(BadInputError, match="warmup_share"):
         GatysParams(warmup_share=1.0)
+
+
+def test_the_coarse_style_term_comes_after_the_warm_up_only() -> None:
+    # The defaults (issue 18): the half-size style term joins the full-size stage, never
+    # the half-size warm-up itself, nor a stage too small to halve, nor the old defaults.
+    params = GatysParams(size=512, epochs=200)
+    assert params.coarse_style_weight == 0.3
+    assert [params.coarse_style_at(size) for size, _ in params.stages()] == [False, True]
+    big = GatysParams(size=2048, epochs=301)
+    assert [big.coarse_style_at(size) for size, _ in big.stages()] == [False, True, True]
+    assert not GatysParams(size=96, epochs=10).coarse_style_at(96)
+    assert not LEGACY_GATYS.coarse_style_at(512)
+    assert not GatysParams(coarse_style_weight=0.0).coarse_style_at(512)
+    with pytest.raises(BadInputError, match="coarse_style_weight"):
+        GatysParams(coarse_style_weight=-1.0)
 
 
 def test_the_pace_warm_up_runs_the_default_stages() -> None:

@@ -34,12 +34,22 @@ _CHANNELS = {1: 64, 2: 128, 3: 256, 4: 512, 5: 512}
 
 
 def estimate_bytes(
-    height: int, width: int, deepest: str, history: int, *, checkpoint: bool = False
+    height: int,
+    width: int,
+    deepest: str,
+    history: int,
+    *,
+    checkpoint: bool = False,
+    coarse: bool = False,
 ) -> int:
     """Bytes a job at height x width needs, up to layer `deepest`, with L-BFGS `history`
-    (with `checkpoint`: the activations of gradient checkpointing, see the module)."""
+    (with `checkpoint`: the activations of gradient checkpointing, see the module; with
+    `coarse`: those of the half-size pass of the coarse style term as well)."""
     pixels = height * width
-    floats = _checkpointed_floats(pixels, deepest) if checkpoint else _layer_floats(pixels, deepest)
+    activations = _checkpointed_floats if checkpoint else _layer_floats
+    floats = activations(pixels, deepest)
+    if coarse:  # kept alongside the full-size pass's until the backward pass
+        floats += activations(pixels // 4, deepest)
     image = 3 * pixels
     # L-BFGS keeps two image-sized vectors per remembered step, plus a few working copies.
     optimiser = (2 * history + 6) * image
@@ -101,6 +111,7 @@ def fitting_history(
     *,
     where: str = "the device",
     checkpoint: bool = False,
+    coarse: bool = False,
 ) -> int:
     """The longest L-BFGS history up to `history` with which the job fits in `free` bytes.
 
@@ -111,9 +122,10 @@ def fitting_history(
     budget = free * _SPARE
     shortest = min(history, MIN_HISTORY)
     for length in range(history, shortest - 1, -1):
-        if estimate_bytes(height, width, deepest, length, checkpoint=checkpoint) <= budget:
+        need = estimate_bytes(height, width, deepest, length, checkpoint=checkpoint, coarse=coarse)
+        if need <= budget:
             return length
-    need = estimate_bytes(height, width, deepest, shortest, checkpoint=checkpoint)
+    need = estimate_bytes(height, width, deepest, shortest, checkpoint=checkpoint, coarse=coarse)
     raise CapacityError(
         f"a {width}x{height} image needs about {need / 2**30:.1f} GiB, but only "
         f"{free / 2**30:.1f} GiB is free on {where}; choose a smaller size"
@@ -143,16 +155,21 @@ def plan_memory(
     device: torch.device,
     *,
     free: int | None = None,
+    coarse: bool = False,
 ) -> MemoryPlan:
-    """The plan for a job on `device` (`free` bytes, default: what the device has free):
-    as it is (the history shortened if need be), else with gradient checkpointing, else
-    CapacityError. Jobs reach a node only within its owner's --max-pixels, so a job the
-    owner allows runs slower rather than being refused where checkpointing makes it fit."""
+    """The plan for a job on `device` (`free` bytes, default: what the device has free;
+    `coarse`: with a half-size style pass, see estimate_bytes): as it is (the history
+    shortened if need be), else with gradient checkpointing, else CapacityError. Jobs
+    reach a node only within its owner's --max-pixels, so a job the owner allows runs
+    slower rather than being refused where checkpointing makes it fit."""
     free = free_bytes(device) if free is None else free
     try:
-        return MemoryPlan(fitting_history(height, width, deepest, history, free), False)
+        return MemoryPlan(
+            fitting_history(height, width, deepest, history, free, coarse=coarse), False
+        )
     except CapacityError:
         length = fitting_history(
-            height, width, deepest, history, free, where=device.type, checkpoint=True
-        )
+            height, width, deepest, history, free, where=device.type, checkpoint=True,
+            coarse=coarse,
+        )  # fmt: skip
         return MemoryPlan(length, True)

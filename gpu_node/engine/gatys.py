@@ -114,7 +114,10 @@ def stylize_gatys(
     final_w, final_h = _fitted(content.size, params.size)
     lbfgs = params.optimizer is Optimizer.LBFGS
     wanted = params.lbfgs_history if lbfgs else 0
-    plan = plan_memory(final_h, final_w, params.deepest_layer, wanted, device, free=free_memory)
+    plan = plan_memory(
+        final_h, final_w, params.deepest_layer, wanted, device, free=free_memory,
+        coarse=any(params.coarse_style_at(size) for size, _ in params.stages()),
+    )  # fmt: skip
     history = plan.history
     if plan.checkpoint:
         log.info(
@@ -175,6 +178,8 @@ def stylize_gatys(
         if params.preserve_colors:
             style_ts = [(color.match_luminance(s, content_t), b) for s, b in style_ts]
             content_t = color.luminance_as_rgb(content_t)
+        # After the warm-up, the style is also matched at half size (see GatysParams).
+        coarse_ts = [(_halved(s), b) for s, b in style_ts] if params.coarse_style_at(size) else []
         skip = 0
         if canvas is not None:
             first = canvas
@@ -184,8 +189,8 @@ def stylize_gatys(
         else:
             first = _initial(params, content_t, style_ts[0][0])
         canvas = _optimise(
-            job, content_t, style_ts, _resized(first, content_t), epochs=epochs - skip,
-            done=done + skip,
+            job, content_t, style_ts, coarse_ts, _resized(first, content_t),
+            epochs=epochs - skip, done=done + skip,
         )  # fmt: skip
         done += epochs
     if canvas is None:  # the start picture had every epoch already
@@ -230,6 +235,11 @@ def _resized(image: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return resized.clamp(0.0, 1.0)
 
 
+def _halved(image: torch.Tensor) -> torch.Tensor:
+    """`image` at half its size, each pixel the mean of a 2x2 block (differentiable)."""
+    return F.avg_pool2d(image, 2)
+
+
 def _finisher(content: torch.Tensor, preserve: bool) -> Callable[[torch.Tensor], torch.Tensor]:
     def finish(picture: torch.Tensor) -> torch.Tensor:
         image = picture.detach().float().clamp(0.0, 1.0)
@@ -244,6 +254,7 @@ def _optimise(
     job: _Job,
     content: torch.Tensor,
     styles: list[tuple[torch.Tensor, float]],
+    coarse: list[tuple[torch.Tensor, float]],
     start: torch.Tensor,
     *,
     epochs: int,
@@ -258,6 +269,9 @@ def _optimise(
         content_targets = net(content, content_names)
         style_grams = [
             (blend, {k: gram(v) for k, v in net(s, style_names).items()}) for s, blend in styles
+        ]
+        coarse_grams = [
+            (blend, {k: gram(v) for k, v in net(s, style_names).items()}) for s, blend in coarse
         ]
     names = list(dict.fromkeys(content_names + style_names))
     canvas = (start.detach() * _PIXEL).contiguous()
@@ -278,6 +292,15 @@ def _optimise(
             features, style_grams, params.style_layers
         )
         total = content_term + style_term
+        if coarse_grams:
+            with autocast(job.device, job.paths):
+                small = features_of(_halved(canvas * (1.0 / _PIXEL)), style_names)
+            small = {k: v.float() for k, v in small.items()}
+            coarse_term = (
+                params.effective_style_weight * params.effective_coarse_weight
+            ) * style_loss(small, coarse_grams, params.style_layers)
+            total = total + coarse_term
+            terms["coarse"] = coarse_term.detach()
         if params.tv_weight > 0:
             tv_term = params.tv_weight * tv_loss(canvas)
             total = total + tv_term

@@ -90,9 +90,16 @@ class GatysParams:
     """Share of the epochs first run at half the coarsest scale (when that is at least
     `MIN_WARMUP` px), before refining at full size; scaled by `style_strength`. Three
     quarters stylised more than half on every pair measured (bench/quality.py)."""
+    coarse_style_weight: float = 0.3
+    """Weight, relative to the style term, of the style loss measured again on the picture
+    at half size (2x2 means) against the style images at half size, in the stages after
+    the warm-up (of at least `2 * MIN_WARMUP` px): it keeps the larger strokes the warm-up
+    painted while the full size refines. 0.3 cut the style ratio about threefold at the
+    cost of a sixth more content loss (bench/quality.py). Faded in over the upper half of
+    `style_strength` (see `effective_coarse_weight`)."""
     style_strength: float = 1.0
-    """0..1, how strongly the style is applied: scales `style_weight` and `warmup_share`
-    (0 leaves a content start as the photo)."""
+    """0..1, how strongly the style is applied: scales `style_weight` and `warmup_share`,
+    and above 0.5 fades in `coarse_style_weight` (0 leaves a content start as the photo)."""
 
     def __post_init__(self) -> None:
         _whole("size", self.size, 16, MAX_SIZE)
@@ -102,7 +109,7 @@ class GatysParams:
             raise BadInputError(
                 f"epochs {self.epochs} is over the cap of max_epochs={self.max_epochs}"
             )
-        for name in ("content_weight", "style_weight", "tv_weight"):
+        for name in ("content_weight", "style_weight", "tv_weight", "coarse_style_weight"):
             _finite(name, getattr(self, name), allow_zero=True)
         _finite("learning_rate", self.learning_rate, allow_zero=False)
         _finite("style_scale", self.style_scale, allow_zero=False)
@@ -142,6 +149,13 @@ class GatysParams:
         return self.style_weight * self.style_strength
 
     @property
+    def effective_coarse_weight(self) -> float:
+        """`coarse_style_weight` faded in over the upper half of `style_strength` (none at
+        0.5 or below, all at 1): even a hundredth of it stylises strongly, so a lower
+        strength without it is the way back to the lighter look of the old defaults."""
+        return self.coarse_style_weight * max(0.0, 2 * self.style_strength - 1)
+
+    @property
     def deepest_layer(self) -> str:
         """The deepest VGG layer the losses read; the forward pass stops there."""
         names = [n for n, _ in self.content_layers + self.style_layers]
@@ -164,6 +178,12 @@ class GatysParams:
             )
         share, spare = divmod(self.epochs, count)
         return [share + (spare if i == 0 else 0) for i in range(count)]
+
+    def coarse_style_at(self, size: int) -> bool:
+        """Whether the stage at long side `size` adds the half-size style term: every scale
+        after the warm-up, when `effective_coarse_weight` is above 0 and half of the scale
+        is at least `MIN_WARMUP` px."""
+        return self.effective_coarse_weight > 0 and size in self.scales() and size >= 2 * MIN_WARMUP
 
     def stages(self) -> list[tuple[int, int]]:
         """(long side, epochs) to run in turn: the warm-up at half size, then `scales()`."""
@@ -193,7 +213,12 @@ def _finite(name: str, value: object, *, allow_zero: bool) -> None:
 
 
 LEGACY_GATYS = GatysParams(
-    content_weight=1e-2, style_weight=1.0, tv_weight=0.0, warmup_share=0.0, style_strength=1.0
+    content_weight=1e-2,
+    style_weight=1.0,
+    tv_weight=0.0,
+    warmup_share=0.0,
+    coarse_style_weight=0.0,
+    style_strength=1.0,
 )
 """The defaults before issue 18: full size only, a lighter, finer-grained look
 (bench/quality.py's "before")."""
