@@ -297,18 +297,7 @@ class S3Store(Holdings):
 
     def scan(self) -> int:
         """List the bucket once: learn every file's size; return the total."""
-        sizes: dict[str, int] = {}
-        pages = self._client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self.location.prefix
-        )
-        try:
-            for page in pages:
-                for item in page.get("Contents", ()):
-                    name = item["Key"].rsplit("/", 1)[-1]
-                    if _SHA.match(name):
-                        sizes[name] = int(item["Size"])
-        except Exception as exc:
-            raise _s3_error(exc, "listing") from exc
+        sizes = {name: int(item["Size"]) for name, item in self._listing()}
         with self._lock:
             self._sizes = sizes
             self.total = sum(sizes.values())
@@ -341,19 +330,23 @@ class S3Store(Holdings):
 
     def written_before(self, before: float) -> list[str]:
         """Every file in the bucket last written before `before` (blocking)."""
-        old: list[str] = []
+        return [name for name, item in self._listing() if item["LastModified"].timestamp() < before]
+
+    def _listing(self) -> list[tuple[str, Any]]:
+        """(name, S3 listing entry) of every stored file in the bucket (blocking)."""
         pages = self._client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket, Prefix=self.location.prefix
         )
+        found: list[tuple[str, Any]] = []
         try:
             for page in pages:
                 for item in page.get("Contents", ()):
                     name = item["Key"].rsplit("/", 1)[-1]
-                    if _SHA.match(name) and item["LastModified"].timestamp() < before:
-                        old.append(name)
+                    if _SHA.match(name):
+                        found.append((name, item))
         except Exception as exc:
             raise _s3_error(exc, "listing") from exc
-        return old
+        return found
 
     def close(self) -> None:
         """Close the client's connections."""
