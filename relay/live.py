@@ -62,6 +62,9 @@ FAST_ROUND_TRIP = 0.18
 """...and one below this raises it again, up to the session's side."""
 STEER_EVERY = 8
 """Round trips measured between two decisions on the frame size."""
+READY_WITHIN = 15.0
+"""Seconds a node has to answer a live lease with `LiveReady`; after that the session
+moves to another node, or ends with `node_silent`."""
 MAX_BAD_FRAMES = 20
 """Unusable frames in a row after which a session ends (a broken or hostile page)."""
 FRAME_TAG = 1
@@ -148,6 +151,11 @@ class LiveSession:
     node: NodeHandle | None = None
     lease: str | None = None
     ready: bool = False
+    offered_at: float = 0.0
+    """When the current lease was offered (the relay's timer)."""
+    passed_over: set[str] = field(default_factory=set)
+    """Nodes that ended, refused or left unanswered a lease of this session: not asked
+    again."""
     ended: bool = False
     in_flight: dict[int, float] = field(default_factory=dict)
     waiting: tuple[int, bytes] | None = None
@@ -208,6 +216,21 @@ class LiveSessions:
                 self._end(session, "node_lost", f"The node painting your camera left. {exc}")
             else:
                 session.to_page({"type": "moved", "node": session.node.name})  # type: ignore[union-attr]
+
+    def node_draining(self, handle: NodeHandle) -> None:
+        """A node is leaving: its sessions move to other free nodes now; one that finds
+        none stays where it is until the node goes."""
+        for session in [s for s in self._sessions.values() if s.node is handle]:
+            self._move(session, handle, "the node is leaving", stay=True)
+
+    def check_starting(self) -> None:
+        """Periodic: a lease its node left unanswered for `READY_WITHIN` s is given up;
+        the session moves to another node, or ends."""
+        now = self._service.timer()
+        for session in list(self._sessions.values()):
+            node = session.node
+            if node is not None and not session.ready and now - session.offered_at > READY_WITHIN:
+                self._move(session, node, f"no answer within {READY_WITHIN:g} s")
 
     @property
     def sessions(self) -> int:
@@ -309,18 +332,9 @@ class LiveSessions:
     def node_ended(self, handle: NodeHandle, message: LiveEnd) -> None:
         """The node refused or gave up the lease: the session moves, or ends."""
         session = self._of(handle, message.lease_id)
-        if session is None:
-            return
-        self._forget_lease(session)
-        self._release(handle)
-        why = message.message or "the node ended the live session"
-        log.info("node %s ended live session %s: %s", handle.name, session.id, why)
-        try:
-            self._place(session, avoid=handle.name)
-        except LiveRefused as exc:
-            self._end(session, "node_ended", f"The node stopped painting ({why}). {exc}")
-        else:
-            session.to_page({"type": "moved", "node": session.node.name})  # type: ignore[union-attr]
+        if session is not None:
+            why = message.message or "the node ended the live session"
+            self._move(session, handle, why, told=True)
 
     # ---- inside ----------------------------------------------------------------------
 
@@ -328,13 +342,20 @@ class LiveSessions:
         session = self._by_lease.get(lease)
         return session if session is not None and session.node is handle else None
 
-    def _place(self, session: LiveSession, avoid: str | None = None) -> None:
+    def _place(self, session: LiveSession) -> None:
         """Lease a slot on the least busy live node that can paint the session's style."""
+        self._lease_on(session, self._pick(session))
+
+    def _pick(self, session: LiveSession) -> NodeHandle:
+        """Hold a slot on the least busy live node that can paint the session's style
+        and has not passed it over; LiveRefused if there is none."""
         service = self._service
         able = [
             h
             for h in self._nodes.values()
-            if h.name != avoid and not h.dropped.is_set() and _serves(h, session.style)
+            if h.name not in session.passed_over
+            and not h.dropped.is_set()
+            and _serves(h, session.style)
         ]
         if not able:
             raise LiveRefused(
@@ -348,15 +369,47 @@ class LiveSessions:
                 counts[other.node.name] = counts.get(other.node.name, 0) + 1
         for handle in sorted(able, key=lambda h: (counts.get(h.name, 0), h.name)):
             if service.scheduler.hold_live(handle.name, service.config.live_share):
-                lease = secrets.token_hex(8)
-                session.node, session.lease, session.ready = handle, lease, False
-                self._by_lease[lease] = session
-                handle.outbox.put_nowait(LiveOpen(lease, session.side, session.style))
-                return
+                return handle
         raise LiveRefused(
             "no_slot",
             "Every node that paints live is busy; try again in a minute or use a photo.",
         )
+
+    def _lease_on(self, session: LiveSession, handle: NodeHandle) -> None:
+        """Offer the session to `handle`, whose slot `_pick` holds."""
+        lease = secrets.token_hex(8)
+        session.node, session.lease, session.ready = handle, lease, False
+        session.offered_at = self._service.timer()
+        self._by_lease[lease] = session
+        handle.outbox.put_nowait(LiveOpen(lease, session.side, session.style))
+
+    def _move(
+        self, session: LiveSession, handle: NodeHandle, why: str, *, told: bool = False,
+        stay: bool = False,
+    ) -> None:  # fmt: skip
+        """Take `session` off `handle` onto another node and tell the page; the node is
+        sent a LiveEnd unless it `told` the relay itself. With no other node free the
+        session ends, or with `stay` keeps its lease."""
+        session.passed_over.add(handle.name)
+        try:
+            target: NodeHandle | None = self._pick(session)
+            refused = ""
+        except LiveRefused as exc:
+            if stay:
+                return
+            target, refused = None, exc.message
+        lease = session.lease
+        self._forget_lease(session)
+        if lease is not None and not told:
+            handle.outbox.put_nowait(LiveEnd(lease, why[:1000]))
+        self._release(handle)
+        log.info("live session %s left node %s: %s", session.id, handle.name, why)
+        if target is None:
+            reason = "node_ended" if told else "node_silent"
+            self._end(session, reason, f"The node stopped painting ({why}). {refused}")
+            return
+        self._lease_on(session, target)
+        session.to_page({"type": "moved", "node": target.name})
 
     def _pump(self, session: LiveSession) -> None:
         """Send the waiting frame if there is room at the node."""

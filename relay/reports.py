@@ -97,11 +97,14 @@ class NodeReports:
         """The node is leaving: it finishes its jobs but is offered no new ones."""
         if self.hub.current(handle):
             self.service.scheduler.node_draining(handle.name)
+            self.service.live_sessions.node_draining(handle)
 
     def check_silence(self) -> None:
-        """Periodic: drop the nodes the hub's liveness rule finds silent; their jobs go back."""
+        """Periodic: drop the nodes the hub's liveness rule finds silent (their jobs go
+        back), and give up live leases a node left unanswered."""
         for handle, reason in self.hub.silent(self.service.config.heartbeat_interval):
             self.node_lost(handle, reason)
+        self.service.live_sessions.check_starting()
 
     # ---- leases ----------------------------------------------------------------------
 

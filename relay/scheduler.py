@@ -330,10 +330,11 @@ class Scheduler:
         return actions + self._dispatch(now)
 
     def hold_live(self, name: str, share: float) -> bool:
-        """Take a free slot of node `name` for a live session, if live sessions there hold
-        fewer than `share` of its slots; False if not (the rest stay for queued jobs)."""
+        """Take a free slot of node `name` for a live session, if it is not draining and
+        live sessions there hold fewer than `share` of its slots; False if not (the rest
+        stay for queued jobs)."""
         node = self._nodes.get(name)
-        if node is None or self._free(node, self._trusting()) < 1:
+        if node is None or node.draining or self._free(node, self._trusting()) < 1:
             return False
         if node.live + 1 > int(node.info.slots * share):
             return False

@@ -25,11 +25,13 @@ from wire_relay import Relay, Start, accept, result_for
 from gpu_node.daemon.capabilities import build_capabilities
 from gpu_node.daemon.config import NodeConfig
 from gpu_node.daemon.daemon import Daemon
+from gpu_node.daemon.live import LiveDesk
 from gpu_node.daemon.params import NodeCaps
 from gpu_node.daemon.runner import JobRunner
 from gpu_node.fast.registry import build_registry
 from protocol import (
     Connection,
+    Drain,
     Hello,
     LiveEnd,
     LiveFrame,
@@ -46,6 +48,7 @@ from protocol import (
     Role,
     Welcome,
 )
+from relay import live as relay_live
 from relay.dev import node_command
 from relay.live import MIN_SIDE, STEER_EVERY, Steering
 
@@ -328,6 +331,58 @@ async def test_a_killed_node_hands_the_session_to_another_or_ends_it(start: Star
     assert ended["reason"] == "node_lost" and "left" in ended["message"]
 
 
+async def test_a_lease_left_unanswered_moves_on_then_ends(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(relay_live, "READY_WITHIN", 0.3)
+    relay = await start(tick_interval=0.05)
+    one = await live_node(relay, "gpu-1")
+    two = await live_node(relay, "gpu-2")
+    page = await open_page(relay)
+    await page.start()
+    first = await one.expect(LiveOpen)  # gpu-1 never answers
+    moved = await page.until("moved", timeout=3)
+    assert moved["node"] == "gpu-2"
+    assert (await one.expect(LiveEnd)).lease_id == first.lease_id
+    second = await two.expect(LiveOpen)  # nor does gpu-2: not back to gpu-1, the end
+    ended = await page.until("ended", timeout=3)
+    assert ended["reason"] == "node_silent" and "no answer within 0.3 s" in ended["message"]
+    assert (await two.expect(LiveEnd)).lease_id == second.lease_id
+    # Both slots were let go: a new session starts on the least busy node again.
+    again = await open_page(relay)
+    await again.start()
+    await ready(one, again)
+
+
+async def test_a_draining_node_hands_its_sessions_on_and_gets_no_new_ones(start: Start) -> None:
+    relay = await start(trusted_proxy=("127.0.0.1/32",))
+    one = await live_node(relay, "gpu-1")
+    page = await open_page(relay)
+    await page.start()
+    opened = await ready(one, page)
+    await one.send(Drain())
+    # No other node: the session stays on the leaving node, and a new one is refused.
+    other = await open_page(relay, **{"X-Forwarded-For": "10.1.1.1"})
+    await other.start()
+    assert (await other.until("ended"))["reason"] == "no_slot"
+    await page.ws.send_bytes(page_frame(1, frame_jpeg()))
+    await paint(one, await one.expect(LiveFrame))
+    assert (await page.until("painted"))["seq"] == 1
+    # A node that can take it arrives, then a second node drains: the session moves.
+    two = await live_node(relay, "gpu-2")
+    three = await live_node(relay, "gpu-3")
+    third = await open_page(relay, **{"X-Forwarded-For": "10.1.1.2"})
+    await third.start()
+    await ready(two, third)
+    await two.send(Drain())
+    moved = await third.until("moved")
+    assert moved["node"] == "gpu-3"
+    assert (await two.expect(LiveEnd)).message == "the node is leaving"
+    await ready(three, third)
+    assert opened.lease_id  # the first session was never moved: gpu-1 had no other to go to
+    assert not [e for e in page.events if e["type"] == "moved"]
+
+
 async def test_queued_jobs_keep_running_beside_live_sessions(start: Start) -> None:
     relay = await start(trusted_proxy=("127.0.0.1/32",))
     node = await live_node(relay, slots=2)
@@ -508,6 +563,16 @@ async def test_a_node_whose_owner_said_no_live_refuses_live_sessions() -> None:
         side.send(LiveOpen("a", 64, REAL_STYLE))
         ended = await take(side, LiveEnd)
         assert "does not take live sessions" in ended.message
+
+
+def test_a_draining_node_refuses_new_live_leases() -> None:
+    runner = JobRunner(NodeCaps(1000, 4_000_000), build_registry(None), torch.device("cpu"))
+    sent: list[Message] = []
+    desk = LiveDesk(runner, sent.append, enabled=True, slots=2)
+    desk.draining = True
+    desk.handle(LiveOpen("a", 64, REAL_STYLE))
+    assert sent == [LiveEnd("a", "this node is leaving")]
+    desk.close()
 
 
 async def test_the_relay_cap_wins_over_the_size_floor(start: Start) -> None:

@@ -81,6 +81,8 @@ class LiveDesk:
         self._send = send
         self.enabled = enabled
         self.slots = slots
+        self.draining = False
+        """When set, new live leases are refused (sessions already open go on)."""
         self._sessions: dict[str, _Session] = {}
         self._threads = concurrent.futures.ThreadPoolExecutor(
             max_workers=max(2, 2 * slots), thread_name_prefix="live"
@@ -126,6 +128,8 @@ class LiveDesk:
     def _open(self, lease: str, side: int, style: LiveStyle) -> None:
         if not self.enabled:
             self._send(LiveEnd(lease, "this node's owner does not take live sessions"))
+        elif self.draining:
+            self._send(LiveEnd(lease, "this node is leaving"))
         elif len(self._sessions) >= self.slots:
             self._send(LiveEnd(lease, f"this node takes at most {self.slots} live session(s)"))
         elif style.method not in self.runner.methods:

@@ -299,7 +299,7 @@ class Session:
             log.warning("asked again to stop: handing back %d job(s) now", len(self._jobs))
             self._hand_back()
             return
-        self._draining = self._jobs.draining = True
+        self._draining = self._jobs.draining = self._live.draining = True
         self._grace = self.config.drain_grace if grace is None else grace
         if self.welcome is None:
             # not connected yet: nothing to finish

@@ -235,7 +235,7 @@ export class Live {
         break;
       case "ended": {
         const known = [
-          "no_node", "no_slot", "one_per_client", "time_up", "node_lost", "stopped",
+          "no_node", "no_slot", "one_per_client", "time_up", "node_lost", "node_silent", "stopped",
         ];
         const reason = event.reason;
         if (known.includes(reason)) this.finish(`live.end.${reason}`);
