@@ -6,6 +6,8 @@ The node listener builds `NodeInfo` from a node's hello and carries out `SendOff
 
 from dataclasses import dataclass, field
 
+from protocol.params import ONE_PASS
+
 
 @dataclass(frozen=True)
 class NodeInfo:
@@ -45,10 +47,6 @@ class JobTicket:
     fast_styles: frozenset[str] = frozenset()
 
 
-ONE_PASS_METHODS = frozenset({"fast", "arbitrary"})
-"""Methods a node runs in one pass and reports once, at the end (Progress 1/1)."""
-
-
 @dataclass(frozen=True)
 class Timeouts:
     """How long a running job may stay silent or run, and how often it may be retried."""
@@ -76,8 +74,8 @@ class Timeouts:
     """How long a job waits for a busy proven node before a node on probation (one that
     has not finished a job yet) may take it (see `relay.scheduler`)."""
     one_pass_stall: float = 30.0
-    """The stall limit per megapixel of the one-pass methods (`ONE_PASS_METHODS`): their
-    node reports Progress once, after the whole run, which takes seconds even on a CPU
+    """The stall limit per megapixel of the one-pass methods (`protocol.params.ONE_PASS`):
+    their node reports Progress once, after the whole run, which takes seconds even on a CPU
     (a 2048x2048 arbitrary-style pass: about 2 s on two cores), so `stall` (sized for
     Gatys, whose first report follows loading VGG and a first epoch) would let a silent
     node sit on such a job for minutes."""
@@ -85,9 +83,7 @@ class Timeouts:
     def stall_limit(self, job: JobTicket) -> float:
         """Seconds allowed between two progress reports: longer for bigger images."""
         # Never above `stall`: a relay configured with a shorter one keeps it for all.
-        base = (
-            min(self.one_pass_stall, self.stall) if job.method in ONE_PASS_METHODS else self.stall
-        )
+        base = min(self.one_pass_stall, self.stall) if job.method in ONE_PASS else self.stall
         return base * max(1.0, job.pixels / 1e6)
 
     def run_limit(self, job: JobTicket) -> float:
