@@ -77,3 +77,19 @@ def test_quick_compare_styles_the_photo_and_writes_json(tmp_path: Path) -> None:
         assert pair[f"{which}_s"] > 0
     with Image.open(tmp_path / "side" / "cat+starry_night_128.png") as side:
         assert side.size == (128 + 8 + 128, 85)  # before | after, the cat being 3:2
+    # Again, reusing that run's before side: only after is painted, before is the same,
+    # and no time ratio is claimed for a pair not painted both ways in this run.
+    again = tmp_path / "again.json"
+    assert main(["compare", "--quick", "--root", str(root), "--json", str(again),
+                 "--before-from", str(out), "--images", str(tmp_path / "side")]) == 0  # fmt: skip
+    second = json.loads(again.read_text())
+    (reused,) = second["pairs"]
+    assert reused["before_reused"] and reused["before"] == pair["before"]
+    assert reused["after"]["style_ratio"] == pytest.approx(pair["after"]["style_ratio"], rel=1e-3)
+    assert second["summary"]["timed_pairs"] == 0 and second["summary"]["time_ratio"] is None
+    with Image.open(tmp_path / "side" / "cat+starry_night_128.png") as side:
+        assert side.size == (128 + 8 + 128, 85)
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps({**record, "size": 256}))
+    with pytest.raises(SystemExit, match="256 px"):
+        main(["compare", "--quick", "--root", str(root), "--before-from", str(wrong)])
