@@ -1,0 +1,231 @@
+"""Live mode probed as an attacker would: hostile pages on /api/live and hostile nodes on
+the node port, against a real relay. After each, the live slots held at the scheduler must
+be exactly those of the sessions still open."""
+
+import asyncio
+import struct
+
+import msgpack
+from aiohttp import WSMsgType
+from relay_harness import FakeClock
+from test_live_relay import (
+    CANDY,
+    Page,
+    frame_jpeg,
+    live_node,
+    open_page,
+    page_frame,
+    paint,
+    ready,
+)
+from wire_node import WireNode
+from wire_relay import Relay, Start
+
+from protocol import LiveFrame, LiveMissed, LiveOpen, LivePainted, LiveReady, LiveRestyle
+from relay import api
+from relay import live as relay_live
+
+MOSAIC = "fast:builtin:mosaic"
+
+
+def live_held(relay: Relay) -> dict[str, int]:
+    """Slots each node's live sessions hold at the scheduler."""
+    scheduler = relay.client.app[api.SERVICE].scheduler
+    return {name: node.live for name, node in scheduler._nodes.items()}
+
+
+async def closed(page: Page, timeout: float = 5.0) -> list[dict[str, object]]:
+    """Read the socket to its close; the JSON events it carried."""
+    events = []
+    async with asyncio.timeout(timeout):
+        while True:
+            msg = await page.ws.receive()
+            if msg.type is WSMsgType.TEXT:
+                events.append(msg.json())
+            elif msg.type is not WSMsgType.BINARY:
+                return events
+
+
+def jpeg_claiming(width: int, height: int) -> bytes:
+    """A small JPEG whose header says it is `width` x `height` (a decompression bomb)."""
+    data = bytearray(frame_jpeg((32, 32)))
+    sof = data.index(b"\xff\xc0")
+    struct.pack_into(">HH", data, sof + 5, height, width)
+    return bytes(data)
+
+
+# ---- hostile pages -------------------------------------------------------------------------
+
+
+async def test_a_restyle_flood_reaches_the_node_as_one_restyle_at_a_time(start: Start) -> None:
+    timer = FakeClock(1000.0)
+    relay = await start(timer=timer)
+    node = await live_node(relay)
+    page = await open_page(relay)
+    await page.start()
+    opened = await ready(node, page)
+    styles = [MOSAIC, CANDY] * 20 + [MOSAIC]
+    for style in styles:  # 41 changes at once: each would carry a style to the node
+        await page.ws.send_json({"type": "style", "style": style})
+    assert (await node.expect(LiveRestyle)).style.style_id == "builtin:mosaic"
+    # The rest wait for the gap; the next frame after it brings the last one asked for.
+    timer.advance(getattr(relay_live, "RESTYLE_EVERY", 1.0))
+    await page.ws.send_bytes(page_frame(1, frame_jpeg()))
+    last = await node.expect(LiveRestyle)
+    assert (last.lease_id, last.style.style_id) == (opened.lease_id, "builtin:mosaic")
+    assert (await node.expect(LiveFrame)).seq == 1
+    assert live_held(relay) == {"gpu-1": 1}
+
+
+async def test_a_page_that_sends_only_garbage_is_cut_off(start: Start) -> None:
+    relay = await start()
+    node = await live_node(relay)
+    page = await open_page(relay)
+    await page.start()
+    await ready(node, page)
+    # Never reading, it sends garbage of every kind: each would queue an error for it.
+    for i in range(300):
+        await page.ws.send_str("not json" if i % 3 else '{"type": "dance"}')
+        await page.ws.send_bytes(b"\x07" + bytes(8))
+    events = await closed(page)
+    errors = [e for e in events if e["type"] == "error"]
+    assert 0 < len(errors) <= 40
+    assert events[-1]["type"] == "ended" and events[-1]["reason"] == "bad_messages"
+    assert live_held(relay) == {"gpu-1": 0}
+
+
+async def test_deeply_nested_json_is_an_error_not_a_crash(start: Start) -> None:
+    relay = await start()
+    node = await live_node(relay)
+    page = await open_page(relay)
+    await page.ws.send_str("[" * 2000 + "]" * 2000)
+    assert "JSON" in (await page.until("error"))["error"]
+    await page.start()  # the socket goes on
+    await ready(node, page)
+
+
+async def test_one_client_holds_at_most_two_live_sockets(start: Start) -> None:
+    relay = await start(trusted_proxy=("127.0.0.1/32",))
+    node = await live_node(relay)
+    own = b"\x02" + frame_jpeg((400, 300))
+    first, second = await open_page(relay), await open_page(relay)
+    for page in (first, second):
+        await page.ws.send_bytes(own)  # each socket keeps an own style image
+    third = await open_page(relay)
+    ended = await closed(third)
+    assert ended[-1]["type"] == "ended" and ended[-1]["reason"] == "too_many_sockets"
+    # Another client is unharmed, and a socket closed makes room again.
+    other = await open_page(relay, **{"X-Forwarded-For": "10.1.1.1"})
+    await other.start()
+    await ready(node, other)
+    await first.ws.close()
+    await admitted(relay, node)
+    assert live_held(relay) == {"gpu-1": 2}
+
+
+async def admitted(relay: Relay, node: WireNode) -> Page:
+    """A page of this client whose session reached the node (retried while the relay has
+    not yet let go of a socket just closed)."""
+    async with asyncio.timeout(5):
+        while True:
+            page = await open_page(relay)
+            await page.start()
+            refused = asyncio.ensure_future(page.until("ended"))
+            opened = asyncio.ensure_future(node.expect(LiveOpen))
+            done, pending = await asyncio.wait({refused, opened}, return_when="FIRST_COMPLETED")
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            if opened in done:
+                await node.send(LiveReady(opened.result().lease_id))
+                await page.until("ready")
+                return page
+            assert refused.result()["reason"] == "too_many_sockets"
+
+
+# ---- hostile nodes -------------------------------------------------------------------------
+
+
+async def test_painted_frames_that_are_no_fit_image_never_reach_the_page(start: Start) -> None:
+    relay = await start()
+    node = await live_node(relay)
+    page = await open_page(relay)
+    await page.start(side=160)
+    await ready(node, page)
+    await page.ws.send_bytes(page_frame(1, frame_jpeg()))
+    await page.ws.send_bytes(page_frame(2, frame_jpeg()))
+    one, two = await node.expect(LiveFrame), await node.expect(LiveFrame)
+    await node.send(LivePainted(one.lease_id, 1, jpeg_claiming(30000, 30000), 0.01))
+    await node.send(LivePainted(two.lease_id, 2, b"<script>alert(1)</script>", 0.01))
+    for seq in (1, 2):
+        event = await page.until("dropped")
+        assert (event["seq"], event["why"]) == (seq, "node")
+    assert page.painted == []
+    # The session goes on: the frames' places at the node are free again.
+    await page.ws.send_bytes(page_frame(3, frame_jpeg()))
+    await paint(node, await node.expect(LiveFrame))
+    assert (await page.until("painted"))["seq"] == 3
+    assert live_held(relay) == {"gpu-1": 1}
+
+
+async def test_a_nodes_stray_live_messages_are_ignored(start: Start) -> None:
+    relay = await start()
+    node = await live_node(relay)
+    page = await open_page(relay)
+    await page.start()
+    opened = await ready(node, page)
+    await page.ws.send_bytes(page_frame(1, frame_jpeg()))
+    frame = await node.expect(LiveFrame)
+    await node.send(LiveReady(opened.lease_id))  # twice
+    await node.send(LivePainted(opened.lease_id, 999, frame_jpeg((80, 60)), 0.01))  # never sent
+    await node.send(LiveMissed(opened.lease_id, 998, "never sent either"))
+    await paint(node, frame)
+    await paint(node, frame)  # the same frame twice
+    assert (await page.until("painted"))["seq"] == 1
+    await page.ws.send_bytes(page_frame(2, frame_jpeg()))
+    await paint(node, await node.expect(LiveFrame))
+    assert (await page.until("painted"))["seq"] == 2
+    assert page.painted == [1, 2] and not page.dropped("node")
+    assert [e["type"] for e in page.events].count("ready") == 1
+    assert live_held(relay) == {"gpu-1": 1}
+
+
+def raw(body: dict[str, object]) -> bytes:
+    data = msgpack.packb(body)
+    return struct.pack(">I", len(data)) + data
+
+
+async def test_a_node_naming_a_lease_it_was_never_given_is_dropped(start: Start) -> None:
+    relay = await start(trusted_proxy=("127.0.0.1/32",))
+    good = await live_node(relay, "gpu-1", slots=4)
+    page = await open_page(relay)
+    await page.start()
+    opened = await ready(good, page)
+    bad = await live_node(relay, "gpu-2", slots=4)
+    victim = await open_page(relay, **{"X-Forwarded-For": "10.1.1.1"})
+    await victim.start()
+    await ready(bad, victim)  # the least busy node
+    # gpu-2 paints for gpu-1's lease (raw bytes: its own Connection would not send it).
+    jpeg = frame_jpeg((80, 60))
+    body = {"type": "live_painted", "lease_id": opened.lease_id, "seq": 1, "jpeg": jpeg,
+            "elapsed": 0.1}  # fmt: skip
+    await bad.send_raw(raw(body))
+    assert await bad.closed_by_relay()
+    # Its own session moves to gpu-1; gpu-1's session never saw the stray frame.
+    assert (await victim.until("moved"))["node"] == "gpu-1"
+    await ready(good, victim)
+    await page.ws.send_bytes(page_frame(1, frame_jpeg()))
+    await paint(good, await good.expect(LiveFrame))
+    assert (await page.until("painted"))["seq"] == 1 and page.painted == [1]
+    assert live_held(relay) == {"gpu-1": 2}
+
+
+async def test_a_version_2_node_sending_live_messages_is_dropped(start: Start) -> None:
+    relay = await start()
+    node = await relay.node("v2", versions=(1, 2), live=True, slots=4)
+    await node.send_raw(raw({"type": "live_ready", "lease_id": "l1"}))
+    assert await node.closed_by_relay()
+    page = await open_page(relay)
+    await page.start()
+    assert (await page.until("ended"))["reason"] == "no_node"
+    assert live_held(relay) == {}
