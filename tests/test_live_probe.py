@@ -21,9 +21,9 @@ from test_live_relay import (
 from wire_node import WireNode
 from wire_relay import Relay, Start
 
-from protocol import LiveFrame, LiveMissed, LiveOpen, LivePainted, LiveReady, LiveRestyle
+from protocol import LiveEnd, LiveFrame, LiveMissed, LiveOpen, LivePainted, LiveReady, LiveRestyle
 from relay import api
-from relay import live as relay_live
+from relay.live import RESTYLE_EVERY
 
 MOSAIC = "fast:builtin:mosaic"
 
@@ -69,7 +69,7 @@ async def test_a_restyle_flood_reaches_the_node_as_one_restyle_at_a_time(start: 
         await page.ws.send_json({"type": "style", "style": style})
     assert (await node.expect(LiveRestyle)).style.style_id == "builtin:mosaic"
     # The rest wait for the gap; the next frame after it brings the last one asked for.
-    timer.advance(getattr(relay_live, "RESTYLE_EVERY", 1.0))
+    timer.advance(RESTYLE_EVERY)
     await page.ws.send_bytes(page_frame(1, frame_jpeg()))
     last = await node.expect(LiveRestyle)
     assert (last.lease_id, last.style.style_id) == (opened.lease_id, "builtin:mosaic")
@@ -104,9 +104,30 @@ async def test_deeply_nested_json_is_an_error_not_a_crash(start: Start) -> None:
     await ready(node, page)
 
 
+def pumps() -> list[asyncio.Task[object]]:
+    """The relay's tasks that send pages their live events."""
+    return [t for t in asyncio.all_tasks() if "_Socket.pump" in repr(t.get_coro())]
+
+
+async def test_a_page_that_hangs_up_leaves_nothing_behind(start: Start) -> None:
+    relay = await start()
+    node = await live_node(relay)
+    for _ in range(3):
+        page = await open_page(relay)
+        await page.ws.send_bytes(b"\x02" + frame_jpeg((400, 300)))  # an own style, kept
+        await page.start()
+        opened = await ready(node, page)
+        await page.ws.close()  # the tab closed
+        assert (await node.expect(LiveEnd)).lease_id == opened.lease_id
+    async with asyncio.timeout(5):
+        while relay.client.app[api.SOCKETS] or pumps():
+            await asyncio.sleep(0.02)
+    assert live_held(relay) == {"gpu-1": 0}
+
+
 async def test_one_client_holds_at_most_two_live_sockets(start: Start) -> None:
     relay = await start(trusted_proxy=("127.0.0.1/32",))
-    node = await live_node(relay)
+    node = await live_node(relay, slots=4)
     own = b"\x02" + frame_jpeg((400, 300))
     first, second = await open_page(relay), await open_page(relay)
     for page in (first, second):
@@ -141,6 +162,8 @@ async def admitted(relay: Relay, node: WireNode) -> Page:
                 await page.until("ready")
                 return page
             assert refused.result()["reason"] == "too_many_sockets"
+            await page.ws.close()
+            await asyncio.sleep(0.02)
 
 
 # ---- hostile nodes -------------------------------------------------------------------------
@@ -191,7 +214,7 @@ async def test_a_nodes_stray_live_messages_are_ignored(start: Start) -> None:
 
 
 def raw(body: dict[str, object]) -> bytes:
-    data = msgpack.packb(body)
+    data: bytes = msgpack.packb(body)
     return struct.pack(">I", len(data)) + data
 
 
