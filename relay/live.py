@@ -73,6 +73,9 @@ moves to another node, or ends with `node_silent`."""
 SOCKETS_PER_CLIENT = 2
 """Most live sockets one client may hold open: it may run one session, and a page being
 reloaded briefly holds two; each socket may keep an own style image of up to 512 KiB."""
+PAINT_WITHIN = 15.0
+"""Seconds a node has to answer a frame; after that the session moves on as above (a node
+that stopped painting would otherwise hold the page, frozen, and the slot until the end)."""
 MAX_BAD_FRAMES = 20
 """Unusable frames in a row after which a session ends (a broken or hostile page)."""
 FRAME_TAG = 1
@@ -236,14 +239,19 @@ class LiveSessions:
         for session in [s for s in self._sessions.values() if s.node is handle]:
             self._move(session, handle, "the node is leaving", stay=True)
 
-    def check_starting(self) -> None:
-        """Periodic: a lease its node left unanswered for `READY_WITHIN` s is given up;
-        the session moves to another node, or ends."""
+    def check_unanswered(self) -> None:
+        """Periodic: a lease its node left unanswered for `READY_WITHIN` s, or a frame it
+        left unanswered for `PAINT_WITHIN` s, is given up; the session moves to another
+        node, or ends."""
         now = self._service.timer()
         for session in list(self._sessions.values()):
             node = session.node
-            if node is not None and not session.ready and now - session.offered_at > READY_WITHIN:
+            if node is None:
+                continue
+            if not session.ready and now - session.offered_at > READY_WITHIN:
                 self._move(session, node, f"no answer within {READY_WITHIN:g} s")
+            elif session.in_flight and now - min(session.in_flight.values()) > PAINT_WITHIN:
+                self._move(session, node, f"no frame painted within {PAINT_WITHIN:g} s")
 
     @property
     def sessions(self) -> int:

@@ -6,6 +6,7 @@ import asyncio
 import struct
 
 import msgpack
+import pytest
 from aiohttp import WSMsgType
 from relay_harness import FakeClock
 from test_live_relay import (
@@ -23,6 +24,7 @@ from wire_relay import Relay, Start
 
 from protocol import LiveEnd, LiveFrame, LiveMissed, LiveOpen, LivePainted, LiveReady, LiveRestyle
 from relay import api
+from relay import live as relay_live
 from relay.live import RESTYLE_EVERY
 
 MOSAIC = "fast:builtin:mosaic"
@@ -211,6 +213,35 @@ async def test_a_nodes_stray_live_messages_are_ignored(start: Start) -> None:
     assert page.painted == [1, 2] and not page.dropped("node")
     assert [e["type"] for e in page.events].count("ready") == 1
     assert live_held(relay) == {"gpu-1": 1}
+
+
+async def test_a_node_that_stops_painting_hands_the_session_on(
+    start: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(relay_live, "PAINT_WITHIN", 0.3)
+    relay = await start(tick_interval=0.05)
+    one = await live_node(relay, "gpu-1")
+    page = await open_page(relay)
+    await page.start()
+    opened = await ready(one, page)
+    two = await live_node(relay, "gpu-2")
+    await page.ws.send_bytes(page_frame(1, frame_jpeg()))
+    await one.expect(LiveFrame)  # and never answered: the page would wait for ever
+    moved = await page.until("moved", timeout=3)
+    assert moved["node"] == "gpu-2" and page.dropped("moved") == [1]
+    assert (await one.expect(LiveEnd)).lease_id == opened.lease_id
+    await ready(two, page)
+    await page.ws.send_bytes(page_frame(2, frame_jpeg()))
+    frame = await two.expect(LiveFrame)
+    await paint(two, frame)
+    assert (await page.until("painted"))["seq"] == 2
+    assert live_held(relay) == {"gpu-1": 0, "gpu-2": 1}
+    # gpu-2 stalls too, and gpu-1 is not asked again: the session ends.
+    await page.ws.send_bytes(page_frame(3, frame_jpeg()))
+    await two.expect(LiveFrame)
+    ended = await page.until("ended", timeout=3)
+    assert ended["reason"] == "node_silent" and "painted" in ended["message"]
+    assert live_held(relay) == {"gpu-1": 0, "gpu-2": 0}
 
 
 def raw(body: dict[str, object]) -> bytes:
