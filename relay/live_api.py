@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -51,6 +52,7 @@ MAX_BAD_MESSAGES = 20
 garbage, and never reads the errors, must not make them pile up."""
 
 
+@functools.cache  # the paintings ship with the relay: each is made ready once, not per message
 def _painting_jpeg(painting: gallery.Painting) -> bytes:
     with Image.open(painting.image_path) as opened:
         img = opened.convert("RGB")

@@ -23,7 +23,7 @@ from wire_node import WireNode
 from wire_relay import Relay, Start
 
 from protocol import LiveEnd, LiveFrame, LiveMissed, LiveOpen, LivePainted, LiveReady, LiveRestyle
-from relay import api
+from relay import api, live_api
 from relay import live as relay_live
 from relay.live import RESTYLE_EVERY
 
@@ -77,6 +77,22 @@ async def test_a_restyle_flood_reaches_the_node_as_one_restyle_at_a_time(start: 
     assert (last.lease_id, last.style.style_id) == (opened.lease_id, "builtin:mosaic")
     assert (await node.expect(LiveFrame)).seq == 1
     assert live_held(relay) == {"gpu-1": 1}
+
+
+async def test_a_painting_is_made_ready_for_nodes_once(start: Start) -> None:
+    relay = await start()
+    node = await live_node(relay)
+    page = await open_page(relay)
+    await page.start(style="painting:starry_night")
+    opened = await ready(node, page)
+    reads = live_api._painting_jpeg.cache_info().misses
+    for _ in range(30):  # each would read, shrink and encode the painting again
+        await page.ws.send_json({"type": "style", "style": "painting:starry_night"})
+    await page.ws.send_json({"type": "style", "style": "painting:the_scream"})
+    await page.ws.send_json({"type": "stop"})
+    assert (await node.expect(LiveRestyle)).style.image == opened.style.image
+    await node.expect(LiveEnd)
+    assert live_api._painting_jpeg.cache_info().misses - reads <= 1
 
 
 async def test_a_page_that_sends_only_garbage_is_cut_off(start: Start) -> None:
