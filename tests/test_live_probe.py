@@ -3,11 +3,14 @@ the node port, against a real relay. After each, the live slots held at the sche
 be exactly those of the sessions still open."""
 
 import asyncio
+import io
 import struct
 
 import msgpack
 import pytest
+import torch
 from aiohttp import WSMsgType
+from PIL import Image
 from relay_harness import FakeClock
 from test_live_relay import (
     CANDY,
@@ -22,7 +25,21 @@ from test_live_relay import (
 from wire_node import WireNode
 from wire_relay import Relay, Start
 
-from protocol import LiveEnd, LiveFrame, LiveMissed, LiveOpen, LivePainted, LiveReady, LiveRestyle
+from gpu_node.daemon.live import LiveDesk
+from gpu_node.daemon.params import NodeCaps
+from gpu_node.daemon.runner import JobRunner
+from gpu_node.fast.registry import build_registry
+from protocol import (
+    LiveEnd,
+    LiveFrame,
+    LiveMissed,
+    LiveOpen,
+    LivePainted,
+    LiveReady,
+    LiveRestyle,
+    LiveStyle,
+    Message,
+)
 from relay import api, live_api
 from relay import live as relay_live
 from relay.live import RESTYLE_EVERY
@@ -299,3 +316,50 @@ async def test_a_version_2_node_sending_live_messages_is_dropped(start: Start) -
     await page.start()
     assert (await page.until("ended"))["reason"] == "no_node"
     assert live_held(relay) == {}
+
+
+# ---- odd frames at a real node's desk (CPU, its real fast engines) --------------------------
+
+
+def encoded(img: Image.Image, fmt: str, **options: object) -> bytes:
+    out = io.BytesIO()
+    img.save(out, format=fmt, **options)
+    return out.getvalue()
+
+
+async def test_a_node_paints_odd_frames_or_says_why_not() -> None:
+    runner = JobRunner(NodeCaps(1000, 4_000_000), build_registry(None), torch.device("cpu"))
+    sent: list[Message] = []
+    desk = LiveDesk(runner, sent.append, enabled=True, slots=2)
+    green = Image.new("RGB", (64, 48), (30, 140, 90))
+    animated = encoded(
+        green, "WEBP", save_all=True, append_images=[Image.new("RGB", (64, 48), (200, 0, 0))]
+    )
+    frames = {
+        1: encoded(green.convert("CMYK"), "JPEG"),
+        2: encoded(green.convert("L"), "JPEG"),
+        3: animated,
+        4: encoded(green.convert("RGBA"), "WEBP"),
+        5: encoded(green, "JPEG", progressive=True),
+        6: encoded(green, "JPEG")[:200],  # cut off
+        7: jpeg_claiming(4000, 3000),  # a bomb: refused from its header
+        8: encoded(green, "PNG"),
+    }
+    try:
+        desk.handle(LiveOpen("a", 64, LiveStyle("fast", style_id="builtin:ochre-sky")))
+        async with asyncio.timeout(30):
+            while LiveReady("a") not in sent:
+                await asyncio.sleep(0.02)
+            for seq, data in frames.items():
+                desk.handle(LiveFrame("a", seq, data))
+            while len([m for m in sent if isinstance(m, LivePainted | LiveMissed)]) < len(frames):
+                await asyncio.sleep(0.02)
+    finally:
+        desk.close()
+    painted = {m.seq: m for m in sent if isinstance(m, LivePainted)}
+    missed = {m.seq: m.message for m in sent if isinstance(m, LiveMissed)}
+    assert set(painted) == {1, 2, 3, 4, 5} and set(missed) == {6, 7, 8}
+    for message in painted.values():
+        with Image.open(io.BytesIO(message.jpeg)) as img:
+            assert (img.format, img.mode, img.size) == ("JPEG", "RGB", (64, 48))
+    assert "4000x3000" in missed[7]
