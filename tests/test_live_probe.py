@@ -42,7 +42,7 @@ from protocol import (
 )
 from relay import api, live_api
 from relay import live as relay_live
-from relay.live import RESTYLE_EVERY
+from relay.live import RESTYLE_EVERY, check_image
 
 MOSAIC = "fast:builtin:mosaic"
 
@@ -71,6 +71,44 @@ def jpeg_claiming(width: int, height: int) -> bytes:
     sof = data.index(b"\xff\xc0")
     struct.pack_into(">HH", data, sof + 5, height, width)
     return bytes(data)
+
+
+def frames_of_every_kind() -> dict[str, bytes]:
+    green = Image.new("RGB", (64, 48), (30, 140, 90))
+    red = Image.new("RGB", (64, 48), (200, 0, 0))
+    return {
+        "cmyk jpeg": encoded(green.convert("CMYK"), "JPEG"),
+        "grey jpeg": encoded(green.convert("L"), "JPEG"),
+        "animated webp": encoded(green, "WEBP", save_all=True, append_images=[red]),
+        "transparent webp": encoded(green.convert("RGBA"), "WEBP"),
+        "progressive jpeg": encoded(green, "JPEG", progressive=True),
+        "cut-off jpeg": encoded(green, "JPEG")[:630],  # inside its pixels
+        "bomb jpeg": jpeg_claiming(4000, 3000),
+        "png": encoded(green, "PNG"),
+        "gif": encoded(green, "GIF"),
+        "bmp": encoded(green, "BMP"),
+        "tiny jpeg": encoded(green.resize((8, 6)), "JPEG"),
+        "empty": b"",
+    }
+
+
+def test_the_relay_takes_jpeg_and_webp_frames_within_the_side_only() -> None:
+    taken = set()
+    for name, data in frames_of_every_kind().items():
+        try:
+            check_image(data, 160)
+        except ValueError:
+            continue
+        taken.add(name)
+    # A cut-off JPEG has a whole header: the node finds out, and says so (below).
+    assert taken == {
+        "cmyk jpeg",
+        "grey jpeg",
+        "animated webp",
+        "transparent webp",
+        "progressive jpeg",
+        "cut-off jpeg",
+    }
 
 
 # ---- hostile pages -------------------------------------------------------------------------
@@ -126,6 +164,23 @@ async def test_a_page_that_sends_only_garbage_is_cut_off(start: Start) -> None:
     errors = [e for e in events if e["type"] == "error"]
     assert 0 < len(errors) <= 40
     assert events[-1]["type"] == "ended" and events[-1]["reason"] == "bad_messages"
+    assert live_held(relay) == {"gpu-1": 0}
+
+
+async def test_a_message_over_the_size_limit_closes_the_socket_and_frees_the_slot(
+    start: Start,
+) -> None:
+    relay = await start()
+    node = await live_node(relay)
+    page = await open_page(relay)
+    await page.start()
+    opened = await ready(node, page)
+    await page.ws.send_bytes(page_frame(1, bytes(600 * 1024)))
+    await closed(page)
+    assert (await node.expect(LiveEnd)).lease_id == opened.lease_id
+    async with asyncio.timeout(5):
+        while relay.client.app[api.SOCKETS] or pumps():
+            await asyncio.sleep(0.02)
     assert live_held(relay) == {"gpu-1": 0}
 
 
@@ -331,20 +386,10 @@ async def test_a_node_paints_odd_frames_or_says_why_not() -> None:
     runner = JobRunner(NodeCaps(1000, 4_000_000), build_registry(None), torch.device("cpu"))
     sent: list[Message] = []
     desk = LiveDesk(runner, sent.append, enabled=True, slots=2)
-    green = Image.new("RGB", (64, 48), (30, 140, 90))
-    animated = encoded(
-        green, "WEBP", save_all=True, append_images=[Image.new("RGB", (64, 48), (200, 0, 0))]
-    )
-    frames = {
-        1: encoded(green.convert("CMYK"), "JPEG"),
-        2: encoded(green.convert("L"), "JPEG"),
-        3: animated,
-        4: encoded(green.convert("RGBA"), "WEBP"),
-        5: encoded(green, "JPEG", progressive=True),
-        6: encoded(green, "JPEG")[:200],  # cut off
-        7: jpeg_claiming(4000, 3000),  # a bomb: refused from its header
-        8: encoded(green, "PNG"),
-    }
+    kinds = frames_of_every_kind()
+    names = ["cmyk jpeg", "grey jpeg", "animated webp", "transparent webp"]
+    names += ["progressive jpeg", "cut-off jpeg", "bomb jpeg", "png"]
+    frames = {seq: kinds[name] for seq, name in enumerate(names, 1)}
     try:
         desk.handle(LiveOpen("a", 64, LiveStyle("fast", style_id="builtin:ochre-sky")))
         async with asyncio.timeout(30):
