@@ -307,6 +307,8 @@ class LiveSessions:
             return
         session.tokens -= 1
         try:
+            if seq in session.in_flight:  # they are counted by number: no more than IN_FLIGHT
+                raise ValueError(f"frame {seq} is at the node already; number each anew")
             check_image(image, session.side)
         except ValueError as exc:
             session.bad_in_a_row += 1

@@ -150,6 +150,26 @@ async def test_a_painting_is_made_ready_for_nodes_once(start: Start) -> None:
     assert live_api._painting_jpeg.cache_info().misses - reads <= 1
 
 
+async def test_a_number_reused_does_not_put_more_frames_at_the_node(start: Start) -> None:
+    relay = await start()
+    node = await live_node(relay)
+    page = await open_page(relay)
+    await page.start()
+    await ready(node, page)
+    for _ in range(6):  # the relay counts frames at the node by their numbers
+        await page.ws.send_bytes(page_frame(7, frame_jpeg()))
+    await page.ws.send_bytes(page_frame(8, frame_jpeg()))
+    assert [(await node.expect(LiveFrame)).seq for _ in range(2)] == [7, 8]
+    for _ in range(5):
+        event = await page.until("dropped")
+        assert (event["seq"], event["why"]) == (7, "unusable")
+    # Nothing more reached the node: its next message is about the next frame.
+    await page.ws.send_bytes(page_frame(9, frame_jpeg()))
+    await page.ws.send_json({"type": "stop"})
+    await node.expect(LiveEnd)
+    assert live_held(relay) == {"gpu-1": 0}
+
+
 async def test_a_page_that_sends_only_garbage_is_cut_off(start: Start) -> None:
     relay = await start()
     node = await live_node(relay)
