@@ -43,7 +43,7 @@ MAX_TEXT = 4096
 STYLE_SIDE = 512
 """A painting is sent to the node at most this many pixels a side (its network reads 256)."""
 MAX_QUEUED = 64
-"""Events queued for a slow page beyond which `dropped` notices are left out."""
+"""Events queued for a slow page beyond which `dropped` and `error` notices are left out."""
 MAX_QUEUED_FRAMES = 4
 """Painted frames queued for a page that does not read them beyond which new ones are left
 out: a page that never reads must not make the relay hold its frames for five minutes."""
@@ -98,7 +98,7 @@ class _Socket:
             if self.frames_queued >= MAX_QUEUED_FRAMES:
                 return
             self.frames_queued += 1
-        elif item["type"] == "dropped" and self.queue.qsize() > MAX_QUEUED:
+        elif item["type"] in ("dropped", "error") and self.queue.qsize() > MAX_QUEUED:
             return
         self.queue.put_nowait(item)
 

@@ -4,6 +4,7 @@ be exactly those of the sessions still open."""
 
 import asyncio
 import io
+import socket
 import struct
 
 import msgpack
@@ -201,6 +202,41 @@ async def test_a_message_over_the_size_limit_closes_the_socket_and_frees_the_slo
     async with asyncio.timeout(5):
         while relay.client.app[api.SOCKETS] or pumps():
             await asyncio.sleep(0.02)
+    assert live_held(relay) == {"gpu-1": 0}
+
+
+async def test_a_page_that_never_reads_is_not_buffered_for(start: Start) -> None:
+    timer = FakeClock(1000.0)
+    relay = await start(timer=timer)
+    node = await live_node(relay)
+    page = await open_page(relay)
+    await page.start(side=160)
+    await ready(node, page)
+    # From here the page reads nothing. Big painted frames (a whole header, then padding)
+    # fill the socket's buffers (kept small), so what comes next queues at the relay.
+    page.ws.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    big = frame_jpeg((160, 120)) + bytes(400 * 1024)
+    for seq in range(1, 31):  # 12 MB: more than the buffers of a socket hold
+        timer.advance(1.0)
+        await page.ws.send_bytes(page_frame(seq, frame_jpeg()))
+        frame = await node.expect(LiveFrame)
+        await node.send(LivePainted(frame.lease_id, frame.seq, big, 0.01))
+    # Garbage, each followed by a good message (an own style image), so never 20 in a row.
+    own = b"\x02" + frame_jpeg((64, 48))
+    for _ in range(300):
+        await page.ws.send_str("not json")
+        await page.ws.send_bytes(own)
+    await page.ws.send_json({"type": "stop"})
+    painted, events = 0, []
+    async with asyncio.timeout(10):
+        while (msg := await page.ws.receive()).type in (WSMsgType.TEXT, WSMsgType.BINARY):
+            if msg.type is WSMsgType.BINARY:
+                painted += 1
+            else:
+                events.append(msg.json())
+    errors = [e for e in events if e["type"] == "error"]
+    assert painted < 30 and len(errors) < 100  # left out, not kept for it
+    assert events[-1]["type"] == "ended"
     assert live_held(relay) == {"gpu-1": 0}
 
 
