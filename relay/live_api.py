@@ -42,6 +42,9 @@ MAX_TEXT = 4096
 """Longest JSON message a page may send."""
 STYLE_SIDE = 512
 """A painting is sent to the node at most this many pixels a side (its network reads 256)."""
+OWN_STYLE_SIDE = 1024
+"""Most pixels a side of an own style image: nodes read 512 (the page sends that much); a
+larger picture only costs them decoding, which a page could ask for twice a second."""
 MAX_QUEUED = 64
 """Events queued for a slow page beyond which `dropped` and `error` notices are left out."""
 MAX_QUEUED_FRAMES = 4
@@ -129,7 +132,7 @@ class _Socket:
         """A frame, or an own style image; False when the socket should close."""
         if data[:1] == bytes([STYLE_TAG]):
             try:
-                check_image(data[1:], 4096, ("JPEG", "PNG", "WEBP"))
+                check_image(data[1:], OWN_STYLE_SIDE, ("JPEG", "PNG", "WEBP"))
             except ValueError as exc:
                 return self.refuse(f"Your style image: {exc}.")
             self.own = data[1:]

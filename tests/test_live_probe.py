@@ -135,6 +135,20 @@ async def test_a_restyle_flood_reaches_the_node_as_one_restyle_at_a_time(start: 
     assert live_held(relay) == {"gpu-1": 1}
 
 
+async def test_an_own_style_image_larger_than_nodes_read_is_refused(start: Start) -> None:
+    relay = await start()
+    node = await live_node(relay)
+    page = await open_page(relay)
+    # 59 KB of PNG that a node would spend 0.4 s of CPU decoding, twice a second.
+    await page.ws.send_bytes(b"\x02" + encoded(Image.new("RGB", (4096, 4096)), "PNG"))
+    error = await page.until("error")
+    assert "4096x4096" in error["error"] and "1024" in error["error"]
+    await page.ws.send_bytes(b"\x02" + encoded(Image.new("RGB", (1024, 768)), "PNG"))
+    await page.start(style="image")
+    opened = await ready(node, page)
+    assert opened.style.image is not None and len(opened.style.image) < 100_000
+
+
 async def test_a_painting_is_made_ready_for_nodes_once(start: Start) -> None:
     relay = await start()
     node = await live_node(relay)
