@@ -11,7 +11,7 @@ import msgpack
 import pytest
 import torch
 from aiohttp import WSMsgType
-from PIL import Image
+from PIL import Image, ImageChops
 from relay_harness import FakeClock
 from test_live_relay import (
     CANDY,
@@ -478,3 +478,41 @@ async def test_a_node_paints_odd_frames_or_says_why_not() -> None:
         with Image.open(io.BytesIO(message.jpeg)) as img:
             assert (img.format, img.mode, img.size) == ("JPEG", "RGB", (64, 48))
     assert "4000x3000" in missed[7]
+
+
+async def test_a_style_switch_is_not_undone_by_a_slower_earlier_one() -> None:
+    runner = JobRunner(NodeCaps(1000, 4_000_000), build_registry(None), torch.device("cpu"))
+    sent: list[Message] = []
+    desk = LiveDesk(runner, sent.append, enabled=True, slots=2)
+    # A big painting takes the node a while to prepare; the fast style a moment.
+    slow = LiveStyle(
+        "arbitrary", image=encoded(Image.new("RGB", (4096, 4096), (200, 30, 30)), "PNG")
+    )
+    fast = LiveStyle("fast", style_id="builtin:ochre-sky")
+    photo = frame_jpeg((64, 48))
+
+    async def answer(seq: int) -> LivePainted:
+        while True:
+            for m in sent:
+                if isinstance(m, LivePainted | LiveMissed) and m.seq == seq:
+                    assert isinstance(m, LivePainted), m
+                    return m
+            await asyncio.sleep(0.02)
+
+    try:
+        async with asyncio.timeout(30):
+            desk.handle(LiveOpen("ref", 64, fast))
+            desk.handle(LiveOpen("a", 64, slow))
+            desk.handle(LiveRestyle("a", fast))  # the page switched at once
+            while not {LiveReady("a"), LiveReady("ref")} <= set(sent):
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(1.0)  # let any late preparation land
+            desk.handle(LiveFrame("ref", 1, photo))
+            reference = await answer(1)
+            desk.handle(LiveFrame("a", 2, photo))
+            painted = await answer(2)
+    finally:
+        desk.close()
+    with Image.open(io.BytesIO(reference.jpeg)) as a, Image.open(io.BytesIO(painted.jpeg)) as b:
+        diff = ImageChops.difference(a.convert("RGB"), b.convert("RGB"))
+        assert max(diff.tobytes()) < 16  # the fast style's frame, not the painting's
