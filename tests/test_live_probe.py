@@ -26,6 +26,7 @@ from test_live_relay import (
 from wire_node import WireNode
 from wire_relay import Relay, Start
 
+from gpu_node.daemon import live as live_desk
 from gpu_node.daemon.live import LiveDesk
 from gpu_node.daemon.params import NodeCaps
 from gpu_node.daemon.runner import JobRunner
@@ -465,10 +466,10 @@ async def test_a_node_paints_odd_frames_or_says_why_not() -> None:
         async with asyncio.timeout(30):
             while LiveReady("a") not in sent:
                 await asyncio.sleep(0.02)
-            for seq, data in frames.items():
+            for seq, data in frames.items():  # one at a time, as the relay sends them
                 desk.handle(LiveFrame("a", seq, data))
-            while len([m for m in sent if isinstance(m, LivePainted | LiveMissed)]) < len(frames):
-                await asyncio.sleep(0.02)
+                while len([m for m in sent if isinstance(m, LivePainted | LiveMissed)]) < seq:
+                    await asyncio.sleep(0.02)
     finally:
         desk.close()
     painted = {m.seq: m for m in sent if isinstance(m, LivePainted)}
@@ -516,3 +517,27 @@ async def test_a_style_switch_is_not_undone_by_a_slower_earlier_one() -> None:
     with Image.open(io.BytesIO(reference.jpeg)) as a, Image.open(io.BytesIO(painted.jpeg)) as b:
         diff = ImageChops.difference(a.convert("RGB"), b.convert("RGB"))
         assert max(diff.tobytes()) < 16  # the fast style's frame, not the painting's
+
+
+async def test_a_node_paints_no_more_than_a_few_frames_of_one_lease_at_once() -> None:
+    runner = JobRunner(NodeCaps(1000, 4_000_000), build_registry(None), torch.device("cpu"))
+    sent: list[Message] = []
+    desk = LiveDesk(runner, sent.append, enabled=True, slots=2)
+
+    def answers() -> list[LivePainted | LiveMissed]:
+        return [m for m in sent if isinstance(m, LivePainted | LiveMissed)]
+
+    try:
+        async with asyncio.timeout(30):
+            desk.handle(LiveOpen("a", 64, LiveStyle("fast", style_id="builtin:ochre-sky")))
+            while LiveReady("a") not in sent:
+                await asyncio.sleep(0.02)
+            for seq in range(1, 31):  # a faulty relay: the protocol allows two at a time
+                desk.handle(LiveFrame("a", seq, frame_jpeg((64, 48))))
+            while len(answers()) < 30:
+                await asyncio.sleep(0.02)
+    finally:
+        desk.close()
+    assert sorted(m.seq for m in answers()) == list(range(1, 31))  # each answered once
+    painted = [m.seq for m in answers() if isinstance(m, LivePainted)]
+    assert 2 <= len(painted) <= live_desk.FRAMES_AT_WORK

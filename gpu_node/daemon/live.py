@@ -49,6 +49,10 @@ JPEG_QUALITY = 80
 """Painted frames go back as JPEGs of this quality: small, and quick to encode."""
 STYLE_SIDE = 512
 """An arbitrary style image is read at most this large (its network looks at 256 px)."""
+FRAMES_AT_WORK = 4
+"""Most frames of one lease painted or waiting here at once; more are answered missed.
+The relay sends two at a time (docs/protocol.md): twice that leaves room for its timing,
+and a faulty relay cannot pile frames up in this node's memory."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,8 @@ class _Session:
     lease: str
     side: int
     look: _Look | None = None
+    at_work: int = 0
+    """Its frames being painted or waiting for a thread."""
     styles: int = 0
     """Styles asked for so far (the opening one is the first)."""
     applied: int = 0
@@ -108,7 +114,13 @@ class LiveDesk:
                     self._switch(session, style)
             case LiveFrame(lease_id=lease, seq=seq, image=image):
                 session = self._sessions.get(lease)
-                if session is not None:
+                if session is None:
+                    pass
+                elif session.at_work >= FRAMES_AT_WORK:
+                    busy = f"{FRAMES_AT_WORK} frames of this session are being painted already"
+                    self._send(LiveMissed(lease, seq, busy))
+                else:
+                    session.at_work += 1
                     self._later(self._frame(session, seq, image))
             case LiveEnd(lease_id=lease):
                 self._sessions.pop(lease, None)
@@ -190,6 +202,8 @@ class LiveDesk:
             if self._sessions.get(session.lease) is session:
                 self._send(LiveMissed(session.lease, seq, str(exc)[:500]))
             return
+        finally:
+            session.at_work -= 1
         if self._sessions.get(session.lease) is session:  # not ended meanwhile
             elapsed = time.perf_counter() - started
             self._send(LivePainted(session.lease, seq, jpeg, elapsed))
