@@ -76,6 +76,9 @@ reloaded briefly holds two; each socket may keep an own style image of up to 512
 PAINT_WITHIN = 15.0
 """Seconds a node has to answer a frame; after that the session moves on as above (a node
 that stopped painting would otherwise hold the page, frozen, and the slot until the end)."""
+MAX_NODE_MISSES = 10
+"""Frames in a row a node answers without a usable painting, after which the session moves
+on as above (a broken node, or one that answers only to hold the session)."""
 MAX_BAD_FRAMES = 20
 """Unusable frames in a row after which a session ends (a broken or hostile page)."""
 FRAME_TAG = 1
@@ -177,6 +180,8 @@ class LiveSession:
     tokens: float = float(BURST)
     last_token: float = 0.0
     bad_in_a_row: int = 0
+    misses_in_a_row: int = 0
+    """Frames its node answered in a row without a usable painting."""
     painted: int = 0
     dropped: int = 0
 
@@ -359,9 +364,9 @@ class LiveSessions:
             check_image(message.jpeg, session.side, ("JPEG",))
         except ValueError as exc:
             log.warning("node %s painted an unusable live frame: %s", handle.name, exc)
-            self._drop(session, message.seq, "node", f"the node sent an unusable frame: {exc}")
-            self._pump(session)
+            self._node_missed(session, handle, message.seq, f"an unusable frame: {exc}")
             return
+        session.misses_in_a_row = 0
         session.painted += 1
         session.to_page(painted_bytes(message.seq, message.jpeg))
         side = session.steering.measured(self._service.timer() - sent)
@@ -374,8 +379,7 @@ class LiveSessions:
         """The node could not paint a frame."""
         session = self._of(handle, message.lease_id)
         if session is not None and session.in_flight.pop(message.seq, None) is not None:
-            self._drop(session, message.seq, "node", message.message)
-            self._pump(session)
+            self._node_missed(session, handle, message.seq, message.message)
 
     def node_ended(self, handle: NodeHandle, message: LiveEnd) -> None:
         """The node refused or gave up the lease: the session moves, or ends."""
@@ -471,6 +475,17 @@ class LiveSessions:
         ):
             session.restyle_due, session.restyled_at = False, now
             session.node.outbox.put_nowait(LiveRestyle(session.lease, session.style))
+
+    def _node_missed(self, session: LiveSession, handle: NodeHandle, seq: int, why: str) -> None:
+        """The node answered frame `seq` without a usable painting: dropped; after
+        `MAX_NODE_MISSES` in a row the session moves on."""
+        self._drop(session, seq, "node", why)
+        session.misses_in_a_row += 1
+        if session.misses_in_a_row >= MAX_NODE_MISSES:
+            session.misses_in_a_row = 0
+            self._move(session, handle, f"{MAX_NODE_MISSES} frames in a row not painted: {why}")
+        else:
+            self._pump(session)
 
     def _pump(self, session: LiveSession) -> None:
         """Send the waiting frame if there is room at the node."""

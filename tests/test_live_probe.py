@@ -403,6 +403,34 @@ async def test_a_node_that_stops_painting_hands_the_session_on(
     assert live_held(relay) == {"gpu-1": 0, "gpu-2": 0}
 
 
+async def test_a_node_that_paints_nothing_usable_hands_the_session_on(start: Start) -> None:
+    timer = FakeClock(1000.0)
+    relay = await start(timer=timer)
+    one = await live_node(relay, "gpu-1")
+    page = await open_page(relay)
+    await page.start()
+    opened = await ready(one, page)
+    two = await live_node(relay, "gpu-2")
+    # gpu-1 answers every frame, but never with a painting (a missed, or bytes no image).
+    for seq in range(1, 100):
+        timer.advance(1.0)
+        await page.ws.send_bytes(page_frame(seq, frame_jpeg()))
+        message = await one.next()
+        if isinstance(message, LiveEnd):
+            break
+        assert isinstance(message, LiveFrame)
+        if seq % 2:
+            await one.send(LiveMissed(message.lease_id, seq, "out of memory"))
+        else:
+            await one.send(LivePainted(message.lease_id, seq, b"garbage", 0.01))
+        assert (await page.until("dropped"))["why"] == "node"
+    assert isinstance(message, LiveEnd) and message.lease_id == opened.lease_id, message
+    assert "in a row" in message.message and seq <= 21
+    assert (await page.until("moved"))["node"] == "gpu-2"
+    await ready(two, page)
+    assert live_held(relay) == {"gpu-1": 0, "gpu-2": 1}
+
+
 def raw(body: dict[str, object]) -> bytes:
     data: bytes = msgpack.packb(body)
     return struct.pack(">I", len(data)) + data
