@@ -14,8 +14,10 @@ while one waits pushes the older one out (latency over completeness: the page is
 was dropped). Frames are checked before they travel: JPEG or WebP, at most the session's
 side, at most `MAX_FPS` a second; style switches reach the node at most every
 `RESTYLE_EVERY` s (the latest wins). The round trip to the node steers the frame size the
-page is asked for (`Steering`). A session whose node leaves moves to another free one, or
-ends with a message. Whatever reaches the page goes through `to_page` (JSON dicts, or
+page is asked for (`Steering`). A session whose node leaves, drains, or stops answering
+with paintings (`READY_WITHIN`, `PAINT_WITHIN`, `MAX_NODE_MISSES`) moves to another free
+one, or ends with a message; painted frames are checked (a JPEG within the side) before
+they reach the page. Whatever reaches the page goes through `to_page` (JSON dicts, or
 painted frames as bytes: `painted_bytes`).
 """
 
@@ -70,9 +72,6 @@ image, and the node prepares every one)."""
 READY_WITHIN = 15.0
 """Seconds a node has to answer a live lease with `LiveReady`; after that the session
 moves to another node, or ends with `node_silent`."""
-SOCKETS_PER_CLIENT = 2
-"""Most live sockets one client may hold open: it may run one session, and a page being
-reloaded briefly holds two; each socket may keep an own style image of up to 512 KiB."""
 PAINT_WITHIN = 15.0
 """Seconds a node has to answer a frame; after that the session moves on as above (a node
 that stopped painting would otherwise hold the page, frozen, and the slot until the end)."""
@@ -81,6 +80,9 @@ MAX_NODE_MISSES = 10
 on as above (a broken node, or one that answers only to hold the session)."""
 MAX_BAD_FRAMES = 20
 """Unusable frames in a row after which a session ends (a broken or hostile page)."""
+SOCKETS_PER_CLIENT = 2
+"""Most live sockets one client may hold open: it may run one session, and a page being
+reloaded briefly holds two; each socket may keep an own style image of up to 512 KiB."""
 FRAME_TAG = 1
 """First byte of a binary WebSocket message carrying a frame (either way)."""
 STYLE_TAG = 2
