@@ -6,6 +6,7 @@ import asyncio
 import io
 import socket
 import struct
+from collections import Counter
 
 import msgpack
 import pytest
@@ -32,6 +33,7 @@ from gpu_node.daemon.params import NodeCaps
 from gpu_node.daemon.runner import JobRunner
 from gpu_node.fast.registry import build_registry
 from protocol import (
+    Drain,
     LiveEnd,
     LiveFrame,
     LiveMissed,
@@ -429,6 +431,61 @@ async def test_a_node_that_paints_nothing_usable_hands_the_session_on(start: Sta
     assert (await page.until("moved"))["node"] == "gpu-2"
     await ready(two, page)
     assert live_held(relay) == {"gpu-1": 0, "gpu-2": 1}
+
+
+def consistent(relay: Relay) -> dict[str, int]:
+    """Each node's live slots at the scheduler: exactly its sessions' leases."""
+    sessions = relay.client.app[api.SERVICE].live_sessions._sessions.values()
+    leased = Counter(s.node.name for s in sessions if s.node and not s.node.dropped.is_set())
+    held = live_held(relay)
+    assert held == {name: leased.get(name, 0) for name in held}, (held, leased)
+    return held
+
+
+async def test_slots_are_given_back_once_through_every_path(start: Start) -> None:
+    relay = await start(trusted_proxy=("127.0.0.1/32",))
+    one = await live_node(relay, "gpu-1", slots=4)
+    two = await live_node(relay, "gpu-2", slots=4)
+    pages = [await open_page(relay, **{"X-Forwarded-For": f"10.0.0.{i}"}) for i in range(4)]
+    for page in pages:
+        await page.start()
+    leases = {}
+    for node in (one, two, one, two):  # the least busy node each time
+        opened = await node.expect(LiveOpen)
+        leases[opened.lease_id] = node
+    assert consistent(relay) == {"gpu-1": 2, "gpu-2": 2}
+    # gpu-1 refuses one lease (no other node has a live slot free: it ends) and readies
+    # the other; gpu-2 readies both.
+    first, second = [lease for lease, node in leases.items() if node is one]
+    await one.send(LiveEnd(first, "not today"))
+    await one.send(LiveReady(second))
+    for lease, node in leases.items():
+        if node is two:
+            await two.send(LiveReady(lease))
+    sessions = relay.client.app[api.SERVICE].live_sessions
+    async with asyncio.timeout(5):
+        while sessions.sessions > 3:
+            await asyncio.sleep(0.02)
+    assert consistent(relay) == {"gpu-1": 1, "gpu-2": 2}
+    # A third node comes; gpu-2 drains: its sessions move (one to gpu-3, one to gpu-1).
+    three = await live_node(relay, "gpu-3", slots=4)
+    await two.send(Drain())
+    for _ in range(2):
+        await two.expect(LiveEnd)
+    assert consistent(relay) == {"gpu-1": 2, "gpu-2": 0, "gpu-3": 1}
+    # gpu-3 is killed before it answers (its session finds no slot: it ends), then every
+    # page hangs up.
+    await three.close()
+    async with asyncio.timeout(5):
+        while "gpu-3" in live_held(relay):
+            await asyncio.sleep(0.02)
+    assert consistent(relay) == {"gpu-1": 2, "gpu-2": 0}
+    for page in pages:
+        await page.ws.close()
+    async with asyncio.timeout(5):
+        while relay.client.app[api.SOCKETS]:
+            await asyncio.sleep(0.02)
+    assert consistent(relay) == {"gpu-1": 0, "gpu-2": 0}
 
 
 def raw(body: dict[str, object]) -> bytes:
