@@ -379,8 +379,10 @@ async def test_a_nodes_stray_live_messages_are_ignored(start: Start) -> None:
 async def test_a_node_that_stops_painting_hands_the_session_on(
     start: Start, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(relay_live, "PAINT_WITHIN", 0.3)
-    relay = await start(tick_interval=0.05)
+    # The relay's timer moves only when the test says (the nodes' silence allows 15 s).
+    monkeypatch.setattr(relay_live, "PAINT_WITHIN", 2.0)
+    timer = FakeClock(1000.0)
+    relay = await start(timer=timer, tick_interval=0.05)
     one = await live_node(relay, "gpu-1")
     page = await open_page(relay)
     await page.start()
@@ -388,6 +390,7 @@ async def test_a_node_that_stops_painting_hands_the_session_on(
     two = await live_node(relay, "gpu-2")
     await page.ws.send_bytes(page_frame(1, frame_jpeg()))
     await one.expect(LiveFrame)  # and never answered: the page would wait for ever
+    timer.advance(3.0)
     moved = await page.until("moved", timeout=3)
     assert moved["node"] == "gpu-2" and page.dropped("moved") == [1]
     assert (await one.expect(LiveEnd)).lease_id == opened.lease_id
@@ -400,6 +403,7 @@ async def test_a_node_that_stops_painting_hands_the_session_on(
     # gpu-2 stalls too, and gpu-1 is not asked again: the session ends.
     await page.ws.send_bytes(page_frame(3, frame_jpeg()))
     await two.expect(LiveFrame)
+    timer.advance(3.0)
     ended = await page.until("ended", timeout=3)
     assert ended["reason"] == "node_silent" and "painted" in ended["message"]
     assert live_held(relay) == {"gpu-1": 0, "gpu-2": 0}
