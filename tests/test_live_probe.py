@@ -286,6 +286,7 @@ async def test_a_page_that_hangs_up_leaves_nothing_behind(start: Start) -> None:
         while relay.client.app[api.SOCKETS] or pumps():
             await asyncio.sleep(0.02)
     assert live_held(relay) == {"gpu-1": 0}
+    assert relay.client.app[api.SERVICE].live_sessions._sockets == {}
 
 
 async def test_one_client_holds_at_most_two_live_sockets(start: Start) -> None:
