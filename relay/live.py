@@ -12,9 +12,12 @@ A session leases one slot of one node that spoke protocol version 3 and takes li
 the node; a newer frame waits in a single place beside them, and a frame that arrives
 while one waits pushes the older one out (latency over completeness: the page is told it
 was dropped). Frames are checked before they travel: JPEG or WebP, at most the session's
-side, at most `MAX_FPS` a second. The round trip to the node steers the frame size the
-page is asked for (`Steering`). A session whose node leaves moves to another free one, or
-ends with a message. Whatever reaches the page goes through `to_page` (JSON dicts, or
+side, at most `MAX_FPS` a second; style switches reach the node at most every
+`RESTYLE_EVERY` s (the latest wins). The round trip to the node steers the frame size the
+page is asked for (`Steering`). A session whose node leaves, drains, or stops answering
+with paintings (`READY_WITHIN`, `PAINT_WITHIN`, `MAX_NODE_MISSES`) moves to another free
+one, or ends with a message; painted frames are checked (a JPEG within the side) before
+they reach the page. Whatever reaches the page goes through `to_page` (JSON dicts, or
 painted frames as bytes: `painted_bytes`).
 """
 
@@ -62,11 +65,24 @@ FAST_ROUND_TRIP = 0.18
 """...and one below this raises it again, up to the session's side."""
 STEER_EVERY = 8
 """Round trips measured between two decisions on the frame size."""
+RESTYLE_EVERY = 0.5
+"""Least seconds between two style switches sent to the node; a page's switches in between
+are folded into the last one, sent when the gap has passed (each may carry a 512 KiB
+image, and the node prepares every one)."""
 READY_WITHIN = 15.0
 """Seconds a node has to answer a live lease with `LiveReady`; after that the session
 moves to another node, or ends with `node_silent`."""
+PAINT_WITHIN = 15.0
+"""Seconds a node has to answer a frame; after that the session moves on as above (a node
+that stopped painting would otherwise hold the page, frozen, and the slot until the end)."""
+MAX_NODE_MISSES = 10
+"""Frames in a row a node answers without a usable painting, after which the session moves
+on as above (a broken node, or one that answers only to hold the session)."""
 MAX_BAD_FRAMES = 20
 """Unusable frames in a row after which a session ends (a broken or hostile page)."""
+SOCKETS_PER_CLIENT = 2
+"""Most live sockets one client may hold open: it may run one session, and a page being
+reloaded briefly holds two; each socket may keep an own style image of up to 512 KiB."""
 FRAME_TAG = 1
 """First byte of a binary WebSocket message carrying a frame (either way)."""
 STYLE_TAG = 2
@@ -156,12 +172,18 @@ class LiveSession:
     passed_over: set[str] = field(default_factory=set)
     """Nodes that ended, refused or left unanswered a lease of this session: not asked
     again."""
+    restyled_at: float = float("-inf")
+    """When the node was last sent a style switch."""
+    restyle_due: bool = False
+    """The page switched the style since then: `style` is still to go to the node."""
     ended: bool = False
     in_flight: dict[int, float] = field(default_factory=dict)
     waiting: tuple[int, bytes] | None = None
     tokens: float = float(BURST)
     last_token: float = 0.0
     bad_in_a_row: int = 0
+    misses_in_a_row: int = 0
+    """Frames its node answered in a row without a usable painting."""
     painted: int = 0
     dropped: int = 0
 
@@ -196,6 +218,7 @@ class LiveSessions:
         self._sessions: dict[str, LiveSession] = {}
         self._by_client: dict[str, LiveSession] = {}
         self._by_lease: dict[str, LiveSession] = {}
+        self._sockets: dict[str, int] = {}
 
     # ---- nodes -------------------------------------------------------------------------
 
@@ -223,14 +246,19 @@ class LiveSessions:
         for session in [s for s in self._sessions.values() if s.node is handle]:
             self._move(session, handle, "the node is leaving", stay=True)
 
-    def check_starting(self) -> None:
-        """Periodic: a lease its node left unanswered for `READY_WITHIN` s is given up;
-        the session moves to another node, or ends."""
+    def check_unanswered(self) -> None:
+        """Periodic: a lease its node left unanswered for `READY_WITHIN` s, or a frame it
+        left unanswered for `PAINT_WITHIN` s, is given up; the session moves to another
+        node, or ends."""
         now = self._service.timer()
         for session in list(self._sessions.values()):
             node = session.node
-            if node is not None and not session.ready and now - session.offered_at > READY_WITHIN:
+            if node is None:
+                continue
+            if not session.ready and now - session.offered_at > READY_WITHIN:
                 self._move(session, node, f"no answer within {READY_WITHIN:g} s")
+            elif session.in_flight and now - min(session.in_flight.values()) > PAINT_WITHIN:
+                self._move(session, node, f"no frame painted within {PAINT_WITHIN:g} s")
 
     @property
     def sessions(self) -> int:
@@ -238,6 +266,21 @@ class LiveSessions:
         return len(self._sessions)
 
     # ---- from the page ---------------------------------------------------------------
+
+    def socket_opened(self, client: str) -> bool:
+        """Count a live socket of `client`; False (uncounted) if it holds
+        `SOCKETS_PER_CLIENT` already."""
+        held = self._sockets.get(client, 0)
+        if held >= SOCKETS_PER_CLIENT:
+            return False
+        self._sockets[client] = held + 1
+        return True
+
+    def socket_closed(self, client: str) -> None:
+        """A live socket `socket_opened` counted has closed."""
+        held = self._sockets.pop(client, 0) - 1
+        if held > 0:
+            self._sockets[client] = held
 
     def open(self, client: str, side: int, style: LiveStyle, to_page: ToPage) -> LiveSession:
         """Start a session on a free node; LiveRefused says why not."""
@@ -254,10 +297,10 @@ class LiveSessions:
         return session
 
     def restyle(self, session: LiveSession, style: LiveStyle) -> None:
-        """Paint the next frames with `style`, without stopping."""
-        session.style = style
-        if session.node is not None and session.lease is not None:
-            session.node.outbox.put_nowait(LiveRestyle(session.lease, style))
+        """Paint the next frames with `style`, without stopping (at most one switch every
+        `RESTYLE_EVERY` s reaches the node: a later one waits, replaced by any after it)."""
+        session.style, session.restyle_due = style, True
+        self._restyle_if_due(session)
 
     def frame(self, session: LiveSession, seq: int, image: bytes) -> None:
         """A frame from the page: checked, then sent, kept waiting, or dropped."""
@@ -271,6 +314,8 @@ class LiveSessions:
             return
         session.tokens -= 1
         try:
+            if seq in session.in_flight:  # they are counted by number: no more than IN_FLIGHT
+                raise ValueError(f"frame {seq} is at the node already; number each anew")
             check_image(image, session.side)
         except ValueError as exc:
             session.bad_in_a_row += 1
@@ -279,6 +324,7 @@ class LiveSessions:
                 self.close(session, f"{MAX_BAD_FRAMES} unusable frames in a row ({exc}).")
             return
         session.bad_in_a_row = 0
+        self._restyle_if_due(session)  # a waiting switch goes before the frame
         if session.waiting is not None:
             self._drop(session, session.waiting[0], "behind")
         session.waiting = (seq, image)
@@ -307,13 +353,22 @@ class LiveSessions:
             self._pump(session)
 
     def painted(self, handle: NodeHandle, message: LivePainted) -> None:
-        """A painted frame: to the page, and its round trip steers the size."""
+        """A painted frame: to the page, and its round trip steers the size. One that is
+        not a JPEG within the session's side is dropped: a hostile node must not hand
+        pages other bytes, or a decompression bomb."""
         session = self._of(handle, message.lease_id)
         if session is None:
             return
         sent = session.in_flight.pop(message.seq, None)
         if sent is None:
             return  # not a frame of ours at the node: ignored
+        try:
+            check_image(message.jpeg, session.side, ("JPEG",))
+        except ValueError as exc:
+            log.warning("node %s painted an unusable live frame: %s", handle.name, exc)
+            self._node_missed(session, handle, message.seq, f"an unusable frame: {exc}")
+            return
+        session.misses_in_a_row = 0
         session.painted += 1
         session.to_page(painted_bytes(message.seq, message.jpeg))
         side = session.steering.measured(self._service.timer() - sent)
@@ -326,8 +381,7 @@ class LiveSessions:
         """The node could not paint a frame."""
         session = self._of(handle, message.lease_id)
         if session is not None and session.in_flight.pop(message.seq, None) is not None:
-            self._drop(session, message.seq, "node", message.message)
-            self._pump(session)
+            self._node_missed(session, handle, message.seq, message.message)
 
     def node_ended(self, handle: NodeHandle, message: LiveEnd) -> None:
         """The node refused or gave up the lease: the session moves, or ends."""
@@ -380,6 +434,7 @@ class LiveSessions:
         lease = secrets.token_hex(8)
         session.node, session.lease, session.ready = handle, lease, False
         session.offered_at = self._service.timer()
+        session.restyle_due = False  # the lease opens with the current style
         self._by_lease[lease] = session
         handle.outbox.put_nowait(LiveOpen(lease, session.side, session.style))
 
@@ -410,6 +465,29 @@ class LiveSessions:
             return
         self._lease_on(session, target)
         session.to_page({"type": "moved", "node": target.name})
+
+    def _restyle_if_due(self, session: LiveSession) -> None:
+        """Send the page's latest style switch if one waits and the gap has passed."""
+        now = self._service.timer()
+        if (
+            session.restyle_due
+            and session.node is not None
+            and session.lease is not None
+            and now - session.restyled_at >= RESTYLE_EVERY
+        ):
+            session.restyle_due, session.restyled_at = False, now
+            session.node.outbox.put_nowait(LiveRestyle(session.lease, session.style))
+
+    def _node_missed(self, session: LiveSession, handle: NodeHandle, seq: int, why: str) -> None:
+        """The node answered frame `seq` without a usable painting: dropped; after
+        `MAX_NODE_MISSES` in a row the session moves on."""
+        self._drop(session, seq, "node", why)
+        session.misses_in_a_row += 1
+        if session.misses_in_a_row >= MAX_NODE_MISSES:
+            session.misses_in_a_row = 0
+            self._move(session, handle, f"{MAX_NODE_MISSES} frames in a row not painted: {why}")
+        else:
+            self._pump(session)
 
     def _pump(self, session: LiveSession) -> None:
         """Send the waiting frame if there is room at the node."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -26,7 +27,14 @@ from protocol import LiveStyle
 from protocol.live import MAX_LIVE_IMAGE
 from relay import api, gallery
 from relay.errors import ApiError
-from relay.live import STYLE_TAG, LiveRefused, LiveSession, check_image, split_frame
+from relay.live import (
+    SOCKETS_PER_CLIENT,
+    STYLE_TAG,
+    LiveRefused,
+    LiveSession,
+    check_image,
+    split_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +42,20 @@ MAX_TEXT = 4096
 """Longest JSON message a page may send."""
 STYLE_SIDE = 512
 """A painting is sent to the node at most this many pixels a side (its network reads 256)."""
+OWN_STYLE_SIDE = 1024
+"""Most pixels a side of an own style image: nodes read 512 (the page sends that much); a
+larger picture only costs them decoding, which a page could ask for twice a second."""
 MAX_QUEUED = 64
-"""Events queued for a slow page beyond which `dropped` notices are left out."""
+"""Events queued for a slow page beyond which `dropped` and `error` notices are left out."""
 MAX_QUEUED_FRAMES = 4
 """Painted frames queued for a page that does not read them beyond which new ones are left
 out: a page that never reads must not make the relay hold its frames for five minutes."""
+MAX_BAD_MESSAGES = 20
+"""Unusable messages in a row after which the socket closes: a page that sends only
+garbage, and never reads the errors, must not make them pile up."""
 
 
+@functools.cache  # the paintings ship with the relay: each is made ready once, not per message
 def _painting_jpeg(painting: gallery.Painting) -> bytes:
     with Image.open(painting.image_path) as opened:
         img = opened.convert("RGB")
@@ -78,6 +93,7 @@ class _Socket:
         self.session: LiveSession | None = None
         self.own: bytes | None = None
         self.frames_queued = 0
+        self.bad_in_a_row = 0
 
     def put(self, item: dict[str, Any] | bytes) -> None:
         """Queue an event or painted frame for the page (`relay.live.ToPage`)."""
@@ -85,7 +101,7 @@ class _Socket:
             if self.frames_queued >= MAX_QUEUED_FRAMES:
                 return
             self.frames_queued += 1
-        elif item["type"] == "dropped" and self.queue.qsize() > MAX_QUEUED:
+        elif item["type"] in ("dropped", "error") and self.queue.qsize() > MAX_QUEUED:
             return
         self.queue.put_nowait(item)
 
@@ -102,22 +118,32 @@ class _Socket:
                 await self.ws.close()
                 return
 
-    def binary(self, data: bytes) -> None:
-        """A frame, or an own style image."""
+    def refuse(self, error: str) -> bool:
+        """Tell the page what was wrong with its message; after `MAX_BAD_MESSAGES` such in
+        a row, end instead and answer False (the socket should close)."""
+        self.bad_in_a_row += 1
+        if self.bad_in_a_row >= MAX_BAD_MESSAGES:
+            self.end("bad_messages", f"{MAX_BAD_MESSAGES} unusable messages in a row ({error})")
+            return False
+        self.put({"type": "error", "error": error})
+        return True
+
+    def binary(self, data: bytes) -> bool:
+        """A frame, or an own style image; False when the socket should close."""
         if data[:1] == bytes([STYLE_TAG]):
             try:
-                check_image(data[1:], 4096, ("JPEG", "PNG", "WEBP"))
+                check_image(data[1:], OWN_STYLE_SIDE, ("JPEG", "PNG", "WEBP"))
             except ValueError as exc:
-                self.put({"type": "error", "error": f"Your style image: {exc}."})
-                return
+                return self.refuse(f"Your style image: {exc}.")
             self.own = data[1:]
         elif self.session is not None:
             try:
                 seq, image = split_frame(data)
             except ValueError as exc:
-                self.put({"type": "error", "error": str(exc)})
-                return
+                return self.refuse(str(exc))
             self.service.live_sessions.frame(self.session, seq, image)
+        self.bad_in_a_row = 0
+        return True
 
     async def text(self, text: str, limit: asyncio.Timeout) -> bool:
         """A command; False when the socket should close."""
@@ -139,8 +165,9 @@ class _Socket:
                 return False
             else:
                 raise ValueError(f"unexpected {str(kind)[:40]!r} message")
+            self.bad_in_a_row = 0
         except ValueError as exc:
-            self.put({"type": "error", "error": str(exc)})
+            return self.refuse(str(exc))
         except LiveRefused as exc:
             self.put({"type": "ended", "reason": exc.reason, "message": exc.message})
             return False
@@ -161,26 +188,38 @@ async def live_socket(request: web.Request) -> web.StreamResponse:
     """GET /api/live: one live session over a WebSocket."""
     ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=MAX_LIVE_IMAGE + 64)
     await ws.prepare(request)
-    request.app[api.SOCKETS].add(ws)
     sock = _Socket(request, ws)
+    sessions = sock.service.live_sessions
+    if not sessions.socket_opened(sock.client):
+        message = f"You have {SOCKETS_PER_CLIENT} live sockets open already; close one first."
+        await ws.send_json({"type": "ended", "reason": "too_many_sockets", "message": message})
+        await ws.close()
+        return ws
+    request.app[api.SOCKETS].add(ws)
     sender = asyncio.get_running_loop().create_task(sock.pump())
     try:
         async with asyncio.timeout(None) as limit:
             async for msg in ws:
                 if msg.type is WSMsgType.BINARY:
-                    sock.binary(msg.data)
+                    if not sock.binary(msg.data):
+                        break
                 elif msg.type is WSMsgType.TEXT and not await sock.text(msg.data, limit):
                     break
     except TimeoutError:
         seconds = f"{sock.service.config.live_max_seconds:g} s"
         sock.end("time_up", f"Live sessions last at most {seconds}.")
     finally:
+        # All that must happen goes before the first await: when the page hangs up,
+        # aiohttp cancels this task there.
         sock.end("stopped", "Stopped.")
-        with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
-            await asyncio.wait_for(asyncio.shield(sender), 2.0)
-        sender.cancel()
-        await asyncio.gather(sender, return_exceptions=True)
         request.app[api.SOCKETS].discard(ws)
+        sessions.socket_closed(sock.client)
+        try:  # give the page a moment to read how it ended
+            with contextlib.suppress(asyncio.TimeoutError, ConnectionError):
+                await asyncio.wait_for(asyncio.shield(sender), 2.0)
+        finally:
+            sender.cancel()
+        await asyncio.gather(sender, return_exceptions=True)
         await ws.close()
     return ws
 
@@ -190,7 +229,7 @@ def _command(text: str) -> dict[str, Any]:
         raise ValueError(f"messages are at most {MAX_TEXT} characters")
     try:
         command = json.loads(text)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):  # nested too deep: no crash either
         raise ValueError("messages are JSON objects") from None
     if type(command) is not dict:
         raise ValueError("messages are JSON objects")

@@ -101,10 +101,10 @@ class NodeReports:
 
     def check_silence(self) -> None:
         """Periodic: drop the nodes the hub's liveness rule finds silent (their jobs go
-        back), and give up live leases a node left unanswered."""
+        back), and give up live leases and frames a node left unanswered."""
         for handle, reason in self.hub.silent(self.service.config.heartbeat_interval):
             self.node_lost(handle, reason)
-        self.service.live_sessions.check_starting()
+        self.service.live_sessions.check_unanswered()
 
     # ---- leases ----------------------------------------------------------------------
 

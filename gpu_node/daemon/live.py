@@ -49,6 +49,10 @@ JPEG_QUALITY = 80
 """Painted frames go back as JPEGs of this quality: small, and quick to encode."""
 STYLE_SIDE = 512
 """An arbitrary style image is read at most this large (its network looks at 256 px)."""
+FRAMES_AT_WORK = 4
+"""Most frames of one lease painted or waiting here at once; more are answered missed.
+The relay sends two at a time (docs/protocol.md): twice that leaves room for its timing,
+and a faulty relay cannot pile frames up in this node's memory."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,12 @@ class _Session:
     lease: str
     side: int
     look: _Look | None = None
+    at_work: int = 0
+    """Its frames being painted or waiting for a thread."""
+    styles: int = 0
+    """Styles asked for so far (the opening one is the first)."""
+    applied: int = 0
+    """Which of them `look` is: a slow preparation that a later one overtook is not used."""
 
 
 class LiveDesk:
@@ -100,11 +110,17 @@ class LiveDesk:
             case LiveOpen(lease_id=lease, side=side, style=style):
                 self._open(lease, side, style)
             case LiveRestyle(lease_id=lease, style=style):
-                if lease in self._sessions:
-                    self._later(self._restyle(lease, style))
+                if (session := self._sessions.get(lease)) is not None:
+                    self._switch(session, style)
             case LiveFrame(lease_id=lease, seq=seq, image=image):
                 session = self._sessions.get(lease)
-                if session is not None:
+                if session is None:
+                    pass
+                elif session.at_work >= FRAMES_AT_WORK:
+                    busy = f"{FRAMES_AT_WORK} frames of this session are being painted already"
+                    self._send(LiveMissed(lease, seq, busy))
+                else:
+                    session.at_work += 1
                     self._later(self._frame(session, seq, image))
             case LiveEnd(lease_id=lease):
                 self._sessions.pop(lease, None)
@@ -135,21 +151,28 @@ class LiveDesk:
         elif style.method not in self.runner.methods:
             self._send(LiveEnd(lease, f"this node does not run the {style.method} method"))
         else:
-            self._sessions[lease] = _Session(lease, side)
-            self._later(self._restyle(lease, style, opening=True))
+            session = self._sessions[lease] = _Session(lease, side)
+            self._switch(session, style, opening=True)
 
-    async def _restyle(self, lease: str, style: LiveStyle, opening: bool = False) -> None:
+    def _switch(self, session: _Session, style: LiveStyle, opening: bool = False) -> None:
+        session.styles += 1
+        self._later(self._restyle(session, session.styles, style, opening))
+
+    async def _restyle(self, session: _Session, nth: int, style: LiveStyle, opening: bool) -> None:
+        """Prepare the `nth` style of `session`; it is used unless a later one is (a quick
+        style must not be undone by a slow one asked for before it)."""
         loop = asyncio.get_running_loop()
+        lease = session.lease
         try:
             look = await loop.run_in_executor(self._threads, self._prepare, style)
         except Exception as exc:  # a style this node cannot paint: the relay is told why
             if self._sessions.pop(lease, None) is not None:
                 self._send(LiveEnd(lease, f"cannot paint this style: {exc}"[:1000]))
             return
-        session = self._sessions.get(lease)
-        if session is None:
-            return
-        session.look = look
+        if self._sessions.get(lease) is not session:
+            return  # ended meanwhile
+        if nth > session.applied:
+            session.look, session.applied = look, nth
         if opening:
             self._send(LiveReady(lease))
 
@@ -179,6 +202,8 @@ class LiveDesk:
             if self._sessions.get(session.lease) is session:
                 self._send(LiveMissed(session.lease, seq, str(exc)[:500]))
             return
+        finally:
+            session.at_work -= 1
         if self._sessions.get(session.lease) is session:  # not ended meanwhile
             elapsed = time.perf_counter() - started
             self._send(LivePainted(session.lease, seq, jpeg, elapsed))

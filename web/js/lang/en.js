@@ -231,7 +231,7 @@ export default {
   "live.end.one_per_client": "You already have a live session open (one at a time). Stop it first.",
   "live.end.time_up": "The live session reached its time limit. Start again to go on.",
   "live.end.node_lost": "The node painting your camera left and no other node is free.",
-  "live.end.node_silent": "The node did not start painting your camera and no other node is free. Try again in a minute.",
+  "live.end.node_silent": "The node stopped answering your camera and no other node is free. Try again in a minute.",
   "live.end.node_ended": "The node stopped painting: {why}",
   "live.end.stopped": "Stopped.",
   "live.end.other": "The live session ended: {why}",

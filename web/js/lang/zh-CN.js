@@ -231,7 +231,7 @@ export default {
   "live.end.one_per_client": "你已经开着一个实时会话（一次只能一个），请先停止它。",
   "live.end.time_up": "实时会话已到时间上限。重新开始即可继续。",
   "live.end.node_lost": "为你作画的节点已离开，且没有其他空闲节点。",
-  "live.end.node_silent": "节点没有开始为你的摄像头作画，且没有其他空闲节点。请一分钟后再试。",
+  "live.end.node_silent": "节点不再回应你的摄像头，且没有其他空闲节点。请一分钟后再试。",
   "live.end.node_ended": "节点停止了作画：{why}",
   "live.end.stopped": "已停止。",
   "live.end.other": "实时会话已结束：{why}",
