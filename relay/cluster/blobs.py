@@ -159,6 +159,12 @@ class SharedFolderStore(BlobStore):
         except (OSError, ValueError):
             return 0
 
+    def _present(self, sha: str) -> bool:
+        """Whether a file this replica knows is still there: another replica may have
+        deleted it since (a job deleted or expired through it), and a new job that sends
+        the same image again must not name a missing file."""
+        return self.path(sha).is_file()
+
     def scan(self) -> int:
         """Learn the files on disk; drop only unfinished writes old enough to be dead."""
         sizes: dict[str, int] = {}
@@ -251,6 +257,15 @@ class S3Store(Holdings):
         self._stored(sha, len(data))
         self._keep(sha, data)
         return sha
+
+    def _present(self, sha: str) -> bool:
+        """Whether a file this replica knows is still in the bucket (one HEAD request):
+        another replica may have deleted it since (see `SharedFolderStore._present`). If
+        the bucket cannot say, no: writing it again is harmless."""
+        try:
+            return self.exists(sha)
+        except OSError:
+            return False
 
     def _keep(self, sha: str, data: bytes) -> None:
         """Keep a file just written in memory a while: the replica that took a job usually

@@ -1,0 +1,51 @@
+"""Probes of cluster mode by an outsider: what a client, or bad luck, could break by
+talking to two replicas that one relay would not let it break."""
+
+from pathlib import Path
+
+import pytest
+from cluster_replicas import CANDY, Replicas, service_of, until
+from wire_relay import Relay
+
+from relay.cluster.blobs import SharedFolderStore
+
+pytest.importorskip("asyncpg", reason="pip install 'stylerelay[cluster]'")
+
+
+async def _candy_known(*relays: Relay) -> None:
+    """Every replica learns the fast style of a node that came and went (jobs may ask
+    for it, and wait in the shared queue)."""
+    node = await relays[0].node("gpu-x", styles=CANDY)
+    for relay in relays:
+        await until(lambda r=relay: _knows_candy(r))
+    await node.close()
+
+
+async def _knows_candy(relay: Relay) -> bool:
+    return "builtin:candy" in service_of(relay).hub.known_fast
+
+
+async def test_a_photo_sent_again_after_another_replica_deleted_it_is_stored_again(
+    replicas: Replicas,
+) -> None:
+    a, b = await replicas("a"), await replicas("b")
+    await _candy_known(a, b)
+    first = await b.job()
+    assert (await b.client.delete(f"/api/jobs/{first}")).status == 200  # cancelled
+    content = (await service_of(b).find(first)).content_file
+    # Deleted through the other replica: the photo leaves the shared store.
+    assert (await a.client.delete(f"/api/jobs/{first}")).status == 204
+    # The same photo again, to the replica that stored it first.
+    second = await b.job()
+    job = await service_of(a).find(second)
+    assert job.content_file == content
+    assert service_of(a).shared.read(content)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_shared_folder_writes_again_a_file_another_replica_deleted(tmp_path: Path) -> None:
+    mine, theirs = SharedFolderStore(tmp_path), SharedFolderStore(tmp_path)
+    sha = mine.put(b"photo")
+    mine.release([sha])
+    assert theirs.discard([sha], live=set()) == 1
+    assert mine.put(b"photo") == sha
+    assert theirs.read(sha) == b"photo"
