@@ -1,13 +1,18 @@
 """Probes of cluster mode by an outsider: what a client, or bad luck, could break by
 talking to two replicas that one relay would not let it break."""
 
+from functools import partial
 from pathlib import Path
 
 import pytest
 from cluster_replicas import CANDY, Replicas, service_of, until
+from relay_harness import form, png
 from wire_relay import Relay
 
+from relay.apikeys import KEYS
 from relay.cluster.blobs import SharedFolderStore
+from relay.cluster.credentials import SharedKeys
+from relay.ratelimits import Quota
 
 pytest.importorskip("asyncpg", reason="pip install 'stylerelay[cluster]'")
 
@@ -17,7 +22,7 @@ async def _candy_known(*relays: Relay) -> None:
     for it, and wait in the shared queue)."""
     node = await relays[0].node("gpu-x", styles=CANDY)
     for relay in relays:
-        await until(lambda r=relay: _knows_candy(r))
+        await until(partial(_knows_candy, relay))
     await node.close()
 
 
@@ -49,3 +54,27 @@ def test_a_shared_folder_writes_again_a_file_another_replica_deleted(tmp_path: P
     assert theirs.discard([sha], live=set()) == 1
     assert mine.put(b"photo") == sha
     assert theirs.read(sha) == b"photo"
+
+
+async def test_an_api_keys_jobs_a_day_count_across_replicas(replicas: Replicas) -> None:
+    a, b = await replicas("a"), await replicas("b")
+    await _candy_known(a, b)
+    keys = a.client.app[KEYS]
+    assert isinstance(keys, SharedKeys)
+    key = await keys.add("app", Quota(max_open=10, per_day=2))
+    await until(partial(_knows_key, b, key))
+    answers = [await _post_with(relay, key) for relay in (a, b, a, b)]
+    assert answers == [202, 202, 429, 429]
+
+
+async def _knows_key(relay: Relay, key: str) -> bool:
+    return relay.client.app[KEYS].verify(key) is not None
+
+
+async def _post_with(relay: Relay, key: str) -> int:
+    resp = await relay.client.post(
+        "/api/jobs",
+        data=form(png((64, 48)), style="fast:builtin:candy", size="40"),
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    return resp.status

@@ -148,6 +148,7 @@ class ClusterQueue:
         capacity: int,
         retry_after: int,
         per_minute: int,
+        per_day: int | None = None,
         tell_others: bool = True,
         who: str = "your address",
     ) -> None:
@@ -157,13 +158,13 @@ class ClusterQueue:
         Retried while the database is away (the id is inserted once); then
         `DatabaseUnavailable` (503). The client's new jobs a minute (`per_minute`, a
         token bucket) are counted across replicas too (429 with Retry-After; `who` names
-        the client in the message). `tell_others` False: this replica has a free slot
-        that can run the job and claims at once (if it takes another job instead, its
-        claim tells the others)."""
+        the client in the message), and so are an API key's jobs a day (`per_day`).
+        `tell_others` False: this replica has a free slot that can run the job and claims
+        at once (if it takes another job instead, its claim tells the others)."""
         record = insert_columns(job)
         outcome = await self._run(
             "SELECT stylerelay_queue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
-            " $14, $15, $16, $17, $18, $19, $20)",
+            " $14, $15, $16, $17, $18, $19, $20, $21)",
             job.id,
             job.client,
             job.method,
@@ -176,6 +177,7 @@ class ClusterQueue:
             *record.values(),
             tell_others,
             per_minute,
+            per_day,
         )
         if outcome >= RATE_LIMITED:
             seconds = max(1, outcome - RATE_LIMITED)
@@ -188,6 +190,11 @@ class ClusterQueue:
             raise TooManyRequests(
                 f"You already have {max_open} jobs queued or running; "
                 "wait for one to finish or cancel one."
+            )
+        if outcome == 3:
+            raise TooManyRequests(
+                f"Your key's {per_day} jobs a day are used up; try again in a few hours.",
+                {"Retry-After": "3600"},
             )
         if outcome == 2:
             raise QueueFull(
@@ -408,6 +415,10 @@ class ClusterQueue:
         """Drop the rate buckets untouched since `before` (a minute idle refills one: a new
         bucket starts full anyway), so the table holds only active clients."""
         await self._run("DELETE FROM rate_buckets WHERE at < $1 RETURNING 1", before)
+
+    async def forget_old_days(self, before: float) -> None:
+        """Drop the jobs a day counted before `before` (out of every key's day by then)."""
+        await self._run("DELETE FROM daily_jobs WHERE at < $1 RETURNING 1", before)
 
     async def expire(self, before: float) -> list[JobRecord]:
         """Delete the ended jobs that ended before `before`; their records."""

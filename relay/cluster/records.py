@@ -47,12 +47,19 @@ CREATE TABLE IF NOT EXISTS rate_buckets (
     at double precision NOT NULL
 );
 
+-- The new jobs of the last day of each API key that sets a count a day (`per_day`).
+CREATE TABLE IF NOT EXISTS daily_jobs (
+    client text NOT NULL,
+    at double precision NOT NULL
+);
+CREATE INDEX IF NOT EXISTS daily_jobs_client ON daily_jobs (client, at);
+
 CREATE OR REPLACE FUNCTION stylerelay_queue_submit(
     p_id text, p_client text, p_method text, p_epochs integer, p_pixels bigint,
     p_fast text[], p_wait_until double precision, p_max_open integer, p_capacity integer,
     p_styles jsonb, p_style_files text[], p_content text, p_width integer, p_height integer,
     p_params jsonb, p_email text, p_filename text, p_created double precision,
-    p_notify boolean, p_per_minute integer
+    p_notify boolean, p_per_minute integer, p_per_day integer
 ) RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     mine integer;
@@ -76,6 +83,10 @@ BEGIN
     IF v_tokens < 1 THEN
         RETURN 1000 + ceil((1 - v_tokens) * 60.0 / p_per_minute)::integer;
     END IF;
+    IF p_per_day IS NOT NULL AND (SELECT count(*) FROM daily_jobs
+            WHERE client = p_client AND at > p_created - 86400) >= p_per_day THEN
+        RETURN 3;
+    END IF;
     SELECT count(*) INTO mine FROM jobs
         WHERE client = p_client AND state IN ('queued', 'running');
     IF mine >= p_max_open THEN
@@ -96,6 +107,9 @@ BEGIN
         p_height, p_params, p_email, p_filename, p_created);
     INSERT INTO rate_buckets VALUES (p_client, v_tokens - 1, p_created)
         ON CONFLICT (client) DO UPDATE SET tokens = v_tokens - 1, at = p_created;
+    IF p_per_day IS NOT NULL THEN
+        INSERT INTO daily_jobs VALUES (p_client, p_created);
+    END IF;
     IF p_notify THEN
         PERFORM pg_notify('stylerelay_work', '');
     END IF;

@@ -311,6 +311,7 @@ class ClusterService(JobService):
                 capacity=self.config.queue_capacity,
                 retry_after=self.config.retry_after,
                 per_minute=(quota and quota.per_minute) or self.config.rate_per_minute,
+                per_day=quota.per_day if quota is not None else None,
                 tell_others=not here,
                 who="your key" if quota is not None else "your address",
             )
@@ -694,6 +695,7 @@ class ClusterService(JobService):
         await self.showcase.sweep()
         now = self.clock()
         await self.queue.forget_full_buckets(now - 120.0)
+        await self.queue.forget_old_days(now - 86400.0)
         expired = await self.queue.expire(now - self.config.result_ttl)
         # Files no row names: those of expired jobs, and any a replica wrote that never
         # made it into a row (an upload refused after it was stored, a result that came
