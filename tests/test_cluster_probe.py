@@ -1,11 +1,15 @@
 """Probes of cluster mode by an outsider: what a client, or bad luck, could break by
 talking to two replicas that one relay would not let it break."""
 
+import io
+import random
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cluster_replicas import CANDY, Replicas, service_of, until
+from PIL import Image
 from relay_harness import form, png
 from wire_relay import Relay
 
@@ -78,3 +82,36 @@ async def _post_with(relay: Relay, key: str) -> int:
         headers={"Authorization": f"Bearer {key}"},
     )
     return resp.status
+
+
+def _noise_png(seed: int, side: int = 500) -> bytes:
+    """A PNG that does not compress: its size is about its pixels' bytes."""
+    out = io.BytesIO()
+    Image.frombytes("RGB", (side, side), random.Random(seed).randbytes(side * side * 3)).save(
+        out, format="PNG"
+    )
+    return out.getvalue()
+
+
+async def test_a_replica_learns_that_files_another_deleted_left_the_store(
+    replicas: Replicas,
+) -> None:
+    photos = [_noise_png(n) for n in range(2)]
+    # The store may hold one and a half photos (and the replica's small local database):
+    # the second fits once the first is gone.
+    cap_gb = (1.5 * len(photos[0]) + 256 * 1024) / 1024**3
+    a, b = await replicas("a", max_disk_gb=cap_gb), await replicas("b", max_disk_gb=cap_gb)
+    await _candy_known(a, b)
+    first = await _post(b, photos[0])
+    assert first.status == 202, await first.text()
+    job_id = (await first.json())["id"]
+    assert (await b.client.delete(f"/api/jobs/{job_id}")).status == 200
+    assert (await a.client.delete(f"/api/jobs/{job_id}")).status == 204
+    for relay in (a, b):
+        await service_of(relay).sweep()  # every replica is asked, leader or not
+    second = await _post(b, photos[1])
+    assert second.status == 202, await second.text()
+
+
+def _post(relay: Relay, photo: bytes) -> Any:
+    return relay.client.post("/api/jobs", data=form(photo, style="fast:builtin:candy", size="500"))

@@ -167,23 +167,28 @@ class SharedFolderStore(BlobStore):
 
     def scan(self) -> int:
         """Learn the files on disk; drop only unfinished writes old enough to be dead."""
+        self._walk()
+        return self.total
+
+    def _walk(self) -> dict[str, float]:
+        """Look at every file in the folder once: learn their sizes (`_learn`), drop
+        unfinished writes old enough to be dead; each file's time of writing."""
         sizes: dict[str, int] = {}
+        written: dict[str, float] = {}
         now = time.time()
         for sub in self.root.iterdir():
             if not sub.is_dir():
                 continue
             for path in sub.iterdir():
-                if _SHA.match(path.name):
-                    sizes[path.name] = path.stat().st_size
-                elif path.name.endswith(".tmp"):
-                    # Another replica may be writing it now.
-                    with contextlib.suppress(OSError):
-                        if now - path.stat().st_mtime > STALE_TMP:
-                            path.unlink()
-        with self._lock:
-            self._sizes = sizes
-            self.total = sum(sizes.values())
-        return self.total
+                with contextlib.suppress(OSError):  # gone meanwhile: another replica's
+                    if _SHA.match(path.name):
+                        stat = path.stat()
+                        sizes[path.name] = stat.st_size
+                        written[path.name] = stat.st_mtime
+                    elif path.name.endswith(".tmp") and now - path.stat().st_mtime > STALE_TMP:
+                        path.unlink()  # younger: another replica may be writing it now
+        _learn(self, sizes)
+        return written
 
     def discard(self, shas: Iterable[str], live: Container[str]) -> int:
         """As `BlobStore.discard`, also for files another replica wrote."""
@@ -200,16 +205,9 @@ class SharedFolderStore(BlobStore):
         return super().collect(live)
 
     def written_before(self, before: float) -> list[str]:
-        """Every file in the folder last written before `before` (blocking)."""
-        old: list[str] = []
-        for sub in self.root.iterdir():
-            if not sub.is_dir():
-                continue
-            for path in sub.iterdir():
-                with contextlib.suppress(OSError):
-                    if _SHA.match(path.name) and path.stat().st_mtime < before:
-                        old.append(path.name)
-        return old
+        """Every file in the folder last written before `before` (blocking); the same look
+        learns every file's size (`scan`)."""
+        return [sha for sha, at in self._walk().items() if at < before]
 
 
 CACHE_BYTES = 64 * 1024 * 1024
@@ -312,10 +310,7 @@ class S3Store(Holdings):
 
     def scan(self) -> int:
         """List the bucket once: learn every file's size; return the total."""
-        sizes = {name: int(item["Size"]) for name, item in self._listing()}
-        with self._lock:
-            self._sizes = sizes
-            self.total = sum(sizes.values())
+        _learn(self, {name: int(item["Size"]) for name, item in self._listing()})
         return self.total
 
     def discard(self, shas: Iterable[str], live: Container[str]) -> int:
@@ -344,8 +339,11 @@ class S3Store(Holdings):
         return self.discard(list(self._sizes), live)
 
     def written_before(self, before: float) -> list[str]:
-        """Every file in the bucket last written before `before` (blocking)."""
-        return [name for name, item in self._listing() if item["LastModified"].timestamp() < before]
+        """Every file in the bucket last written before `before` (blocking); the same
+        listing learns every file's size (`scan`)."""
+        listing = self._listing()
+        _learn(self, {name: int(item["Size"]) for name, item in listing})
+        return [name for name, item in listing if item["LastModified"].timestamp() < before]
 
     def _listing(self) -> list[tuple[str, Any]]:
         """(name, S3 listing entry) of every stored file in the bucket (blocking)."""
@@ -366,6 +364,18 @@ class S3Store(Holdings):
     def close(self) -> None:
         """Close the client's connections."""
         self._client.close()
+
+
+def _learn(store: Holdings, sizes: dict[str, int]) -> None:
+    """`sizes` is what the shared store holds now: files the other replicas wrote count,
+    those they deleted no longer do (the disk cap is checked against the total). A file
+    this replica holds, written as the listing was made, is kept."""
+    with store._lock:
+        for sha in store._held:
+            if sha in store._sizes and sha not in sizes:
+                sizes[sha] = store._sizes[sha]
+        store._sizes = sizes
+        store.total = sum(sizes.values())
 
 
 def _missing(exc: Exception) -> bool:

@@ -689,8 +689,11 @@ class ClusterService(JobService):
             self._write(_until_written(lambda: self.queue.update(job_id, lease, keep)))
 
     async def sweep(self) -> int:
-        """The leader deletes expired jobs and their files (every replica is asked)."""
+        """The leader deletes expired jobs and their files (every replica is asked); every
+        replica learns again what the shared store holds (the others' writes and deletions
+        count against its disk cap)."""
         if not self.member.leader.leading:
+            await asyncio.to_thread(self.shared.scan)
             return 0
         await self.showcase.sweep()
         now = self.clock()
@@ -700,7 +703,7 @@ class ClusterService(JobService):
         # Files no row names: those of expired jobs, and any a replica wrote that never
         # made it into a row (an upload refused after it was stored, a result that came
         # too late, a replica killed mid-submit), once old enough that no replica can
-        # still be about to record them.
+        # still be about to record them. (The same listing counts the store's bytes.)
         old = await asyncio.to_thread(self.shared.written_before, now - UNNAMED_FILES_AFTER)
         live = await self.queue.live_files()
         files = {sha for job in expired for sha in job.files()} | set(old)
