@@ -1,8 +1,10 @@
 """Probes of cluster mode by an outsider: what a client, or bad luck, could break by
 talking to two replicas that one relay would not let it break."""
 
+import asyncio
 import io
 import random
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -11,14 +13,15 @@ import pytest
 from cluster_replicas import CANDY, Replicas, service_of, until
 from PIL import Image
 from relay_harness import form, png
-from wire_relay import Relay
+from wire_relay import Relay, accept
 
+from protocol import Cancel
 from relay.apikeys import KEYS
 from relay.cluster.blobs import SharedFolderStore
 from relay.cluster.credentials import SharedKeys
 from relay.ratelimits import Quota
 
-pytest.importorskip("asyncpg", reason="pip install 'stylerelay[cluster]'")
+asyncpg = pytest.importorskip("asyncpg", reason="pip install 'stylerelay[cluster]'")
 
 
 async def _candy_known(*relays: Relay) -> None:
@@ -115,3 +118,41 @@ async def test_a_replica_learns_that_files_another_deleted_left_the_store(
 
 def _post(relay: Relay, photo: bytes) -> Any:
     return relay.client.post("/api/jobs", data=form(photo, style="fast:builtin:candy", size="500"))
+
+
+async def test_a_cancel_whose_notify_was_lost_still_stops_the_node(replicas: Replicas) -> None:
+    a, b = await replicas("a"), await replicas("b")
+    node = await b.node("gpu-b", styles=CANDY)
+    await until(partial(_knows_candy, a))
+    job_id = await a.job()
+    offer = await accept(node)
+    # Replica B stops hearing PostgreSQL for a moment (a network blip, a restart): the
+    # cancel sent to A is not heard on B's ears when it is made.
+    await service_of(b).listener.close()
+    resp = await a.client.delete(f"/api/jobs/{job_id}")
+    assert (await resp.json())["state"] == "cancelled"
+    async with asyncio.timeout(5):  # well before the node's stall timeout (30 s)
+        cancel = await node.expect(Cancel)
+    assert (cancel.job_id, cancel.lease_id) == (job_id, offer.lease_id)
+
+
+async def test_a_cancel_never_heard_while_listening_stops_the_node_within_ticks(
+    replicas: Replicas, database_url: str
+) -> None:
+    b = await replicas("b")
+    node = await b.node("gpu-b", styles=CANDY)
+    job_id = await b.job()
+    offer = await accept(node)
+    # As `ClusterQueue.cancel` writes it, but its NOTIFY lost (one heard before the
+    # claim's answer reached B finds no job there yet).
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            "UPDATE jobs SET state = 'cancelled', ended = $2 WHERE id = $1", job_id, time.time()
+        )
+    finally:
+        await conn.close()
+    async with asyncio.timeout(5):
+        cancel = await node.expect(Cancel)
+    assert (cancel.job_id, cancel.lease_id) == (job_id, offer.lease_id)
+    assert (await b.state(job_id))["state"] == "cancelled"

@@ -260,6 +260,20 @@ class ClusterQueue:
         )
         return [(row["id"], row["lease"]) for row in rows]
 
+    async def cancelled(self, held: Mapping[str, str]) -> list[str]:
+        """Of the jobs this replica `held` (job: lease), those cancelled during that lease
+        (through any replica)."""
+        rows = await retrying(
+            lambda: self.pool.fetch(
+                "SELECT j.id FROM unnest($1::text[], $2::text[]) AS h(id, lease)"
+                " JOIN jobs j ON j.id = h.id AND j.lease = h.lease WHERE j.state = 'cancelled'",
+                list(held),
+                list(held.values()),
+            ),
+            self.retry_for,
+        )
+        return [row["id"] for row in rows]
+
     async def requeue(
         self,
         job_id: str,

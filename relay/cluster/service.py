@@ -77,7 +77,8 @@ T = TypeVar("T")
 ORPHAN_AFTER = 30.0
 """Seconds after its claim a row naming this replica but not held by it is an orphan."""
 ORPHAN_TICKS = 10
-"""Ticks between looks for orphaned claims (`_adopt_orphans`)."""
+"""Ticks between looks for orphaned claims (`_adopt_orphans`) and for cancels of held jobs
+this replica did not hear (`_stop_cancelled`)."""
 UNNAMED_FILES_AFTER = 3600.0
 """Seconds after it was written a file no job row names is deleted by the leader."""
 STYLES_KEPT = 3600.0
@@ -197,11 +198,27 @@ class ClusterService(JobService):
         await self._load_styles(frozenset())
 
     async def _catch_up(self) -> None:
-        """After a gap in listening: the watched jobs of other replicas that ended
-        meanwhile are told to their watchers now."""
+        """After a gap in listening: the jobs held here that were cancelled meanwhile stop,
+        and the watched jobs of other replicas that ended meanwhile are told to their
+        watchers now."""
+        await self._stop_cancelled()
         for job_id in self.bus.watched():
             if job_id not in self._open:
                 await self._deliver_end(job_id)
+
+    async def _stop_cancelled(self) -> None:
+        """Stop the jobs held here whose rows say they were cancelled, a cancel this
+        replica did not hear on `CONTROL`: NOTIFY is not stored, so one sent while its
+        listening connection was down is lost, and one heard just before its claim's
+        answer finds no job here yet. (Its node would paint it to the end.)"""
+        held = dict(self._claims)
+        if not held:
+            return
+        for job_id in await self.queue.cancelled(held):
+            if self._claims.get(job_id) == held[job_id] and job_id in self._open:
+                log.info("job %s: cancelled through another replica; stopping it here", job_id)
+                with contextlib.suppress(ApiError):
+                    self.cancel(job_id)
 
     async def leave(self) -> None:
         """A clean stop: hand every claimed job back (no attempt charged), leave."""
@@ -380,6 +397,7 @@ class ClusterService(JobService):
         self._ticks += 1
         if self._ticks % ORPHAN_TICKS == 0:
             self._write(self._adopt_orphans())
+            self._write(self._stop_cancelled())
         if self.sender is not None and (self._mail_task is None or self._mail_task.done()):
             self._mail_task = asyncio.get_running_loop().create_task(self._mail_round())
 
