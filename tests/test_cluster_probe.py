@@ -5,6 +5,7 @@ import asyncio
 import io
 import random
 import time
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,12 @@ from PIL import Image
 from relay_harness import form, png
 from wire_relay import Relay, accept
 
-from protocol import Cancel
+from protocol import Cancel, Failure
+from protocol.codes import FailureCode
+from protocol.limits import MAX_TEXT_LEN
 from relay.apikeys import KEYS
-from relay.cluster.blobs import SharedFolderStore
+from relay.cluster.blobs import S3Store, SharedFolderStore
+from relay.cluster.blobs import _client as s3_client
 from relay.cluster.credentials import SharedKeys
 from relay.ratelimits import Quota
 
@@ -156,3 +160,60 @@ async def test_a_cancel_never_heard_while_listening_stops_the_node_within_ticks(
         cancel = await node.expect(Cancel)
     assert (cancel.job_id, cancel.lease_id) == (job_id, offer.lease_id)
     assert (await b.state(job_id))["state"] == "cancelled"
+
+
+async def test_a_failure_too_long_for_a_notify_reaches_a_websocket_on_another_replica(
+    replicas: Replicas,
+) -> None:
+    a, b = await replicas("a"), await replicas("b")
+    node = await b.node("gpu-b", styles=CANDY)
+    await until(partial(_knows_candy, a))
+    job_id = await a.job()
+    ws = await a.client.ws_connect(f"/api/jobs/{job_id}/events")
+    offer = await accept(node)
+    # The longest message the protocol lets a node send, escaped six-fold in JSON.
+    reason = "é" * MAX_TEXT_LEN
+    await node.send(Failure(job_id, offer.lease_id, FailureCode.INVALID_INPUT, reason))
+    async with asyncio.timeout(10):
+        events = [msg.json() async for msg in ws]
+    assert events[-1]["type"] == "failed"
+    assert events[-1]["job"]["state"] == "failed"
+    assert (await a.state(job_id))["error"] == (await b.state(job_id))["error"]
+
+
+async def test_a_job_offered_while_the_store_is_unreachable_waits_and_is_not_lost(
+    replicas: Replicas, caplog: pytest.LogCaptureFixture, database_url: str
+) -> None:
+    a, b = await replicas("a"), await replicas("b")
+    node = await b.node("gpu-b", styles=CANDY)
+    await until(partial(_knows_candy, a))
+    # SeaweedFS is unreachable from B for a moment (B does not have the photo in memory:
+    # A took the upload).
+    store = service_of(b).shared
+    assert isinstance(store, S3Store)
+    reachable = store._client
+    store._client = s3_client(replace(store.location, endpoint="http://127.0.0.1:9"))
+    try:
+        job_id = await a.job()
+
+        async def tried() -> bool:
+            return "its stored images cannot be read" in caplog.text
+
+        await until(tried)
+
+        async def settled() -> dict[str, Any] | None:
+            view = await a.state(job_id)
+            return view if view["state"] != "running" else None
+
+        view = await until(settled)
+        assert (view["state"], view["attempts"]) == ("queued", 0), view
+        # And it waits a while in the shared queue: every replica would fail to read it.
+        conn = await asyncpg.connect(database_url)
+        try:
+            not_before = await conn.fetchval("SELECT not_before FROM jobs WHERE id = $1", job_id)
+        finally:
+            await conn.close()
+        assert not_before > time.time() + 10
+    finally:
+        store._client = reachable
+    await node.close()

@@ -282,11 +282,13 @@ class ClusterQueue:
         now: float,
         *,
         declined_by: str | None = None,
+        pause: float = 0.0,
     ) -> bool:
         """Hand a claimed job back to the front of its client's queue (its node was lost,
         or this replica is stopping), with the attempts it has used (None: as the row
-        says); `declined_by`: a node that refused it, to which no claim takes it again.
-        False if the claim was no longer this replica's."""
+        says); `declined_by`: a node that refused it, to which no claim takes it again;
+        `pause`: seconds before any claim takes it. False if the claim was no longer this
+        replica's."""
 
         async def give_back() -> bool:
             async with self.pool.acquire() as conn, conn.transaction():
@@ -296,13 +298,15 @@ class ClusterQueue:
                     " attempts = coalesce($3, attempts),"
                     " wait_until = wait_until + ($4::float8 - coalesce(lease_started, $4)),"
                     " declined_by = CASE WHEN $5::text IS NULL THEN declined_by"
-                    " ELSE array_append(declined_by, $5) END"
+                    " ELSE array_append(declined_by, $5) END,"
+                    " not_before = CASE WHEN $6 > 0 THEN $4::float8 + $6 ELSE 0 END"
                     " WHERE id = $1 AND lease = $2 AND state = 'running' RETURNING client",
                     job_id,
                     lease,
                     attempts,
                     now,
                     declined_by,
+                    pause,
                 )
                 if row is None:
                     return False

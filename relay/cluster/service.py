@@ -560,6 +560,9 @@ class ClusterService(JobService):
             return  # another node here took it at once (the same actions offered it)
         del self._claims[job_id]
         self._claimed_for.pop(job_id, None)
+        # A pause the scheduler gave it (the store failed it) holds in the shared queue too:
+        # every replica's claim would fail the same way at once.
+        pause = max(0.0, self.scheduler.not_before(job_id) - self.timer())
         self.scheduler.cancel(job_id, self.timer())
         self._open.pop(job_id, None)
         self.live.pop(job_id, None)
@@ -573,7 +576,7 @@ class ClusterService(JobService):
             try:
                 await _until_written(
                     lambda: self.queue.requeue(
-                        job_id, lease, attempts, now, declined_by=declined_by
+                        job_id, lease, attempts, now, declined_by=declined_by, pause=pause
                     )
                 )
             finally:
