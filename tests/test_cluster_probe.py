@@ -14,7 +14,7 @@ import pytest
 from cluster_replicas import CANDY, Replicas, service_of, until
 from PIL import Image
 from relay_harness import form, png
-from wire_relay import Relay, accept
+from wire_relay import Relay, accept, result_for
 
 from protocol import Cancel, Failure
 from protocol.codes import FailureCode
@@ -217,3 +217,34 @@ async def test_a_job_offered_while_the_store_is_unreachable_waits_and_is_not_los
     finally:
         store._client = reachable
     await node.close()
+
+
+async def test_an_api_keys_priority_holds_in_the_shared_queue(replicas: Replicas) -> None:
+    a, b = await replicas("a"), await replicas("b")
+    await _candy_known(a, b)
+    keys = a.client.app[KEYS]
+    assert isinstance(keys, SharedKeys)
+    key = await keys.add("app", Quota(max_open=10, priority=2))
+    await until(partial(_knows_key, b, key))
+    anonymous = [await a.job()]
+    keyed = [await _job_with(relay, key) for relay in (a, b, a)]
+    anonymous += [await b.job(), await a.job()]
+    node = await b.node("gpu-b", styles=CANDY)
+    served = []
+    for _ in range(6):
+        offer = await accept(node)
+        served.append(offer.job_id)
+        await node.send(result_for(offer))
+    # As on one relay: a client of priority 2 is served up to 3 jobs a turn.
+    assert served == [anonymous[0], *keyed, *anonymous[1:]]
+
+
+async def _job_with(relay: Relay, key: str) -> str:
+    resp = await relay.client.post(
+        "/api/jobs",
+        data=form(png((64, 48)), style="fast:builtin:candy", size="40"),
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert resp.status == 202, await resp.text()
+    job_id: str = (await resp.json())["id"]
+    return job_id

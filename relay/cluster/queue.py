@@ -149,6 +149,7 @@ class ClusterQueue:
         retry_after: int,
         per_minute: int,
         per_day: int | None = None,
+        priority: int = 0,
         tell_others: bool = True,
         who: str = "your address",
     ) -> None:
@@ -159,12 +160,13 @@ class ClusterQueue:
         `DatabaseUnavailable` (503). The client's new jobs a minute (`per_minute`, a
         token bucket) are counted across replicas too (429 with Retry-After; `who` names
         the client in the message), and so are an API key's jobs a day (`per_day`).
+        `priority`: the client is served up to 1 + `priority` jobs a turn.
         `tell_others` False: this replica has a free slot that can run the job and claims
         at once (if it takes another job instead, its claim tells the others)."""
         record = insert_columns(job)
         outcome = await self._run(
             "SELECT stylerelay_queue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
-            " $14, $15, $16, $17, $18, $19, $20, $21)",
+            " $14, $15, $16, $17, $18, $19, $20, $21, $22)",
             job.id,
             job.client,
             job.method,
@@ -178,6 +180,7 @@ class ClusterQueue:
             tell_others,
             per_minute,
             per_day,
+            priority,
         )
         if outcome >= RATE_LIMITED:
             seconds = max(1, outcome - RATE_LIMITED)

@@ -47,6 +47,12 @@ CREATE TABLE IF NOT EXISTS rate_buckets (
     at double precision NOT NULL
 );
 
+-- An API key's priority p: its client is served up to 1 + p jobs a turn (`served` so far
+-- in this one), as on one relay (`relay.scheduler`).
+ALTER TABLE clients
+    ADD COLUMN IF NOT EXISTS priority integer NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS served integer NOT NULL DEFAULT 0;
+
 -- The new jobs of the last day of each API key that sets a count a day (`per_day`).
 CREATE TABLE IF NOT EXISTS daily_jobs (
     client text NOT NULL,
@@ -59,7 +65,7 @@ CREATE OR REPLACE FUNCTION stylerelay_queue_submit(
     p_fast text[], p_wait_until double precision, p_max_open integer, p_capacity integer,
     p_styles jsonb, p_style_files text[], p_content text, p_width integer, p_height integer,
     p_params jsonb, p_email text, p_filename text, p_created double precision,
-    p_notify boolean, p_per_minute integer, p_per_day integer
+    p_notify boolean, p_per_minute integer, p_per_day integer, p_priority integer
 ) RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     mine integer;
@@ -96,9 +102,13 @@ BEGIN
     IF waiting >= p_capacity THEN
         RETURN 2;
     END IF;
-    INSERT INTO clients VALUES (p_client, nextval('turns'))
-        ON CONFLICT (client) DO UPDATE SET turn = nextval('turns')
-        WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE client = p_client AND state = 'queued');
+    IF EXISTS (SELECT 1 FROM jobs WHERE client = p_client AND state = 'queued') THEN
+        UPDATE clients SET priority = p_priority WHERE client = p_client;
+    ELSE
+        INSERT INTO clients (client, turn, priority) VALUES (p_client, nextval('turns'), p_priority)
+            ON CONFLICT (client) DO UPDATE SET turn = nextval('turns'), priority = p_priority,
+            served = 0;
+    END IF;
     INSERT INTO jobs (id, client, method, epochs, pixels, fast_styles, state, place,
         wait_until, styles, style_files, content_file, width, height, params, email,
         filename, created)
@@ -154,7 +164,11 @@ BEGIN
                 v_full := false;
                 EXIT;
             END IF;
-            UPDATE clients SET turn = nextval('turns') WHERE client = v_pick.client;
+            -- Priority: the client keeps its turn for up to `priority` more jobs.
+            UPDATE clients SET
+                served = CASE WHEN served < priority THEN served + 1 ELSE 0 END,
+                turn = CASE WHEN served < priority THEN turn ELSE nextval('turns') END
+                WHERE client = v_pick.client;
             RETURN QUERY UPDATE jobs SET state = 'running',
                 lease = replace(gen_random_uuid()::text, '-', ''), node = v_node,
                 replica = p_replica, lease_started = p_now, not_before = 0,

@@ -329,6 +329,7 @@ class ClusterService(JobService):
                 retry_after=self.config.retry_after,
                 per_minute=(quota and quota.per_minute) or self.config.rate_per_minute,
                 per_day=quota.per_day if quota is not None else None,
+                priority=self.scheduler.priority(job.client),  # set by `submit`
                 tell_others=not here,
                 who="your key" if quota is not None else "your address",
             )
