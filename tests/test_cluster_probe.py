@@ -248,3 +248,22 @@ async def _job_with(relay: Relay, key: str) -> str:
     assert resp.status == 202, await resp.text()
     job_id: str = (await resp.json())["id"]
     return job_id
+
+
+async def test_jobs_no_node_can_run_have_their_share_of_the_queue_across_replicas(
+    replicas: Replicas,
+) -> None:
+    a = await replicas("a", queue_unservable=2)
+    b = await replicas("b", queue_unservable=2)
+    await _candy_known(a, b)  # and no node is online now
+    answers = []
+    for n, relay in enumerate((a, b, a, b)):
+        resp = await relay.client.post(
+            "/api/jobs",
+            data=form(png((64, 48)), style="fast:builtin:candy", size="40"),
+            headers={"X-Forwarded-For": f"10.0.0.{n + 1}"},
+        )
+        answers.append((resp.status, (await resp.json()).get("error", "")))
+    assert [status for status, _ in answers] == [202, 202, 503, 503]
+    assert "No connected node can run this job now (no node is online)" in answers[2][1]
+    assert "2 jobs already wait for one" in answers[3][1]

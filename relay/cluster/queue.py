@@ -28,12 +28,14 @@ from relay.cluster.database import RETRY_FOR, retrying
 from relay.cluster.dispatcher import CHANNEL, CLAIM_LOCK
 from relay.cluster.gallery import gallery_files
 from relay.cluster.records import COLUMNS, SELECT, insert_columns, record_of
-from relay.dispatch import NodeInfo, Timeouts
+from relay.dispatch import NodeInfo, Timeouts, no_room_to_wait
 from relay.errors import QueueFull, TooManyRequests
 from relay.model import JobRecord, fast_styles
 
 RATE_LIMITED = 1000
 """`stylerelay_queue_submit` answers this plus the seconds to wait when over the rate."""
+NO_ROOM_TO_WAIT = 1_000_000
+"""... and this plus the jobs no node could run that wait, when those have their share."""
 CONTROL = "stylerelay_control"
 """NOTIFY channel for one replica's ears: cancel a job that runs on one of its nodes."""
 
@@ -150,6 +152,8 @@ class ClusterQueue:
         per_minute: int,
         per_day: int | None = None,
         priority: int = 0,
+        unfit: tuple[str, str] | None = None,
+        unservable: int = 0,
         tell_others: bool = True,
         who: str = "your address",
     ) -> None:
@@ -160,13 +164,15 @@ class ClusterQueue:
         `DatabaseUnavailable` (503). The client's new jobs a minute (`per_minute`, a
         token bucket) are counted across replicas too (429 with Retry-After; `who` names
         the client in the message), and so are an API key's jobs a day (`per_day`).
-        `priority`: the client is served up to 1 + `priority` jobs a turn.
+        `priority`: the client is served up to 1 + `priority` jobs a turn. `unfit`: why no
+        node of the cluster could run the job (`relay.dispatch.unfit`), which then waits
+        only while fewer than `unservable` such jobs do (503).
         `tell_others` False: this replica has a free slot that can run the job and claims
         at once (if it takes another job instead, its claim tells the others)."""
         record = insert_columns(job)
         outcome = await self._run(
             "SELECT stylerelay_queue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
-            " $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+            " $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
             job.id,
             job.client,
             job.method,
@@ -181,7 +187,10 @@ class ClusterQueue:
             per_minute,
             per_day,
             priority,
+            unservable if unfit is not None else None,
         )
+        if outcome >= NO_ROOM_TO_WAIT and unfit is not None:
+            raise QueueFull(no_room_to_wait(*unfit, outcome - NO_ROOM_TO_WAIT), retry_after)
         if outcome >= RATE_LIMITED:
             seconds = max(1, outcome - RATE_LIMITED)
             raise TooManyRequests(

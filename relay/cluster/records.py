@@ -30,7 +30,8 @@ ALTER TABLE jobs
     ADD COLUMN IF NOT EXISTS preview_file text,
     ADD COLUMN IF NOT EXISTS email_status text,
     ADD COLUMN IF NOT EXISTS partial_file text,
-    ADD COLUMN IF NOT EXISTS partial_epoch integer;
+    ADD COLUMN IF NOT EXISTS partial_epoch integer,
+    ADD COLUMN IF NOT EXISTS unservable boolean NOT NULL DEFAULT false;
 CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (ended)
     WHERE state IN ('done', 'failed', 'cancelled');
 
@@ -65,7 +66,8 @@ CREATE OR REPLACE FUNCTION stylerelay_queue_submit(
     p_fast text[], p_wait_until double precision, p_max_open integer, p_capacity integer,
     p_styles jsonb, p_style_files text[], p_content text, p_width integer, p_height integer,
     p_params jsonb, p_email text, p_filename text, p_created double precision,
-    p_notify boolean, p_per_minute integer, p_per_day integer, p_priority integer
+    p_notify boolean, p_per_minute integer, p_per_day integer, p_priority integer,
+    p_unservable integer
 ) RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     mine integer;
@@ -102,6 +104,14 @@ BEGIN
     IF waiting >= p_capacity THEN
         RETURN 2;
     END IF;
+    -- A job no node could run (`p_unservable`: their share of the queue) waits only
+    -- while fewer such jobs wait, so a flood of them cannot fill the queue.
+    IF p_unservable IS NOT NULL THEN
+        SELECT count(*) INTO waiting FROM jobs WHERE state = 'queued' AND unservable;
+        IF waiting >= p_unservable THEN
+            RETURN 1000000 + waiting;
+        END IF;
+    END IF;
     IF EXISTS (SELECT 1 FROM jobs WHERE client = p_client AND state = 'queued') THEN
         UPDATE clients SET priority = p_priority WHERE client = p_client;
     ELSE
@@ -111,10 +121,10 @@ BEGIN
     END IF;
     INSERT INTO jobs (id, client, method, epochs, pixels, fast_styles, state, place,
         wait_until, styles, style_files, content_file, width, height, params, email,
-        filename, created)
+        filename, created, unservable)
     VALUES (p_id, p_client, p_method, p_epochs, p_pixels, p_fast, 'queued',
         nextval('places'), p_wait_until, p_styles, p_style_files, p_content, p_width,
-        p_height, p_params, p_email, p_filename, p_created);
+        p_height, p_params, p_email, p_filename, p_created, p_unservable IS NOT NULL);
     INSERT INTO rate_buckets VALUES (p_client, v_tokens - 1, p_created)
         ON CONFLICT (client) DO UPDATE SET tokens = v_tokens - 1, at = p_created;
     IF p_per_day IS NOT NULL THEN

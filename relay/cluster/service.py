@@ -62,6 +62,7 @@ from relay.dispatch import (
     SendCancel,
     SendOffer,
     fits,
+    unfit,
 )
 from relay.errors import ApiError, NotFound
 from relay.events import FINAL_TYPES, Event, EventBus
@@ -330,6 +331,8 @@ class ClusterService(JobService):
                 per_minute=(quota and quota.per_minute) or self.config.rate_per_minute,
                 per_day=quota.per_day if quota is not None else None,
                 priority=self.scheduler.priority(job.client),  # set by `submit`
+                unfit=unfit(ticket, self.hub.all_infos()),  # every replica's nodes
+                unservable=self.config.queue_unservable,
                 tell_others=not here,
                 who="your key" if quota is not None else "your address",
             )
