@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from cluster_replicas import CANDY, Replicas, service_of, until
 from PIL import Image
-from relay_harness import form, png
+from relay_harness import form, jpeg, png
 from wire_relay import Relay, accept, result_for
 
 from protocol import Cancel, Failure
@@ -267,3 +267,29 @@ async def test_jobs_no_node_can_run_have_their_share_of_the_queue_across_replica
     assert [status for status, _ in answers] == [202, 202, 503, 503]
     assert "No connected node can run this job now (no node is online)" in answers[2][1]
     assert "2 jobs already wait for one" in answers[3][1]
+
+
+async def test_a_preview_kept_after_its_job_ended_is_let_go_by_the_leader(
+    replicas: Replicas, database_url: str
+) -> None:
+    b = await replicas("b")
+    node = await b.node("gpu-b", styles=CANDY)
+    job_id = await b.job()
+    offer = await accept(node)
+    await node.send(result_for(offer))
+    await b.wait_for(job_id, "done")
+    conn = await asyncpg.connect(database_url)
+    try:
+        # A preview write that lost the race with the job's ending (both in the background).
+        await conn.execute("INSERT INTO previews VALUES ($1, $2, 1)", job_id, jpeg((32, 24)))
+        service = service_of(b)
+        await until(lambda: _leads(service))
+        await service.sweep()
+        left = await conn.fetchval("SELECT count(*) FROM previews")
+    finally:
+        await conn.close()
+    assert left == 0
+
+
+async def _leads(service: Any) -> bool:
+    return bool(service.member.leader.leading)

@@ -446,6 +446,14 @@ class ClusterQueue:
         bucket starts full anyway), so the table holds only active clients."""
         await self._run("DELETE FROM rate_buckets WHERE at < $1 RETURNING 1", before)
 
+    async def forget_stale_previews(self) -> None:
+        """Drop the previews of jobs no longer running: one written as its job ended (the
+        ending deleted the row first), or left by a replica that died with the job."""
+        await self._run(
+            "WITH gone AS (DELETE FROM previews p WHERE NOT EXISTS (SELECT 1 FROM jobs j"
+            " WHERE j.id = p.job AND j.state = 'running') RETURNING 1) SELECT count(*) FROM gone"
+        )
+
     async def forget_old_days(self, before: float) -> None:
         """Drop the jobs a day counted before `before` (out of every key's day by then)."""
         await self._run("DELETE FROM daily_jobs WHERE at < $1 RETURNING 1", before)

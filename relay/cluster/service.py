@@ -724,6 +724,7 @@ class ClusterService(JobService):
         now = self.clock()
         await self.queue.forget_full_buckets(now - 120.0)
         await self.queue.forget_old_days(now - 86400.0)
+        await self.queue.forget_stale_previews()
         expired = await self.queue.expire(now - self.config.result_ttl)
         # Files no row names: those of expired jobs, and any a replica wrote that never
         # made it into a row (an upload refused after it was stored, a result that came
