@@ -299,3 +299,17 @@ async def _leads(service: Any) -> bool:
 
 async def _no_nodes(relay: Relay) -> bool:
     return not service_of(relay).hub.all_infos()
+
+
+async def test_a_client_at_its_cap_on_another_replica_stores_nothing(replicas: Replicas) -> None:
+    a = await replicas("a", max_open_jobs=1)
+    b = await replicas("b", max_open_jobs=1)
+    await _candy_known(a, b)
+    assert (await _post(a, _noise_png(1, side=100))).status == 202
+    stored = service_of(b).shared.scan()
+    for seed in range(2, 5):
+        resp = await _post(b, _noise_png(seed))
+        assert resp.status == 429, await resp.text()
+        assert "You already have 1 jobs queued or running" in (await resp.json())["error"]
+    # Refused before its images went to the shared store (not left there for an hour).
+    assert service_of(b).shared.scan() == stored

@@ -19,6 +19,7 @@ only ever holds jobs the replica *claimed* from here: when its nodes have free s
 """
 
 import json
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -189,30 +190,61 @@ class ClusterQueue:
             priority,
             unservable if unfit is not None else None,
         )
-        if outcome >= NO_ROOM_TO_WAIT and unfit is not None:
-            raise QueueFull(no_room_to_wait(*unfit, outcome - NO_ROOM_TO_WAIT), retry_after)
-        if outcome >= RATE_LIMITED:
-            seconds = max(1, outcome - RATE_LIMITED)
-            raise TooManyRequests(
-                f"Too many new jobs from {who} (limit {per_minute} a minute); "
-                f"try again in {seconds} s.",
-                {"Retry-After": str(seconds)},
-            )
-        if outcome == 1:
-            raise TooManyRequests(
-                f"You already have {max_open} jobs queued or running; "
-                "wait for one to finish or cancel one."
-            )
-        if outcome == 3:
-            raise TooManyRequests(
-                f"Your key's {per_day} jobs a day are used up; try again in a few hours.",
-                {"Retry-After": "3600"},
-            )
-        if outcome == 2:
-            raise QueueFull(
-                f"The queue is full ({capacity} jobs waiting); try again in {retry_after} s.",
-                retry_after,
-            )
+        _refuse(
+            outcome,
+            who=who,
+            per_minute=per_minute,
+            per_day=per_day,
+            max_open=max_open,
+            capacity=capacity,
+            retry_after=retry_after,
+            unfit=unfit,
+        )
+
+    async def check_room(
+        self,
+        client: str,
+        now: float,
+        *,
+        max_open: int,
+        capacity: int,
+        retry_after: int,
+        per_minute: int,
+        who: str = "your address",
+    ) -> None:
+        """Refuse now, as `submit` would, a client over its rate or at its open-jobs cap,
+        or a full queue: a job's images are then not stored only to be refused (one read;
+        `submit` checks again under the client's lock)."""
+        row = await retrying(
+            lambda: self.pool.fetchrow(
+                "SELECT (SELECT count(*) FROM jobs WHERE client = $1"
+                " AND state IN ('queued', 'running')) AS mine,"
+                " (SELECT count(*) FROM jobs WHERE state = 'queued') AS waiting,"
+                " (SELECT least($3::float8, tokens + greatest(0, $2 - at) * $3 / 60.0)"
+                " FROM rate_buckets WHERE client = $1) AS tokens",
+                client,
+                now,
+                per_minute,
+            ),
+            self.retry_for,
+        )
+        outcome = 0
+        if row["tokens"] is not None and row["tokens"] < 1:
+            outcome = RATE_LIMITED + math.ceil((1 - row["tokens"]) * 60.0 / per_minute)
+        elif row["mine"] >= max_open:
+            outcome = 1
+        elif row["waiting"] >= capacity:
+            outcome = 2
+        _refuse(
+            outcome,
+            who=who,
+            per_minute=per_minute,
+            per_day=None,
+            max_open=max_open,
+            capacity=capacity,
+            retry_after=retry_after,
+            unfit=None,
+        )
 
     async def claim(self, rooms: Iterable[tuple[NodeInfo, int]], now: float) -> list[Claim]:
         """Take, in fair order, up to each node's free slots of the queued jobs it could
@@ -492,6 +524,44 @@ _RECORD_COLUMNS = {
     "partial_file": "partial_file",
     "partial_epoch": "partial_epoch",
 }
+
+
+def _refuse(
+    outcome: int,
+    *,
+    who: str,
+    per_minute: int,
+    per_day: int | None,
+    max_open: int,
+    capacity: int,
+    retry_after: int,
+    unfit: tuple[str, str] | None,
+) -> None:
+    """Raise the refusal `stylerelay_queue_submit`'s `outcome` stands for (0: none)."""
+    if outcome >= NO_ROOM_TO_WAIT and unfit is not None:
+        raise QueueFull(no_room_to_wait(*unfit, outcome - NO_ROOM_TO_WAIT), retry_after)
+    if outcome >= RATE_LIMITED:
+        seconds = max(1, outcome - RATE_LIMITED)
+        raise TooManyRequests(
+            f"Too many new jobs from {who} (limit {per_minute} a minute); "
+            f"try again in {seconds} s.",
+            {"Retry-After": str(seconds)},
+        )
+    if outcome == 1:
+        raise TooManyRequests(
+            f"You already have {max_open} jobs queued or running; "
+            "wait for one to finish or cancel one."
+        )
+    if outcome == 3:
+        raise TooManyRequests(
+            f"Your key's {per_day} jobs a day are used up; try again in a few hours.",
+            {"Retry-After": "3600"},
+        )
+    if outcome == 2:
+        raise QueueFull(
+            f"The queue is full ({capacity} jobs waiting); try again in {retry_after} s.",
+            retry_after,
+        )
 
 
 def _columns(fields: Mapping[str, Any]) -> dict[str, Any]:

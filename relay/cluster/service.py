@@ -68,7 +68,7 @@ from relay.errors import ApiError, NotFound
 from relay.events import FINAL_TYPES, Event, EventBus
 from relay.jobs import JobService
 from relay.mailer import EmailStatus, Mailer, MailSettings
-from relay.model import JobRecord, JobState, Live, ticket_of
+from relay.model import JobRecord, JobState, Live, Order, ticket_of
 from relay.ratelimits import Quota
 from relay.views import node_views
 
@@ -202,7 +202,8 @@ class ClusterService(JobService):
         """After a gap in listening: the jobs held here that were cancelled meanwhile stop,
         and the watched jobs of other replicas that ended meanwhile are told to their
         watchers now."""
-        await self._stop_cancelled()
+        with contextlib.suppress(DatabaseUnavailable):  # the ticks look again anyway
+            await self._stop_cancelled()
         for job_id in self.bus.watched():
             if job_id not in self._open:
                 await self._deliver_end(job_id)
@@ -313,28 +314,41 @@ class ClusterService(JobService):
 
     # ---- admission -------------------------------------------------------------------
 
-    async def _admit(
-        self, job: JobRecord, shas: list[str], unservable: bool, quota: Quota | None = None
-    ) -> None:
+    async def submit(self, client: str, order: Order, quota: Quota | None = None) -> JobRecord:
+        """As one relay's; but a client over its rate or at its cap across the cluster, or
+        a full queue, is refused before the images go to the shared store, where a refused
+        job's files would stay, unnamed, for an hour (`UNNAMED_FILES_AFTER`)."""
+        await self.queue.check_room(client, wall(), **self._limits(quota))
+        return await super().submit(client, order, quota)
+
+    def _limits(self, quota: Quota | None) -> dict[str, Any]:
+        """The limits a new job of a client (with an API key's `quota`) is admitted within."""
         cap = self.config.max_open_jobs
         if quota is not None and quota.max_open is not None:
             cap = quota.max_open
+        return {
+            "max_open": cap,
+            "capacity": self.config.queue_capacity,
+            "retry_after": self.config.retry_after,
+            "per_minute": (quota and quota.per_minute) or self.config.rate_per_minute,
+            "who": "your key" if quota is not None else "your address",
+        }
+
+    async def _admit(
+        self, job: JobRecord, shas: list[str], unservable: bool, quota: Quota | None = None
+    ) -> None:
         try:
             ticket = ticket_of(job)
             here = any(fits(info, ticket) for info, _ in self.scheduler.room())
             await self.queue.submit(
                 job,
                 wall(),
-                max_open=cap,
-                capacity=self.config.queue_capacity,
-                retry_after=self.config.retry_after,
-                per_minute=(quota and quota.per_minute) or self.config.rate_per_minute,
                 per_day=quota.per_day if quota is not None else None,
                 priority=self.scheduler.priority(job.client),  # set by `submit`
                 unfit=unfit(ticket, self.hub.all_infos()),  # every replica's nodes
                 unservable=self.config.queue_unservable,
                 tell_others=not here,
-                who="your key" if quota is not None else "your address",
+                **self._limits(quota),
             )
         finally:
             self._adding[job.client] -= 1
