@@ -259,16 +259,20 @@ async def test_jobs_no_node_can_run_have_their_share_of_the_queue_across_replica
     for relay in (a, b):  # and no replica shows the node now (another's rows age out)
         await until(partial(_no_nodes, relay))
     answers = []
+    stored = 0
     for n, relay in enumerate((a, b, a, b)):
+        if n == 2:
+            stored = service_of(a).shared.scan()
         resp = await relay.client.post(
             "/api/jobs",
-            data=form(png((64, 48)), style="fast:builtin:candy", size="40"),
+            data=form(png((64, 48), (n, 0, 0)), style="fast:builtin:candy", size="40"),
             headers={"X-Forwarded-For": f"10.0.0.{n + 1}"},
         )
         answers.append((resp.status, (await resp.json()).get("error", "")))
     assert [status for status, _ in answers] == [202, 202, 503, 503]
     assert "No connected node can run this job now (no node is online)" in answers[2][1]
     assert "2 jobs already wait for one" in answers[3][1]
+    assert service_of(a).shared.scan() == stored  # refused before their images were stored
 
 
 async def test_a_preview_kept_after_its_job_ended_is_let_go_by_the_leader(

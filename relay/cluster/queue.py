@@ -210,16 +210,20 @@ class ClusterQueue:
         capacity: int,
         retry_after: int,
         per_minute: int,
+        unfit: tuple[str, str] | None = None,
+        unservable: int = 0,
         who: str = "your address",
     ) -> None:
         """Refuse now, as `submit` would, a client over its rate or at its open-jobs cap,
-        or a full queue: a job's images are then not stored only to be refused (one read;
-        `submit` checks again under the client's lock)."""
+        a full queue, or a job no node could run (`unfit`) when `unservable` such jobs
+        wait: a job's images are then not stored only to be refused (one read; `submit`
+        checks again under the client's lock)."""
         row = await retrying(
             lambda: self.pool.fetchrow(
                 "SELECT (SELECT count(*) FROM jobs WHERE client = $1"
                 " AND state IN ('queued', 'running')) AS mine,"
                 " (SELECT count(*) FROM jobs WHERE state = 'queued') AS waiting,"
+                " (SELECT count(*) FROM jobs WHERE state = 'queued' AND unservable) AS unfit,"
                 " (SELECT least($3::float8, tokens + greatest(0, $2 - at) * $3 / 60.0)"
                 " FROM rate_buckets WHERE client = $1) AS tokens",
                 client,
@@ -235,6 +239,8 @@ class ClusterQueue:
             outcome = 1
         elif row["waiting"] >= capacity:
             outcome = 2
+        elif unfit is not None and row["unfit"] >= unservable:
+            outcome = NO_ROOM_TO_WAIT + row["unfit"]
         _refuse(
             outcome,
             who=who,
@@ -243,7 +249,7 @@ class ClusterQueue:
             max_open=max_open,
             capacity=capacity,
             retry_after=retry_after,
-            unfit=None,
+            unfit=unfit,
         )
 
     async def claim(self, rooms: Iterable[tuple[NodeInfo, int]], now: float) -> list[Claim]:

@@ -68,7 +68,7 @@ from relay.errors import ApiError, NotFound
 from relay.events import FINAL_TYPES, Event, EventBus
 from relay.jobs import JobService
 from relay.mailer import EmailStatus, Mailer, MailSettings
-from relay.model import JobRecord, JobState, Live, Order, ticket_of
+from relay.model import JobRecord, JobState, Live, Order, fast_styles, ticket_of
 from relay.ratelimits import Quota
 from relay.views import node_views
 
@@ -315,10 +315,21 @@ class ClusterService(JobService):
     # ---- admission -------------------------------------------------------------------
 
     async def submit(self, client: str, order: Order, quota: Quota | None = None) -> JobRecord:
-        """As one relay's; but a client over its rate or at its cap across the cluster, or
-        a full queue, is refused before the images go to the shared store, where a refused
-        job's files would stay, unnamed, for an hour (`UNNAMED_FILES_AFTER`)."""
-        await self.queue.check_room(client, wall(), **self._limits(quota))
+        """As one relay's; but a client over its rate or at its cap across the cluster, a
+        full queue, or a job no node could run when its share of the queue is taken, is
+        refused before the images go to the shared store, where a refused job's files
+        would stay, unnamed, for an hour (`UNNAMED_FILES_AFTER`)."""
+        pixels = order.content.width * order.content.height
+        ticket = JobTicket(
+            "", client, order.method, order.epochs, pixels, fast_styles(order.styles)
+        )
+        await self.queue.check_room(
+            client,
+            wall(),
+            unfit=unfit(ticket, self.hub.all_infos()),
+            unservable=self.config.queue_unservable,
+            **self._limits(quota),
+        )
         return await super().submit(client, order, quota)
 
     def _limits(self, quota: Quota | None) -> dict[str, Any]:
