@@ -317,3 +317,28 @@ async def test_a_client_at_its_cap_on_another_replica_stores_nothing(replicas: R
         assert "You already have 1 jobs queued or running" in (await resp.json())["error"]
     # Refused before its images went to the shared store (not left there for an hour).
     assert service_of(b).shared.scan() == stored
+
+
+async def test_a_job_sent_while_the_store_is_unreachable_gets_a_503_that_names_no_address(
+    replicas: Replicas,
+) -> None:
+    a = await replicas("a")
+    await _candy_known(a)
+    store = service_of(a).shared
+    assert isinstance(store, S3Store)
+    reachable = store._client
+    store._client = s3_client(replace(store.location, endpoint="http://127.0.0.1:9"))
+    try:
+        resp = await _post(a, png((64, 48), (1, 2, 3)))
+        body = await resp.json()
+        # What a job's watchers may be told of a failed read (a requeue's reason) too.
+        with pytest.raises(OSError) as failed:
+            store.read("0" * 64)
+        assert failed.value.strerror == "S3 read failed"
+    finally:
+        store._client = reachable
+    assert resp.status == 503, body
+    assert int(resp.headers["Retry-After"]) > 0
+    assert "127.0.0.1" not in body["error"] and store.bucket not in body["error"]
+    # Once it answers again, so does the relay.
+    assert (await _post(a, png((64, 48), (1, 2, 3)))).status == 202

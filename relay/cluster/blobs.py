@@ -35,7 +35,22 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from aiohttp import web
 
 from relay.blobs import _SHA, BlobStore, Holdings
-from relay.errors import NotFound
+from relay.errors import ApiError, NotFound
+
+
+class StoreUnavailable(ApiError):
+    """503: the shared store did not take a new job's images (S3 unreachable, say); the
+    request may be tried again later. Its address is kept out of the message."""
+
+    status = 503
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            "The relay's file store is not answering; no job was taken. "
+            f"Try again in {retry_after} s.",
+            {"Retry-After": str(retry_after)},
+        )
+
 
 STALE_TMP = 3600.0
 """Age after which an unfinished write in a shared folder is taken for a crashed one."""
@@ -215,8 +230,10 @@ CACHE_BYTES = 64 * 1024 * 1024
 
 
 def _s3_error(exc: Exception, what: str) -> OSError:
-    """A failed S3 request as the OSError a disk would raise (the callers handle those)."""
-    return OSError(errno.EIO, f"S3 {what} failed: {exc}")
+    """A failed S3 request as the OSError a disk would raise (the callers handle those).
+    Its `strerror`, which people may be shown (a requeued job's reason), names no address;
+    the request's own error, for the log, is its `filename`."""
+    return OSError(errno.EIO, f"S3 {what} failed", str(exc))
 
 
 class S3Store(Holdings):

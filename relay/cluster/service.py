@@ -42,7 +42,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from relay.cluster.blobs import open_blobs, parse_blob_url
+from relay.blobs import no_space
+from relay.cluster.blobs import StoreUnavailable, open_blobs, parse_blob_url
 from relay.cluster.database import RETRY_FOR, DatabaseUnavailable
 from relay.cluster.dispatcher import CHANNEL as WORK
 from relay.cluster.fanout import Fanout
@@ -64,7 +65,7 @@ from relay.dispatch import (
     fits,
     unfit,
 )
-from relay.errors import ApiError, NotFound
+from relay.errors import ApiError, InsufficientStorage, NotFound
 from relay.events import FINAL_TYPES, Event, EventBus
 from relay.jobs import JobService
 from relay.mailer import EmailStatus, Mailer, MailSettings
@@ -331,6 +332,17 @@ class ClusterService(JobService):
             **self._limits(quota),
         )
         return await super().submit(client, order, quota)
+
+    def _put_all(self, images: list[bytes]) -> list[str]:
+        """As one relay's; but a shared store that failed otherwise than for want of space
+        answers 503 (try again), not 507 with the store's error (its address) in it."""
+        try:
+            return super()._put_all(images)
+        except InsufficientStorage as exc:
+            cause = exc.__cause__
+            if isinstance(cause, OSError) and not no_space(cause):
+                raise StoreUnavailable(self.config.retry_after) from cause
+            raise
 
     def _limits(self, quota: Quota | None) -> dict[str, Any]:
         """The limits a new job of a client (with an API key's `quota`) is admitted within."""
