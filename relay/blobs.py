@@ -52,7 +52,13 @@ class Holdings:
         """Hold `sha` for a writer; True if the file is already stored (nothing to write)."""
         with self._lock:
             self._held[sha] += 1
-            return sha in self._sizes
+            known = sha in self._sizes
+        return known and self._present(sha)
+
+    def _present(self, sha: str) -> bool:
+        """Whether a file this store knows is still stored (blocking). Only this store
+        deletes its files, so yes; a store other writers share asks (`relay.cluster.blobs`)."""
+        return True
 
     def _stored(self, sha: str, size: int) -> None:
         """A write of `sha` succeeded."""

@@ -646,7 +646,7 @@ class JobService:
             # The stored PNGs are about 3 bytes a pixel at most, per image.
             cost = job.pixels * 3 * (1 + len(job.style_files))
             offer = await off_loop(cost, self._offer_of, job, lease)
-        except OSError as exc:
+        except FileNotFoundError as exc:
             log.error("job %s: its stored images cannot be read: %s", job_id, exc)
             actions = self.scheduler.failed(
                 node,
@@ -658,6 +658,11 @@ class JobService:
                 blame=False,
             )
             self.apply(actions)
+            return
+        except OSError as exc:  # the store failed, not the images (S3 unreachable): later
+            log.error("job %s: its stored images cannot be read now: %s", job_id, exc)
+            why = f"the relay could not read the job's images ({exc.strerror or exc})"
+            self.apply(self.scheduler.not_stored(node, job_id, lease, why, self.timer()))
             return
         # A cancel or a lost node may have overtaken the read.
         if self.scheduler.is_current(node, job_id, lease):

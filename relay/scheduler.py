@@ -89,7 +89,8 @@ class _Job:
     failed_on: set[str] = field(default_factory=set)
     """Nodes whose lease of this job ended in a failure or a stall."""
     not_before: float = 0.0
-    """Not offered before this time (its result could not be stored: the disk is full)."""
+    """Not offered before this time (the relay's store failed: its result could not be
+    stored, or its images read)."""
     queued_since: float = 0.0
     """When it last joined the queue: how long it has waited for a proven node."""
     refused_since: float | None = None
@@ -224,6 +225,12 @@ class Scheduler:
         if entry is None or entry.lease is None:
             return None
         return entry.lease.node, entry.lease.id
+
+    def not_before(self, job_id: str) -> float:
+        """When a queued job may be offered again after the relay's store failed it
+        (`not_stored`); 0.0 if at once or unknown."""
+        entry = self._jobs.get(job_id)
+        return entry.not_before if entry is not None else 0.0
 
     def is_current(self, node: str, job_id: str, lease: str) -> bool:
         """Whether `lease` is the live assignment of `job_id` to `node`."""
@@ -428,15 +435,16 @@ class Scheduler:
     def not_stored(
         self, node: str, job_id: str, lease: str, reason: str, now: float
     ) -> list[Action]:
-        """The relay could not store the delivered result (its disk is full): the node was
-        not at fault, so the job goes back to the front without using up an attempt."""
+        """The relay's store failed the job (it could not store the delivered result, its
+        disk full; or read the job's images, a shared store unreachable): the node was not
+        at fault, so the job goes back to the front without using up an attempt."""
         if not self.is_current(node, job_id, lease):
             return []
         entry = self._jobs[job_id]
         self._release(job_id, now)
         self._requeue_front(entry)
         # Running it again at once would only burn a node's time on a result the disk cannot
-        # take either; the tick offers it again once the pause is over.
+        # take either (or fail again to read); the tick offers it again after the pause.
         entry.not_before = now + self.timeouts.not_stored_pause
         return [Requeued(job_id, entry.attempts, reason), *self._dispatch(now)]
 

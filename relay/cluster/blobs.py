@@ -35,7 +35,22 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from aiohttp import web
 
 from relay.blobs import _SHA, BlobStore, Holdings
-from relay.errors import NotFound
+from relay.errors import ApiError, NotFound
+
+
+class StoreUnavailable(ApiError):
+    """503: the shared store did not take a new job's images (S3 unreachable, say); the
+    request may be tried again later. Its address is kept out of the message."""
+
+    status = 503
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            "The relay's file store is not answering; no job was taken. "
+            f"Try again in {retry_after} s.",
+            {"Retry-After": str(retry_after)},
+        )
+
 
 STALE_TMP = 3600.0
 """Age after which an unfinished write in a shared folder is taken for a crashed one."""
@@ -159,25 +174,36 @@ class SharedFolderStore(BlobStore):
         except (OSError, ValueError):
             return 0
 
+    def _present(self, sha: str) -> bool:
+        """Whether a file this replica knows is still there: another replica may have
+        deleted it since (a job deleted or expired through it), and a new job that sends
+        the same image again must not name a missing file."""
+        return self.path(sha).is_file()
+
     def scan(self) -> int:
         """Learn the files on disk; drop only unfinished writes old enough to be dead."""
+        self._walk()
+        return self.total
+
+    def _walk(self) -> dict[str, float]:
+        """Look at every file in the folder once: learn their sizes (`_learn`), drop
+        unfinished writes old enough to be dead; each file's time of writing."""
         sizes: dict[str, int] = {}
+        written: dict[str, float] = {}
         now = time.time()
         for sub in self.root.iterdir():
             if not sub.is_dir():
                 continue
             for path in sub.iterdir():
-                if _SHA.match(path.name):
-                    sizes[path.name] = path.stat().st_size
-                elif path.name.endswith(".tmp"):
-                    # Another replica may be writing it now.
-                    with contextlib.suppress(OSError):
-                        if now - path.stat().st_mtime > STALE_TMP:
-                            path.unlink()
-        with self._lock:
-            self._sizes = sizes
-            self.total = sum(sizes.values())
-        return self.total
+                with contextlib.suppress(OSError):  # gone meanwhile: another replica's
+                    if _SHA.match(path.name):
+                        stat = path.stat()
+                        sizes[path.name] = stat.st_size
+                        written[path.name] = stat.st_mtime
+                    elif path.name.endswith(".tmp") and now - path.stat().st_mtime > STALE_TMP:
+                        path.unlink()  # younger: another replica may be writing it now
+        _learn(self, sizes)
+        return written
 
     def discard(self, shas: Iterable[str], live: Container[str]) -> int:
         """As `BlobStore.discard`, also for files another replica wrote."""
@@ -194,16 +220,9 @@ class SharedFolderStore(BlobStore):
         return super().collect(live)
 
     def written_before(self, before: float) -> list[str]:
-        """Every file in the folder last written before `before` (blocking)."""
-        old: list[str] = []
-        for sub in self.root.iterdir():
-            if not sub.is_dir():
-                continue
-            for path in sub.iterdir():
-                with contextlib.suppress(OSError):
-                    if _SHA.match(path.name) and path.stat().st_mtime < before:
-                        old.append(path.name)
-        return old
+        """Every file in the folder last written before `before` (blocking); the same look
+        learns every file's size (`scan`)."""
+        return [sha for sha, at in self._walk().items() if at < before]
 
 
 CACHE_BYTES = 64 * 1024 * 1024
@@ -211,8 +230,10 @@ CACHE_BYTES = 64 * 1024 * 1024
 
 
 def _s3_error(exc: Exception, what: str) -> OSError:
-    """A failed S3 request as the OSError a disk would raise (the callers handle those)."""
-    return OSError(errno.EIO, f"S3 {what} failed: {exc}")
+    """A failed S3 request as the OSError a disk would raise (the callers handle those).
+    Its `strerror`, which people may be shown (a requeued job's reason), names no address;
+    the request's own error, for the log, is its `filename`."""
+    return OSError(errno.EIO, f"S3 {what} failed", str(exc))
 
 
 class S3Store(Holdings):
@@ -251,6 +272,15 @@ class S3Store(Holdings):
         self._stored(sha, len(data))
         self._keep(sha, data)
         return sha
+
+    def _present(self, sha: str) -> bool:
+        """Whether a file this replica knows is still in the bucket (one HEAD request):
+        another replica may have deleted it since (see `SharedFolderStore._present`). If
+        the bucket cannot say, no: writing it again is harmless."""
+        try:
+            return self.exists(sha)
+        except OSError:
+            return False
 
     def _keep(self, sha: str, data: bytes) -> None:
         """Keep a file just written in memory a while: the replica that took a job usually
@@ -297,10 +327,7 @@ class S3Store(Holdings):
 
     def scan(self) -> int:
         """List the bucket once: learn every file's size; return the total."""
-        sizes = {name: int(item["Size"]) for name, item in self._listing()}
-        with self._lock:
-            self._sizes = sizes
-            self.total = sum(sizes.values())
+        _learn(self, {name: int(item["Size"]) for name, item in self._listing()})
         return self.total
 
     def discard(self, shas: Iterable[str], live: Container[str]) -> int:
@@ -329,8 +356,11 @@ class S3Store(Holdings):
         return self.discard(list(self._sizes), live)
 
     def written_before(self, before: float) -> list[str]:
-        """Every file in the bucket last written before `before` (blocking)."""
-        return [name for name, item in self._listing() if item["LastModified"].timestamp() < before]
+        """Every file in the bucket last written before `before` (blocking); the same
+        listing learns every file's size (`scan`)."""
+        listing = self._listing()
+        _learn(self, {name: int(item["Size"]) for name, item in listing})
+        return [name for name, item in listing if item["LastModified"].timestamp() < before]
 
     def _listing(self) -> list[tuple[str, Any]]:
         """(name, S3 listing entry) of every stored file in the bucket (blocking)."""
@@ -351,6 +381,18 @@ class S3Store(Holdings):
     def close(self) -> None:
         """Close the client's connections."""
         self._client.close()
+
+
+def _learn(store: Holdings, sizes: dict[str, int]) -> None:
+    """`sizes` is what the shared store holds now: files the other replicas wrote count,
+    those they deleted no longer do (the disk cap is checked against the total). A file
+    this replica holds, written as the listing was made, is kept."""
+    with store._lock:
+        for sha in store._held:
+            if sha in store._sizes and sha not in sizes:
+                sizes[sha] = store._sizes[sha]
+        store._sizes = sizes
+        store.total = sum(sizes.values())
 
 
 def _missing(exc: Exception) -> bool:

@@ -19,6 +19,7 @@ only ever holds jobs the replica *claimed* from here: when its nodes have free s
 """
 
 import json
+import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -28,12 +29,14 @@ from relay.cluster.database import RETRY_FOR, retrying
 from relay.cluster.dispatcher import CHANNEL, CLAIM_LOCK
 from relay.cluster.gallery import gallery_files
 from relay.cluster.records import COLUMNS, SELECT, insert_columns, record_of
-from relay.dispatch import NodeInfo, Timeouts
+from relay.dispatch import NodeInfo, Timeouts, no_room_to_wait
 from relay.errors import QueueFull, TooManyRequests
 from relay.model import JobRecord, fast_styles
 
 RATE_LIMITED = 1000
 """`stylerelay_queue_submit` answers this plus the seconds to wait when over the rate."""
+NO_ROOM_TO_WAIT = 1_000_000
+"""... and this plus the jobs no node could run that wait, when those have their share."""
 CONTROL = "stylerelay_control"
 """NOTIFY channel for one replica's ears: cancel a job that runs on one of its nodes."""
 
@@ -148,6 +151,10 @@ class ClusterQueue:
         capacity: int,
         retry_after: int,
         per_minute: int,
+        per_day: int | None = None,
+        priority: int = 0,
+        unfit: tuple[str, str] | None = None,
+        unservable: int = 0,
         tell_others: bool = True,
         who: str = "your address",
     ) -> None:
@@ -157,13 +164,16 @@ class ClusterQueue:
         Retried while the database is away (the id is inserted once); then
         `DatabaseUnavailable` (503). The client's new jobs a minute (`per_minute`, a
         token bucket) are counted across replicas too (429 with Retry-After; `who` names
-        the client in the message). `tell_others` False: this replica has a free slot
-        that can run the job and claims at once (if it takes another job instead, its
-        claim tells the others)."""
+        the client in the message), and so are an API key's jobs a day (`per_day`).
+        `priority`: the client is served up to 1 + `priority` jobs a turn. `unfit`: why no
+        node of the cluster could run the job (`relay.dispatch.unfit`), which then waits
+        only while fewer than `unservable` such jobs do (503).
+        `tell_others` False: this replica has a free slot that can run the job and claims
+        at once (if it takes another job instead, its claim tells the others)."""
         record = insert_columns(job)
         outcome = await self._run(
             "SELECT stylerelay_queue_submit($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13,"
-            " $14, $15, $16, $17, $18, $19, $20)",
+            " $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)",
             job.id,
             job.client,
             job.method,
@@ -176,24 +186,71 @@ class ClusterQueue:
             *record.values(),
             tell_others,
             per_minute,
+            per_day,
+            priority,
+            unservable if unfit is not None else None,
         )
-        if outcome >= RATE_LIMITED:
-            seconds = max(1, outcome - RATE_LIMITED)
-            raise TooManyRequests(
-                f"Too many new jobs from {who} (limit {per_minute} a minute); "
-                f"try again in {seconds} s.",
-                {"Retry-After": str(seconds)},
-            )
-        if outcome == 1:
-            raise TooManyRequests(
-                f"You already have {max_open} jobs queued or running; "
-                "wait for one to finish or cancel one."
-            )
-        if outcome == 2:
-            raise QueueFull(
-                f"The queue is full ({capacity} jobs waiting); try again in {retry_after} s.",
-                retry_after,
-            )
+        _refuse(
+            outcome,
+            who=who,
+            per_minute=per_minute,
+            per_day=per_day,
+            max_open=max_open,
+            capacity=capacity,
+            retry_after=retry_after,
+            unfit=unfit,
+        )
+
+    async def check_room(
+        self,
+        client: str,
+        now: float,
+        *,
+        max_open: int,
+        capacity: int,
+        retry_after: int,
+        per_minute: int,
+        unfit: tuple[str, str] | None = None,
+        unservable: int = 0,
+        who: str = "your address",
+    ) -> None:
+        """Refuse now, as `submit` would, a client over its rate or at its open-jobs cap,
+        a full queue, or a job no node could run (`unfit`) when `unservable` such jobs
+        wait: a job's images are then not stored only to be refused (one read; `submit`
+        checks again under the client's lock)."""
+        row = await retrying(
+            lambda: self.pool.fetchrow(
+                "SELECT (SELECT count(*) FROM jobs WHERE client = $1"
+                " AND state IN ('queued', 'running')) AS mine,"
+                " (SELECT count(*) FROM jobs WHERE state = 'queued') AS waiting,"
+                " (SELECT count(*) FROM jobs WHERE state = 'queued' AND unservable) AS unfit,"
+                " (SELECT least($3::float8, tokens + greatest(0, $2 - at) * $3 / 60.0)"
+                " FROM rate_buckets WHERE client = $1) AS tokens",
+                client,
+                now,
+                per_minute,
+            ),
+            self.retry_for,
+        )
+        outcome = 0
+        if row["tokens"] is not None and row["tokens"] < 1:
+            outcome = RATE_LIMITED + math.ceil((1 - row["tokens"]) * 60.0 / per_minute)
+        elif row["mine"] >= max_open:
+            outcome = 1
+        elif row["waiting"] >= capacity:
+            outcome = 2
+        elif unfit is not None and row["unfit"] >= unservable:
+            outcome = NO_ROOM_TO_WAIT + row["unfit"]
+        _refuse(
+            outcome,
+            who=who,
+            per_minute=per_minute,
+            per_day=None,
+            max_open=max_open,
+            capacity=capacity,
+            retry_after=retry_after,
+            unfit=unfit,
+        )
 
     async def claim(self, rooms: Iterable[tuple[NodeInfo, int]], now: float) -> list[Claim]:
         """Take, in fair order, up to each node's free slots of the queued jobs it could
@@ -253,6 +310,20 @@ class ClusterQueue:
         )
         return [(row["id"], row["lease"]) for row in rows]
 
+    async def cancelled(self, held: Mapping[str, str]) -> list[str]:
+        """Of the jobs this replica `held` (job: lease), those cancelled during that lease
+        (through any replica)."""
+        rows = await retrying(
+            lambda: self.pool.fetch(
+                "SELECT j.id FROM unnest($1::text[], $2::text[]) AS h(id, lease)"
+                " JOIN jobs j ON j.id = h.id AND j.lease = h.lease WHERE j.state = 'cancelled'",
+                list(held),
+                list(held.values()),
+            ),
+            self.retry_for,
+        )
+        return [row["id"] for row in rows]
+
     async def requeue(
         self,
         job_id: str,
@@ -261,11 +332,13 @@ class ClusterQueue:
         now: float,
         *,
         declined_by: str | None = None,
+        pause: float = 0.0,
     ) -> bool:
         """Hand a claimed job back to the front of its client's queue (its node was lost,
         or this replica is stopping), with the attempts it has used (None: as the row
-        says); `declined_by`: a node that refused it, to which no claim takes it again.
-        False if the claim was no longer this replica's."""
+        says); `declined_by`: a node that refused it, to which no claim takes it again;
+        `pause`: seconds before any claim takes it. False if the claim was no longer this
+        replica's."""
 
         async def give_back() -> bool:
             async with self.pool.acquire() as conn, conn.transaction():
@@ -275,13 +348,15 @@ class ClusterQueue:
                     " attempts = coalesce($3, attempts),"
                     " wait_until = wait_until + ($4::float8 - coalesce(lease_started, $4)),"
                     " declined_by = CASE WHEN $5::text IS NULL THEN declined_by"
-                    " ELSE array_append(declined_by, $5) END"
+                    " ELSE array_append(declined_by, $5) END,"
+                    " not_before = CASE WHEN $6 > 0 THEN $4::float8 + $6 ELSE 0 END"
                     " WHERE id = $1 AND lease = $2 AND state = 'running' RETURNING client",
                     job_id,
                     lease,
                     attempts,
                     now,
                     declined_by,
+                    pause,
                 )
                 if row is None:
                     return False
@@ -409,6 +484,18 @@ class ClusterQueue:
         bucket starts full anyway), so the table holds only active clients."""
         await self._run("DELETE FROM rate_buckets WHERE at < $1 RETURNING 1", before)
 
+    async def forget_stale_previews(self) -> None:
+        """Drop the previews of jobs no longer running: one written as its job ended (the
+        ending deleted the row first), or left by a replica that died with the job."""
+        await self._run(
+            "WITH gone AS (DELETE FROM previews p WHERE NOT EXISTS (SELECT 1 FROM jobs j"
+            " WHERE j.id = p.job AND j.state = 'running') RETURNING 1) SELECT count(*) FROM gone"
+        )
+
+    async def forget_old_days(self, before: float) -> None:
+        """Drop the jobs a day counted before `before` (out of every key's day by then)."""
+        await self._run("DELETE FROM daily_jobs WHERE at < $1 RETURNING 1", before)
+
     async def expire(self, before: float) -> list[JobRecord]:
         """Delete the ended jobs that ended before `before`; their records."""
         rows = await retrying(
@@ -443,6 +530,44 @@ _RECORD_COLUMNS = {
     "partial_file": "partial_file",
     "partial_epoch": "partial_epoch",
 }
+
+
+def _refuse(
+    outcome: int,
+    *,
+    who: str,
+    per_minute: int,
+    per_day: int | None,
+    max_open: int,
+    capacity: int,
+    retry_after: int,
+    unfit: tuple[str, str] | None,
+) -> None:
+    """Raise the refusal `stylerelay_queue_submit`'s `outcome` stands for (0: none)."""
+    if outcome >= NO_ROOM_TO_WAIT and unfit is not None:
+        raise QueueFull(no_room_to_wait(*unfit, outcome - NO_ROOM_TO_WAIT), retry_after)
+    if outcome >= RATE_LIMITED:
+        seconds = max(1, outcome - RATE_LIMITED)
+        raise TooManyRequests(
+            f"Too many new jobs from {who} (limit {per_minute} a minute); "
+            f"try again in {seconds} s.",
+            {"Retry-After": str(seconds)},
+        )
+    if outcome == 1:
+        raise TooManyRequests(
+            f"You already have {max_open} jobs queued or running; "
+            "wait for one to finish or cancel one."
+        )
+    if outcome == 3:
+        raise TooManyRequests(
+            f"Your key's {per_day} jobs a day are used up; try again in a few hours.",
+            {"Retry-After": "3600"},
+        )
+    if outcome == 2:
+        raise QueueFull(
+            f"The queue is full ({capacity} jobs waiting); try again in {retry_after} s.",
+            retry_after,
+        )
 
 
 def _columns(fields: Mapping[str, Any]) -> dict[str, Any]:

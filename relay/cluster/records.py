@@ -30,7 +30,8 @@ ALTER TABLE jobs
     ADD COLUMN IF NOT EXISTS preview_file text,
     ADD COLUMN IF NOT EXISTS email_status text,
     ADD COLUMN IF NOT EXISTS partial_file text,
-    ADD COLUMN IF NOT EXISTS partial_epoch integer;
+    ADD COLUMN IF NOT EXISTS partial_epoch integer,
+    ADD COLUMN IF NOT EXISTS unservable boolean NOT NULL DEFAULT false;
 CREATE INDEX IF NOT EXISTS jobs_ended ON jobs (ended)
     WHERE state IN ('done', 'failed', 'cancelled');
 
@@ -47,12 +48,26 @@ CREATE TABLE IF NOT EXISTS rate_buckets (
     at double precision NOT NULL
 );
 
+-- An API key's priority p: its client is served up to 1 + p jobs a turn (`served` so far
+-- in this one), as on one relay (`relay.scheduler`).
+ALTER TABLE clients
+    ADD COLUMN IF NOT EXISTS priority integer NOT NULL DEFAULT 0,
+    ADD COLUMN IF NOT EXISTS served integer NOT NULL DEFAULT 0;
+
+-- The new jobs of the last day of each API key that sets a count a day (`per_day`).
+CREATE TABLE IF NOT EXISTS daily_jobs (
+    client text NOT NULL,
+    at double precision NOT NULL
+);
+CREATE INDEX IF NOT EXISTS daily_jobs_client ON daily_jobs (client, at);
+
 CREATE OR REPLACE FUNCTION stylerelay_queue_submit(
     p_id text, p_client text, p_method text, p_epochs integer, p_pixels bigint,
     p_fast text[], p_wait_until double precision, p_max_open integer, p_capacity integer,
     p_styles jsonb, p_style_files text[], p_content text, p_width integer, p_height integer,
     p_params jsonb, p_email text, p_filename text, p_created double precision,
-    p_notify boolean, p_per_minute integer
+    p_notify boolean, p_per_minute integer, p_per_day integer, p_priority integer,
+    p_unservable integer
 ) RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
     mine integer;
@@ -76,6 +91,10 @@ BEGIN
     IF v_tokens < 1 THEN
         RETURN 1000 + ceil((1 - v_tokens) * 60.0 / p_per_minute)::integer;
     END IF;
+    IF p_per_day IS NOT NULL AND (SELECT count(*) FROM daily_jobs
+            WHERE client = p_client AND at > p_created - 86400) >= p_per_day THEN
+        RETURN 3;
+    END IF;
     SELECT count(*) INTO mine FROM jobs
         WHERE client = p_client AND state IN ('queued', 'running');
     IF mine >= p_max_open THEN
@@ -85,17 +104,32 @@ BEGIN
     IF waiting >= p_capacity THEN
         RETURN 2;
     END IF;
-    INSERT INTO clients VALUES (p_client, nextval('turns'))
-        ON CONFLICT (client) DO UPDATE SET turn = nextval('turns')
-        WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE client = p_client AND state = 'queued');
+    -- A job no node could run (`p_unservable`: their share of the queue) waits only
+    -- while fewer such jobs wait, so a flood of them cannot fill the queue.
+    IF p_unservable IS NOT NULL THEN
+        SELECT count(*) INTO waiting FROM jobs WHERE state = 'queued' AND unservable;
+        IF waiting >= p_unservable THEN
+            RETURN 1000000 + waiting;
+        END IF;
+    END IF;
+    IF EXISTS (SELECT 1 FROM jobs WHERE client = p_client AND state = 'queued') THEN
+        UPDATE clients SET priority = p_priority WHERE client = p_client;
+    ELSE
+        INSERT INTO clients (client, turn, priority) VALUES (p_client, nextval('turns'), p_priority)
+            ON CONFLICT (client) DO UPDATE SET turn = nextval('turns'), priority = p_priority,
+            served = 0;
+    END IF;
     INSERT INTO jobs (id, client, method, epochs, pixels, fast_styles, state, place,
         wait_until, styles, style_files, content_file, width, height, params, email,
-        filename, created)
+        filename, created, unservable)
     VALUES (p_id, p_client, p_method, p_epochs, p_pixels, p_fast, 'queued',
         nextval('places'), p_wait_until, p_styles, p_style_files, p_content, p_width,
-        p_height, p_params, p_email, p_filename, p_created);
+        p_height, p_params, p_email, p_filename, p_created, p_unservable IS NOT NULL);
     INSERT INTO rate_buckets VALUES (p_client, v_tokens - 1, p_created)
         ON CONFLICT (client) DO UPDATE SET tokens = v_tokens - 1, at = p_created;
+    IF p_per_day IS NOT NULL THEN
+        INSERT INTO daily_jobs VALUES (p_client, p_created);
+    END IF;
     IF p_notify THEN
         PERFORM pg_notify('stylerelay_work', '');
     END IF;
@@ -140,7 +174,11 @@ BEGIN
                 v_full := false;
                 EXIT;
             END IF;
-            UPDATE clients SET turn = nextval('turns') WHERE client = v_pick.client;
+            -- Priority: the client keeps its turn for up to `priority` more jobs.
+            UPDATE clients SET
+                served = CASE WHEN served < priority THEN served + 1 ELSE 0 END,
+                turn = CASE WHEN served < priority THEN turn ELSE nextval('turns') END
+                WHERE client = v_pick.client;
             RETURN QUERY UPDATE jobs SET state = 'running',
                 lease = replace(gen_random_uuid()::text, '-', ''), node = v_node,
                 replica = p_replica, lease_started = p_now, not_before = 0,

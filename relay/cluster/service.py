@@ -42,7 +42,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from relay.cluster.blobs import open_blobs, parse_blob_url
+from relay.blobs import no_space
+from relay.cluster.blobs import StoreUnavailable, open_blobs, parse_blob_url
 from relay.cluster.database import RETRY_FOR, DatabaseUnavailable
 from relay.cluster.dispatcher import CHANNEL as WORK
 from relay.cluster.fanout import Fanout
@@ -62,12 +63,13 @@ from relay.dispatch import (
     SendCancel,
     SendOffer,
     fits,
+    unfit,
 )
-from relay.errors import ApiError, NotFound
+from relay.errors import ApiError, InsufficientStorage, NotFound
 from relay.events import FINAL_TYPES, Event, EventBus
 from relay.jobs import JobService
 from relay.mailer import EmailStatus, Mailer, MailSettings
-from relay.model import JobRecord, JobState, Live, ticket_of
+from relay.model import JobRecord, JobState, Live, Order, fast_styles, ticket_of
 from relay.ratelimits import Quota
 from relay.views import node_views
 
@@ -77,7 +79,8 @@ T = TypeVar("T")
 ORPHAN_AFTER = 30.0
 """Seconds after its claim a row naming this replica but not held by it is an orphan."""
 ORPHAN_TICKS = 10
-"""Ticks between looks for orphaned claims (`_adopt_orphans`)."""
+"""Ticks between looks for orphaned claims (`_adopt_orphans`) and for cancels of held jobs
+this replica did not hear (`_stop_cancelled`)."""
 UNNAMED_FILES_AFTER = 3600.0
 """Seconds after it was written a file no job row names is deleted by the leader."""
 STYLES_KEPT = 3600.0
@@ -197,11 +200,28 @@ class ClusterService(JobService):
         await self._load_styles(frozenset())
 
     async def _catch_up(self) -> None:
-        """After a gap in listening: the watched jobs of other replicas that ended
-        meanwhile are told to their watchers now."""
+        """After a gap in listening: the jobs held here that were cancelled meanwhile stop,
+        and the watched jobs of other replicas that ended meanwhile are told to their
+        watchers now."""
+        with contextlib.suppress(DatabaseUnavailable):  # the ticks look again anyway
+            await self._stop_cancelled()
         for job_id in self.bus.watched():
             if job_id not in self._open:
                 await self._deliver_end(job_id)
+
+    async def _stop_cancelled(self) -> None:
+        """Stop the jobs held here whose rows say they were cancelled, a cancel this
+        replica did not hear on `CONTROL`: NOTIFY is not stored, so one sent while its
+        listening connection was down is lost, and one heard just before its claim's
+        answer finds no job here yet. (Its node would paint it to the end.)"""
+        held = dict(self._claims)
+        if not held:
+            return
+        for job_id in await self.queue.cancelled(held):
+            if self._claims.get(job_id) == held[job_id] and job_id in self._open:
+                log.info("job %s: cancelled through another replica; stopping it here", job_id)
+                with contextlib.suppress(ApiError):
+                    self.cancel(job_id)
 
     async def leave(self) -> None:
         """A clean stop: hand every claimed job back (no attempt charged), leave."""
@@ -295,24 +315,63 @@ class ClusterService(JobService):
 
     # ---- admission -------------------------------------------------------------------
 
-    async def _admit(
-        self, job: JobRecord, shas: list[str], unservable: bool, quota: Quota | None = None
-    ) -> None:
+    async def submit(self, client: str, order: Order, quota: Quota | None = None) -> JobRecord:
+        """As one relay's; but a client over its rate or at its cap across the cluster, a
+        full queue, or a job no node could run when its share of the queue is taken, is
+        refused before the images go to the shared store, where a refused job's files
+        would stay, unnamed, for an hour (`UNNAMED_FILES_AFTER`)."""
+        pixels = order.content.width * order.content.height
+        ticket = JobTicket(
+            "", client, order.method, order.epochs, pixels, fast_styles(order.styles)
+        )
+        await self.queue.check_room(
+            client,
+            wall(),
+            unfit=unfit(ticket, self.hub.all_infos()),
+            unservable=self.config.queue_unservable,
+            **self._limits(quota),
+        )
+        return await super().submit(client, order, quota)
+
+    def _put_all(self, images: list[bytes]) -> list[str]:
+        """As one relay's; but a shared store that failed otherwise than for want of space
+        answers 503 (try again), not 507 with the store's error (its address) in it."""
+        try:
+            return super()._put_all(images)
+        except InsufficientStorage as exc:
+            cause = exc.__cause__
+            if isinstance(cause, OSError) and not no_space(cause):
+                raise StoreUnavailable(self.config.retry_after) from cause
+            raise
+
+    def _limits(self, quota: Quota | None) -> dict[str, Any]:
+        """The limits a new job of a client (with an API key's `quota`) is admitted within."""
         cap = self.config.max_open_jobs
         if quota is not None and quota.max_open is not None:
             cap = quota.max_open
+        return {
+            "max_open": cap,
+            "capacity": self.config.queue_capacity,
+            "retry_after": self.config.retry_after,
+            "per_minute": (quota and quota.per_minute) or self.config.rate_per_minute,
+            "who": "your key" if quota is not None else "your address",
+        }
+
+    async def _admit(
+        self, job: JobRecord, shas: list[str], unservable: bool, quota: Quota | None = None
+    ) -> None:
         try:
             ticket = ticket_of(job)
             here = any(fits(info, ticket) for info, _ in self.scheduler.room())
             await self.queue.submit(
                 job,
                 wall(),
-                max_open=cap,
-                capacity=self.config.queue_capacity,
-                retry_after=self.config.retry_after,
-                per_minute=(quota and quota.per_minute) or self.config.rate_per_minute,
+                per_day=quota.per_day if quota is not None else None,
+                priority=self.scheduler.priority(job.client),  # set by `submit`
+                unfit=unfit(ticket, self.hub.all_infos()),  # every replica's nodes
+                unservable=self.config.queue_unservable,
                 tell_others=not here,
-                who="your key" if quota is not None else "your address",
+                **self._limits(quota),
             )
         finally:
             self._adding[job.client] -= 1
@@ -379,6 +438,7 @@ class ClusterService(JobService):
         self._ticks += 1
         if self._ticks % ORPHAN_TICKS == 0:
             self._write(self._adopt_orphans())
+            self._write(self._stop_cancelled())
         if self.sender is not None and (self._mail_task is None or self._mail_task.done()):
             self._mail_task = asyncio.get_running_loop().create_task(self._mail_round())
 
@@ -541,6 +601,9 @@ class ClusterService(JobService):
             return  # another node here took it at once (the same actions offered it)
         del self._claims[job_id]
         self._claimed_for.pop(job_id, None)
+        # A pause the scheduler gave it (the store failed it) holds in the shared queue too:
+        # every replica's claim would fail the same way at once.
+        pause = max(0.0, self.scheduler.not_before(job_id) - self.timer())
         self.scheduler.cancel(job_id, self.timer())
         self._open.pop(job_id, None)
         self.live.pop(job_id, None)
@@ -554,7 +617,7 @@ class ClusterService(JobService):
             try:
                 await _until_written(
                     lambda: self.queue.requeue(
-                        job_id, lease, attempts, now, declined_by=declined_by
+                        job_id, lease, attempts, now, declined_by=declined_by, pause=pause
                     )
                 )
             finally:
@@ -688,17 +751,22 @@ class ClusterService(JobService):
             self._write(_until_written(lambda: self.queue.update(job_id, lease, keep)))
 
     async def sweep(self) -> int:
-        """The leader deletes expired jobs and their files (every replica is asked)."""
+        """The leader deletes expired jobs and their files (every replica is asked); every
+        replica learns again what the shared store holds (the others' writes and deletions
+        count against its disk cap)."""
         if not self.member.leader.leading:
+            await asyncio.to_thread(self.shared.scan)
             return 0
         await self.showcase.sweep()
         now = self.clock()
         await self.queue.forget_full_buckets(now - 120.0)
+        await self.queue.forget_old_days(now - 86400.0)
+        await self.queue.forget_stale_previews()
         expired = await self.queue.expire(now - self.config.result_ttl)
         # Files no row names: those of expired jobs, and any a replica wrote that never
         # made it into a row (an upload refused after it was stored, a result that came
         # too late, a replica killed mid-submit), once old enough that no replica can
-        # still be about to record them.
+        # still be about to record them. (The same listing counts the store's bytes.)
         old = await asyncio.to_thread(self.shared.written_before, now - UNNAMED_FILES_AFTER)
         live = await self.queue.live_files()
         files = {sha for job in expired for sha in job.files()} | set(old)
