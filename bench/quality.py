@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -308,6 +309,38 @@ def summary(outcomes: Sequence[Outcome]) -> dict[str, float | None]:
     }
 
 
+def markdown(record: dict[str, Any]) -> str:
+    """A compare run's JSON as a Markdown table: a row a pair, then the means; seconds of
+    a before side reused from an earlier run are marked with *."""
+    rows = [
+        "| pair | style before | style after | content before | content after"
+        " | s before | s after |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for o in record["pairs"]:
+        b, a = o["before"], o["after"]
+        mark = "*" if o.get("before_reused") else ""
+        rows.append(
+            f"| {o['pair']} | {b['style_ratio']:.4f} | {a['style_ratio']:.4f}"
+            f" | {b['content_ratio']:.3f} | {a['content_ratio']:.3f}"
+            f" | {o['before_s']:.0f}{mark} | {o['after_s']:.0f} |"
+        )
+    t = record["summary"]
+    rows.append(
+        f"| **mean of {t['pairs']}** | {t['style_before']:.4f} | **{t['style_after']:.4f}**"
+        f" | {t['content_before']:.3f} | **{t['content_after']:.3f}** | | |"
+    )
+    ratio = t.get("time_ratio")
+    timed = t.get("timed_pairs", t["pairs"])
+    said = "-" if ratio is None else f"{ratio:.2f}"
+    rows += [
+        "",
+        f"Time after/before over the {timed} pairs painted both ways in this run: {said}."
+        f" Pairs worse than before on both measures: {t['worse_on_both']}.",
+    ]
+    return "\n".join(rows)
+
+
 def all_pairs(root: Path = SHARED) -> list[tuple[Path, Path]]:
     """Every content × style pair under `root`/content and `root`/styles."""
 
@@ -336,6 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`score` one output, or `compare` before and after over pairs."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    table = sub.add_parser("table", help="a compare run's JSON as a Markdown table")
+    table.add_argument("json", type=Path)
     score = sub.add_parser("score", help="score outputs against their photo and painting")
     score.add_argument("outputs", type=Path, nargs="+")
     score.add_argument("--content", type=Path, required=True)
@@ -361,6 +396,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     torch.manual_seed(0)
+    if args.command == "table":
+        print(markdown(json.loads(args.json.read_text())))
+        return 0
     if args.command == "score":
         evaluator = Evaluator()
         photo, style = open_image(args.content), open_image(args.style)

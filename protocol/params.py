@@ -175,7 +175,7 @@ TABLE: tuple[Param, ...] = (
     SIZE,
     EPOCHS,
     Param(
-        "content_weight", Kind.NUMBER, ("gatys",), 0.025, "How much the photo's content counts.",
+        "content_weight", Kind.NUMBER, ("gatys",), 0.08, "How much the photo's content counts.",
         low=0,
     ),
     Param("style_weight", Kind.NUMBER, ("gatys",), 1.0, "How much the style counts.", low=0),

@@ -58,7 +58,9 @@ def test_a_resized_photo_scores_as_the_photo(
 
 
 @pytest.mark.slow
-def test_quick_compare_styles_the_photo_and_writes_json(tmp_path: Path) -> None:
+def test_quick_compare_styles_the_photo_and_writes_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "q.json"
     root = tmp_path / "images"
     (root / "content").mkdir(parents=True)
@@ -89,6 +91,12 @@ def test_quick_compare_styles_the_photo_and_writes_json(tmp_path: Path) -> None:
     assert second["summary"]["timed_pairs"] == 0 and second["summary"]["time_ratio"] is None
     with Image.open(tmp_path / "side" / "cat+starry_night_128.png") as side:
         assert side.size == (128 + 8 + 128, 85)
+    capsys.readouterr()
+    assert main(["table", str(again)]) == 0
+    table = capsys.readouterr().out
+    assert f"| cat+starry_night | {pair['before']['style_ratio']:.4f} |" in table
+    assert f"| {pair['before_s']:.0f}* |" in table  # reused seconds are marked
+    assert "over the 0 pairs painted both ways in this run: -." in table
     wrong = tmp_path / "wrong.json"
     wrong.write_text(json.dumps({**record, "size": 256}))
     with pytest.raises(SystemExit, match="256 px"):
