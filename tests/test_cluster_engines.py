@@ -40,3 +40,30 @@ async def test_s3_stores_and_returns_bytes(s3_server: SeaweedFS, blob_url: str) 
 
 def test_postgres_server_is_reachable_only_on_loopback(postgres_server: Postgres) -> None:
     assert postgres_server.url().startswith("postgresql://postgres@127.0.0.1:")
+
+
+def test_seaweedfs_started_on_a_port_taken_meanwhile_starts_again_on_new_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    import cluster_engines
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    real, calls = cluster_engines.free_port, []
+
+    def first_pick_taken() -> int:
+        # The first start's filer port (the fifth pick) is held by someone else.
+        calls.append(1)
+        return int(taken.getsockname()[1]) if len(calls) == 5 else real()
+
+    monkeypatch.setattr(cluster_engines, "free_port", first_pick_taken)
+    server = SeaweedFS.start()
+    try:
+        assert len(calls) == 20  # two starts of ten ports each
+        assert server.s3_port != taken.getsockname()[1]
+    finally:
+        server.stop()
+        taken.close()
