@@ -54,6 +54,8 @@ _ATOM = r"[A-Za-z0-9#$&'*+/=?^_`{|}~-]+"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+")
 _PART_NAME = re.compile(r';\s*name="([A-Za-z0-9_\[\]-]*)"')
+_FILENAME = re.compile(r";\s*filename\*?=")
+"""A part that carries a file (browsers and curl name it in the Content-Disposition)."""
 # What may come before and after an image's base64: whitespace and a data: URL's head.
 _B64_HEAD = re.compile(r"\s*(?:data:[\w/+.-]*;base64,)?")
 _B64_TAIL = re.compile(r"\s*\Z")
@@ -138,6 +140,17 @@ async def _read_part(part: BodyPartReader, cap: int, what: str, receipt: Receipt
     return buf.getvalue()
 
 
+async def _read_text_part(part: BodyPartReader, what: str, receipt: Receipt) -> bytes:
+    buf = io.BytesIO()
+    while chunk := await part.read_chunk(4 * 1024):
+        receipt.take(len(chunk))
+        buf.write(chunk)
+        if buf.tell() > MAX_FIELD_BYTES:
+            cap = f"{MAX_FIELD_BYTES:,}"
+            raise TooLarge(f"{what} is over {cap} bytes, the most a text field takes.")
+    return buf.getvalue()
+
+
 def _part_name(part: BodyPartReader) -> str:
     """The part's field name. Read with a plain pattern: aiohttp's full RFC 6266 parser
     (`part.name`) was the largest single cost of a job (bench/relay.py); the pattern covers
@@ -187,7 +200,12 @@ async def _read_parts(request: web.Request, max_bytes: int, receipt: Receipt) ->
             what = f"Style image {len(raw.style_images) + 1}"
             raw.style_images.append(await _read_part(part, max_bytes, what, receipt))
         else:
-            field_bytes = await _read_part(part, MAX_FIELD_BYTES, f"Field {_shown(name)}", receipt)
+            if _FILENAME.search(part.headers.get(CONTENT_DISPOSITION, "")):
+                raise BadRequest(
+                    f"A file was sent as field {_shown(name)}, which takes text. Send the "
+                    "photo as `content` and style images as `style_image`."
+                )
+            field_bytes = await _read_text_part(part, f"Field {_shown(name)}", receipt)
             text = field_bytes.decode("utf-8", "replace")
             if name == "style":
                 raw.style_ids += [s.strip() for s in text.split(",") if s.strip()]

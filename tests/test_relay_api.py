@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import FormData, web
 from aiohttp.test_utils import TestClient
 from PIL import Image
 from pytest_aiohttp import AiohttpClient
@@ -186,6 +186,24 @@ async def test_too_many_style_images_are_refused_while_reading(start: Start) -> 
         data.add_field("style_image", io.BytesIO(png()), filename="s.png")
     resp = await client.post("/api/jobs", data=data)
     assert "At most 4 styles can be blended" in await error(resp, 400)
+
+
+async def test_a_file_under_a_text_field_name_says_which_fields_take_files(start: Start) -> None:
+    # `photo` is what many people would guess; it is a text field (unknown here).
+    client = await start()
+    data = FormData()
+    data.add_field("photo", io.BytesIO(png()), filename="cat.png")
+    data.add_field("style", "painting:udnie")
+    message = await error(await client.post("/api/jobs", data=data), 400)
+    assert "sent as field 'photo'" in message
+    assert "Send the photo as `content` and style images as `style_image`" in message
+
+
+async def test_a_text_field_too_long_says_it_is_a_text_field(start: Start) -> None:
+    client = await start()
+    resp = await client.post("/api/jobs", data=form(png(), style="x" * 20_000))
+    message = await error(resp, 413)
+    assert message == "Field 'style' is over 16,384 bytes, the most a text field takes."
 
 
 async def test_bad_uploads_json(start: Start) -> None:
