@@ -238,7 +238,11 @@ def main() -> None:
     engines: Any = importlib.import_module("cluster_engines")
     S3_KEY, S3_SECRET = engines.S3_KEY, engines.S3_SECRET
     pg = engines.Postgres.start()
-    s3 = None if args.no_s3 else engines.SeaweedFS.start()
+    try:
+        s3 = None if args.no_s3 else engines.SeaweedFS.start()
+    except BaseException:
+        pg.stop()  # not left running behind a failed start
+        raise
     rows: list[dict[str, Any]] = []
     try:
         blob_url = None

@@ -488,7 +488,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     import asyncpg
     from cluster_engines import S3_KEY, S3_SECRET, Postgres, SeaweedFS
 
-    postgres, s3 = Postgres.start(), SeaweedFS.start()
+    postgres = Postgres.start()
+    try:
+        s3 = SeaweedFS.start()
+    except BaseException:
+        postgres.stop()  # not left running behind a failed start
+        raise
     os.environ.update(AWS_ACCESS_KEY_ID=S3_KEY, AWS_SECRET_ACCESS_KEY=S3_SECRET)
     out: dict[str, Any] = {}
     started: list[Replicas] = []
