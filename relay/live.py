@@ -232,13 +232,7 @@ class LiveSessions:
         if self._nodes.get(handle.name) is handle:
             del self._nodes[handle.name]
         for session in [s for s in self._sessions.values() if s.node is handle]:
-            self._forget_lease(session)
-            try:
-                self._place(session)
-            except LiveRefused as exc:
-                self._end(session, "node_lost", f"The node painting your camera left. {exc}")
-            else:
-                session.to_page({"type": "moved", "node": session.node.name})  # type: ignore[union-attr]
+            self._move(session, handle, "the node left", told=True, lost=True)
 
     def node_draining(self, handle: NodeHandle) -> None:
         """A node is leaving: its sessions move to other free nodes now; one that finds
@@ -291,7 +285,7 @@ class LiveSessions:
             )
         side = min(max(side, MIN_SIDE), self._service.config.live_max_side)
         session = LiveSession(secrets.token_hex(8), client, side, style, to_page, Steering(side))
-        self._place(session)
+        self._lease_on(session, self._pick(session))
         self._sessions[session.id] = session
         self._by_client[client] = session
         return session
@@ -396,10 +390,6 @@ class LiveSessions:
         session = self._by_lease.get(lease)
         return session if session is not None and session.node is handle else None
 
-    def _place(self, session: LiveSession) -> None:
-        """Lease a slot on the least busy live node that can paint the session's style."""
-        self._lease_on(session, self._pick(session))
-
     def _pick(self, session: LiveSession) -> NodeHandle:
         """Hold a slot on the least busy live node that can paint the session's style
         and has not passed it over; LiveRefused if there is none."""
@@ -440,11 +430,11 @@ class LiveSessions:
 
     def _move(
         self, session: LiveSession, handle: NodeHandle, why: str, *, told: bool = False,
-        stay: bool = False,
+        stay: bool = False, lost: bool = False,
     ) -> None:  # fmt: skip
         """Take `session` off `handle` onto another node and tell the page; the node is
-        sent a LiveEnd unless it `told` the relay itself. With no other node free the
-        session ends, or with `stay` keeps its lease."""
+        sent a LiveEnd unless it `told` the relay itself (or is `lost`: gone). With no
+        other node free the session ends, or with `stay` keeps its lease."""
         session.passed_over.add(handle.name)
         try:
             target: NodeHandle | None = self._pick(session)
@@ -460,8 +450,11 @@ class LiveSessions:
         self._release(handle)
         log.info("live session %s left node %s: %s", session.id, handle.name, why)
         if target is None:
-            reason = "node_ended" if told else "node_silent"
-            self._end(session, reason, f"The node stopped painting ({why}). {refused}")
+            if lost:
+                self._end(session, "node_lost", f"The node painting your camera left. {refused}")
+            else:
+                reason = "node_ended" if told else "node_silent"
+                self._end(session, reason, f"The node stopped painting ({why}). {refused}")
             return
         self._lease_on(session, target)
         session.to_page({"type": "moved", "node": target.name})
