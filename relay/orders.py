@@ -18,6 +18,7 @@ import math
 import re
 import reprlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -54,6 +55,8 @@ _ATOM = r"[A-Za-z0-9#$&'*+/=?^_`{|}~-]+"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _EMAIL = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_LABEL}(?:\.{_LABEL})+")
 _PART_NAME = re.compile(r';\s*name="([A-Za-z0-9_\[\]-]*)"')
+Check = Callable[[int, int, str], None]
+"""Refuses a part of `size` bytes over `cap` (its name `what`): `check_bytes`, `_check_text`."""
 _FILENAME = re.compile(r";\s*filename\*?=")
 """A part that carries a file (browsers and curl name it in the Content-Disposition)."""
 # What may come before and after an image's base64: whitespace and a data: URL's head.
@@ -130,25 +133,22 @@ def _shown(value: Any) -> str:
 # ---- reading bodies ----------------------------------------------------------------------
 
 
-async def _read_part(part: BodyPartReader, cap: int, what: str, receipt: Receipt) -> bytes:
+async def _read_part(
+    part: BodyPartReader, cap: int, what: str, receipt: Receipt, check: Check = check_bytes
+) -> bytes:
     # A BytesIO hands over its buffer as the bytes (getvalue), where a bytearray is copied.
     buf = io.BytesIO()
     while chunk := await part.read_chunk(64 * 1024):
         receipt.take(len(chunk))
         buf.write(chunk)
-        check_bytes(buf.tell(), cap, what)
+        check(buf.tell(), cap, what)
     return buf.getvalue()
 
 
-async def _read_text_part(part: BodyPartReader, what: str, receipt: Receipt) -> bytes:
-    buf = io.BytesIO()
-    while chunk := await part.read_chunk(4 * 1024):
-        receipt.take(len(chunk))
-        buf.write(chunk)
-        if buf.tell() > MAX_FIELD_BYTES:
-            cap = f"{MAX_FIELD_BYTES:,}"
-            raise TooLarge(f"{what} is over {cap} bytes, the most a text field takes.")
-    return buf.getvalue()
+def _check_text(size: int, cap: int, what: str) -> None:
+    """Refuse a text field over `cap` bytes with 413 (`check_bytes` speaks of images)."""
+    if size > cap:
+        raise TooLarge(f"{what} is over {cap:,} bytes, the most a text field takes.")
 
 
 def _part_name(part: BodyPartReader) -> str:
@@ -205,7 +205,8 @@ async def _read_parts(request: web.Request, max_bytes: int, receipt: Receipt) ->
                     f"A file was sent as field {_shown(name)}, which takes text. Send the "
                     "photo as `content` and style images as `style_image`."
                 )
-            field_bytes = await _read_text_part(part, f"Field {_shown(name)}", receipt)
+            what = f"Field {_shown(name)}"
+            field_bytes = await _read_part(part, MAX_FIELD_BYTES, what, receipt, _check_text)
             text = field_bytes.decode("utf-8", "replace")
             if name == "style":
                 raw.style_ids += [s.strip() for s in text.split(",") if s.strip()]
