@@ -60,6 +60,18 @@ class Holdings:
         deletes its files, so yes; a store other writers share asks (`relay.cluster.blobs`)."""
         return True
 
+    def _learn(self, sizes: dict[str, int]) -> None:
+        """`sizes` is what the store holds now (a walk or a listing of it): in a shared
+        store, files other writers added count and those they deleted no longer do (the
+        disk cap is checked against the total). A file a writer holds here, written while
+        the listing was made, is kept."""
+        with self._lock:
+            for sha in self._held:
+                if sha in self._sizes and sha not in sizes:
+                    sizes[sha] = self._sizes[sha]
+            self._sizes = sizes
+            self.total = sum(sizes.values())
+
     def _stored(self, sha: str, size: int) -> None:
         """A write of `sha` succeeded."""
         with self._lock:
@@ -142,9 +154,7 @@ class BlobStore(Holdings):
                     sizes[path.name] = path.stat().st_size
                 elif path.name.endswith(".tmp"):
                     path.unlink(missing_ok=True)
-        with self._lock:
-            self._sizes = sizes
-            self.total = sum(sizes.values())
+        self._learn(sizes)
         return self.total
 
     def discard(self, shas: Iterable[str], live: Container[str]) -> int:

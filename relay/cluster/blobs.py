@@ -202,7 +202,7 @@ class SharedFolderStore(BlobStore):
                         written[path.name] = stat.st_mtime
                     elif path.name.endswith(".tmp") and now - path.stat().st_mtime > STALE_TMP:
                         path.unlink()  # younger: another replica may be writing it now
-        _learn(self, sizes)
+        self._learn(sizes)
         return written
 
     def discard(self, shas: Iterable[str], live: Container[str]) -> int:
@@ -327,7 +327,7 @@ class S3Store(Holdings):
 
     def scan(self) -> int:
         """List the bucket once: learn every file's size; return the total."""
-        _learn(self, {name: int(item["Size"]) for name, item in self._listing()})
+        self._learn({name: int(item["Size"]) for name, item in self._listing()})
         return self.total
 
     def discard(self, shas: Iterable[str], live: Container[str]) -> int:
@@ -359,7 +359,7 @@ class S3Store(Holdings):
         """Every file in the bucket last written before `before` (blocking); the same
         listing learns every file's size (`scan`)."""
         listing = self._listing()
-        _learn(self, {name: int(item["Size"]) for name, item in listing})
+        self._learn({name: int(item["Size"]) for name, item in listing})
         return [name for name, item in listing if item["LastModified"].timestamp() < before]
 
     def _listing(self) -> list[tuple[str, Any]]:
@@ -381,18 +381,6 @@ class S3Store(Holdings):
     def close(self) -> None:
         """Close the client's connections."""
         self._client.close()
-
-
-def _learn(store: Holdings, sizes: dict[str, int]) -> None:
-    """`sizes` is what the shared store holds now: files the other replicas wrote count,
-    those they deleted no longer do (the disk cap is checked against the total). A file
-    this replica holds, written as the listing was made, is kept."""
-    with store._lock:
-        for sha in store._held:
-            if sha in store._sizes and sha not in sizes:
-                sizes[sha] = store._sizes[sha]
-        store._sizes = sizes
-        store.total = sum(sizes.values())
 
 
 def _missing(exc: Exception) -> bool:
